@@ -1,0 +1,138 @@
+"""Settings: one pydantic-settings model read from the environment and `.env`.
+
+Every value an operator can set lives here, so there is exactly one place that says what the
+knobs are, what they default to, and what a wrong value looks like. `load_settings()` turns
+pydantic's multi-line validation report into one sentence per problem: the operator sees which
+variable to set and what to put there, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+_SIZE_PATTERN = re.compile(r"^(\d{2,4})x(\d{2,4})$")
+
+
+class StartupError(Exception):
+    """A configuration problem the operator must fix; its message is one sentence."""
+
+
+class Settings(BaseSettings):
+    """Lexicon's configuration. Field docs are what `README.md`'s table says."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
+    model: str = Field(default=DEFAULT_MODEL, alias="LEXICON_MODEL", min_length=1)
+    data_dir: Path = Field(default=Path("./data"), alias="LEXICON_DATA_DIR")
+    device: str = Field(default="auto", alias="LEXICON_DEVICE")
+    queue: str = Field(default="local", alias="LEXICON_QUEUE")
+    dev_guild: int | None = Field(default=None, alias="LEXICON_DEV_GUILD")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="LEXICON_LOG_LEVEL"
+    )
+
+    # Limits. Each one is a promise to users ("at most N") and to the operator ("no more load
+    # than this"), so each is a setting rather than a constant.
+    max_queued_per_user: int = Field(default=5, ge=1, le=1000, alias="LEXICON_MAX_QUEUED_PER_USER")
+    max_photo_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, alias="LEXICON_MAX_PHOTO_BYTES"
+    )
+    max_photo_pixels: int = Field(
+        default=40_000_000, ge=65_536, le=200_000_000, alias="LEXICON_MAX_PHOTO_PIXELS"
+    )
+    max_embedding_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, alias="LEXICON_MAX_EMBEDDING_BYTES"
+    )
+    max_steps: int = Field(default=50, ge=1, le=150, alias="LEXICON_MAX_STEPS")
+    default_steps: int = Field(default=25, ge=1, le=150, alias="LEXICON_DEFAULT_STEPS")
+    max_batch: int = Field(default=8, ge=1, le=64, alias="LEXICON_MAX_BATCH")
+    allowed_sizes: list[str] = Field(
+        default=["512x512", "512x768", "768x512"], alias="LEXICON_ALLOWED_SIZES"
+    )
+    train_steps: int = Field(default=250, ge=1, le=20_000, alias="LEXICON_TRAIN_STEPS")
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, alias="LEXICON_METRICS_PORT")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE_PATTERN.match(value):
+            raise ValueError("use auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _check_queue(cls, value: str) -> str:
+        value = value.strip()
+        if value != "local" and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("use local, or a Redis URL such as redis://host:6379/0")
+        return value
+
+    @field_validator("allowed_sizes", mode="before")
+    @classmethod
+    def _split_sizes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_sizes")
+    @classmethod
+    def _check_sizes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one size such as 512x512")
+        for size in value:
+            match = _SIZE_PATTERN.match(size)
+            if not match or any(int(side) % 8 for side in match.groups()):
+                raise ValueError(f"{size!r} is not WIDTHxHEIGHT with both sides multiples of 8")
+        return value
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        """The allowed sizes as (width, height) pairs, in the order the operator listed them."""
+        return [(int(w), int(h)) for w, h in (s.split("x") for s in self.allowed_sizes)]
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "lexicon.sqlite3"
+
+    def require_discord_token(self) -> str:
+        """The bot token, or a StartupError that tells the operator where to get one."""
+        token = self.discord_token.get_secret_value().strip() if self.discord_token else ""
+        if not token:
+            raise StartupError(
+                "DISCORD_TOKEN is not set: create a bot at "
+                "https://discord.com/developers/applications (Bot → Reset Token) and put "
+                "DISCORD_TOKEN=<token> in the environment or in .env."
+            )
+        return token
+
+
+def _env_name(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    return (field.alias if field is not None and field.alias else field_name).upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning a validation failure into a one-sentence StartupError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = first["loc"][0] if first["loc"] else "settings"
+        name = location if str(location).isupper() else _env_name(str(location))
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise StartupError(f"{name} is invalid: {message}.") from None

@@ -1,0 +1,1 @@
+"""Discord adapters: slash commands, autocomplete, views and message formatting."""

@@ -1,0 +1,1 @@
+"""Everything Lexicon knows: one SQLite database (aiosqlite) plus content-addressed files."""
