@@ -30,7 +30,7 @@ class NotBuiltError(CommandError):
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("start the Discord bot (and, by default, its local GPU worker)", "bot.commands.run"),
     "worker": ("start a standalone GPU worker that serves a Redis queue", "bot.commands.worker"),
-    "train": ("train an embedding from 3-5 photos, offline, as the bot would", "bot.commands.train"),
+    "train": ("train an embedding from 3-5 photos, as the bot would", "bot.commands.train"),
     "imagine": ("render a prompt to PNG files, offline, as the bot would", "bot.commands.imagine"),
     "embeddings": ("list, import, export and share stored embeddings", "bot.commands.embeddings"),
     "make-tiny-model": ("write the tiny random test model to a folder", "bot.commands.tiny_model"),

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     max_steps: int = Field(default=50, ge=1, le=150, alias="LEXICON_MAX_STEPS")
     default_steps: int = Field(default=25, ge=1, le=150, alias="LEXICON_DEFAULT_STEPS")
     max_batch: int = Field(default=8, ge=1, le=64, alias="LEXICON_MAX_BATCH")
-    allowed_sizes: list[str] = Field(
+    allowed_sizes: Annotated[list[str], NoDecode] = Field(
         default=["512x512", "512x768", "768x512"], alias="LEXICON_ALLOWED_SIZES"
     )
     train_steps: int = Field(default=250, ge=1, le=20_000, alias="LEXICON_TRAIN_STEPS")
@@ -136,3 +137,5 @@ def load_settings(**overrides: object) -> Settings:
         name = location if str(location).isupper() else _env_name(str(location))
         message = str(first["msg"]).removeprefix("Value error, ")
         raise StartupError(f"{name} is invalid: {message}.") from None
+    except SettingsError as error:  # a value pydantic-settings could not even parse
+        raise StartupError(f"A setting could not be read: {error}.") from None

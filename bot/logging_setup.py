@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 # Discord bot tokens: three base64url parts separated by dots (id.timestamp.hmac).
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}")
@@ -37,14 +39,31 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at emit time (as logging's last-resort handler does),
+    so a replaced or captured stderr never leaves us writing to a closed stream."""
+
+    _lexicon = True
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     """Route every logger to stderr through the redacting filter. Safe to call twice."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_lexicon", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler()
-    handler._lexicon = True  # type: ignore[attr-defined]
+    handler = _StderrHandler()
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
     )

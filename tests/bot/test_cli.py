@@ -1,0 +1,62 @@
+"""The `lexicon` command line: help, unbuilt commands, start-up errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from bot.cli import SUBCOMMANDS
+from tests.conftest import REPO_ROOT
+
+
+def test_help_lists_every_subcommand_quickly(cli) -> None:
+    """`lexicon --help` lists the contract's subcommands with one line each, in under 1 s."""
+    cli("--help")  # warm the filesystem cache, as a second invocation would be
+    started = time.perf_counter()
+    result = cli("--help")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0
+    for name in ("run", "worker", "train", "imagine", "embeddings", "make-tiny-model", "db"):
+        assert name in SUBCOMMANDS
+        assert f"    {name}" in result.stdout
+    assert elapsed < 1.0, f"lexicon --help took {elapsed:.2f} s"
+
+
+def test_console_script_is_declared() -> None:
+    """pyproject declares the `lexicon` console script pointing at bot.cli:main."""
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'lexicon = "bot.cli:main"' in text
+
+
+def test_run_without_token_is_one_sentence(cli) -> None:
+    """`lexicon run` with no DISCORD_TOKEN exits non-zero with one sentence naming it."""
+    result = cli("run")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "DISCORD_TOKEN" in lines[0]
+    assert "discord.com/developers/applications" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_setting_is_one_sentence(cli) -> None:
+    """A wrong variable stops start-up with one line naming it, never a traceback."""
+    result = cli("run", DISCORD_TOKEN="x" * 30, LEXICON_DEVICE="gpu")
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0
+    assert "LEXICON_DEVICE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_python_dash_m_bot_is_the_same_cli() -> None:
+    """`python -m bot --help` prints the same usage as the console script's parser."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: lexicon")

@@ -1,0 +1,78 @@
+"""Settings: defaults, validation, and one-sentence errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import DEFAULT_MODEL, StartupError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith(("LEXICON_", "DISCORD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_match_the_contract() -> None:
+    """With nothing set, settings take the documented defaults."""
+    settings = load_settings()
+    assert settings.model == DEFAULT_MODEL == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert settings.data_dir == Path("./data")
+    assert (settings.device, settings.queue, settings.dev_guild) == ("auto", "local", None)
+    assert settings.log_level == "INFO"
+    assert settings.sizes == [(512, 512), (512, 768), (768, 512)]
+
+
+def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Values come from the environment, and from .env in the working directory."""
+    (tmp_path / ".env").write_text("LEXICON_MODEL=tiny\nLEXICON_DEV_GUILD=42\n")
+    monkeypatch.setenv("LEXICON_DEVICE", "CUDA:1")
+    monkeypatch.setenv("LEXICON_ALLOWED_SIZES", "64x64, 512x512")
+    settings = load_settings()
+    assert settings.model == "tiny"
+    assert settings.dev_guild == 42
+    assert settings.device == "cuda:1"
+    assert settings.sizes == [(64, 64), (512, 512)]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("LEXICON_DEVICE", "gpu0", "LEXICON_DEVICE is invalid: use auto, cpu, cuda"),
+        ("LEXICON_QUEUE", "amqp://x", "LEXICON_QUEUE is invalid: use local, or a Redis URL"),
+        ("LEXICON_DEV_GUILD", "my-server", "LEXICON_DEV_GUILD is invalid"),
+        ("LEXICON_ALLOWED_SIZES", "500x500", "LEXICON_ALLOWED_SIZES is invalid: '500x500'"),
+        ("LEXICON_MAX_QUEUED_PER_USER", "0", "LEXICON_MAX_QUEUED_PER_USER is invalid"),
+        ("LEXICON_LOG_LEVEL", "LOUD", "LEXICON_LOG_LEVEL is invalid"),
+    ],
+)
+def test_invalid_values_give_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    """A wrong value names its variable in a single line that ends the sentence."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(StartupError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(fragment)
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_missing_token_says_where_to_get_one() -> None:
+    """require_discord_token names DISCORD_TOKEN and the developer portal."""
+    with pytest.raises(StartupError) as caught:
+        load_settings().require_discord_token()
+    assert "DISCORD_TOKEN" in str(caught.value)
+    assert "discord.com/developers/applications" in str(caught.value)
+
+
+def test_token_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token never appears when settings are printed or logged."""
+    monkeypatch.setenv("DISCORD_TOKEN", "not-a-real-token-but-secret")
+    settings = load_settings()
+    assert "not-a-real-token-but-secret" not in repr(settings)
+    assert settings.require_discord_token() == "not-a-real-token-but-secret"

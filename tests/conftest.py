@@ -1,0 +1,45 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def lexicon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment for running `python -m bot` in a subprocess, isolated from the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LEXICON_", "DISCORD_"))}
+    env["LEXICON_DATA_DIR"] = str(tmp_path / "data")
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update(extra)
+    return env
+
+
+def run_lexicon(
+    args: list[str], tmp_path: Path, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess with cwd=tmp_path (so no stray .env is read)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=tmp_path,
+        env=lexicon_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    """Call the CLI as a user would: `cli("db", "check")` → CompletedProcess."""
+
+    def call(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_lexicon(list(args), tmp_path, timeout=timeout, **env)
+
+    return call
