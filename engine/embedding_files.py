@@ -1,0 +1,310 @@
+"""Textual-inversion embedding files: the one format Lexicon writes, the formats users bring.
+
+Lexicon writes safetensors `{"emb_params": float32[n, d]}` with string metadata. A single tensor
+under one key is what A1111, kohya and diffusers (`load_textual_inversion(path, token=name)`) all
+load unchanged, so an exported embedding works everywhere.
+
+Reading accepts that format, diffusers' `{token: T}`, A1111's pickled `.pt`/`.bin` with
+`string_to_param`, kohya's `emb_params` and SDXL's `{clip_l, clip_g}`. A pickle is never trusted:
+it only goes through `torch.load(weights_only=True)`, which refuses anything but tensors and plain
+containers, so a file that carries code is refused before that code can run. Every failure is an
+`EmbeddingFileError` whose message is one sentence a Discord user can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+FORMAT_TAG = "lexicon-ti/1"
+MAX_VECTORS = 75
+SDXL_WIDTHS = (768, 1280)
+SDXL_WIDTH = sum(SDXL_WIDTHS)  # what `EmbeddingFile.width` says for an SDXL pair
+
+# Text-encoder width → base-model family. SDXL is recognised by its key pair, not one width.
+FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", SDXL_WIDTH: "sdxl", 32: "tiny"}
+FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "tiny": "the tiny test model"}
+
+_ACCEPTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_RESERVED_METADATA = (
+    "format",
+    "name",
+    "kind",
+    "family",
+    "hidden_size",
+    "n_vectors",
+    "steps",
+    "base_model_hash",
+    "photo_hashes",
+)
+
+EmbeddingKind = Literal["positive", "negative"]
+SourceFormat = Literal["lexicon", "kohya", "diffusers", "a1111", "sdxl"]
+
+
+class EmbeddingFileError(ValueError):
+    """An embedding file that cannot be used; the message is one user-facing sentence."""
+
+
+@dataclass(frozen=True)
+class EmbeddingFile:
+    """A validated embedding: float32 vectors on CPU plus what the file said about itself.
+
+    `vectors` is `[n, width]`. For SDXL it holds the `clip_l` half and `vectors_g` the `clip_g`
+    half (both `[n, …]`), and `width` is 768 + 1280.
+    """
+
+    vectors: torch.Tensor
+    family: str
+    width: int
+    metadata: dict[str, str]
+    source_format: SourceFormat
+    name: str = ""  # the trigger word the file suggests (key, `name`, or file stem)
+    vectors_g: torch.Tensor | None = field(default=None)
+
+    @property
+    def n_vectors(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+def family_label(family: str, width: int) -> str:
+    """'SD 2.x (width 1024)' — how a family is named in messages."""
+    shown = "768+1280" if family == "sdxl" else str(width)
+    return f"{FAMILY_LABELS.get(family, family)} (width {shown})"
+
+
+def family_for_width(width: int) -> str:
+    """The base-model family whose text encoder has this width."""
+    try:
+        return FAMILY_BY_WIDTH[width]
+    except KeyError:
+        known = ", ".join(str(w) for w in (768, 1024, 32))
+        raise EmbeddingFileError(
+            f"This embedding has vectors of width {width}, which matches no supported model "
+            f"(known widths: {known}, or 768+1280 for SDXL)."
+        ) from None
+
+
+def check_family(file_family: str, file_width: int, model_family: str, model_width: int) -> None:
+    """Refuse an embedding made for another base model, naming both."""
+    if file_family != model_family or file_width != model_width:
+        raise EmbeddingFileError(
+            f"This embedding is for {family_label(file_family, file_width)} "
+            f"but the loaded model is {family_label(model_family, model_width)}."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_embedding(
+    vectors: torch.Tensor,
+    *,
+    name: str,
+    kind: EmbeddingKind,
+    family: str,
+    steps: int = 0,
+    base_model_hash: str = "",
+    photo_hashes: Sequence[str] = (),
+    extra: Mapping[str, str] | None = None,
+) -> bytes:
+    """Lexicon's embedding file: safetensors `{"emb_params": float32[n, d]}` plus metadata."""
+    if kind not in ("positive", "negative"):
+        raise ValueError(f"kind must be 'positive' or 'negative', not {kind!r}.")
+    matrix = _validated_matrix(vectors.detach(), "emb_params")
+    width = int(matrix.shape[1])
+    if family_for_width(width) != family:
+        raise ValueError(f"Vectors of width {width} do not belong to family {family!r}.")
+    extra = dict(extra or {})
+    clashes = sorted(set(extra) & set(_RESERVED_METADATA))
+    if clashes:
+        raise ValueError(f"extra metadata may not override {', '.join(clashes)}.")
+    metadata = {
+        **{str(k): str(v) for k, v in extra.items()},
+        "format": FORMAT_TAG,
+        "name": name,
+        "kind": kind,
+        "family": family,
+        "hidden_size": str(width),
+        "n_vectors": str(int(matrix.shape[0])),
+        "steps": str(int(steps)),
+        "base_model_hash": base_model_hash,
+        "photo_hashes": ",".join(photo_hashes),
+    }
+    return save_safetensors({"emb_params": matrix.contiguous()}, metadata=metadata)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_embedding(data: bytes, filename: str) -> EmbeddingFile:
+    """Parse and validate an embedding file of any supported format.
+
+    The container is recognised from the bytes (safetensors header, zip or pickle), never from
+    the extension; `filename` only supplies the trigger word A1111 would use (the stem).
+    """
+    stem = PurePath(filename).stem
+    if _looks_like_safetensors(data):
+        tensors, metadata = _load_safetensors(data)
+        return _interpret(tensors, metadata, stem)
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+        loaded = _load_pickle_safely(data)
+        return _interpret_pickle(loaded, stem)
+    raise EmbeddingFileError(
+        "This file is not an embedding (expected a .safetensors, .pt or .bin file)."
+    )
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    if len(data) < 10:
+        return False
+    (header_length,) = struct.unpack("<Q", data[:8])
+    return 2 <= header_length <= len(data) - 8 and data[8:9] == b"{"
+
+
+def _load_safetensors(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        (header_length,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + header_length])
+        metadata = header.get("__metadata__") or {}
+        tensors = load_safetensors(data)
+    except Exception:
+        raise EmbeddingFileError("This safetensors file is damaged and cannot be read.") from None
+    if not isinstance(metadata, dict):
+        metadata = {}
+    return dict(tensors), {str(k): str(v) for k, v in metadata.items()}
+
+
+def _load_pickle_safely(data: bytes) -> Any:
+    """`torch.load` restricted to tensors and plain containers: a pickle is never trusted."""
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise EmbeddingFileError(
+            "This file contains code or objects other than tensors, so it was refused for safety."
+        ) from None
+    except Exception:
+        raise EmbeddingFileError("This .pt/.bin file is damaged and cannot be read.") from None
+
+
+def _interpret_pickle(loaded: Any, stem: str) -> EmbeddingFile:
+    if isinstance(loaded, torch.Tensor):
+        return _single(loaded, "diffusers", stem, {}, "the tensor")
+    if not isinstance(loaded, dict):
+        raise EmbeddingFileError("This file holds no embedding vectors.")
+    if "string_to_param" in loaded:
+        params = loaded["string_to_param"]
+        if not isinstance(params, dict) or len(params) != 1:
+            raise EmbeddingFileError(
+                "This A1111 embedding must hold exactly one vector set under string_to_param."
+            )
+        tensor = next(iter(params.values()))
+        metadata = {
+            key: str(loaded[key])
+            for key in ("name", "step", "sd_checkpoint", "sd_checkpoint_name")
+            if loaded.get(key) is not None
+        }
+        # A1111 uses the file stem as the trigger word, not the stored `name`.
+        return _single(tensor, "a1111", stem, metadata, "string_to_param")
+    tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    return _interpret(tensors, {}, stem)
+
+
+def _interpret(tensors: dict[str, Any], metadata: dict[str, str], stem: str) -> EmbeddingFile:
+    if "clip_l" in tensors and "clip_g" in tensors:
+        return _sdxl(tensors["clip_l"], tensors["clip_g"], metadata, stem)
+    if "emb_params" in tensors:
+        lexicon = metadata.get("format") == FORMAT_TAG
+        name = metadata.get("name", "") if lexicon else stem
+        source: SourceFormat = "lexicon" if lexicon else "kohya"
+        return _single(tensors["emb_params"], source, name or stem, metadata, "emb_params")
+    if len(tensors) == 1:
+        token, tensor = next(iter(tensors.items()))
+        return _single(tensor, "diffusers", str(token) or stem, metadata, str(token))
+    if not tensors:
+        raise EmbeddingFileError("This file holds no embedding vectors.")
+    raise EmbeddingFileError(
+        f"This file holds {len(tensors)} tensors, and an embedding file must hold exactly one "
+        "(or clip_l and clip_g for SDXL)."
+    )
+
+
+def _single(
+    tensor: Any, source: SourceFormat, name: str, metadata: dict[str, str], label: str
+) -> EmbeddingFile:
+    matrix = _validated_matrix(tensor, label)
+    width = int(matrix.shape[1])
+    if width == SDXL_WIDTH:  # 2048 is only meaningful as an SDXL clip_l + clip_g pair
+        raise EmbeddingFileError(
+            f"This embedding has vectors of width {width}, which matches no supported model."
+        )
+    return EmbeddingFile(
+        vectors=matrix,
+        family=family_for_width(width),
+        width=width,
+        metadata=metadata,
+        source_format=source,
+        name=name,
+    )
+
+
+def _sdxl(clip_l: Any, clip_g: Any, metadata: dict[str, str], stem: str) -> EmbeddingFile:
+    matrix_l = _validated_matrix(clip_l, "clip_l")
+    matrix_g = _validated_matrix(clip_g, "clip_g")
+    widths = (int(matrix_l.shape[1]), int(matrix_g.shape[1]))
+    if widths != SDXL_WIDTHS:
+        raise EmbeddingFileError(
+            f"This SDXL embedding has widths {widths[0]}+{widths[1]} instead of 768+1280."
+        )
+    if matrix_l.shape[0] != matrix_g.shape[0]:
+        raise EmbeddingFileError(
+            "This SDXL embedding has a different number of clip_l and clip_g vectors."
+        )
+    return EmbeddingFile(
+        vectors=matrix_l,
+        vectors_g=matrix_g,
+        family="sdxl",
+        width=SDXL_WIDTH,
+        metadata=metadata,
+        source_format="sdxl",
+        name=metadata.get("name") or stem,
+    )
+
+
+def _validated_matrix(tensor: Any, label: str) -> torch.Tensor:
+    """A float32 `[n, d]` CPU copy of `tensor`, or a sentence saying why it is not usable."""
+    if not isinstance(tensor, torch.Tensor):
+        raise EmbeddingFileError(f"The entry {label} in this file is not a tensor.")
+    if tensor.dtype not in _ACCEPTED_DTYPES:
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        raise EmbeddingFileError(
+            f"The vectors in this file are {dtype}, but an embedding must be float16, "
+            "bfloat16 or float32."
+        )
+    if tensor.dim() == 1:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 2:
+        raise EmbeddingFileError(
+            f"The vectors in this file have {tensor.dim()} dimensions instead of 1 or 2."
+        )
+    count = int(tensor.shape[0])
+    if not 1 <= count <= MAX_VECTORS:
+        raise EmbeddingFileError(
+            f"This embedding has {count} vectors, and 1 to {MAX_VECTORS} are allowed."
+        )
+    matrix = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous().clone()
+    if not bool(torch.isfinite(matrix).all()):
+        raise EmbeddingFileError("This embedding contains NaN or infinite values.")
+    return matrix

@@ -1,0 +1,307 @@
+"""Loading the one base model a worker serves.
+
+A worker loads its model once and every request shares it; nothing here is ever changed per user
+(textual-inversion vectors are spliced in per prompt by `engine.encode`). All weights are frozen
+(`requires_grad_(False)`), so training computes gradients only for the vectors it owns.
+
+`load_model` accepts four kinds of spec:
+
+- `tiny` — the tiny random SD 1.x model, built once under `<data_dir>/models/tiny` and reused;
+- a local diffusers folder (has `model_index.json`);
+- a single-file checkpoint (`.safetensors` / `.ckpt`), read with
+  `StableDiffusionPipeline.from_single_file`. Without network access diffusers cannot fetch the
+  matching configs, so a local diffusers config folder must be found: the `config` argument, or
+  a folder next to the checkpoint named after its stem (`v1-5.safetensors` + `v1-5/`), or
+  `<data_dir>/models/config`. Only the folder's configs and tokenizer are used, not its weights;
+- a Hugging Face hub id (`org/name`), through `from_pretrained` and the usual hub cache.
+
+Devices: `auto` means CUDA when present, else CPU. An explicit `cuda` without CUDA is an error,
+never a silent fallback. Default dtype: float16 on CUDA, float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.embedding_files import EmbeddingFileError, family_for_width
+from engine.tiny import is_tiny_model, make_tiny_model
+
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+_FULL_HASH_LIMIT = 64 * 1024 * 1024  # folders smaller than this are hashed byte for byte
+_SAMPLE = 1024 * 1024
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message is one sentence that says what to fix."""
+
+
+@dataclass
+class LoadedModel:
+    """The pieces of one Stable Diffusion pipeline that the engine drives directly."""
+
+    tokenizer: Any  # transformers.CLIPTokenizer
+    text_encoder: Any  # transformers.CLIPTextModel
+    unet: Any  # diffusers.UNet2DConditionModel
+    vae: Any  # diffusers.AutoencoderKL
+    scheduler_config: Any  # the pipeline scheduler's FrozenDict config
+    device: torch.device
+    dtype: torch.dtype
+    family: str  # "sd1" | "sd2" | "tiny"
+    hidden_size: int
+    model_hash: str  # 10 hex digits, A1111's "Model hash" for single files
+    native_size: int  # pixels; the side the model was trained at
+    source: str = ""
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` → CUDA if present else CPU; an explicit device that is absent is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ModelLoadError(
+            f"LEXICON_DEVICE={device!r} is not a device; use auto, cpu or cuda."
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                "LEXICON_DEVICE asks for cuda but no CUDA GPU is available; set it to auto or cpu."
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ModelLoadError(
+                f"LEXICON_DEVICE asks for {device} but only {torch.cuda.device_count()} "
+                "CUDA GPU(s) exist."
+            )
+    elif resolved.type != "cpu":
+        raise ModelLoadError(f"LEXICON_DEVICE={device!r} is not supported; use auto, cpu or cuda.")
+    return resolved
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """float16 on CUDA and float32 on CPU unless asked otherwise ('bf16', torch.bfloat16, …)."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ModelLoadError(f"dtype {dtype!r} is not supported; use fp32, fp16 or bf16.") from None
+
+
+def load_model(
+    spec: str,
+    device: str = "auto",
+    *,
+    data_dir: Path,
+    dtype: torch.dtype | str | None = None,
+    config: Path | None = None,
+) -> LoadedModel:
+    """Load `spec` (see the module docstring) onto `device`, frozen and in eval mode."""
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
+    data_dir = Path(data_dir)
+
+    if spec == "tiny":
+        folder = ensure_tiny_model(data_dir / "models" / "tiny")
+        pipeline = _from_folder(folder, torch_dtype)
+        model_hash = _folder_hash(folder)
+    elif Path(spec).expanduser().is_dir():
+        folder = Path(spec).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"LEXICON_MODEL folder {folder} is not a diffusers model (no model_index.json)."
+            )
+        pipeline = _from_folder(folder, torch_dtype)
+        model_hash = _folder_hash(folder)
+    elif Path(spec).expanduser().suffix in _SINGLE_FILE_SUFFIXES:
+        checkpoint = Path(spec).expanduser()
+        if not checkpoint.is_file():
+            raise ModelLoadError(f"LEXICON_MODEL file {checkpoint} does not exist.")
+        pipeline = _from_single_file(
+            checkpoint, _single_file_config(checkpoint, config, data_dir), torch_dtype
+        )
+        model_hash = _file_hash(checkpoint)
+    else:
+        pipeline, model_hash = _from_hub(spec, torch_dtype)
+
+    return _assemble(pipeline, target, torch_dtype, model_hash, spec)
+
+
+def ensure_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """Build the tiny model into `folder` unless a complete one is already there."""
+    if is_tiny_model(folder):
+        return folder
+    scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    make_tiny_model(scratch, seed=seed)
+    if folder.exists() and not is_tiny_model(folder):
+        shutil.rmtree(folder)  # a half-written folder from an interrupted build
+    try:
+        scratch.rename(folder)
+    except OSError:
+        if not is_tiny_model(folder):  # someone else won the race only if theirs is complete
+            raise
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
+def _pipeline_class() -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline
+
+
+def _quiet(dtype: torch.dtype) -> dict[str, Any]:
+    return {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": dtype}
+
+
+def _from_folder(folder: Path, dtype: torch.dtype) -> Any:
+    try:
+        return _pipeline_class().from_pretrained(folder, local_files_only=True, **_quiet(dtype))
+    except Exception as error:
+        raise ModelLoadError(
+            f"The diffusers model in {folder} could not be loaded ({_short(error)})."
+        ) from error
+
+
+def _single_file_config(checkpoint: Path, config: Path | None, data_dir: Path) -> Path:
+    candidates = [config] if config is not None else []
+    candidates += [checkpoint.with_suffix(""), data_dir / "models" / "config"]
+    for candidate in candidates:
+        if candidate is not None and (candidate / "model_index.json").is_file():
+            return candidate
+    raise ModelLoadError(
+        f"The checkpoint {checkpoint.name} needs a local diffusers config folder: put one at "
+        f"{checkpoint.with_suffix('')} or {data_dir / 'models' / 'config'}."
+    )
+
+
+def _from_single_file(checkpoint: Path, config: Path, dtype: torch.dtype) -> Any:
+    try:
+        return _pipeline_class().from_single_file(
+            str(checkpoint), config=str(config), local_files_only=True, **_quiet(dtype)
+        )
+    except Exception as error:
+        raise ModelLoadError(
+            f"The checkpoint {checkpoint.name} could not be loaded with the config in {config} "
+            f"({_short(error)})."
+        ) from error
+
+
+def _from_hub(spec: str, dtype: torch.dtype) -> tuple[Any, str]:
+    if spec.count("/") != 1 or spec.startswith(("/", ".")):
+        raise ModelLoadError(
+            f"LEXICON_MODEL={spec!r} is neither tiny, a local folder, a .safetensors/.ckpt "
+            "file nor a hub id like org/name."
+        )
+    pipeline_class = _pipeline_class()
+    try:
+        pipeline = pipeline_class.from_pretrained(spec, local_files_only=True, **_quiet(dtype))
+    except Exception:
+        try:
+            pipeline = pipeline_class.from_pretrained(spec, **_quiet(dtype))
+        except Exception as error:
+            raise ModelLoadError(
+                f"The hub model {spec} could not be downloaded or found in the local cache "
+                f"({_short(error)})."
+            ) from error
+    commit = getattr(pipeline.config, "_commit_hash", None) or ""
+    digest = hashlib.sha256(f"{spec}@{commit}".encode()).hexdigest()
+    return pipeline, digest[:10]
+
+
+def _assemble(
+    pipeline: Any, device: torch.device, dtype: torch.dtype, model_hash: str, spec: str
+) -> LoadedModel:
+    text_encoder = pipeline.text_encoder
+    hidden_size = int(text_encoder.config.hidden_size)
+    try:
+        family = family_for_width(hidden_size)
+    except EmbeddingFileError:
+        raise ModelLoadError(
+            f"The model {spec} has a text encoder of width {hidden_size}, which is not an "
+            "SD 1.x or SD 2.x model."
+        ) from None
+    modules = (text_encoder, pipeline.unet, pipeline.vae)
+    for module in modules:
+        module.requires_grad_(False)
+        module.eval()
+        module.to(device=device)
+    scale = 2 ** (len(pipeline.vae.config.block_out_channels) - 1)
+    return LoadedModel(
+        tokenizer=pipeline.tokenizer,
+        text_encoder=text_encoder,
+        unet=pipeline.unet,
+        vae=pipeline.vae,
+        scheduler_config=pipeline.scheduler.config,
+        device=device,
+        dtype=dtype,
+        family=family,
+        hidden_size=hidden_size,
+        model_hash=model_hash,
+        native_size=int(pipeline.unet.config.sample_size) * scale,
+        source=spec,
+    )
+
+
+def _file_hash(path: Path) -> str:
+    """A1111's 'Model hash' of a checkpoint: the first 10 hex digits of its sha256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_SAMPLE * 8):
+            digest.update(chunk)
+    return digest.hexdigest()[:10]
+
+
+def _folder_hash(folder: Path) -> str:
+    """A short hash of a diffusers folder's configs and weights.
+
+    Small folders are hashed byte for byte. Large ones hash every config fully and each weight
+    file's size with its first and last MiB, so start-up stays quick on multi-GB models while two
+    differently trained models still differ.
+    """
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    total = sum(p.stat().st_size for p in files)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(folder)).encode())
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with path.open("rb") as handle:
+            if total <= _FULL_HASH_LIMIT or size <= 2 * _SAMPLE or path.suffix == ".json":
+                digest.update(handle.read())
+            else:
+                digest.update(handle.read(_SAMPLE))
+                handle.seek(size - _SAMPLE)
+                digest.update(handle.read(_SAMPLE))
+    return digest.hexdigest()[:10]
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:200].rstrip(".")
