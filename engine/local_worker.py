@@ -1,0 +1,67 @@
+"""Entry point of the embedded GPU worker: a child process of the bot, spoken to over a pipe.
+
+Torch-free at import time (the bot imports this module to spawn the child); the engine and with
+it torch are imported inside the child only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from engine.protocol import FromWorker, Shutdown, ToWorker, WorkerLost
+from engine.worker import Engine, Worker, WorkerConfig
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine a worker builds, and from what. Picklable, so it crosses the spawn."""
+
+    kind: str  # "diffusers" (the real one) or "standin" (fast, torch-free, for tests)
+    model: str
+    device: str
+    data_dir: Path
+    standin_step_seconds: float = 0.0
+
+
+def build_engine(spec: EngineSpec) -> Engine:
+    if spec.kind == "standin":
+        from engine.standin import StandInEngine
+
+        return StandInEngine(spec.standin_step_seconds)
+    from engine.runtime import DiffusersEngine
+
+    return DiffusersEngine.load(spec.model, spec.device, spec.data_dir)
+
+
+class PipeChannel:
+    """A `Channel` over one end of a multiprocessing pipe. A closed pipe means: shut down."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def send(self, message: FromWorker) -> None:
+        self.connection.send(message)
+
+    def poll(self, timeout: float) -> ToWorker | None:
+        try:
+            if not self.connection.poll(timeout):
+                return None
+            message: ToWorker = self.connection.recv()
+            return message
+        except (EOFError, OSError):
+            return Shutdown()
+
+
+def child_main(connection: Connection, spec: EngineSpec, config: WorkerConfig) -> None:
+    """Run in the spawned child: load the engine once, then serve until told to stop."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s: %(message)s")
+    channel = PipeChannel(connection)
+    try:
+        engine = build_engine(spec)
+    except Exception as error:  # report why, in one sentence, then exit
+        channel.send(WorkerLost(config.worker_id, f"the GPU worker could not start: {error}"))
+        raise SystemExit(1) from None
+    Worker(engine, channel, config).run()

@@ -1,0 +1,257 @@
+"""Messages between the bot's scheduler and a GPU worker, whatever carries them.
+
+The local transport sends these objects through a multiprocessing pipe; the Redis transport
+encodes them with `encode`/`decode` below. Torch-free: the bot imports this module.
+
+A worker has two kinds of slot: one *generate* batch at a time and one *training* job at a time.
+Training runs in slices of a few steps so a generate batch can run between slices; the scheduler
+hands a new batch only when the worker reports the slot free (`SlotFree`), which keeps the queue
+— and therefore fairness — in the bot rather than in a worker's backlog.
+"""
+
+from __future__ import annotations
+
+import json
+from base64 import b64decode, b64encode
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Literal
+
+from engine.jobs import (
+    EmbeddingPayload,
+    GeneratedImage,
+    GenerateRequest,
+    Progress,
+    TrainRequest,
+    TrainResult,
+)
+
+SlotKind = Literal["generate", "train"]
+
+
+# --- bot → worker -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """One queued `/imagine` inside a batch."""
+
+    job_id: int
+    attempt: int
+    request: GenerateRequest
+
+
+@dataclass(frozen=True)
+class GenerateBatch:
+    """Compatible generate jobs (same `batch_key`) to run as one UNet batch."""
+
+    jobs: tuple[GenerateJob, ...]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One `/train`; `resume_from` is the last checkpoint when this is a retry."""
+
+    job_id: int
+    attempt: int
+    request: TrainRequest
+    resume_from: bytes | None = None
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    job_id: int
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Finish or release current work, then exit."""
+
+
+# --- worker → bot -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    """The model is loaded; the worker accepts work for these slots."""
+
+    worker_id: str
+    device: str
+    max_batch: int
+    model_hash: str
+    family: str
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    job_id: int
+    attempt: int
+    worker_id: str
+    batch_size: int = 1  # how many jobs share this engine batch (for tests and metrics)
+    batch_job_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: int
+    attempt: int
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class TrainCheckpoint:
+    job_id: int
+    attempt: int
+    step: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class GenerateDone:
+    job_id: int
+    attempt: int
+    images: tuple[GeneratedImage, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainDone:
+    job_id: int
+    attempt: int
+    result: TrainResult
+    seconds: float
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """`retryable` is False when retrying cannot help (bad input); the error is for the user."""
+
+    job_id: int
+    attempt: int
+    error: str
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    job_id: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class JobReleased:
+    """The worker gave the job back unfinished (it is shutting down); run it elsewhere."""
+
+    job_id: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class WorkerLost:
+    """Raised by a transport, not a worker: the worker process is gone (crash, kill, exit)."""
+
+    worker_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SlotFree:
+    """The worker can take another batch (generate) or training job (train)."""
+
+    worker_id: str
+    slot: SlotKind
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    worker_id: str
+    job_ids: tuple[int, ...] = field(default=())
+
+
+ToWorker = GenerateBatch | TrainJob | CancelJob | Shutdown
+FromWorker = (
+    WorkerReady
+    | JobStarted
+    | JobProgress
+    | TrainCheckpoint
+    | GenerateDone
+    | TrainDone
+    | JobFailed
+    | JobCancelled
+    | JobReleased
+    | SlotFree
+    | Heartbeat
+    | WorkerLost
+)
+
+# --- a plain codec for transports that cross machines ------------------------------------
+
+_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        GenerateJob,
+        GenerateBatch,
+        TrainJob,
+        CancelJob,
+        Shutdown,
+        WorkerReady,
+        JobStarted,
+        JobProgress,
+        TrainCheckpoint,
+        GenerateDone,
+        TrainDone,
+        JobFailed,
+        JobCancelled,
+        JobReleased,
+        WorkerLost,
+        SlotFree,
+        Heartbeat,
+        GenerateRequest,
+        TrainRequest,
+        EmbeddingPayload,
+        GeneratedImage,
+        Progress,
+        TrainResult,
+    )
+}
+
+
+def _to_plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {
+            "__t": type(value).__name__,
+            **{f.name: _to_plain(getattr(value, f.name)) for f in fields(value)},
+        }
+    if isinstance(value, bytes):
+        return {"__b": b64encode(value).decode("ascii")}
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _from_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__b" in value:
+            return b64decode(value["__b"])
+        if "__t" in value:
+            cls = _TYPES[value["__t"]]
+            kwargs = {k: _from_plain(v) for k, v in value.items() if k != "__t"}
+            for f in fields(cls):
+                if isinstance(kwargs.get(f.name), list):
+                    kwargs[f.name] = tuple(kwargs[f.name])
+            return cls(**kwargs)
+        return {k: _from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_plain(v) for v in value]
+    return value
+
+
+def encode(message: object) -> bytes:
+    """Serialise a protocol message (a dataclass above) to bytes; no pickle involved."""
+    return json.dumps(_to_plain(message), separators=(",", ":")).encode("utf-8")
+
+
+def decode(data: bytes) -> Any:
+    """The inverse of `encode`; only the dataclasses of this protocol can come out."""
+    return _from_plain(json.loads(data))

@@ -1,0 +1,324 @@
+"""The GPU worker loop: run what the scheduler hands over, report everything back.
+
+The loop knows nothing about torch; it drives an `Engine` (the real one in `engine.runtime`,
+or a fast stand-in for load tests) and talks through a `Channel` (a multiprocessing pipe for the
+embedded worker, Redis streams for remote ones). One thread runs the loop; a second thread sends
+heartbeats so the bot can tell a busy worker from a dead one.
+
+Scheduling inside a worker is deliberately simple, because fairness lives in the bot:
+- a generate batch runs as soon as it arrives, ahead of training;
+- training runs in slices of `train_slice_steps`, so a batch that arrives mid-training starts
+  within one slice;
+- between denoising steps and training slices the inbox is polled, so a cancel takes effect at
+  the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.errors import Cancelled
+from engine.jobs import GeneratedImage, GenerateRequest, Progress, TrainRequest, TrainResult
+from engine.protocol import (
+    CancelJob,
+    FromWorker,
+    GenerateBatch,
+    GenerateDone,
+    GenerateJob,
+    Heartbeat,
+    JobCancelled,
+    JobFailed,
+    JobProgress,
+    JobReleased,
+    JobStarted,
+    Shutdown,
+    SlotFree,
+    ToWorker,
+    TrainCheckpoint,
+    TrainDone,
+    TrainJob,
+    WorkerReady,
+)
+
+log = logging.getLogger("lexicon.worker")
+
+# Called by the engine between denoising steps: (step, total, preview PNG or None) -> cancel?
+StepCallback = Callable[[int, int, bytes | None], bool]
+
+
+class UserInputError(ValueError):
+    """The request itself is bad (retrying cannot help); the message is for the user."""
+
+
+class TrainingRun(Protocol):
+    """One training job, advanced in slices."""
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def total(self) -> int: ...
+
+    def run_steps(self, n: int) -> Progress: ...
+
+    def checkpoint(self) -> bytes: ...
+
+    def finish(self) -> TrainResult: ...
+
+
+class Engine(Protocol):
+    """What the worker loop needs from the model side."""
+
+    device: str
+    family: str
+    model_hash: str
+
+    def generate(
+        self, requests: Sequence[GenerateRequest], on_step: StepCallback
+    ) -> list[list[GeneratedImage]]: ...
+
+    def start_training(self, request: TrainRequest, resume_from: bytes | None) -> TrainingRun: ...
+
+
+class Channel(Protocol):
+    """A duplex message link to the bot."""
+
+    def send(self, message: FromWorker) -> None: ...
+
+    def poll(self, timeout: float) -> ToWorker | None:
+        """The next message, waiting up to `timeout` seconds; None when none came."""
+        ...
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    worker_id: str
+    max_batch: int = 8
+    train_slice_steps: int = 10
+    checkpoint_every: int = 50
+    progress_interval: float = 1.0
+    heartbeat_interval: float = 2.0
+
+
+@dataclass
+class _Training:
+    job: TrainJob
+    run: TrainingRun
+    started: float
+    last_checkpoint_step: int
+
+
+class Worker:
+    def __init__(self, engine: Engine, channel: Channel, config: WorkerConfig) -> None:
+        self.engine = engine
+        self.channel = channel
+        self.config = config
+        self._send_lock = threading.Lock()
+        self._batches: deque[GenerateBatch] = deque()
+        self._trainings: deque[TrainJob] = deque()
+        self._training: _Training | None = None
+        self._cancelled: set[int] = set()
+        self._running_ids: tuple[int, ...] = ()
+        self._stopping = threading.Event()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def send(self, message: FromWorker) -> None:
+        with self._send_lock:
+            self.channel.send(message)
+
+    def _heartbeats(self) -> None:
+        while not self._stopping.wait(self.config.heartbeat_interval):
+            ids = self._running_ids + ((self._training.job.job_id,) if self._training else ())
+            try:
+                self.send(Heartbeat(self.config.worker_id, ids))
+            except (OSError, EOFError):
+                return
+
+    def _accept(self, message: ToWorker) -> None:
+        if isinstance(message, GenerateBatch):
+            self._batches.append(message)
+        elif isinstance(message, TrainJob):
+            self._trainings.append(message)
+        elif isinstance(message, CancelJob):
+            self._cancelled.add(message.job_id)
+        elif isinstance(message, Shutdown):
+            self._stopping.set()
+
+    def _drain(self, timeout: float = 0.0) -> None:
+        message = self.channel.poll(timeout)
+        while message is not None:
+            self._accept(message)
+            message = self.channel.poll(0.0)
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until a Shutdown arrives; returns after releasing unfinished work."""
+        engine = self.engine
+        self.send(
+            WorkerReady(
+                self.config.worker_id,
+                engine.device,
+                self.config.max_batch,
+                engine.model_hash,
+                engine.family,
+            )
+        )
+        self.send(SlotFree(self.config.worker_id, "generate"))
+        self.send(SlotFree(self.config.worker_id, "train"))
+        beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            while not self._stopping.is_set():
+                idle = not (self._batches or self._trainings or self._training)
+                self._drain(self.config.heartbeat_interval if idle else 0.0)
+                if self._stopping.is_set():
+                    break
+                if self._batches:
+                    self._run_batch(self._batches.popleft())
+                elif self._training or self._trainings:
+                    self._run_training_slice()
+        finally:
+            self._stopping.set()
+            self._release_unfinished()
+
+    def _release_unfinished(self) -> None:
+        pending = [job for batch in self._batches for job in batch.jobs]
+        for job in pending:
+            self.send(JobReleased(job.job_id, job.attempt))
+        if self._training:
+            run = self._training
+            self.send(
+                TrainCheckpoint(run.job.job_id, run.job.attempt, run.run.step, run.run.checkpoint())
+            )
+            self.send(JobReleased(run.job.job_id, run.job.attempt))
+        for train_job in self._trainings:
+            self.send(JobReleased(train_job.job_id, train_job.attempt))
+
+    # --- generate --------------------------------------------------------------------------
+
+    def _run_batch(self, batch: GenerateBatch) -> None:
+        jobs = [job for job in batch.jobs if job.job_id not in self._cancelled]
+        for job in batch.jobs:
+            if job.job_id in self._cancelled:
+                self.send(JobCancelled(job.job_id, job.attempt))
+        if jobs:
+            try:
+                self._generate(jobs)
+            except UserInputError:
+                # One bad request must not sink the others: run each alone to find it.
+                for job in jobs:
+                    self._generate([job])
+        self.send(SlotFree(self.config.worker_id, "generate"))
+
+    def _generate(self, jobs: list[GenerateJob]) -> None:
+        ids = tuple(job.job_id for job in jobs)
+        self._running_ids = ids
+        started = time.monotonic()
+        for job in jobs:
+            self.send(JobStarted(job.job_id, job.attempt, self.config.worker_id, len(jobs), ids))
+        last_report = 0.0
+
+        def on_step(step: int, total: int, preview: bytes | None) -> bool:
+            nonlocal last_report
+            self._drain()
+            now = time.monotonic()
+            if step == total or now - last_report >= self.config.progress_interval:
+                last_report = now
+                elapsed = now - started
+                eta = elapsed / step * (total - step) if step else None
+                for job in jobs:
+                    if job.job_id not in self._cancelled:
+                        progress = Progress(step, total, None, eta, preview)
+                        self.send(JobProgress(job.job_id, job.attempt, progress))
+            return all(job.job_id in self._cancelled for job in jobs)
+
+        try:
+            results = self.engine.generate([job.request for job in jobs], on_step)
+        except Cancelled:
+            for job in jobs:
+                self.send(JobCancelled(job.job_id, job.attempt))
+            return
+        except UserInputError as error:
+            if len(jobs) > 1:
+                raise
+            self.send(JobFailed(jobs[0].job_id, jobs[0].attempt, str(error), retryable=False))
+            return
+        except Exception as error:  # an engine fault: log it, let the bot retry elsewhere
+            log.exception("generate batch %s failed", ids)
+            for job in jobs:
+                self.send(JobFailed(job.job_id, job.attempt, _fault_sentence(error), True))
+            return
+        finally:
+            self._running_ids = ()
+        seconds = time.monotonic() - started
+        for job, images in zip(jobs, results, strict=True):
+            if job.job_id in self._cancelled:
+                self.send(JobCancelled(job.job_id, job.attempt))
+            else:
+                self.send(GenerateDone(job.job_id, job.attempt, tuple(images), seconds))
+
+    # --- train -----------------------------------------------------------------------------
+
+    def _run_training_slice(self) -> None:
+        if self._training is None:
+            job = self._trainings.popleft()
+            if job.job_id in self._cancelled:
+                self.send(JobCancelled(job.job_id, job.attempt))
+                self.send(SlotFree(self.config.worker_id, "train"))
+                return
+            self.send(JobStarted(job.job_id, job.attempt, self.config.worker_id, 1, (job.job_id,)))
+            try:
+                run = self.engine.start_training(job.request, job.resume_from)
+            except UserInputError as error:
+                self._end_training(job, JobFailed(job.job_id, job.attempt, str(error), False))
+                return
+            except Exception as error:
+                log.exception("training job %s could not start", job.job_id)
+                self._end_training(
+                    job, JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
+                )
+                return
+            self._training = _Training(job, run, time.monotonic(), run.step)
+
+        training = self._training
+        job, run = training.job, training.run
+        if job.job_id in self._cancelled:
+            self._end_training(job, JobCancelled(job.job_id, job.attempt))
+            return
+        try:
+            steps = min(self.config.train_slice_steps, run.total - run.step)
+            progress = run.run_steps(steps) if steps > 0 else Progress(run.step, run.total)
+            self.send(JobProgress(job.job_id, job.attempt, progress))
+            if run.step >= run.total:
+                result = run.finish()
+                seconds = time.monotonic() - training.started
+                self._end_training(job, TrainDone(job.job_id, job.attempt, result, seconds))
+            elif run.step - training.last_checkpoint_step >= self.config.checkpoint_every:
+                self.send(TrainCheckpoint(job.job_id, job.attempt, run.step, run.checkpoint()))
+                training.last_checkpoint_step = run.step
+        except Cancelled:
+            self._end_training(job, JobCancelled(job.job_id, job.attempt))
+        except UserInputError as error:
+            self._end_training(job, JobFailed(job.job_id, job.attempt, str(error), False))
+        except Exception as error:
+            log.exception("training job %s failed", job.job_id)
+            self._end_training(
+                job, JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
+            )
+
+    def _end_training(self, job: TrainJob, outcome: FromWorker) -> None:
+        self._training = None
+        self.send(outcome)
+        self.send(SlotFree(self.config.worker_id, "train"))
+
+
+def _fault_sentence(error: BaseException) -> str:
+    return f"The GPU worker hit an internal error ({type(error).__name__}); it will be retried."
