@@ -1,0 +1,392 @@
+"""Embeddings: names, visibility, the shared library, and who may change what.
+
+Authorization lives here so no caller can forget it. A private embedding is invisible to all but
+its owner — lookups answer NotFound, never Forbidden, so its existence does not leak. A shared
+one is usable by everyone; only its owner renames, shares or unshares it, and a server manager
+may unshare or delete it (moderation) but not rename it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable
+
+from storage.clock import Clock, from_seconds, to_seconds, utc_now
+from storage.db import Database, Transaction
+from storage.errors import Forbidden, NameTaken, NotFound, QuotaExceeded
+from storage.files import FileStore
+from storage.models import (
+    Actor,
+    Embedding,
+    EmbeddingKind,
+    EmbeddingSource,
+    Family,
+    FileKind,
+    Visibility,
+)
+from storage.names import EmbeddingName, NameRules, fold_for_lookup, quote
+from storage.references import remove_if_unreferenced
+from storage.users import ensure_user
+
+_ORDER_SHARED = "ORDER BY use_count DESC, name_folded, id"
+
+
+def embedding_from_row(row: sqlite3.Row) -> Embedding:
+    return Embedding(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        name=row["name"],
+        name_folded=row["name_folded"],
+        kind=EmbeddingKind(row["kind"]),
+        visibility=Visibility(row["visibility"]),
+        n_vectors=row["n_vectors"],
+        width=row["width"],
+        family=Family(row["family"]),
+        sha256=row["sha256"],
+        source=EmbeddingSource(row["source"]),
+        description=row["description"],
+        created_at=from_seconds(row["created_at"]),
+        use_count=row["use_count"],
+        usable=bool(row["usable"]),
+        job_id=row["job_id"],
+    )
+
+
+def _like_pattern(query: str) -> str:
+    escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class EmbeddingRepository:
+    def __init__(
+        self,
+        db: Database,
+        files: FileStore,
+        rules: NameRules | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._db = db
+        self._files = files
+        self._rules = rules or NameRules()
+        self._clock = clock
+
+    # -- creating ------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        owner_id: int,
+        name: str,
+        data: bytes,
+        *,
+        n_vectors: int,
+        width: int,
+        family: Family | str,
+        source: EmbeddingSource | str,
+        kind: EmbeddingKind | str = EmbeddingKind.POSITIVE,
+        shared: bool = False,
+        description: str = "",
+        job_id: int | None = None,
+        max_owned: int | None = None,
+    ) -> Embedding:
+        """Store the file, then commit the row that names it, in one write transaction.
+
+        With `job_id`, creating is idempotent: a retried training job that already produced its
+        embedding gets that row back. `max_owned` is checked atomically with the insert.
+        """
+        checked = self._rules.check(name)
+        kind, family, source = EmbeddingKind(kind), Family(family), EmbeddingSource(source)
+        now = self._clock()
+        async with self._db.transaction() as transaction:
+            if job_id is not None:
+                row = await transaction.fetch_one(
+                    "SELECT * FROM embeddings WHERE job_id = ?", (job_id,)
+                )
+                if row is not None:
+                    return embedding_from_row(row)
+            await ensure_user(transaction, owner_id, now)
+            await self._refuse_taken(transaction, owner_id, checked, shared=shared)
+            if max_owned is not None:
+                owned = await transaction.fetch_value(
+                    "SELECT count(*) FROM embeddings WHERE owner_id = ?", (owner_id,)
+                )
+                if owned >= max_owned:
+                    raise QuotaExceeded(
+                        f"You already have {owned} embeddings, the most allowed; "
+                        "delete one before adding another."
+                    )
+            sha = await asyncio.to_thread(self._files.put, FileKind.EMBEDDINGS, data)
+            try:
+                row = await transaction.fetch_one(
+                    """
+                    INSERT INTO embeddings (owner_id, name, name_folded, kind, visibility,
+                        n_vectors, width, family, sha256, source, description, created_at, job_id)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    RETURNING *
+                    """,
+                    (
+                        owner_id,
+                        checked.display,
+                        checked.folded,
+                        kind.value,
+                        (Visibility.SHARED if shared else Visibility.PRIVATE).value,
+                        n_vectors,
+                        width,
+                        family.value,
+                        sha,
+                        source.value,
+                        description,
+                        to_seconds(now),
+                        job_id,
+                    ),
+                )
+            except sqlite3.IntegrityError as error:
+                _raise_if_unique_violation(checked, error)
+                raise
+        assert row is not None
+        return embedding_from_row(row)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def get(self, embedding_id: int, viewer_id: int) -> Embedding:
+        """The embedding if `viewer_id` may see it (owner, or shared), else NotFound."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM embeddings WHERE id = ? AND (owner_id = ? OR visibility = 'shared')",
+            (embedding_id, viewer_id),
+        )
+        if row is None:
+            raise NotFound(f"There is no embedding #{embedding_id} that you can see.")
+        return embedding_from_row(row)
+
+    async def get_by_name(self, viewer_id: int, name: str) -> Embedding:
+        """The viewer's own embedding of that name, else the shared one, else NotFound."""
+        found = await self.resolve(viewer_id, [name])
+        if not found:
+            raise NotFound(
+                f"You have no embedding called {quote(name)} and the shared library has none."
+            )
+        return next(iter(found.values()))
+
+    async def get_owned_by_name(self, owner_id: int, name: str) -> Embedding:
+        folded = fold_for_lookup(name)
+        row = None
+        if folded is not None:
+            row = await self._db.fetch_one(
+                "SELECT * FROM embeddings WHERE owner_id = ? AND name_folded = ?",
+                (owner_id, folded),
+            )
+        if row is None:
+            raise NotFound(f"You have no embedding called {quote(name)}.")
+        return embedding_from_row(row)
+
+    async def get_shared_by_name(self, name: str) -> Embedding:
+        folded = fold_for_lookup(name)
+        row = None
+        if folded is not None:
+            row = await self._db.fetch_one(
+                "SELECT * FROM embeddings WHERE visibility = 'shared' AND name_folded = ?",
+                (folded,),
+            )
+        if row is None:
+            raise NotFound(f"The shared library has no embedding called {quote(name)}.")
+        return embedding_from_row(row)
+
+    async def resolve(self, viewer_id: int, names: Iterable[str]) -> dict[str, Embedding]:
+        """Folded name → embedding for each name the viewer can use; their own names win.
+
+        Names that match nothing are simply absent, so a prompt parser can treat them as words.
+        """
+        folded = sorted({f for f in map(fold_for_lookup, names) if f is not None})
+        if not folded:
+            return {}
+        marks = ", ".join("?" for _ in folded)
+        rows = await self._db.fetch_all(
+            f"""
+            SELECT * FROM embeddings
+            WHERE name_folded IN ({marks}) AND (owner_id = ? OR visibility = 'shared')
+            ORDER BY owner_id = ? DESC
+            """,
+            (*folded, viewer_id, viewer_id),
+        )
+        found: dict[str, Embedding] = {}
+        for row in rows:
+            found.setdefault(row["name_folded"], embedding_from_row(row))
+        return found
+
+    async def list_owned(self, owner_id: int) -> list[Embedding]:
+        rows = await self._db.fetch_all(
+            "SELECT * FROM embeddings WHERE owner_id = ? ORDER BY name_folded", (owner_id,)
+        )
+        return [embedding_from_row(row) for row in rows]
+
+    async def list_shared(
+        self, query: str = "", limit: int = 25, offset: int = 0
+    ) -> list[Embedding]:
+        """One page of the shared library (usable entries only), most used first.
+
+        `query` matches anywhere in the name or description, as plain text (no wildcards).
+        """
+        rows = await self._db.fetch_all(
+            f"""
+            SELECT * FROM embeddings
+            WHERE visibility = 'shared' AND usable = 1
+              AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
+            {_ORDER_SHARED} LIMIT ?2 OFFSET ?3
+            """,
+            (_like_pattern(query.strip().casefold()), max(0, limit), max(0, offset)),
+        )
+        return [embedding_from_row(row) for row in rows]
+
+    async def count_shared(self, query: str = "") -> int:
+        value = await self._db.fetch_value(
+            """
+            SELECT count(*) FROM embeddings
+            WHERE visibility = 'shared' AND usable = 1
+              AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
+            """,
+            (_like_pattern(query.strip().casefold()),),
+        )
+        return int(value)
+
+    # -- changing (each takes an Actor) --------------------------------------------------------
+
+    async def rename(self, actor: Actor, embedding_id: int, new_name: str) -> Embedding:
+        """Only the owner renames; a shared embedding keeps its place in the library."""
+        checked = self._rules.check(new_name)
+        async with self._db.transaction() as transaction:
+            current = await self._visible(transaction, actor, embedding_id)
+            if current.owner_id != actor.user_id:
+                raise Forbidden(f"Only the owner of '{current.name}' can rename it.")
+            await self._refuse_taken(
+                transaction, current.owner_id, checked, shared=current.is_shared, ignore=current.id
+            )
+            try:
+                row = await transaction.fetch_one(
+                    "UPDATE embeddings SET name = ?, name_folded = ? WHERE id = ? RETURNING *",
+                    (checked.display, checked.folded, embedding_id),
+                )
+            except sqlite3.IntegrityError as error:
+                _raise_if_unique_violation(checked, error)
+                raise
+        assert row is not None
+        return embedding_from_row(row)
+
+    async def share(self, actor: Actor, embedding_id: int) -> Embedding:
+        """Only the owner shares; a name another shared embedding has is refused."""
+        async with self._db.transaction() as transaction:
+            current = await self._visible(transaction, actor, embedding_id)
+            if current.owner_id != actor.user_id:
+                raise Forbidden(f"Only the owner of '{current.name}' can share it.")
+            if current.is_shared:
+                return current
+            name = EmbeddingName(current.name, current.name_folded)
+            await self._refuse_taken(transaction, current.owner_id, name, shared=True)
+            try:
+                row = await transaction.fetch_one(
+                    "UPDATE embeddings SET visibility = 'shared' WHERE id = ? RETURNING *",
+                    (embedding_id,),
+                )
+            except sqlite3.IntegrityError as error:
+                _raise_if_unique_violation(name, error)
+                raise
+        assert row is not None
+        return embedding_from_row(row)
+
+    async def unshare(self, actor: Actor, embedding_id: int) -> Embedding:
+        """The owner, or a server manager (moderation), takes it out of the library."""
+        async with self._db.transaction() as transaction:
+            current = await self._visible(transaction, actor, embedding_id)
+            if current.owner_id != actor.user_id and not actor.is_manager:
+                raise Forbidden(
+                    f"Only the owner of '{current.name}' or a server manager can unshare it."
+                )
+            if not current.is_shared:
+                return current
+            row = await transaction.fetch_one(
+                "UPDATE embeddings SET visibility = 'private' WHERE id = ? RETURNING *",
+                (embedding_id,),
+            )
+        assert row is not None
+        return embedding_from_row(row)
+
+    async def delete(self, actor: Actor, embedding_id: int) -> Embedding:
+        """The owner, or a server manager for a shared one, deletes it; its file goes with the
+        last row that names it."""
+        async with self._db.transaction() as transaction:
+            current = await self._visible(transaction, actor, embedding_id)
+            if current.owner_id != actor.user_id and not actor.is_manager:
+                raise Forbidden(
+                    f"Only the owner of '{current.name}' or a server manager can delete it."
+                )
+            await transaction.execute("DELETE FROM embeddings WHERE id = ?", (embedding_id,))
+            await remove_if_unreferenced(
+                transaction, self._files, FileKind.EMBEDDINGS, current.sha256
+            )
+        return current
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    async def increment_use(self, embedding_ids: Iterable[int]) -> None:
+        ids = sorted(set(embedding_ids))
+        if not ids:
+            return
+        async with self._db.transaction() as transaction:
+            await transaction.executemany(
+                "UPDATE embeddings SET use_count = use_count + 1 WHERE id = ?",
+                [(embedding_id,) for embedding_id in ids],
+            )
+
+    async def mark_unusable(self, embedding_id: int) -> None:
+        """Keep the row (so its owner sees what happened) but stop offering it: its file is gone."""
+        async with self._db.transaction() as transaction:
+            await transaction.execute(
+                "UPDATE embeddings SET usable = 0 WHERE id = ?", (embedding_id,)
+            )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _visible(transaction: Transaction, actor: Actor, embedding_id: int) -> Embedding:
+        row = await transaction.fetch_one(
+            "SELECT * FROM embeddings WHERE id = ? AND (owner_id = ? OR visibility = 'shared')",
+            (embedding_id, actor.user_id),
+        )
+        if row is None:
+            raise NotFound(f"There is no embedding #{embedding_id} that you can see.")
+        return embedding_from_row(row)
+
+    @staticmethod
+    async def _refuse_taken(
+        transaction: Transaction,
+        owner_id: int,
+        name: EmbeddingName,
+        *,
+        shared: bool,
+        ignore: int | None = None,
+    ) -> None:
+        ignore_id = -1 if ignore is None else ignore
+        if await transaction.fetch_value(
+            "SELECT 1 FROM embeddings WHERE owner_id = ? AND name_folded = ? AND id != ?",
+            (owner_id, name.folded, ignore_id),
+        ):
+            raise NameTaken(
+                f"You already have an embedding called '{name.folded}'; "
+                "pick another name or delete that one first."
+            )
+        if shared and await transaction.fetch_value(
+            "SELECT 1 FROM embeddings WHERE visibility = 'shared' AND name_folded = ? AND id != ?",
+            (name.folded, ignore_id),
+        ):
+            raise NameTaken(
+                f"The shared library already has an embedding called '{name.folded}'; "
+                "rename yours before sharing it."
+            )
+
+
+def _raise_if_unique_violation(name: EmbeddingName, error: sqlite3.IntegrityError) -> None:
+    """Turn a unique-index violation into NameTaken; other constraint failures are bugs.
+
+    The explicit checks run inside the same write transaction, so this is a last line only.
+    """
+    if "UNIQUE" in str(error):
+        raise NameTaken(f"The name '{name.folded}' is already taken; pick another one.") from error

@@ -1,0 +1,51 @@
+"""Every failure storage reports on purpose is a `StorageError` whose message is one sentence.
+
+The sentence is written for the person who caused it (a Discord user or an operator), so the
+layers above can show it as it is. Anything that is not a `StorageError` is a bug.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """A refusal or failure the user or operator can understand; the message is one sentence."""
+
+
+class SchemaTooNew(StorageError):
+    """The database was written by a newer Lexicon than this one."""
+
+
+class StorageBusy(StorageError):
+    """Another process held the database's write lock for longer than the busy timeout."""
+
+
+class InvalidName(StorageError):
+    """A proposed embedding name breaks the naming rule or is a word the model already knows."""
+
+
+class NameTaken(StorageError):
+    """The owner already has that name, or the shared library already has it."""
+
+
+class NotFound(StorageError):
+    """Nothing by that id or name is visible to the one asking (existence is never leaked)."""
+
+
+class Forbidden(StorageError):
+    """The one asking can see the thing but is not allowed to change it."""
+
+
+class JobFinished(StorageError):
+    """The job has already reached a final state, so it cannot be changed any more."""
+
+
+class LeaseLost(StorageError):
+    """A worker reported on a job it no longer holds (lease expired, job requeued or cancelled)."""
+
+
+class InvalidFileId(StorageError):
+    """A file id is not a 64-character lowercase sha256, so it can never name a stored file."""
+
+
+class QuotaExceeded(StorageError):
+    """A per-user limit checked atomically with the write it guards."""

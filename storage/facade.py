@@ -1,0 +1,88 @@
+"""`Storage`: the database, the file store and every repository, opened and closed together.
+
+The bot's `setup_hook` (and the offline CLI) open one `Storage` and hand it to the services;
+`close()` releases what `open()` took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from storage.clock import Clock, utc_now
+from storage.db import DEFAULT_BUSY_TIMEOUT, Database
+from storage.embeddings import EmbeddingRepository
+from storage.files import FileStore
+from storage.guilds import GuildSettingsRepository
+from storage.images import ImageRepository
+from storage.jobs import JobRepository
+from storage.maintenance import SweepReport, sweep
+from storage.names import IsReservedWord, NameRules
+from storage.users import UserRepository
+
+DATABASE_FILENAME = "lexicon.sqlite3"  # the same name as `Settings.database_path`
+FILES_DIRNAME = "files"
+
+
+def files_root(data_dir: Path) -> Path:
+    """Where the content-addressed files of a data dir live."""
+    return Path(data_dir) / FILES_DIRNAME
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    db: Database
+    files: FileStore
+    users: UserRepository
+    embeddings: EmbeddingRepository
+    jobs: JobRepository
+    images: ImageRepository
+    guilds: GuildSettingsRepository
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path | str,
+        *,
+        database_path: Path | str | None = None,
+        is_reserved_word: IsReservedWord | None = None,
+        clock: Clock = utc_now,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> Storage:
+        """Open (and migrate) the database and wire the repositories to it.
+
+        `is_reserved_word` is the engine's tokenizer check for new embedding names.
+        """
+        data_dir = Path(data_dir)
+        db_path = Path(database_path) if database_path else data_dir / DATABASE_FILENAME
+        db = await Database.open(db_path, busy_timeout=busy_timeout)
+        files = FileStore(files_root(data_dir))
+        return cls(
+            db=db,
+            files=files,
+            users=UserRepository(db, clock),
+            embeddings=EmbeddingRepository(db, files, NameRules(is_reserved_word), clock),
+            jobs=JobRepository(db, files, clock),
+            images=ImageRepository(db, files, clock),
+            guilds=GuildSettingsRepository(db, clock),
+        )
+
+    async def sweep(self) -> SweepReport:
+        """The start-up repair; call it before any writer starts."""
+        return await sweep(self.db, self.files)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

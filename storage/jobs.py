@@ -1,0 +1,604 @@
+"""The job queue: one row per job is the single source of truth.
+
+Claims are atomic (`BEGIN IMMEDIATE` + `UPDATE … RETURNING`) and fair: the next job goes to the
+user who has waited longest since their last job started, so someone with twenty queued jobs
+gets one, then everyone else waiting gets one, before their next. A claimed job carries a lease
+that the worker's heartbeat extends; a lease that runs out puts the job back in the queue until
+its attempts are used up, so no job is silently dropped.
+
+Worker-side calls (`heartbeat`, `set_progress`, `save_checkpoint`, `complete`, `fail`) accept
+the worker's id and raise LeaseLost when that worker no longer holds the job — it was cancelled,
+or its lease expired and the job went back to the queue — so a late answer cannot overwrite a
+newer attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from storage.clock import Clock, from_seconds, maybe_from_seconds, to_seconds, utc_now
+from storage.db import Database, Transaction
+from storage.errors import Forbidden, JobFinished, LeaseLost, NotFound, QuotaExceeded
+from storage.files import FileStore
+from storage.images import insert_image
+from storage.models import (
+    Actor,
+    Delivery,
+    FileKind,
+    Job,
+    JobKind,
+    JobProgress,
+    JobState,
+    NewImage,
+)
+from storage.references import remove_if_unreferenced
+from storage.users import ensure_user
+
+ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
+_FINAL_SQL = "('succeeded', 'failed', 'cancelled')"
+
+
+def job_from_row(row: sqlite3.Row) -> Job:
+    progress = None
+    if row["progress"] is not None:
+        raw = json.loads(row["progress"])
+        progress = JobProgress(
+            step=raw["step"],
+            total=raw["total"],
+            eta_seconds=raw.get("eta"),
+            preview_sha256=row["preview_sha256"],
+        )
+    return Job(
+        id=row["id"],
+        user_id=row["user_id"],
+        guild_id=row["guild_id"],
+        kind=JobKind(row["kind"]),
+        state=JobState(row["state"]),
+        params=json.loads(row["params"]),
+        batch_key=row["batch_key"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=maybe_from_seconds(row["lease_expires_at"]),
+        progress=progress,
+        error=row["error"],
+        result=None if row["result"] is None else json.loads(row["result"]),
+        checkpoint_sha256=row["checkpoint_sha256"],
+        channel_id=row["channel_id"],
+        message_id=row["message_id"],
+        interaction_token=row["interaction_token"],
+        token_expires_at=maybe_from_seconds(row["token_expires_at"]),
+        delivered=bool(row["delivered"]),
+        created_at=from_seconds(row["created_at"]),
+        started_at=maybe_from_seconds(row["started_at"]),
+        finished_at=maybe_from_seconds(row["finished_at"]),
+    )
+
+
+def _fair_queue_sql(
+    kinds: Collection[JobKind | str] | None, batch_key: bool
+) -> tuple[str, list[Any]]:
+    """A query of queued jobs in fair order: `SELECT id, position FROM fair ORDER BY position`.
+
+    A user's place is the time they have been waiting: since their last job started, or since
+    their oldest queued job was enqueued if that is later. Each round takes one job per user
+    (their oldest), users ordered by that time, so the order equals successive claims.
+    """
+    filters = ["state = 'queued'"]
+    params: list[Any] = []
+    if kinds is not None:
+        kind_values = sorted(JobKind(kind).value for kind in kinds)
+        filters.append(f"kind IN ({', '.join('?' for _ in kind_values)})")
+        params.extend(kind_values)
+    if batch_key:
+        filters.append("batch_key = ?")
+    sql = f"""
+        WITH queued AS (
+            SELECT id, user_id, created_at,
+                   row_number() OVER (PARTITION BY user_id ORDER BY id) AS turn
+            FROM jobs WHERE {" AND ".join(filters)}
+        ),
+        waiting AS (
+            SELECT q.user_id,
+                   max(coalesce((SELECT max(s.started_at) FROM jobs AS s
+                                 WHERE s.user_id = q.user_id), 0.0),
+                       min(q.created_at)) AS since
+            FROM queued AS q GROUP BY q.user_id
+        ),
+        fair AS (
+            SELECT q.id, row_number() OVER (ORDER BY q.turn, w.since, q.id) AS position
+            FROM queued AS q JOIN waiting AS w ON w.user_id = q.user_id
+        )
+    """
+    return sql, params
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """A cancelled job, and the worker that was running it (to be told to stop), if any."""
+
+    job: Job
+    stopped_worker: str | None
+
+
+class JobRepository:
+    def __init__(self, db: Database, files: FileStore, clock: Clock = utc_now) -> None:
+        self._db = db
+        self._files = files
+        self._clock = clock
+
+    # -- enqueueing and reading ----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        user_id: int,
+        kind: JobKind | str,
+        params: Mapping[str, Any],
+        *,
+        guild_id: int | None = None,
+        batch_key: str | None = None,
+        max_attempts: int = 3,
+        delivery: Delivery | None = None,
+        photos: Sequence[bytes] = (),
+        max_active: int | None = None,
+    ) -> Job:
+        """Queue a job. Training photos are stored before the row commits; `max_active`
+        (queued + running jobs of this user) is checked atomically with the insert."""
+        kind = JobKind(kind)
+        delivery = delivery or Delivery()
+        now = self._clock()
+        params_json = json.dumps(params, sort_keys=True)
+        async with self._db.transaction() as transaction:
+            await ensure_user(transaction, user_id, now)
+            if max_active is not None:
+                active = await self._active_count(transaction, user_id)
+                if active >= max_active:
+                    raise QuotaExceeded(
+                        f"You already have {active} jobs waiting or running, the most allowed; "
+                        "wait for one to finish or cancel one."
+                    )
+            job_id = await transaction.insert(
+                """
+                INSERT INTO jobs (user_id, guild_id, kind, params, batch_key, max_attempts,
+                    channel_id, message_id, interaction_token, token_expires_at, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    user_id,
+                    guild_id,
+                    kind.value,
+                    params_json,
+                    batch_key,
+                    max_attempts,
+                    delivery.channel_id,
+                    delivery.message_id,
+                    delivery.interaction_token,
+                    _maybe_seconds(delivery.token_expires_at),
+                    to_seconds(now),
+                ),
+            )
+            for idx, photo in enumerate(photos):
+                sha = await asyncio.to_thread(self._files.put, FileKind.PHOTOS, photo)
+                await transaction.execute(
+                    "INSERT INTO job_photos (job_id, idx, sha256) VALUES (?, ?, ?)",
+                    (job_id, idx, sha),
+                )
+            row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        assert row is not None
+        return job_from_row(row)
+
+    async def get(self, job_id: int) -> Job:
+        row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise NotFound(f"There is no job #{job_id}.")
+        return job_from_row(row)
+
+    async def photos(self, job_id: int) -> list[str]:
+        """The sha256s of a training job's photos, in the order they were given."""
+        rows = await self._db.fetch_all(
+            "SELECT sha256 FROM job_photos WHERE job_id = ? ORDER BY idx", (job_id,)
+        )
+        return [row[0] for row in rows]
+
+    async def list_for_user(
+        self,
+        user_id: int,
+        *,
+        states: Collection[JobState | str] | None = ACTIVE_STATES,
+        limit: int = 25,
+    ) -> list[Job]:
+        """The user's jobs in those states (default: waiting or running), newest first."""
+        sql = "SELECT * FROM jobs WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        if states is not None:
+            values = sorted(JobState(state).value for state in states)
+            sql += f" AND state IN ({', '.join('?' for _ in values)})"
+            params.extend(values)
+        rows = await self._db.fetch_all(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [job_from_row(row) for row in rows]
+
+    async def queued_count_for_user(self, user_id: int) -> int:
+        """Jobs of this user that are not finished (queued or running): what a limit counts."""
+        value = await self._db.fetch_value(
+            "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')",
+            (user_id,),
+        )
+        return int(value)
+
+    async def fair_order(
+        self, limit: int = 50, kinds: Collection[JobKind | str] | None = None
+    ) -> list[Job]:
+        """Queued jobs in the order `claim_next` would hand them out (nothing is claimed)."""
+        fair, params = _fair_queue_sql(kinds, batch_key=False)
+        rows = await self._db.fetch_all(
+            f"""{fair}
+            SELECT jobs.* FROM fair JOIN jobs ON jobs.id = fair.id
+            ORDER BY fair.position LIMIT ?
+            """,
+            (*params, limit),
+        )
+        return [job_from_row(row) for row in rows]
+
+    async def queue_position(self, job_id: int) -> int | None:
+        """1 for the job that would be claimed next; None when the job is not queued."""
+        fair, params = _fair_queue_sql(None, batch_key=False)
+        value = await self._db.fetch_value(
+            f"{fair} SELECT position FROM fair WHERE id = ?", (*params, job_id)
+        )
+        return None if value is None else int(value)
+
+    # -- claiming ------------------------------------------------------------------------------
+
+    async def claim_next(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        kinds: Collection[JobKind | str] | None = None,
+    ) -> Job | None:
+        """Atomically lease the fairly-next queued job to `worker_id`, or None if none waits."""
+        async with self._db.transaction() as transaction:
+            return await self._claim_one(transaction, worker_id, lease_seconds, kinds, None)
+
+    async def claim_batch(
+        self,
+        worker_id: str,
+        lease_seconds: float,
+        max_n: int,
+        kinds: Collection[JobKind | str] | None = None,
+    ) -> list[Job]:
+        """Lease the fairly-next job plus up to `max_n - 1` more with the same `batch_key`,
+        each picked in fair order among the jobs that could share its GPU batch."""
+        async with self._db.transaction() as transaction:
+            first = await self._claim_one(transaction, worker_id, lease_seconds, kinds, None)
+            if first is None:
+                return []
+            claimed = [first]
+            while first.batch_key is not None and len(claimed) < max_n:
+                more = await self._claim_one(
+                    transaction, worker_id, lease_seconds, kinds, first.batch_key
+                )
+                if more is None:
+                    break
+                claimed.append(more)
+            return claimed
+
+    async def _claim_one(
+        self,
+        transaction: Transaction,
+        worker_id: str,
+        lease_seconds: float,
+        kinds: Collection[JobKind | str] | None,
+        batch_key: str | None,
+    ) -> Job | None:
+        fair, params = _fair_queue_sql(kinds, batch_key=batch_key is not None)
+        if batch_key is not None:
+            params.append(batch_key)
+        now = self._clock()
+        row = await transaction.fetch_one(
+            f"""{fair}
+            UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+                lease_expires_at = ?, started_at = ?
+            WHERE id = (SELECT id FROM fair ORDER BY position LIMIT 1)
+            RETURNING *
+            """,
+            (
+                *params,
+                worker_id,
+                to_seconds(now + timedelta(seconds=lease_seconds)),
+                to_seconds(now),
+            ),
+        )
+        return None if row is None else job_from_row(row)
+
+    # -- the worker's side ---------------------------------------------------------------------
+
+    async def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> Job:
+        """Extend the lease; LeaseLost tells the worker to stop working on this job."""
+        async with self._db.transaction() as transaction:
+            await self._leased(transaction, job_id, worker_id)
+            expires = self._clock() + timedelta(seconds=lease_seconds)
+            row = await transaction.fetch_one(
+                "UPDATE jobs SET lease_expires_at = ? WHERE id = ? RETURNING *",
+                (to_seconds(expires), job_id),
+            )
+        assert row is not None
+        return job_from_row(row)
+
+    async def set_progress(
+        self,
+        job_id: int,
+        progress: JobProgress,
+        *,
+        preview_png: bytes | None = None,
+        worker_id: str | None = None,
+    ) -> Job:
+        """Record progress; a new preview image replaces (and frees) the previous one."""
+        async with self._db.transaction() as transaction:
+            current = await self._leased(transaction, job_id, worker_id)
+            previous = current.progress.preview_sha256 if current.progress else None
+            preview = previous
+            if preview_png is not None:
+                preview = await asyncio.to_thread(self._files.put, FileKind.IMAGES, preview_png)
+            progress_json = json.dumps(
+                {"step": progress.step, "total": progress.total, "eta": progress.eta_seconds}
+            )
+            row = await transaction.fetch_one(
+                "UPDATE jobs SET progress = ?, preview_sha256 = ? WHERE id = ? RETURNING *",
+                (progress_json, preview, job_id),
+            )
+            if previous != preview:
+                await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, previous)
+        assert row is not None
+        return job_from_row(row)
+
+    async def save_checkpoint(
+        self, job_id: int, data: bytes, *, worker_id: str | None = None
+    ) -> str:
+        """Keep a training checkpoint so a retried attempt resumes; returns its sha256."""
+        async with self._db.transaction() as transaction:
+            current = await self._leased(transaction, job_id, worker_id)
+            sha = await asyncio.to_thread(self._files.put, FileKind.CHECKPOINTS, data)
+            await transaction.execute(
+                "UPDATE jobs SET checkpoint_sha256 = ? WHERE id = ?", (sha, job_id)
+            )
+            if current.checkpoint_sha256 != sha:
+                await remove_if_unreferenced(
+                    transaction, self._files, FileKind.CHECKPOINTS, current.checkpoint_sha256
+                )
+        return sha
+
+    async def complete(
+        self,
+        job_id: int,
+        result: Mapping[str, Any],
+        *,
+        worker_id: str | None = None,
+        images: Sequence[NewImage] = (),
+    ) -> Job:
+        """Mark the job succeeded, storing its images in the same transaction."""
+        now = self._clock()
+        async with self._db.transaction() as transaction:
+            current = await self._leased(transaction, job_id, worker_id)
+            for image in images:
+                await insert_image(transaction, self._files, job_id, image, now)
+            row = await self._finish(
+                transaction,
+                current,
+                JobState.SUCCEEDED,
+                now,
+                result=json.dumps(result, sort_keys=True),
+                error=None,
+            )
+        return row
+
+    async def fail(
+        self,
+        job_id: int,
+        error: str,
+        *,
+        retryable: bool,
+        worker_id: str | None = None,
+    ) -> Job:
+        """Record a failure: back to the queue while attempts remain and it may help, else final.
+
+        `error` is the sentence the user will read.
+        """
+        now = self._clock()
+        async with self._db.transaction() as transaction:
+            current = await self._leased(transaction, job_id, worker_id)
+            if retryable and current.attempts < current.max_attempts:
+                return await self._back_to_queue(transaction, current, error)
+            return await self._finish(
+                transaction, current, JobState.FAILED, now, result=None, error=error
+            )
+
+    # -- the user's and the scheduler's side ---------------------------------------------------
+
+    async def cancel(self, actor: Actor, job_id: int) -> Cancellation:
+        """Only the job's owner, or a manager of the server it came from, cancels it."""
+        now = self._clock()
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                raise NotFound(f"There is no job #{job_id}.")
+            current = job_from_row(row)
+            manages_it = actor.is_manager and (
+                actor.guild_id is None or actor.guild_id == current.guild_id
+            )
+            if current.user_id != actor.user_id and not manages_it:
+                raise Forbidden(
+                    f"Only the person who queued job #{job_id} or a server manager can cancel it."
+                )
+            if current.is_final:
+                raise JobFinished(
+                    f"Job #{job_id} has already {_state_verb(current.state)}, "
+                    "so it cannot be cancelled."
+                )
+            cancelled = await self._finish(
+                transaction,
+                current,
+                JobState.CANCELLED,
+                now,
+                result=None,
+                error=current.error,
+            )
+        return Cancellation(job=cancelled, stopped_worker=current.lease_owner)
+
+    async def requeue_expired_leases(self, now: datetime | None = None) -> list[int]:
+        """Put jobs whose worker stopped heartbeating back in the queue; return their ids.
+
+        A job that has used all its attempts fails instead, with a sentence for its owner.
+        """
+        now = now or self._clock()
+        async with self._db.transaction() as transaction:
+            expired = await transaction.fetch_all(
+                "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ? ORDER BY id",
+                (to_seconds(now),),
+            )
+            requeued: list[int] = []
+            for row in expired:
+                job = job_from_row(row)
+                if job.attempts < job.max_attempts:
+                    await self._back_to_queue(
+                        transaction, job, "The worker running this job stopped responding."
+                    )
+                    requeued.append(job.id)
+                else:
+                    await self._finish(
+                        transaction,
+                        job,
+                        JobState.FAILED,
+                        now,
+                        result=None,
+                        error=(
+                            f"The worker stopped responding {job.attempts} times, "
+                            "so Lexicon gave up on this job."
+                        ),
+                    )
+        return requeued
+
+    async def set_delivery(self, job_id: int, delivery: Delivery) -> Job:
+        """Remember where the result goes (the progress message, the interaction token)."""
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetch_one(
+                """
+                UPDATE jobs SET channel_id = ?, message_id = ?, interaction_token = ?,
+                    token_expires_at = ? WHERE id = ? RETURNING *
+                """,
+                (
+                    delivery.channel_id,
+                    delivery.message_id,
+                    delivery.interaction_token,
+                    _maybe_seconds(delivery.token_expires_at),
+                    job_id,
+                ),
+            )
+        if row is None:
+            raise NotFound(f"There is no job #{job_id}.")
+        return job_from_row(row)
+
+    async def mark_delivered(self, job_id: int) -> None:
+        async with self._db.transaction() as transaction:
+            changed = await transaction.execute(
+                f"UPDATE jobs SET delivered = 1 WHERE id = ? AND state IN {_FINAL_SQL}",
+                (job_id,),
+            )
+        if not changed:
+            raise NotFound(f"There is no finished job #{job_id}.")
+
+    async def list_undelivered_finished(self, limit: int = 100) -> list[Job]:
+        """Finished jobs whose result has not reached Discord yet, oldest first (for restarts)."""
+        rows = await self._db.fetch_all(
+            f"""
+            SELECT * FROM jobs WHERE delivered = 0 AND state IN {_FINAL_SQL}
+            ORDER BY id LIMIT ?
+            """,
+            (limit,),
+        )
+        return [job_from_row(row) for row in rows]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _active_count(transaction: Transaction, user_id: int) -> int:
+        value = await transaction.fetch_value(
+            "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')",
+            (user_id,),
+        )
+        return int(value)
+
+    @staticmethod
+    async def _leased(transaction: Transaction, job_id: int, worker_id: str | None) -> Job:
+        row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise NotFound(f"There is no job #{job_id}.")
+        job = job_from_row(row)
+        if job.state is not JobState.RUNNING or (
+            worker_id is not None and job.lease_owner != worker_id
+        ):
+            holder = worker_id or "its worker"
+            raise LeaseLost(
+                f"Job #{job_id} is no longer leased to {holder} (it is {job.state.value})."
+            )
+        return job
+
+    async def _back_to_queue(self, transaction: Transaction, current: Job, error: str) -> Job:
+        """Queue a running job again (keeping its checkpoint, dropping its stale progress)."""
+        row = await transaction.fetch_one(
+            """
+            UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+                error = ?, progress = NULL, preview_sha256 = NULL
+            WHERE id = ? RETURNING *
+            """,
+            (error, current.id),
+        )
+        assert row is not None
+        preview = current.progress.preview_sha256 if current.progress else None
+        await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
+        return job_from_row(row)
+
+    async def _finish(
+        self,
+        transaction: Transaction,
+        current: Job,
+        state: JobState,
+        now: datetime,
+        *,
+        result: str | None,
+        error: str | None,
+    ) -> Job:
+        """Move to a final state and free the preview and checkpoint files it no longer needs."""
+        row = await transaction.fetch_one(
+            """
+            UPDATE jobs SET state = ?, finished_at = ?, lease_owner = NULL,
+                lease_expires_at = NULL, result = ?, error = ?, preview_sha256 = NULL,
+                checkpoint_sha256 = NULL
+            WHERE id = ? RETURNING *
+            """,
+            (state.value, to_seconds(now), result, error, current.id),
+        )
+        assert row is not None
+        preview = current.progress.preview_sha256 if current.progress else None
+        await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
+        await remove_if_unreferenced(
+            transaction, self._files, FileKind.CHECKPOINTS, current.checkpoint_sha256
+        )
+        return job_from_row(row)
+
+
+def _maybe_seconds(moment: datetime | None) -> float | None:
+    return None if moment is None else to_seconds(moment)
+
+
+def _state_verb(state: JobState) -> str:
+    return {
+        JobState.SUCCEEDED: "succeeded",
+        JobState.FAILED: "failed",
+        JobState.CANCELLED: "been cancelled",
+    }.get(state, state.value)
