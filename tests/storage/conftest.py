@@ -1,0 +1,63 @@
+"""Fixtures for storage tests: a real SQLite file and file store under tmp_path, no mocks."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import Embedding, Storage
+
+RESERVED = frozenset({"cat", "dog", "photo"})
+
+
+def is_reserved_word(word: str) -> bool:
+    """A stand-in for the tokenizer's vocabulary check."""
+    return word in RESERVED
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def store(data_dir: Path) -> AsyncIterator[Storage]:
+    opened = await Storage.open(data_dir, is_reserved_word=is_reserved_word)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def make_embedding(
+    store: Storage,
+    owner_id: int,
+    name: str,
+    *,
+    shared: bool = False,
+    data: bytes | None = None,
+) -> Embedding:
+    """An embedding with a small fake file (storage never looks inside it)."""
+    return await store.embeddings.create(
+        owner_id,
+        name,
+        data if data is not None else f"vectors of {owner_id}/{name}".encode(),
+        n_vectors=1,
+        width=768,
+        family="sd1",
+        source="trained",
+        shared=shared,
+    )
+
+
+def stored_hashes(store: Storage, kind: str = "embeddings") -> set[str]:
+    """The sha256s of the files really on disk for one kind."""
+    return set(store.files.scan(kind).files)
+
+
+def raw_connection(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection, to look at the database from outside storage."""
+    return sqlite3.connect(path)
