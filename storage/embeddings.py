@@ -280,7 +280,9 @@ class EmbeddingRepository:
             if current.is_shared:
                 return current
             name = EmbeddingName(current.name, current.name_folded)
-            await self._refuse_taken(transaction, current.owner_id, name, shared=True)
+            await self._refuse_taken(
+                transaction, current.owner_id, name, shared=True, ignore=current.id
+            )
             try:
                 row = await transaction.fetch_one(
                     "UPDATE embeddings SET visibility = 'shared' WHERE id = ? RETURNING *",

@@ -86,9 +86,9 @@ def _fair_queue_sql(
 ) -> tuple[str, list[Any]]:
     """A query of queued jobs in fair order: `SELECT id, position FROM fair ORDER BY position`.
 
-    A user's place is the time they have been waiting: since their last job started, or since
-    their oldest queued job was enqueued if that is later. Each round takes one job per user
-    (their oldest), users ordered by that time, so the order equals successive claims.
+    A user's place is the moment their last job started (never: first of all), so whoever has
+    waited longest since their last turn goes next. Each round takes one job per user, their
+    oldest, users in that order; the whole order therefore equals successive claims.
     """
     filters = ["state = 'queued'"]
     params: list[Any] = []
@@ -106,9 +106,8 @@ def _fair_queue_sql(
         ),
         waiting AS (
             SELECT q.user_id,
-                   max(coalesce((SELECT max(s.started_at) FROM jobs AS s
-                                 WHERE s.user_id = q.user_id), 0.0),
-                       min(q.created_at)) AS since
+                   coalesce((SELECT max(s.started_at) FROM jobs AS s
+                             WHERE s.user_id = q.user_id), 0.0) AS since
             FROM queued AS q GROUP BY q.user_id
         ),
         fair AS (

@@ -43,11 +43,10 @@ def quote(raw: str) -> str:
 
 def parse_name(raw: str) -> EmbeddingName:
     """The name a user asked for, or InvalidName with a sentence that states the rule."""
-    stripped = raw.strip()
-    folded = fold(stripped)
+    folded = fold(raw)
     if NAME_PATTERN.fullmatch(folded) is None:
         raise InvalidName(f"{quote(raw)} is not a valid embedding name: {RULE}.")
-    normalized = unicodedata.normalize("NFKC", stripped)
+    normalized = unicodedata.normalize("NFKC", raw)
     display = normalized if _DISPLAY_PATTERN.fullmatch(normalized) else folded
     if display.lower() != folded:
         display = folded
@@ -56,7 +55,7 @@ def parse_name(raw: str) -> EmbeddingName:
 
 def fold_for_lookup(raw: str) -> str | None:
     """The folded name to look up, or None when no embedding could ever have this name."""
-    folded = fold(raw.strip())
+    folded = fold(raw)
     return folded if NAME_PATTERN.fullmatch(folded) else None
 
 
