@@ -177,7 +177,7 @@ def _pipeline_class() -> Any:
 
 
 def _quiet(dtype: torch.dtype) -> dict[str, Any]:
-    return {"safety_checker": None, "requires_safety_checker": False, "torch_dtype": dtype}
+    return {"safety_checker": None, "requires_safety_checker": False, "dtype": dtype}
 
 
 def _from_folder(folder: Path, dtype: torch.dtype) -> Any:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from engine.model import LoadedModel, load_model
+
+# The CI and dev machines have 2 shared cores; torch's default of one thread per core makes
+# OpenMP threads spin against the other processes and slows the tiny model 10-30×.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +32,18 @@ def tiny_model(engine_data_dir: Path) -> LoadedModel:
 def tiny_model_dir(tiny_model: LoadedModel, engine_data_dir: Path) -> Path:
     """The tiny model's diffusers folder (for stock-pipeline comparisons)."""
     return engine_data_dir / "models" / "tiny"
+
+
+@pytest.fixture(scope="session")
+def stock_pipeline_factory(tiny_model_dir: Path) -> Callable[[], Any]:
+    """Makes a fresh stock `StableDiffusionPipeline` of the tiny model (safe to mutate)."""
+    from diffusers import StableDiffusionPipeline
+
+    def make() -> Any:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            tiny_model_dir, safety_checker=None, requires_safety_checker=False
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return make

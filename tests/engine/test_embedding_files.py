@@ -75,11 +75,9 @@ def test_write_refuses_a_family_that_does_not_match_the_width() -> None:
         write_embedding(_vectors(), name="z", kind="positive", family="tiny", extra={"name": "x"})
 
 
-def test_diffusers_loads_the_written_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_diffusers_loads_the_written_file(stock_pipeline_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """diffusers' load_textual_inversion(path, token=name) loads our file unchanged."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir, safety_checker=None)
+    pipe = stock_pipeline_factory()
     vectors = _vectors(2)
     path = tmp_path / "zorb.safetensors"
     path.write_bytes(write_embedding(vectors, name="zorb", kind="positive", family="tiny"))
