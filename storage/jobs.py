@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from storage.clock import Clock, from_seconds, maybe_from_seconds, to_seconds, utc_now
-from storage.db import Database, Transaction
+from storage.db import Database, Params, Transaction
 from storage.errors import Forbidden, JobFinished, LeaseLost, NotFound, QuotaExceeded
 from storage.files import FileStore
 from storage.images import insert_image
@@ -287,6 +287,44 @@ class JobRepository:
                 claimed.append(more)
             return claimed
 
+    async def claim_ids(
+        self, job_ids: Sequence[int], worker_id: str, lease_seconds: float
+    ) -> list[Job]:
+        """Lease exactly these jobs (a scheduler's pick from `fair_order`), in the given order.
+
+        Jobs that are no longer queued (cancelled or claimed meanwhile) are skipped.
+        """
+        now = self._clock()
+        expires = to_seconds(now + timedelta(seconds=lease_seconds))
+        claimed: list[Job] = []
+        async with self._db.transaction() as transaction:
+            for job_id in dict.fromkeys(job_ids):
+                row = await transaction.fetch_one(
+                    """
+                    UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+                        lease_expires_at = ?, started_at = ?
+                    WHERE id = ? AND state = 'queued' RETURNING *
+                    """,
+                    (worker_id, expires, to_seconds(now), job_id),
+                )
+                if row is not None:
+                    claimed.append(job_from_row(row))
+        return claimed
+
+    async def release(
+        self, job_id: int, *, worker_id: str | None = None, attempt: int | None = None
+    ) -> Job:
+        """A worker hands back a job it never ran: queued again, the attempt not counted."""
+        async with self._db.transaction() as transaction:
+            current = await self._leased(transaction, job_id, worker_id, attempt)
+            await self._back_to_queue(transaction, current, current.error)
+            row = await transaction.fetch_one(
+                "UPDATE jobs SET attempts = max(attempts - 1, 0) WHERE id = ? RETURNING *",
+                (job_id,),
+            )
+        assert row is not None
+        return job_from_row(row)
+
     async def _claim_one(
         self,
         transaction: Transaction,
@@ -317,10 +355,12 @@ class JobRepository:
 
     # -- the worker's side ---------------------------------------------------------------------
 
-    async def heartbeat(self, job_id: int, worker_id: str, lease_seconds: float) -> Job:
+    async def heartbeat(
+        self, job_id: int, worker_id: str, lease_seconds: float, *, attempt: int | None = None
+    ) -> Job:
         """Extend the lease; LeaseLost tells the worker to stop working on this job."""
         async with self._db.transaction() as transaction:
-            await self._leased(transaction, job_id, worker_id)
+            await self._leased(transaction, job_id, worker_id, attempt)
             expires = self._clock() + timedelta(seconds=lease_seconds)
             row = await transaction.fetch_one(
                 "UPDATE jobs SET lease_expires_at = ? WHERE id = ? RETURNING *",
@@ -336,10 +376,11 @@ class JobRepository:
         *,
         preview_png: bytes | None = None,
         worker_id: str | None = None,
+        attempt: int | None = None,
     ) -> Job:
         """Record progress; a new preview image replaces (and frees) the previous one."""
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id)
+            current = await self._leased(transaction, job_id, worker_id, attempt)
             previous = current.progress.preview_sha256 if current.progress else None
             preview = previous
             if preview_png is not None:
@@ -357,11 +398,16 @@ class JobRepository:
         return job_from_row(row)
 
     async def save_checkpoint(
-        self, job_id: int, data: bytes, *, worker_id: str | None = None
+        self,
+        job_id: int,
+        data: bytes,
+        *,
+        worker_id: str | None = None,
+        attempt: int | None = None,
     ) -> str:
         """Keep a training checkpoint so a retried attempt resumes; returns its sha256."""
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id)
+            current = await self._leased(transaction, job_id, worker_id, attempt)
             sha = await asyncio.to_thread(self._files.put, FileKind.CHECKPOINTS, data)
             await transaction.execute(
                 "UPDATE jobs SET checkpoint_sha256 = ? WHERE id = ?", (sha, job_id)
@@ -378,12 +424,13 @@ class JobRepository:
         result: Mapping[str, Any],
         *,
         worker_id: str | None = None,
+        attempt: int | None = None,
         images: Sequence[NewImage] = (),
     ) -> Job:
         """Mark the job succeeded, storing its images in the same transaction."""
         now = self._clock()
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id)
+            current = await self._leased(transaction, job_id, worker_id, attempt)
             for image in images:
                 await insert_image(transaction, self._files, job_id, image, now)
             row = await self._finish(
@@ -403,6 +450,7 @@ class JobRepository:
         *,
         retryable: bool,
         worker_id: str | None = None,
+        attempt: int | None = None,
     ) -> Job:
         """Record a failure: back to the queue while attempts remain and it may help, else final.
 
@@ -410,7 +458,7 @@ class JobRepository:
         """
         now = self._clock()
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id)
+            current = await self._leased(transaction, job_id, worker_id, attempt)
             if retryable and current.attempts < current.max_attempts:
                 return await self._back_to_queue(transaction, current, error)
             return await self._finish(
@@ -455,18 +503,36 @@ class JobRepository:
         A job that has used all its attempts fails instead, with a sentence for its owner.
         """
         now = now or self._clock()
+        return await self._requeue_running(
+            "lease_expires_at < ?",
+            (to_seconds(now),),
+            "The worker running this job stopped responding.",
+            now,
+        )
+
+    async def requeue_worker(self, worker_id: str, error: str) -> list[int]:
+        """Requeue every job leased to a worker that is gone (same attempt rule as above)."""
+        return await self._requeue_running("lease_owner = ?", (worker_id,), error, self._clock())
+
+    async def requeue_running(self, error: str) -> list[int]:
+        """At start-up: every job still marked running was lost with the previous process."""
+        return await self._requeue_running("1", (), error, self._clock())
+
+    async def count_queued(self) -> int:
+        return int(await self._db.fetch_value("SELECT count(*) FROM jobs WHERE state = 'queued'"))
+
+    async def _requeue_running(
+        self, condition: str, params: Params, error: str, now: datetime
+    ) -> list[int]:
         async with self._db.transaction() as transaction:
-            expired = await transaction.fetch_all(
-                "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ? ORDER BY id",
-                (to_seconds(now),),
+            lost = await transaction.fetch_all(
+                f"SELECT * FROM jobs WHERE state = 'running' AND {condition} ORDER BY id", params
             )
             requeued: list[int] = []
-            for row in expired:
+            for row in lost:
                 job = job_from_row(row)
                 if job.attempts < job.max_attempts:
-                    await self._back_to_queue(
-                        transaction, job, "The worker running this job stopped responding."
-                    )
+                    await self._back_to_queue(transaction, job, error)
                     requeued.append(job.id)
                 else:
                     await self._finish(
@@ -476,8 +542,8 @@ class JobRepository:
                         now,
                         result=None,
                         error=(
-                            f"The worker stopped responding {job.attempts} times, "
-                            "so Lexicon gave up on this job."
+                            f"Lexicon gave up on this job after {job.attempts} interrupted "
+                            f"attempt{'' if job.attempts == 1 else 's'}."
                         ),
                     )
         return requeued
@@ -533,21 +599,32 @@ class JobRepository:
         return int(value)
 
     @staticmethod
-    async def _leased(transaction: Transaction, job_id: int, worker_id: str | None) -> Job:
+    async def _leased(
+        transaction: Transaction, job_id: int, worker_id: str | None, attempt: int | None
+    ) -> Job:
+        """The running job, or LeaseLost if it is not running, not leased to `worker_id`, or
+        no longer on attempt number `attempt` (a late report from an earlier attempt)."""
         row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
         if row is None:
             raise NotFound(f"There is no job #{job_id}.")
         job = job_from_row(row)
+        holder = worker_id or "its worker"
         if job.state is not JobState.RUNNING or (
             worker_id is not None and job.lease_owner != worker_id
         ):
-            holder = worker_id or "its worker"
             raise LeaseLost(
                 f"Job #{job_id} is no longer leased to {holder} (it is {job.state.value})."
             )
+        if attempt is not None and job.attempts != attempt:
+            raise LeaseLost(
+                f"Job #{job_id} is on attempt {job.attempts}, so the report from attempt "
+                f"{attempt} was ignored."
+            )
         return job
 
-    async def _back_to_queue(self, transaction: Transaction, current: Job, error: str) -> Job:
+    async def _back_to_queue(
+        self, transaction: Transaction, current: Job, error: str | None
+    ) -> Job:
         """Queue a running job again (keeping its checkpoint, dropping its stale progress)."""
         row = await transaction.fetch_one(
             """

@@ -116,7 +116,7 @@ async def test_expired_leases_are_requeued_until_attempts_run_out(store: Storage
     assert await store.jobs.requeue_expired_leases(later) == []
     failed = await store.jobs.get(job.id)
     assert failed.state is JobState.FAILED
-    assert failed.error == "The worker stopped responding 2 times, so Lexicon gave up on this job."
+    assert failed.error == "Lexicon gave up on this job after 2 interrupted attempts."
     assert [j.id for j in await store.jobs.list_undelivered_finished()] == [job.id]
 
 
@@ -244,3 +244,45 @@ async def test_active_job_limit_and_counts(store: Storage) -> None:
         JobState.QUEUED,
         JobState.RUNNING,
     ]
+
+
+async def test_claim_ids_leases_only_jobs_still_queued(store: Storage) -> None:
+    """A scheduler's own pick is leased in its order; cancelled or taken jobs are skipped."""
+    first = await store.jobs.enqueue(A, "generate", {})
+    gone = await store.jobs.enqueue(B, "generate", {})
+    last = await store.jobs.enqueue(C, "generate", {})
+    await store.jobs.cancel(Actor(B), gone.id)
+    claimed = await store.jobs.claim_ids([last.id, gone.id, first.id], "worker-1", 60)
+    assert [job.id for job in claimed] == [last.id, first.id]
+    assert await store.jobs.claim_ids([first.id], "worker-2", 60) == []
+    assert await store.jobs.count_queued() == 0
+
+
+async def test_a_released_job_is_queued_again_without_using_an_attempt(store: Storage) -> None:
+    """`release` returns a job the worker never ran; a stale attempt number is refused."""
+    job = await store.jobs.enqueue(A, "generate", {}, max_attempts=1)
+    claimed = await store.jobs.claim_next("worker-1", lease_seconds=60)
+    assert claimed is not None and claimed.attempts == 1
+    with pytest.raises(LeaseLost, match="report from attempt 2 was ignored"):
+        await store.jobs.release(job.id, attempt=2)
+    released = await store.jobs.release(job.id, worker_id="worker-1", attempt=1)
+    assert released.state is JobState.QUEUED and released.attempts == 0
+    again = await store.jobs.claim_next("worker-1", lease_seconds=60)
+    assert again is not None and again.attempts == 1
+
+
+async def test_jobs_of_a_lost_worker_or_a_restart_are_requeued(store: Storage) -> None:
+    """`requeue_worker` takes one worker's jobs back; `requeue_running` takes all of them."""
+    one = await store.jobs.enqueue(A, "generate", {})
+    two = await store.jobs.enqueue(B, "generate", {})
+    spent = await store.jobs.enqueue(C, "generate", {}, max_attempts=1)
+    await store.jobs.claim_ids([one.id], "worker-1", 60)
+    await store.jobs.claim_ids([two.id, spent.id], "worker-2", 60)
+    assert await store.jobs.requeue_worker("worker-1", "The GPU worker stopped.") == [one.id]
+    assert (await store.jobs.get(two.id)).state is JobState.RUNNING
+    assert await store.jobs.requeue_running("Lexicon restarted.") == [two.id]
+    assert (await store.jobs.get(two.id)).error == "Lexicon restarted."
+    given_up = await store.jobs.get(spent.id)
+    assert given_up.state is JobState.FAILED
+    assert given_up.error == "Lexicon gave up on this job after 1 interrupted attempt."
+    assert await store.jobs.count_queued() == 2
