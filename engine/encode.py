@@ -1,0 +1,303 @@
+"""Prompt text (A1111 syntax, embedding names) → text-encoder hidden states, per request.
+
+Textual-inversion vectors are used the way A1111 uses them: the prompt is tokenized against the
+unchanged vocabulary, each embedding name becomes as many placeholder positions as it has vectors,
+and the token-embedding *output* at those positions is replaced by the vectors for this one call
+(a forward hook that lives only for the duration of the call and only touches the ids tensor it was
+made for). The tokenizer and the embedding matrix are never modified, so one loaded model serves
+every user and embeddings can be batched together.
+
+Chunking follows A1111's `tokenize_line`: 75 tokens per chunk, each wrapped in BOS/EOS to 77;
+`BREAK` starts a new chunk; a full chunk moves the words after a recent comma (within
+`comma_backtrack` tokens, A1111's default 20) to the next chunk; an embedding's vectors never
+straddle two chunks. Chunks are encoded separately and concatenated. Weights multiply the hidden
+states, which are then rescaled so their mean matches the unweighted mean (A1111's "Original"
+emphasis). Positive and negative conditioning are padded to the same number of chunks with the
+encoding of an empty chunk, as A1111 does with `pad_cond_uncond`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from engine.model import LoadedModel
+from engine.prompt import parse_prompt_attention
+
+CHUNK_TOKENS = 75
+PLACEHOLDER_ID = 0  # the id fed to the tokenizer table at a spliced position; its row is unused
+
+
+@dataclass(frozen=True)
+class Splice:
+    """Vector `index` of embedding `name` goes at `offset` of the chunk."""
+
+    offset: int
+    name: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """77 token ids with their weights and the embedding vectors spliced into them."""
+
+    ids: tuple[int, ...]
+    weights: tuple[float, ...]
+    splices: tuple[Splice, ...] = ()
+
+    @property
+    def weighted(self) -> bool:
+        return any(w != 1.0 for w in self.weights)
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """A prompt cut into chunks, and the embedding names it used."""
+
+    chunks: tuple[Chunk, ...]
+    used_embeddings: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    token: int
+    weight: float
+    splice: tuple[str, int] | None = None
+
+
+class PromptEncoder:
+    """Encodes prompts for one loaded model; stateless apart from cached token ids."""
+
+    def __init__(self, model: LoadedModel, comma_backtrack: int = 20) -> None:
+        self.model = model
+        self.comma_backtrack = comma_backtrack
+        tokenizer = model.tokenizer
+        self.bos = int(tokenizer.bos_token_id)
+        self.eos = int(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id
+        self.pad = self.eos if pad is None else int(pad)
+        self.comma = tokenizer.get_vocab().get(",</w>")
+
+    # ---------------------------------------------------------------- tokenizing (no torch)
+
+    def tokenize(self, prompt: str, embedding_sizes: Mapping[str, int]) -> TokenizedPrompt:
+        """Cut `prompt` into 77-token chunks; `embedding_sizes` maps usable names to n_vectors."""
+        matcher = _name_matcher(embedding_sizes)
+        chunks: list[Chunk] = []
+        current: list[_Slot] = []
+        last_comma = -1
+        used: set[str] = set()
+
+        def close_chunk() -> None:
+            nonlocal current, last_comma
+            chunks.append(self._wrap(current))
+            current = []
+            last_comma = -1
+
+        def make_room_before_item() -> None:
+            """A1111: at a full chunk, move the words after a nearby comma to the next one."""
+            nonlocal current
+            near_comma = last_comma != -1 and CHUNK_TOKENS - last_comma <= self.comma_backtrack
+            if len(current) == CHUNK_TOKENS and near_comma:
+                moved = current[last_comma + 1 :]
+                current = current[: last_comma + 1]
+                close_chunk()
+                current = moved
+            if len(current) == CHUNK_TOKENS:
+                close_chunk()
+
+        for fragment in parse_prompt_attention(prompt):
+            if fragment.is_break:
+                close_chunk()
+                continue
+            for item in self._items(fragment.text, matcher, embedding_sizes):
+                if isinstance(item, int):
+                    if item == self.comma:
+                        last_comma = len(current)
+                    else:
+                        make_room_before_item()
+                    if len(current) == CHUNK_TOKENS:
+                        close_chunk()
+                    current.append(_Slot(item, fragment.weight))
+                else:
+                    name, size = item
+                    make_room_before_item()
+                    if len(current) + size > CHUNK_TOKENS:
+                        close_chunk()
+                    current.extend(
+                        _Slot(PLACEHOLDER_ID, fragment.weight, (name, index))
+                        for index in range(size)
+                    )
+                    used.add(name)
+        if current or not chunks:
+            close_chunk()
+        return TokenizedPrompt(tuple(chunks), frozenset(used))
+
+    def empty_chunk(self) -> Chunk:
+        return self._wrap([])
+
+    def _items(
+        self, text: str, matcher: re.Pattern[str] | None, sizes: Mapping[str, int]
+    ) -> list[int | tuple[str, int]]:
+        """Token ids of `text`, with each embedding name replaced by (name, n_vectors)."""
+        items: list[int | tuple[str, int]] = []
+        position = 0
+        pieces: list[str | tuple[str, int]] = []
+        if matcher is not None:
+            lookup = {name.lower(): name for name in sizes}
+            for match in matcher.finditer(text):
+                pieces.append(text[position : match.start()])
+                name = lookup[(match.group(1) or match.group(2)).lower()]
+                pieces.append((name, sizes[name]))
+                position = match.end()
+        pieces.append(text[position:])
+        texts = [p for p in pieces if isinstance(p, str) and p]
+        token_lists = iter(self._token_ids(texts))
+        for piece in pieces:
+            if isinstance(piece, tuple):
+                items.append(piece)
+            elif piece:
+                items.extend(next(token_lists))
+        return items
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        encoded = self.model.tokenizer(texts, add_special_tokens=False, truncation=False)
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def _wrap(self, slots: list[_Slot]) -> Chunk:
+        slots = slots + [_Slot(self.eos, 1.0)] * (CHUNK_TOKENS - len(slots))
+        ids = [self.bos] + [s.token for s in slots] + [self.eos]
+        if self.pad != self.eos:  # SD 2.x: what follows the first EOS is padding
+            first_end = ids.index(self.eos)
+            ids = ids[: first_end + 1] + [self.pad] * (len(ids) - first_end - 1)
+        weights = [1.0] + [s.weight for s in slots] + [1.0]
+        splices = tuple(
+            Splice(offset + 1, s.splice[0], s.splice[1])
+            for offset, s in enumerate(slots)
+            if s.splice is not None
+        )
+        return Chunk(tuple(ids), tuple(weights), splices)
+
+    # ---------------------------------------------------------------- encoding (torch)
+
+    def encode(
+        self,
+        prompt: str,
+        negative: str = "",
+        embeddings: Mapping[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, uncond), each `[1, 77·k, d]` with the same k."""
+        cond, uncond, _used = self.encode_with_names(prompt, negative, embeddings or {})
+        return cond, uncond
+
+    def encode_with_names(
+        self, prompt: str, negative: str, embeddings: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, frozenset[str]]:
+        """Like `encode`, plus the embedding names that the prompt or negative used."""
+        sizes = {name: int(vectors.shape[0]) for name, vectors in embeddings.items()}
+        positive = self.tokenize(prompt, sizes)
+        negative_prompt = self.tokenize(negative, sizes)
+        count = max(len(positive.chunks), len(negative_prompt.chunks))
+        padding = [self.empty_chunk()]
+        chunks = (
+            list(positive.chunks)
+            + padding * (count - len(positive.chunks))
+            + list(negative_prompt.chunks)
+            + padding * (count - len(negative_prompt.chunks))
+        )
+        states = self.encode_chunks(chunks, embeddings)  # [2k, 77, d]
+        d = states.shape[-1]
+        cond = states[:count].reshape(1, count * 77, d)
+        uncond = states[count:].reshape(1, count * 77, d)
+        return cond, uncond, positive.used_embeddings | negative_prompt.used_embeddings
+
+    def encode_chunks(
+        self, chunks: Sequence[Chunk], embeddings: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Encode chunks as one batch `[len(chunks), 77, d]`, weighted A1111-style."""
+        model = self.model
+        ids = torch.tensor([c.ids for c in chunks], dtype=torch.long, device=model.device)
+        replacement, mask = self._replacements(chunks, embeddings)
+        states = run_text_encoder(model.text_encoder, ids, replacement, mask)
+        if any(c.weighted for c in chunks):
+            weights = torch.tensor(
+                [c.weights for c in chunks], dtype=states.dtype, device=states.device
+            )
+            states = torch.stack(
+                [
+                    _apply_weights(z, w) if chunk.weighted else z
+                    for z, w, chunk in zip(states, weights, chunks, strict=True)
+                ]
+            )
+        return states
+
+    def _replacements(
+        self, chunks: Sequence[Chunk], embeddings: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not any(c.splices for c in chunks):
+            return None, None
+        model = self.model
+        replacement = torch.zeros(
+            len(chunks), 77, model.hidden_size, device=model.device, dtype=model.dtype
+        )
+        mask = torch.zeros(len(chunks), 77, dtype=torch.bool, device=model.device)
+        vectors = {name: v.to(model.device, model.dtype) for name, v in embeddings.items()}
+        rows: list[torch.Tensor] = []
+        for row, chunk in enumerate(chunks):
+            for splice in chunk.splices:
+                mask[row, splice.offset] = True
+                rows.append(vectors[splice.name][splice.index])
+        # One differentiable scatter, so training can pass vectors that require grad.
+        return replacement.masked_scatter(mask.unsqueeze(-1), torch.stack(rows)), mask
+
+
+def run_text_encoder(
+    text_encoder: Any,
+    ids: torch.Tensor,
+    replacement: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The text encoder's last hidden state for `ids`, with the token-embedding output replaced
+    by `replacement` where `mask` is set.
+
+    The hook is scoped to this call and to this ids tensor (checked by storage pointer), so a
+    concurrent call on the same model with other ids is never affected.
+    """
+    if replacement is None or mask is None:
+        return text_encoder(input_ids=ids)[0]
+    table = text_encoder.get_input_embeddings()
+
+    def splice(_module: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        if inputs[0].data_ptr() != ids.data_ptr() or output.shape[:2] != ids.shape:
+            return None
+        return torch.where(mask.unsqueeze(-1), replacement.to(output.dtype), output)
+
+    handle = table.register_forward_hook(splice)
+    try:
+        return text_encoder(input_ids=ids)[0]
+    finally:
+        handle.remove()
+
+
+def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """A1111 "Original" emphasis: multiply, then restore the unweighted mean."""
+    original_mean = z.mean()
+    weighted = z * weights.unsqueeze(-1)
+    return weighted * (original_mean / weighted.mean())
+
+
+def _name_matcher(sizes: Mapping[str, int]) -> re.Pattern[str] | None:
+    """Bare `name` or `<name>`, word-bounded, longest name first, case-insensitive."""
+    if not sizes:
+        return None
+    names = "|".join(re.escape(n) for n in sorted(sizes, key=lambda n: (-len(n), n)))
+    return re.compile(
+        rf"(?<![\w<>-])(?:<({names})>|({names}))(?![\w<>-])",
+        re.IGNORECASE,
+    )
