@@ -227,8 +227,8 @@ def _from_hub(spec: str, dtype: torch.dtype) -> tuple[Any, str]:
             pipeline = pipeline_class.from_pretrained(spec, **_quiet(dtype))
         except Exception as error:
             raise ModelLoadError(
-                f"The hub model {spec} could not be downloaded or found in the local cache "
-                f"({_short(error)})."
+                f"The hub model {spec} is not in the local Hugging Face cache and could not be "
+                "downloaded; download it first or set LEXICON_MODEL to a local folder."
             ) from error
     commit = getattr(pipeline.config, "_commit_hash", None) or ""
     digest = hashlib.sha256(f"{spec}@{commit}".encode()).hexdigest()
@@ -303,5 +303,6 @@ def _folder_hash(folder: Path) -> str:
 
 
 def _short(error: BaseException) -> str:
+    """The first sentence of an underlying error, to keep our message one sentence."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text[:200].rstrip(".")
+    return text.split(". ")[0][:200].rstrip(".")
