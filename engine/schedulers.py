@@ -1,0 +1,68 @@
+"""Sampler names users pick → diffusers schedulers configured like their A1111 namesakes.
+
+Each scheduler is built `from_config` of the loaded model's own scheduler config (so betas,
+prediction type and offsets are the model's), with the options that make it behave like the
+A1111 sampler of the same name: k-diffusion samplers (Euler, Euler a, DPM++ 2M) space their
+timesteps linearly over the whole schedule, DPM++ 2M Karras uses Karras sigmas, and DDIM / PLMS use
+A1111's "uniform" discretisation (diffusers' "leading" spacing with the model's step offset).
+A scheduler is stateful, so every generation builds a fresh one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.jobs import DEFAULT_SCHEDULER, SCHEDULERS
+
+# name → (diffusers class name, overrides, A1111 sampler label for PNG parameters)
+_SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "euler": ("EulerDiscreteScheduler", {"timestep_spacing": "linspace"}, "Euler"),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {"timestep_spacing": "linspace"}, "Euler a"),
+    "ddim": ("DDIMScheduler", {"timestep_spacing": "leading"}, "DDIM"),
+    "dpmpp_2m": (
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "dpmsolver++",
+            "solver_order": 2,
+            "use_karras_sigmas": False,
+            "timestep_spacing": "linspace",
+        },
+        "DPM++ 2M",
+    ),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+        "DPM++ 2M Karras",
+    ),
+    "pndm": ("PNDMScheduler", {"timestep_spacing": "leading", "skip_prk_steps": True}, "PLMS"),
+}
+assert tuple(_SPECS) == SCHEDULERS, "engine.jobs.SCHEDULERS and engine.schedulers disagree"
+
+
+class UnknownScheduler(ValueError):
+    """A sampler name that is not offered; the message lists the valid ones."""
+
+
+def check_scheduler_name(name: str) -> str:
+    """Return `name` if it is offered, else raise one sentence listing the valid names."""
+    if name not in _SPECS:
+        raise UnknownScheduler(
+            f"Unknown sampler {name!r}; choose one of {', '.join(SCHEDULERS)} "
+            f"(default {DEFAULT_SCHEDULER})."
+        )
+    return name
+
+
+def make_scheduler(name: str, model_config: Mapping[str, Any]) -> Any:
+    """A fresh diffusers scheduler for `name`, built from the model's scheduler config."""
+    import diffusers
+
+    class_name, overrides, _label = _SPECS[check_scheduler_name(name)]
+    scheduler_class = getattr(diffusers, class_name)
+    return scheduler_class.from_config(dict(model_config), **overrides)
+
+
+def sampler_label(name: str) -> str:
+    """The A1111 sampler name written into PNG parameters ("DPM++ 2M Karras")."""
+    return _SPECS[check_scheduler_name(name)][2]
