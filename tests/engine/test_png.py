@@ -1,0 +1,80 @@
+"""PNG parameters chunk in A1111's layout, and previews."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.png import ImageParameters, encode_png, format_parameters, read_parameters
+from engine.previews import SD1_LATENT_RGB, latents_to_rgb, preview_png
+
+
+def _parameters(**changes: object) -> ImageParameters:
+    values: dict[str, object] = {
+        "prompt": "a (zorb:1.2), oil painting",
+        "negative": "blurry",
+        "steps": 25,
+        "sampler": "DPM++ 2M Karras",
+        "cfg_scale": 7.5,
+        "seed": 1,
+        "width": 512,
+        "height": 512,
+        "model_hash": "abcd1234ef",
+        "ti_hashes": {"zorb": "1a2b3c4d5e6f", "easyneg": "0f0f0f0f0f0f"},
+        "version": "lexicon 0.1.0",
+    }
+    values.update(changes)
+    return ImageParameters(**values)  # type: ignore[arg-type]
+
+
+def test_parameters_follow_a1111_infotext() -> None:
+    """Prompt, negative line, then quoted settings exactly as A1111 writes them."""
+    assert format_parameters(_parameters()) == (
+        "a (zorb:1.2), oil painting\n"
+        "Negative prompt: blurry\n"
+        "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 1, Size: 512x512, "
+        'Model hash: abcd1234ef, TI hashes: "easyneg: 0f0f0f0f0f0f, zorb: 1a2b3c4d5e6f", '
+        "Version: lexicon 0.1.0"
+    )
+
+
+def test_empty_negative_and_no_embeddings_are_omitted() -> None:
+    """Without a negative or embeddings, those parts are left out; CFG 7.0 prints as 7."""
+    text = format_parameters(_parameters(negative="", ti_hashes={}, cfg_scale=7.0))
+    assert text == (
+        "a (zorb:1.2), oil painting\n"
+        "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512, "
+        "Model hash: abcd1234ef, Version: lexicon 0.1.0"
+    )
+
+
+def test_png_round_trips_pixels_and_parameters() -> None:
+    """encode_png keeps the pixels exactly and read_parameters returns the text, even non-Latin."""
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    text = format_parameters(_parameters(prompt="un château, 猫"))
+    png = encode_png(pixels, text)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), pixels)
+    assert read_parameters(png) == text
+    assert read_parameters(encode_png(pixels, "plain")) == "plain"
+
+
+def test_png_without_parameters_reads_empty() -> None:
+    """A PNG from elsewhere has no parameters: the reader returns an empty string."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    assert read_parameters(buffer.getvalue()) == ""
+
+
+def test_preview_is_the_linear_latent_projection() -> None:
+    """Each preview pixel is the SD 1.x 4×3 projection of its latent, mapped from [-1, 1]."""
+    latents = torch.zeros(4, 8, 8)
+    latents[0, 0, 0] = 1.0
+    rgb = latents_to_rgb(latents)
+    expected = [round((v + 1) * 127.5) for v in SD1_LATENT_RGB[0]]
+    assert rgb.shape == (8, 8, 3) and rgb.dtype == torch.uint8
+    assert rgb[0, 0].tolist() == expected and rgb[1, 1].tolist() == [128, 128, 128]
+    image = Image.open(io.BytesIO(preview_png(latents)))
+    assert image.size == (64, 64)
