@@ -1,0 +1,341 @@
+"""Render a batch of compatible `/imagine` requests in one denoising loop.
+
+Every image must come out exactly as stock diffusers' `StableDiffusionPipeline` would render it
+alone with `generator=torch.Generator("cpu").manual_seed(seed + i)`, whatever else shares the
+batch. That fixes three things:
+
+- **Initial latents.** Stock draws the whole batch's latents from one generator, so image i's
+  noise would depend on its neighbours. Here each image owns a CPU generator seeded `seed + i` and
+  draws its own `[1, c, h, w]` latents from it, which is what stock draws for that image alone.
+- **Ancestral noise.** Schedulers such as Euler a draw fresh noise every step from the same
+  generator that made the latents. Passing the list of per-image generators to `scheduler.step`
+  makes diffusers' `randn_tensor` draw each image's `[1, c, h, w]` noise from its own generator, in
+  the same order as a lone run, so the random streams never mix.
+- **Guidance.** CFG is combined per request with its own scale (`u + g·(c − u)`, the stock
+  expression); a request with guidance ≤ 1 runs without an unconditional row, like stock.
+
+Requests share one UNet call per step. When their prompts have different chunk counts, the
+shorter conditionings are padded with zeros that an encoder attention mask hides, so no request
+sees another's padding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
+from engine.encode import PromptEncoder
+from engine.jobs import GeneratedImage, GenerateRequest
+from engine.model import LoadedModel
+from engine.png import ImageParameters, encode_png, format_parameters
+from engine.previews import preview_png
+from engine.schedulers import check_scheduler_name, make_scheduler, sampler_label
+
+MIN_SIDE, MAX_SIDE = 64, 2048
+MAX_STEPS = 150
+MAX_GUIDANCE = 30.0
+MAX_COUNT = 4
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**63 - 1 - MAX_COUNT
+DECODE_BATCH = 4
+
+StepCallback = Callable[[int, int, torch.Tensor], bool | None]
+PreviewCallback = Callable[[int, int, list[bytes]], None]
+
+
+class Cancelled(Exception):
+    """Generation stopped because the step callback asked for it."""
+
+
+class InvalidRequest(ValueError):
+    """A request that cannot be rendered; the message is one user-facing sentence."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    request: GenerateRequest
+    vectors: dict[str, torch.Tensor]  # embedding name → float32 [n, d] on CPU
+    hashes: dict[str, str]  # embedding name → sha256
+
+
+def validate_requests(model: LoadedModel, requests: Sequence[GenerateRequest]) -> list[_Prepared]:
+    """Check every request (and parse its embeddings) before anything runs on the device."""
+    if not requests:
+        raise InvalidRequest("There is nothing to render.")
+    key = requests[0].batch_key
+    if any(r.batch_key != key for r in requests):
+        raise InvalidRequest("All requests in one batch must share size, steps and sampler.")
+    return [_validate(model, request) for request in requests]
+
+
+def _validate(model: LoadedModel, request: GenerateRequest) -> _Prepared:
+    check_scheduler_name(request.scheduler)
+    for side, value in (("width", request.width), ("height", request.height)):
+        if value % 8 or not MIN_SIDE <= value <= MAX_SIDE:
+            raise InvalidRequest(
+                f"The {side} {value} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}."
+            )
+    if not 1 <= request.steps <= MAX_STEPS:
+        raise InvalidRequest(f"Steps must be from 1 to {MAX_STEPS}, not {request.steps}.")
+    if not (math.isfinite(request.guidance) and 0 <= request.guidance <= MAX_GUIDANCE):
+        raise InvalidRequest(
+            f"Guidance must be from 0 to {MAX_GUIDANCE:g}, not {request.guidance}."
+        )
+    if not 1 <= request.count <= MAX_COUNT:
+        raise InvalidRequest(f"Count must be from 1 to {MAX_COUNT}, not {request.count}.")
+    if not 0 <= request.seed <= MAX_SEED:
+        raise InvalidRequest(f"The seed must be from 0 to {MAX_SEED}, not {request.seed}.")
+    for label, text in (("prompt", request.prompt), ("negative prompt", request.negative)):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(
+                f"The {label} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed."
+            )
+    vectors: dict[str, torch.Tensor] = {}
+    hashes: dict[str, str] = {}
+    for payload in request.embeddings:
+        if payload.name in vectors:
+            raise InvalidRequest(f"The embedding {payload.name} is attached twice.")
+        digest = hashlib.sha256(payload.data).hexdigest()
+        if payload.sha256 and payload.sha256 != digest:  # "" = not yet stored (training previews)
+            raise InvalidRequest(f"The file of embedding {payload.name} does not match its hash.")
+        try:
+            parsed = read_embedding(payload.data, f"{payload.name}.safetensors")
+            check_family(parsed.family, parsed.width, model.family, model.hidden_size)
+        except EmbeddingFileError as error:
+            raise InvalidRequest(f"Embedding {payload.name}: {error}") from None
+        vectors[payload.name] = parsed.vectors
+        hashes[payload.name] = digest
+    return _Prepared(request, vectors, hashes)
+
+
+def generate(
+    model: LoadedModel,
+    requests: Sequence[GenerateRequest],
+    *,
+    on_step: StepCallback | None = None,
+    preview_every: int | None = None,
+    on_preview: PreviewCallback | None = None,
+) -> list[list[GeneratedImage]]:
+    """Render `requests` (one shared `batch_key`) together; one image list per request.
+
+    `on_step(step, total, latents)` runs after every denoising step with the whole batch's
+    latents; returning True (or raising `Cancelled`) stops the run with `Cancelled`.
+    Every `preview_every` steps, `on_preview(step, total, pngs)` gets one small preview PNG per
+    request (its first image).
+    """
+    prepared = validate_requests(model, requests)
+    first = prepared[0].request
+    scheduler = make_scheduler(first.scheduler, model.scheduler_config)
+    encoder = PromptEncoder(model)
+
+    with torch.inference_mode():
+        # 1. Encode each request's prompt and negative (per request: no cross-talk).
+        conditionings = [
+            encoder.encode_with_names(p.request.prompt, p.request.negative, p.vectors)
+            for p in prepared
+        ]
+        # 2. Timesteps, then latents (the order stock uses: init_noise_sigma needs timesteps).
+        scheduler.set_timesteps(first.steps, device=model.device)
+        generators = [
+            torch.Generator("cpu").manual_seed(p.request.seed + i)
+            for p in prepared
+            for i in range(p.request.count)
+        ]
+        latents = _initial_latents(model, first, generators) * scheduler.init_noise_sigma
+        # 3. Denoise.
+        latents = _denoise(
+            model,
+            scheduler,
+            prepared,
+            conditionings,
+            latents,
+            generators,
+            on_step,
+            preview_every,
+            on_preview,
+        )
+        # 4. Decode.
+        pixels = _decode(model, latents)
+
+    return _package(model, prepared, conditionings, pixels)
+
+
+def _initial_latents(
+    model: LoadedModel, request: GenerateRequest, generators: list[torch.Generator]
+) -> torch.Tensor:
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (
+        1,
+        model.latent_channels,
+        request.height // model.vae_scale_factor,
+        request.width // model.vae_scale_factor,
+    )
+    return torch.cat(
+        [
+            randn_tensor(shape, generator=g, device=model.device, dtype=model.dtype)
+            for g in generators
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """How the images map onto UNet rows: all cond rows first, then uncond rows of CFG images."""
+
+    states: torch.Tensor  # [rows, L, d]
+    attention_mask: torch.Tensor | None  # [rows, L] or None when all lengths match
+    cfg_images: list[int]  # image index of each uncond row
+    guidance: list[float]  # per image
+    first_image: list[int]  # per request, the index of its first image
+
+
+def _assemble_batch(
+    prepared: Sequence[_Prepared],
+    conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
+) -> _Batch:
+    cond_rows: list[torch.Tensor] = []
+    uncond_rows: list[torch.Tensor] = []
+    cfg_images: list[int] = []
+    guidance: list[float] = []
+    first_image: list[int] = []
+    for p, (cond, uncond, _used) in zip(prepared, conditionings, strict=True):
+        first_image.append(len(guidance))
+        for _ in range(p.request.count):
+            if p.request.guidance > 1:
+                cfg_images.append(len(guidance))
+                uncond_rows.append(uncond[0])
+            cond_rows.append(cond[0])
+            guidance.append(p.request.guidance)
+    rows = cond_rows + uncond_rows
+    longest = max(r.shape[0] for r in rows)
+    if all(r.shape[0] == longest for r in rows):
+        return _Batch(torch.stack(rows), None, cfg_images, guidance, first_image)
+    states = rows[0].new_zeros(len(rows), longest, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), longest, dtype=states.dtype, device=states.device)
+    for index, row in enumerate(rows):
+        states[index, : row.shape[0]] = row
+        mask[index, : row.shape[0]] = 1
+    return _Batch(states, mask, cfg_images, guidance, first_image)
+
+
+def _step_kwargs(scheduler: object, generators: list[torch.Generator]) -> dict[str, object]:
+    """What stock passes to `scheduler.step`: eta=0 and the generator(s), where accepted."""
+    accepted = inspect.signature(scheduler.step).parameters  # type: ignore[attr-defined]
+    kwargs: dict[str, object] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    if "generator" in accepted:
+        kwargs["generator"] = generators
+    return kwargs
+
+
+def _denoise(
+    model: LoadedModel,
+    scheduler: object,
+    prepared: Sequence[_Prepared],
+    conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
+    latents: torch.Tensor,
+    generators: list[torch.Generator],
+    on_step: StepCallback | None,
+    preview_every: int | None,
+    on_preview: PreviewCallback | None,
+) -> torch.Tensor:
+    batch = _assemble_batch(prepared, conditionings)
+    step_kwargs = _step_kwargs(scheduler, generators)
+    timesteps = scheduler.timesteps  # type: ignore[attr-defined]
+    total = len(timesteps)
+    images = latents.shape[0]
+    for index, t in enumerate(timesteps):
+        model_input = torch.cat([latents, latents[batch.cfg_images]])
+        model_input = scheduler.scale_model_input(model_input, t)  # type: ignore[attr-defined]
+        prediction = model.unet(
+            model_input,
+            t,
+            encoder_hidden_states=batch.states,
+            encoder_attention_mask=batch.attention_mask,
+            return_dict=False,
+        )[0]
+        guided = _guide(prediction[:images], prediction[images:], batch)
+        output = scheduler.step(guided, t, latents, **step_kwargs, return_dict=True)  # type: ignore[attr-defined]
+        before, latents = latents, output.prev_sample
+
+        step = index + 1
+        if on_step is not None and on_step(step, total, latents):
+            raise Cancelled("Generation was cancelled.")
+        if on_preview is not None and preview_every and step % preview_every == 0 and step < total:
+            estimate = _denoised_estimate(scheduler, output, before, guided, t)
+            on_preview(step, total, [preview_png(estimate[i]) for i in batch.first_image])
+    return latents
+
+
+def _guide(cond: torch.Tensor, uncond: torch.Tensor, batch: _Batch) -> torch.Tensor:
+    """Classifier-free guidance per image, with the stock expression and scale."""
+    if not batch.cfg_images:
+        return cond
+    guided = cond.clone()
+    for row, image in enumerate(batch.cfg_images):
+        u, c = uncond[row : row + 1], cond[image : image + 1]
+        guided[image : image + 1] = u + batch.guidance[image] * (c - u)
+    return guided
+
+
+def _denoised_estimate(
+    scheduler: object, output: object, latents: torch.Tensor, eps: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """The scheduler's x0 estimate, or the variance-preserving formula where it gives none."""
+    estimate = getattr(output, "pred_original_sample", None)
+    if estimate is not None:
+        return estimate
+    alpha = scheduler.alphas_cumprod[int(t)].to(latents.device, torch.float32)  # type: ignore[attr-defined]
+    return (latents.float() - (1 - alpha).sqrt() * eps.float()) / alpha.sqrt()
+
+
+def _decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+    """Latents → uint8 `[n, h, w, 3]` on CPU, rounded exactly as stock's PIL output."""
+    scaling = model.vae.config.scaling_factor
+    images = []
+    for start in range(0, latents.shape[0], DECODE_BATCH):
+        part = latents[start : start + DECODE_BATCH] / scaling
+        decoded = model.vae.decode(part, return_dict=False)[0]
+        rgb = (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu()
+        images.append((rgb * 255).round().to(torch.uint8))
+    return torch.cat(images)
+
+
+def _package(
+    model: LoadedModel,
+    prepared: Sequence[_Prepared],
+    conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
+    pixels: torch.Tensor,
+) -> list[list[GeneratedImage]]:
+    results: list[list[GeneratedImage]] = []
+    image = 0
+    for p, (_cond, _uncond, used) in zip(prepared, conditionings, strict=True):
+        request = p.request
+        ti_hashes: Mapping[str, str] = {name: p.hashes[name][:12] for name in sorted(used)}
+        images = []
+        for i in range(request.count):
+            parameters = ImageParameters(
+                prompt=request.prompt,
+                negative=request.negative,
+                steps=request.steps,
+                sampler=sampler_label(request.scheduler),
+                cfg_scale=request.guidance,
+                seed=request.seed + i,
+                width=request.width,
+                height=request.height,
+                model_hash=model.model_hash,
+                ti_hashes=ti_hashes,
+            )
+            png = encode_png(pixels[image].numpy(), format_parameters(parameters))
+            images.append(GeneratedImage(index=i, seed=request.seed + i, png=png))
+            image += 1
+        results.append(images)
+    return results

@@ -1,0 +1,230 @@
+"""Generation: equal to stock diffusers per scheduler, batch-invariant, validated, cancellable."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.embedding_files import write_embedding
+from engine.generate import Cancelled, InvalidRequest, generate
+from engine.jobs import SCHEDULERS, EmbeddingPayload, GenerateRequest
+from engine.model import LoadedModel
+from engine.png import read_parameters
+from engine.schedulers import make_scheduler
+
+STEPS = 4
+
+
+def _payload(name: str, n: int, seed: int) -> EmbeddingPayload:
+    vectors = torch.randn(n, 32, generator=torch.Generator().manual_seed(seed)) * 2
+    data = write_embedding(vectors, name=name, kind="positive", family="tiny")
+    return EmbeddingPayload(name=name, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+ZORB = _payload("zorb", 2, 1)
+BLOT = _payload("negblot", 1, 2)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def _request(**changes: Any) -> GenerateRequest:
+    base = GenerateRequest(
+        prompt="a photo of zorb on a beach",
+        negative="negblot, blurry",
+        seed=7,
+        steps=STEPS,
+        guidance=7.5,
+        width=64,
+        height=64,
+        embeddings=(ZORB, BLOT),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="module")
+def stock(
+    stock_pipeline_factory: Callable[[], Any], tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    """A separate stock pipeline with both embeddings loaded through load_textual_inversion."""
+    pipe = stock_pipeline_factory()
+    folder = tmp_path_factory.mktemp("stock-embeddings")
+    for payload in (ZORB, BLOT):
+        path = folder / f"{payload.name}.safetensors"
+        path.write_bytes(payload.data)
+        pipe.load_textual_inversion(str(path), token=payload.name)
+    return pipe
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_seeded_image_equals_stock_pipeline(
+    tiny_model: LoadedModel, stock: Any, scheduler: str
+) -> None:
+    """Each scheduler's seeded image with embeddings equals stock StableDiffusionPipeline's."""
+    request = _request(scheduler=scheduler, count=2)
+    ours = generate(tiny_model, [request])[0]
+    stock.scheduler = make_scheduler(scheduler, tiny_model.scheduler_config)
+    for image in ours:
+        reference = stock(
+            request.prompt,
+            negative_prompt=request.negative,
+            num_inference_steps=STEPS,
+            guidance_scale=request.guidance,
+            height=64,
+            width=64,
+            generator=torch.Generator("cpu").manual_seed(request.seed + image.index),
+            output_type="np",
+        ).images[0]
+        expected = (reference * 255).round().astype(np.int16)
+        assert image.seed == request.seed + image.index
+        assert np.abs(_pixels(image.png) - expected).max() <= 2
+
+
+def test_embedding_changes_the_image(tiny_model: LoadedModel) -> None:
+    """Dropping the embedding from the prompt moves the image by more than 8/255 somewhere."""
+    with_it = _pixels(generate(tiny_model, [_request()])[0][0].png)
+    without = _pixels(generate(tiny_model, [_request(prompt="a photo of on a beach")])[0][0].png)
+    assert np.abs(with_it - without).max() > 8
+
+
+def test_batch_of_six_users_equals_each_alone(tiny_model: LoadedModel) -> None:
+    """Six requests with different embeddings, seeds, guidance and prompts batch invariantly."""
+    requests = [
+        _request(scheduler="euler_a", seed=1, count=2),
+        _request(scheduler="euler_a", seed=2, guidance=3.0, embeddings=(), prompt="a red house"),
+        _request(
+            scheduler="euler_a",
+            seed=3,
+            guidance=1.0,
+            prompt="quux on a hill",
+            negative="",
+            embeddings=(_payload("quux", 3, 5),),
+        ),
+        _request(scheduler="euler_a", seed=4, prompt="(zorb:1.3) BREAK at night", count=3),
+        _request(scheduler="euler_a", seed=5, guidance=12.0, prompt="zorb " + "cat " * 100),
+        _request(
+            scheduler="euler_a",
+            seed=6,
+            prompt="a zorb",
+            negative="zorb",
+            embeddings=(_payload("zorb", 1, 9),),  # another user's different "zorb"
+        ),
+    ]
+    together = generate(tiny_model, requests)
+    assert [len(images) for images in together] == [r.count for r in requests]
+    worst = 0
+    for request, batched in zip(requests, together, strict=True):
+        alone = generate(tiny_model, [request])[0]
+        for a, b in zip(alone, batched, strict=True):
+            worst = max(worst, int(np.abs(_pixels(a.png) - _pixels(b.png)).max()))
+    assert worst <= 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"width": 60}, "width 60 must be a multiple of 8"),
+        ({"height": 4096}, "height 4096"),
+        ({"steps": 0}, "Steps must be from 1 to 150"),
+        ({"steps": 151}, "Steps must be from 1 to 150"),
+        ({"guidance": 31.0}, "Guidance must be from 0 to 30"),
+        ({"guidance": float("nan")}, "Guidance"),
+        ({"count": 5}, "Count must be from 1 to 4"),
+        ({"seed": -1}, "seed"),
+        ({"prompt": "x" * 2001}, "prompt has 2001 characters"),
+        ({"scheduler": "lms"}, "Unknown sampler 'lms'"),
+        ({"embeddings": (dataclasses.replace(ZORB, sha256="0" * 64),)}, "does not match"),
+        ({"embeddings": (ZORB, ZORB)}, "attached twice"),
+    ],
+)
+def test_invalid_requests_are_refused_before_rendering(
+    tiny_model: LoadedModel, changes: dict[str, Any], message: str
+) -> None:
+    """Bad sizes, steps, guidance, count, seed, prompt, sampler or files raise one sentence."""
+    with pytest.raises(ValueError, match=message):
+        generate(tiny_model, [_request(**changes)], on_step=_never_called)
+
+
+def _never_called(step: int, total: int, latents: torch.Tensor) -> None:
+    raise AssertionError("validation must fail before the first step")
+
+
+def test_payload_without_hash_is_hashed_here(tiny_model: LoadedModel) -> None:
+    """An unstored embedding (sha256 "") renders, and the PNG names its computed hash."""
+    unstored = dataclasses.replace(ZORB, sha256="")
+    image = generate(tiny_model, [_request(embeddings=(unstored,), negative="")])[0][0]
+    assert f'TI hashes: "zorb: {ZORB.sha256[:12]}"' in read_parameters(image.png)
+
+
+def test_wrong_family_embedding_is_refused(tiny_model: LoadedModel) -> None:
+    """An SD 1.x (768-wide) embedding in a request for the tiny model names both families."""
+    data = write_embedding(torch.ones(1, 768), name="wide", kind="positive", family="sd1")
+    payload = EmbeddingPayload("wide", data, hashlib.sha256(data).hexdigest())
+    with pytest.raises(InvalidRequest, match=r"SD 1.x \(width 768\).*tiny test model"):
+        generate(tiny_model, [_request(embeddings=(payload,))])
+
+
+def test_requests_with_different_batch_keys_are_refused(tiny_model: LoadedModel) -> None:
+    """Requests that differ in size, steps or sampler cannot share a batch."""
+    with pytest.raises(ValueError, match="share size, steps and sampler"):
+        generate(tiny_model, [_request(), _request(steps=5)])
+
+
+def test_callback_sees_every_step_and_can_cancel(tiny_model: LoadedModel) -> None:
+    """on_step gets (step, total, latents) each step; returning True raises Cancelled."""
+    seen: list[tuple[int, int, tuple[int, ...]]] = []
+
+    def on_step(step: int, total: int, latents: torch.Tensor) -> bool:
+        seen.append((step, total, tuple(latents.shape)))
+        return step == 2
+
+    with pytest.raises(Cancelled):
+        generate(tiny_model, [_request(count=2)], on_step=on_step)
+    assert seen == [(1, STEPS, (2, 4, 32, 32)), (2, STEPS, (2, 4, 32, 32))]
+
+
+def test_previews_arrive_as_small_pngs(tiny_model: LoadedModel) -> None:
+    """preview_every=2 yields one preview PNG per request at step 2 of 4."""
+    previews: list[tuple[int, int, list[bytes]]] = []
+    generate(
+        tiny_model,
+        [_request(), _request(seed=9, count=2)],
+        preview_every=2,
+        on_preview=lambda step, total, pngs: previews.append((step, total, pngs)),
+    )
+    assert [(step, total, len(pngs)) for step, total, pngs in previews] == [(2, STEPS, 2)]
+    image = Image.open(io.BytesIO(previews[0][2][0]))
+    assert image.format == "PNG" and image.size == (64, 64)
+
+
+def test_png_carries_a1111_parameters(tiny_model: LoadedModel) -> None:
+    """The PNG's parameters chunk holds prompt, negative, settings, model and TI hashes."""
+    image = generate(tiny_model, [_request(seed=41, count=2)])[0][1]
+    text = read_parameters(image.png)
+    assert text == (
+        "a photo of zorb on a beach\n"
+        "Negative prompt: negblot, blurry\n"
+        f"Steps: {STEPS}, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 42, Size: 64x64, "
+        f'Model hash: {tiny_model.model_hash}, TI hashes: "negblot: {BLOT.sha256[:12]}, '
+        f'zorb: {ZORB.sha256[:12]}", Version: {text.rsplit("Version: ", 1)[1]}'
+    )
+    assert text.rsplit("Version: ", 1)[1].startswith("lexicon")
+
+
+def test_tiny_image_renders_in_well_under_two_seconds(tiny_model: LoadedModel) -> None:
+    """A 4-step 64×64 image takes under 2 s on CPU once warm."""
+    request = _request(embeddings=(), prompt="a cat", negative="")
+    generate(tiny_model, [request])
+    start = time.perf_counter()
+    generate(tiny_model, [request])
+    assert time.perf_counter() - start < 2.0
