@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -66,6 +66,21 @@ class Settings(BaseSettings):
     )
     train_steps: int = Field(default=250, ge=1, le=20_000, alias="LEXICON_TRAIN_STEPS")
     metrics_port: int | None = Field(default=None, ge=1, le=65535, alias="LEXICON_METRICS_PORT")
+    lease_seconds: float = Field(default=30.0, ge=2.0, le=3600.0, alias="LEXICON_LEASE_SECONDS")
+    train_slice_steps: int = Field(default=10, ge=1, le=1000, alias="LEXICON_TRAIN_SLICE_STEPS")
+    checkpoint_every: int = Field(default=50, ge=1, le=100_000, alias="LEXICON_CHECKPOINT_EVERY")
+    # CPU threads torch may use in the worker (unset: torch's default, one per core).
+    torch_threads: int | None = Field(default=None, ge=1, le=256, alias="LEXICON_TORCH_THREADS")
+    # `standin` swaps the GPU engine for a fast torch-free stand-in (load and fault tests only).
+    engine: Literal["diffusers", "standin"] = Field(default="diffusers", alias="LEXICON_ENGINE")
+
+    @model_validator(mode="after")
+    def _tiny_sizes(self) -> Settings:
+        # The tiny model's native size is 64x64; 512x512 on it would be slow noise. Only when
+        # the operator has not chosen sizes themselves.
+        if self.model == "tiny" and "allowed_sizes" not in self.model_fields_set:
+            self.allowed_sizes = ["64x64", "128x128"]
+        return self
 
     @field_validator("device")
     @classmethod

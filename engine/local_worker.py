@@ -7,6 +7,7 @@ it torch are imported inside the child only.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -24,6 +25,7 @@ class EngineSpec:
     device: str
     data_dir: Path
     standin_step_seconds: float = 0.0
+    torch_threads: int | None = None
 
 
 def build_engine(spec: EngineSpec) -> Engine:
@@ -31,6 +33,10 @@ def build_engine(spec: EngineSpec) -> Engine:
         from engine.standin import StandInEngine
 
         return StandInEngine(spec.standin_step_seconds)
+    if spec.torch_threads:
+        import torch
+
+        torch.set_num_threads(spec.torch_threads)
     from engine.runtime import DiffusersEngine
 
     return DiffusersEngine.load(spec.model, spec.device, spec.data_dir)
@@ -55,9 +61,18 @@ class PipeChannel:
             return Shutdown()
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' progress bars and advice out of an operator's terminal and logs."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def child_main(connection: Connection, spec: EngineSpec, config: WorkerConfig) -> None:
     """Run in the spawned child: load the engine once, then serve until told to stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s: %(message)s")
+    quiet_libraries()
     channel = PipeChannel(connection)
     try:
         engine = build_engine(spec)

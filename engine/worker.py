@@ -15,6 +15,7 @@ Scheduling inside a worker is deliberately simple, because fairness lives in the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -48,8 +49,9 @@ from engine.protocol import (
 
 log = logging.getLogger("lexicon.worker")
 
-# Called by the engine between denoising steps: (step, total, preview PNG or None) -> cancel?
-StepCallback = Callable[[int, int, bytes | None], bool]
+# Called by the engine after each denoising step with (step, total, one preview PNG per request
+# when previews were rendered at this step, else None); returns True to cancel the batch.
+StepCallback = Callable[[int, int, list[bytes] | None], bool]
 
 
 class UserInputError(ValueError):
@@ -155,6 +157,8 @@ class Worker:
         message = self.channel.poll(timeout)
         while message is not None:
             self._accept(message)
+            if self._stopping.is_set():
+                return
             message = self.channel.poll(0.0)
 
     # --- the loop --------------------------------------------------------------------------
@@ -176,18 +180,24 @@ class Worker:
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         try:
-            while not self._stopping.is_set():
-                idle = not (self._batches or self._trainings or self._training)
-                self._drain(self.config.heartbeat_interval if idle else 0.0)
-                if self._stopping.is_set():
-                    break
-                if self._batches:
-                    self._run_batch(self._batches.popleft())
-                elif self._training or self._trainings:
-                    self._run_training_slice()
+            self._serve()
+        except (OSError, EOFError):
+            log.warning("the bot went away; the worker stops")
         finally:
             self._stopping.set()
-            self._release_unfinished()
+            with contextlib.suppress(OSError, EOFError):
+                self._release_unfinished()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            idle = not (self._batches or self._trainings or self._training)
+            self._drain(self.config.heartbeat_interval if idle else 0.0)
+            if self._stopping.is_set():
+                break
+            if self._batches:
+                self._run_batch(self._batches.popleft())
+            elif self._training or self._trainings:
+                self._run_training_slice()
 
     def _release_unfinished(self) -> None:
         pending = [job for batch in self._batches for job in batch.jobs]
@@ -226,25 +236,31 @@ class Worker:
             self.send(JobStarted(job.job_id, job.attempt, self.config.worker_id, len(jobs), ids))
         last_report = 0.0
 
-        def on_step(step: int, total: int, preview: bytes | None) -> bool:
+        def on_step(step: int, total: int, previews: list[bytes] | None) -> bool:
             nonlocal last_report
             self._drain()
             now = time.monotonic()
-            if step == total or now - last_report >= self.config.progress_interval:
+            if step == total or previews or now - last_report >= self.config.progress_interval:
                 last_report = now
                 elapsed = now - started
                 eta = elapsed / step * (total - step) if step else None
-                for job in jobs:
+                for index, job in enumerate(jobs):
                     if job.job_id not in self._cancelled:
+                        preview = previews[index] if previews else None
                         progress = Progress(step, total, None, eta, preview)
                         self.send(JobProgress(job.job_id, job.attempt, progress))
+            if self._stopping.is_set():
+                return True  # shutting down: give the batch back rather than finish it
             return all(job.job_id in self._cancelled for job in jobs)
 
         try:
             results = self.engine.generate([job.request for job in jobs], on_step)
         except Cancelled:
             for job in jobs:
-                self.send(JobCancelled(job.job_id, job.attempt))
+                if job.job_id in self._cancelled:
+                    self.send(JobCancelled(job.job_id, job.attempt))
+                else:
+                    self.send(JobReleased(job.job_id, job.attempt))
             return
         except UserInputError as error:
             if len(jobs) > 1:

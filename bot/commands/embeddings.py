@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-from bot.cli import NotBuiltError
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,4 +26,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    raise NotBuiltError("embedding commands are not built yet (issue: Engine I).")
+    from bot.commands._runner import run
+
+    return run(lambda: _embeddings(args))
+
+
+async def _embeddings(args: argparse.Namespace) -> int:
+    from bot.app import Lexicon
+    from bot.cli import CommandError
+    from bot.config import load_settings
+    from bot.logging_setup import configure_logging
+    from storage.models import Actor
+
+    settings = load_settings()
+    configure_logging("WARNING")
+    # Only import needs the worker (to check the file against the loaded model's family).
+    async with await Lexicon.open(settings, start_worker=args.action == "import") as app:
+        library = app.library
+        if args.action == "list":
+            embeddings = await library.list_owned(args.user)
+            if not embeddings:
+                print(f"user {args.user} has no embeddings")
+            for e in embeddings:
+                print(
+                    f"{e.name:<32} {e.kind.value:<8} {e.visibility.value:<7} "
+                    f"{e.n_vectors} vector(s)  {e.family.value}  {e.source.value}  "
+                    f"used {e.use_count}x"
+                )
+        elif args.action == "import":
+            path = Path(args.file)
+            if not path.is_file():
+                raise CommandError(f"{args.file} is not a file.")
+            embedding = await library.import_file(
+                Actor(args.user, is_manager=True),
+                path.name,
+                path.read_bytes(),
+                args.name,
+                negative=args.negative,
+                share=args.shared,
+            )
+            print(
+                f"imported '{embedding.name}' ({embedding.n_vectors} vector(s), "
+                f"{embedding.kind.value}, {embedding.visibility.value}) for user {args.user}"
+            )
+        elif args.action == "export":
+            _, data = await library.export(args.user, args.name)
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+            print(f"wrote {out} ({len(data)} bytes, loads in A1111, kohya and diffusers)")
+        elif args.action == "share":
+            embedding = await library.share(Actor(args.user), args.name)
+            print(f"'{embedding.name}' is now shared in the library")
+    return 0

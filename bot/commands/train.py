@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
-from bot.cli import NotBuiltError
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,11 +11,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="the new word, e.g. zorb")
     parser.add_argument("--kind", choices=["object", "style", "face"], default="object")
     parser.add_argument("--init-word", help="word the vectors start from (default: by kind)")
-    parser.add_argument("--vectors", type=int, help="number of vectors, 1-8")
+    parser.add_argument("--vectors", type=int, help="number of vectors, 1-8 (default 1)")
     parser.add_argument("--steps", type=int, help="training steps (default LEXICON_TRAIN_STEPS)")
     parser.add_argument("--user", type=int, default=0, help="owner's Discord user id (default 0)")
     parser.add_argument("--shared", action="store_true", help="share it in the library")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise NotBuiltError("training is not built yet (issue: Engine II).")
+    from bot.commands._runner import run
+
+    return run(lambda: _train(args))
+
+
+async def _train(args: argparse.Namespace) -> int:
+    from bot.app import Lexicon
+    from bot.cli import CommandError
+    from bot.commands._runner import ProgressBar, wait_with_progress
+    from bot.config import load_settings
+    from bot.logging_setup import configure_logging
+    from storage.models import JobState
+
+    photos = []
+    for name in args.photos:
+        path = Path(name)
+        if not path.is_file():
+            raise CommandError(f"{name} is not a file.")
+        photos.append((path.name, path.read_bytes()))
+    settings = load_settings()
+    configure_logging("WARNING")
+    async with await Lexicon.open(settings) as app:
+        submitted = await app.train.submit(
+            args.user,
+            args.name,
+            photos,
+            kind=args.kind,
+            init_word=args.init_word,
+            vectors=args.vectors,
+            share=args.shared,
+            steps=args.steps,
+        )
+        await app.wait_for_worker()
+        job = await wait_with_progress(app, submitted.job.id, ProgressBar("train"))
+        if job.state is not JobState.SUCCEEDED:  # type: ignore[attr-defined]
+            raise CommandError(job.error or f"the job was {job.state.value}.")  # type: ignore[attr-defined]
+        embedding = await app.library.info(args.user, args.name)
+        print(
+            f"trained '{embedding.name}' ({embedding.n_vectors} vector(s), {embedding.family}) "
+            f"for user {args.user}; use it in a prompt: lexicon imagine 'a photo of "
+            f"{embedding.name_folded}' --user {args.user}"
+        )
+    return 0

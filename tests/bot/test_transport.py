@@ -29,13 +29,13 @@ def _transport(tmp_path: Path, step_seconds: float = 0.0) -> LocalTransport:
     return LocalTransport(spec, WorkerConfig("test", train_slice_steps=5), restart_delay=0.1)
 
 
-async def _next(transport: LocalTransport, kind: type, timeout: float = 60.0):
+async def _next(transport: LocalTransport, kind: type, limit: float = 60.0):
     async def wait():
         async for event in transport.events():
             if isinstance(event, kind):
                 return event
 
-    return await asyncio.wait_for(wait(), timeout)
+    return await asyncio.wait_for(wait(), limit)
 
 
 def _request(prompt: str, seed: int = 1) -> GenerateRequest:
@@ -102,7 +102,7 @@ async def test_worker_that_cannot_start_says_why(tmp_path: Path) -> None:
     transport = LocalTransport(spec, WorkerConfig("bad"), restart_delay=0.1)
     await transport.start()
     try:
-        lost = await _next(transport, WorkerLost, timeout=120)
+        lost = await _next(transport, WorkerLost, limit=120)
         assert "could not start" in lost.reason
         await asyncio.sleep(0.5)
         assert transport.startup_error == lost.reason

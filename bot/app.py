@@ -1,0 +1,154 @@
+"""`Lexicon`: the application core, opened once and shared by the Discord bot and the CLI.
+
+It owns the storage, the scheduler with its transport, the job hub and the services. Opening it
+sweeps the file store (crash repair), requeues work a previous process left running and starts
+the worker; closing it releases all of that in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from bot.config import Settings
+from bot.hub import JobHub
+from bot.library import LibraryService
+from bot.scheduler import Scheduler
+from bot.services import ImagineService, TrainService, _Checks
+from bot.transport import LocalTransport, Transport
+from engine.local_worker import EngineSpec
+from engine.vocabulary import is_single_token
+from engine.worker import WorkerConfig
+from storage.facade import Storage
+from storage.models import Job
+
+log = logging.getLogger("lexicon.app")
+
+
+class WorkerUnavailable(RuntimeError):
+    """The GPU worker could not start; the message says why in one sentence."""
+
+
+def default_transport(settings: Settings) -> Transport:
+    """The transport `LEXICON_QUEUE` asks for."""
+    if settings.queue != "local":
+        from bot.redis_transport import RedisTransport
+
+        return RedisTransport(settings.queue)
+    spec = EngineSpec(
+        settings.engine,
+        settings.model,
+        settings.device,
+        settings.data_dir,
+        torch_threads=settings.torch_threads,
+    )
+    config = WorkerConfig(
+        worker_id=f"local{os.getpid()}",
+        max_batch=settings.max_batch,
+        train_slice_steps=settings.train_slice_steps,
+        checkpoint_every=settings.checkpoint_every,
+    )
+    return LocalTransport(spec, config)
+
+
+@dataclass
+class Lexicon:
+    settings: Settings
+    storage: Storage
+    hub: JobHub
+    scheduler: Scheduler
+    imagine: ImagineService
+    train: TrainService
+    library: LibraryService
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings,
+        transport: Transport | None = None,
+        *,
+        start_worker: bool = True,
+    ) -> Lexicon:
+        """Open storage and services; with `start_worker`, also the scheduler and its worker
+        (commands that only read or edit the library leave the GPU alone)."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        storage = await Storage.open(
+            settings.data_dir,
+            database_path=settings.database_path,
+            is_reserved_word=is_single_token,
+        )
+        report = await storage.sweep()
+        if report.removed_orphans or report.missing or report.marked_unusable:
+            log.warning(
+                "start-up sweep removed %d orphan files; %d rows point at missing files",
+                len(report.removed_orphans),
+                len(report.missing),
+            )
+        hub = JobHub()
+        scheduler = Scheduler(
+            storage.jobs,
+            storage.embeddings,
+            storage.files,
+            transport or default_transport(settings),
+            hub,
+            max_batch=settings.max_batch,
+            lease_seconds=settings.lease_seconds,
+        )
+        checks = _Checks(settings, storage.users, storage.guilds, storage.jobs)
+        app = cls(
+            settings=settings,
+            storage=storage,
+            hub=hub,
+            scheduler=scheduler,
+            imagine=ImagineService(settings, checks, storage.embeddings, scheduler, hub),
+            train=TrainService(settings, checks, storage.embeddings, scheduler, hub),
+            library=LibraryService(settings, storage, scheduler),
+        )
+        if start_worker:
+            await scheduler.start()
+        return app
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+        await self.storage.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def wait_for_worker(self, limit_seconds: float = 600.0) -> None:
+        """Until a worker has loaded its model; WorkerUnavailable if it cannot start."""
+        transport = self.scheduler.transport
+        deadline = asyncio.get_running_loop().time() + limit_seconds
+        while not self.scheduler.worker_ready.is_set():
+            error = getattr(transport, "startup_error", None)
+            if error:
+                raise WorkerUnavailable(error)
+            if asyncio.get_running_loop().time() > deadline:
+                raise WorkerUnavailable(f"no GPU worker came up within {limit_seconds:.0f} s.")
+            await asyncio.sleep(0.1)
+
+    async def wait_for_job(self, job_id: int) -> Job:
+        """Until the job reaches a final state (succeeded, failed, cancelled)."""
+        with self.hub.subscribe() as updates:
+            while True:
+                job = await self.storage.jobs.get(job_id)
+                if job.is_final:
+                    return job
+                error = getattr(self.scheduler.transport, "startup_error", None)
+                if error:
+                    raise WorkerUnavailable(error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(updates.get(), timeout=1.0)

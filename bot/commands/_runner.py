@@ -1,0 +1,69 @@
+"""Helpers shared by the offline subcommands: open the app, show progress, map errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from bot.cli import CommandError
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning every user-facing error into a one-sentence CommandError."""
+    from bot.app import WorkerUnavailable
+    from bot.config import StartupError
+    from bot.services import ServiceError
+    from storage.errors import StorageError
+
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except (ServiceError, StorageError, WorkerUnavailable) as error:
+        raise CommandError(str(error)) from None
+    except StartupError:
+        raise
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal; silent when stderr is not one."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, step: int, total: int, note: str = "") -> None:
+        if not self.enabled or total <= 0:
+            return
+        width = 30
+        filled = int(width * step / total)
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(f"\r{self.label} [{bar}] {step}/{total} {note}".ljust(79))
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+async def wait_with_progress(app: object, job_id: int, bar: ProgressBar) -> object:
+    """Wait for a job to finish while drawing its progress; returns the final Job."""
+    from bot.app import Lexicon
+
+    assert isinstance(app, Lexicon)
+    waiter = asyncio.ensure_future(app.wait_for_job(job_id))
+    with app.hub.subscribe() as updates:
+        while not waiter.done():
+            getter = asyncio.ensure_future(updates.get())
+            await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                update = getter.result()
+                if update.job_id == job_id and update.step is not None and update.total:
+                    note = f"loss {update.loss:.4f}" if update.loss is not None else ""
+                    bar.update(update.step, update.total, note)
+            else:
+                getter.cancel()
+    bar.done()
+    return waiter.result()

@@ -1,0 +1,464 @@
+"""The scheduler: the one place that decides what runs next, and what happened.
+
+Jobs wait in SQLite (the single source of truth). The scheduler hands work to the transport only
+when a worker has reported a free slot, picks it in round-robin order across users, groups
+compatible `/imagine` requests into one GPU batch, and turns worker events into database
+transitions. Because nothing is queued anywhere but SQLite, a restart of any process loses
+nothing: the bot requeues what was running, and workers need no state.
+
+Batching vs fairness: a batch takes jobs in fair order that share the head job's batch key, at
+most one per user. So one user's twenty requests never start before another user's first (not
+even in the same batch), and a busy server with many users still runs full batches. The price
+is that a user alone on an idle GPU gets one request (up to 4 images) per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bot import metrics
+from bot.hub import JobHub, JobUpdate
+from bot.transport import Transport
+from engine.jobs import EmbeddingPayload, GenerateRequest, TrainRequest
+from engine.protocol import (
+    FromWorker,
+    GenerateBatch,
+    GenerateDone,
+    GenerateJob,
+    Heartbeat,
+    JobCancelled,
+    JobFailed,
+    JobProgress,
+    JobReleased,
+    JobStarted,
+    SlotFree,
+    TrainCheckpoint,
+    TrainDone,
+    TrainJob,
+    WorkerLost,
+    WorkerReady,
+)
+from storage.embeddings import EmbeddingRepository
+from storage.errors import LeaseLost, NameTaken, NotFound, StorageError
+from storage.files import FileStore
+from storage.jobs import JobRepository
+from storage.models import FileKind, Job, JobKind, JobState, NewImage
+from storage.models import JobProgress as StoredProgress
+
+log = logging.getLogger("lexicon.scheduler")
+
+SCHEDULER_OWNER = "scheduler"
+
+
+@dataclass
+class _Worker:
+    worker_id: str
+    max_batch: int
+    free: set[str] = field(default_factory=lambda: {"generate", "train"})
+    jobs: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _Durations:
+    """Exponentially weighted mean run time per job kind, for queue ETAs."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: {"generate": 5.0, "train": 60.0})
+
+    def record(self, kind: str, value: float) -> None:
+        self.seconds[kind] = 0.8 * self.seconds[kind] + 0.2 * value
+
+
+class Scheduler:
+    def __init__(
+        self,
+        jobs: JobRepository,
+        embeddings: EmbeddingRepository,
+        files: FileStore,
+        transport: Transport,
+        hub: JobHub,
+        *,
+        max_batch: int = 8,
+        lease_seconds: float = 30.0,
+        owner_prefix: str = "local",
+    ) -> None:
+        self.jobs = jobs
+        self.embeddings = embeddings
+        self.files = files
+        self.transport = transport
+        self.hub = hub
+        self.max_batch = max_batch
+        self.lease_seconds = lease_seconds
+        self.owner_prefix = owner_prefix
+        self.durations = _Durations()
+        self._workers: dict[str, _Worker] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started_at: dict[int, float] = {}
+        self.worker_ready = asyncio.Event()
+        self.last_worker_error: str | None = None
+        self.model_family: str | None = None
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover what a previous process left running, then start dispatching."""
+        requeued = await self.jobs.requeue_running(
+            "Lexicon restarted while this job was running; it will run again."
+        )
+        if requeued:
+            log.info("requeued %d jobs that were running before the restart", len(requeued))
+        await self.transport.start()
+        self._tasks = [
+            asyncio.create_task(self._consume_events(), name="scheduler-events"),
+            asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch"),
+            asyncio.create_task(self._watch_leases(), name="scheduler-leases"),
+        ]
+        self.wake()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.transport.close()
+
+    def wake(self) -> None:
+        """Something changed (a job queued, a slot freed): look for work to hand out."""
+        self._wake.set()
+
+    # --- queries for services ----------------------------------------------------------------
+
+    async def estimate_start(self, job: Job) -> float | None:
+        """Seconds until the job is expected to start, from measured run times."""
+        position = await self.jobs.queue_position(job.id)
+        if position is None:
+            return None
+        per_job = self.durations.seconds[job.kind.value]
+        batch = self.max_batch if job.kind is JobKind.GENERATE else 1
+        workers = max(1, len(self._workers))
+        return per_job * ((position - 1) // batch + 1) / workers
+
+    async def cancel(self, job: Job, stopped_worker: str | None) -> None:
+        """Tell the worker to stop a job that was already marked cancelled in the database."""
+        self.hub.publish(JobUpdate(job.id, job.user_id, "cancelled"))
+        if stopped_worker is not None:
+            await self.transport.cancel(job.id)
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._dispatch()
+            except StorageError:
+                log.exception("dispatch failed; retrying on the next wake-up")
+                await asyncio.sleep(1.0)
+                self.wake()
+
+    async def _dispatch(self) -> None:
+        for worker in list(self._workers.values()):
+            if "generate" in worker.free and await self._dispatch_generate(worker):
+                worker.free.discard("generate")
+            if "train" in worker.free and await self._dispatch_train(worker):
+                worker.free.discard("train")
+
+    async def _dispatch_generate(self, worker: _Worker) -> bool:
+        candidates = await self.jobs.fair_order(limit=256, kinds=[JobKind.GENERATE])
+        chosen = choose_batch(candidates, min(worker.max_batch, self.max_batch))
+        if not chosen:
+            return False
+        claimed = await self.jobs.claim_ids(
+            [job.id for job in chosen], worker.worker_id, self.lease_seconds
+        )
+        work: list[GenerateJob] = []
+        for job in claimed:
+            request = await self._generate_request(job, worker.worker_id)
+            if request is not None:
+                work.append(GenerateJob(job.id, job.attempts, request))
+        if not work:
+            return False
+        worker.jobs.update(job.job_id for job in work)
+        await self.transport.submit(GenerateBatch(tuple(work)))
+        metrics.BATCH_SIZE.observe(len(work))
+        return True
+
+    async def _dispatch_train(self, worker: _Worker) -> bool:
+        candidates = await self.jobs.fair_order(limit=1, kinds=[JobKind.TRAIN])
+        if not candidates:
+            return False
+        claimed = await self.jobs.claim_ids(
+            [candidates[0].id], worker.worker_id, self.lease_seconds
+        )
+        if not claimed:
+            return False
+        job = claimed[0]
+        try:
+            photos = [
+                await asyncio.to_thread(self.files.read, FileKind.PHOTOS, sha)
+                for sha in await self.jobs.photos(job.id)
+            ]
+            checkpoint = (
+                await asyncio.to_thread(
+                    self.files.read, FileKind.CHECKPOINTS, job.checkpoint_sha256
+                )
+                if job.checkpoint_sha256
+                else None
+            )
+        except (NotFound, OSError):
+            await self._fail(job.id, job.user_id, "The photos for this training were lost.", False)
+            return False
+        params = job.params
+        request = TrainRequest(
+            name=params["name"],
+            photos=tuple(photos),
+            kind=params["kind"],
+            init_word=params.get("init_word"),
+            n_vectors=params["n_vectors"],
+            steps=params["steps"],
+            seed=params["seed"],
+            negative=params.get("negative", False),
+        )
+        worker.jobs.add(job.id)
+        await self.transport.submit(TrainJob(job.id, job.attempts, request, checkpoint))
+        return True
+
+    async def _generate_request(self, job: Job, worker_id: str) -> GenerateRequest | None:
+        params = job.params
+        payloads = []
+        for used in params.get("embeddings", []):
+            try:
+                data = await asyncio.to_thread(self.files.read, FileKind.EMBEDDINGS, used["sha256"])
+            except (NotFound, OSError):
+                await self._fail(
+                    job.id,
+                    job.user_id,
+                    f"The embedding '{used['name']}' was deleted before this image started.",
+                    False,
+                )
+                return None
+            payloads.append(EmbeddingPayload(used["name"], data, used["sha256"]))
+        return GenerateRequest(
+            prompt=params["prompt"],
+            negative=params.get("negative", ""),
+            seed=params["seed"],
+            steps=params["steps"],
+            guidance=params["guidance"],
+            width=params["width"],
+            height=params["height"],
+            scheduler=params["scheduler"],
+            count=params["count"],
+            embeddings=tuple(payloads),
+        )
+
+    # --- events ------------------------------------------------------------------------------
+
+    async def _consume_events(self) -> None:
+        async for event in self.transport.events():
+            try:
+                await self.handle(event)
+            except LeaseLost as error:
+                # A late report about a job that was requeued, cancelled or finished elsewhere.
+                log.info("ignored a stale report: %s", error)
+            except StorageError:
+                log.exception("could not record %s", type(event).__name__)
+
+    async def handle(self, event: FromWorker) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            await handler(self, event)
+
+    async def _on_ready(self, event: WorkerReady) -> None:
+        self._workers[event.worker_id] = _Worker(event.worker_id, event.max_batch)
+        self.model_family = event.family
+        self.worker_ready.set()
+        self.wake()
+
+    async def _on_slot_free(self, event: SlotFree) -> None:
+        worker = self._workers.get(event.worker_id)
+        if worker is not None:
+            worker.free.add(event.slot)
+            self.wake()
+
+    async def _on_started(self, event: JobStarted) -> None:
+        self._started_at[event.job_id] = time.monotonic()
+        job = await self.jobs.get(event.job_id)
+        self.hub.publish(
+            JobUpdate(
+                job.id,
+                job.user_id,
+                "started",
+                batch_size=event.batch_size,
+                batch_job_ids=event.batch_job_ids,
+            )
+        )
+
+    async def _on_progress(self, event: JobProgress) -> None:
+        progress = event.progress
+        job = await self.jobs.set_progress(
+            event.job_id,
+            StoredProgress(progress.step, progress.total, progress.eta_seconds),
+        )
+        self.hub.publish(
+            JobUpdate(
+                job.id,
+                job.user_id,
+                "progress",
+                step=progress.step,
+                total=progress.total,
+                loss=progress.loss,
+                eta_seconds=progress.eta_seconds,
+                preview_png=progress.preview_png,
+            )
+        )
+
+    async def _on_checkpoint(self, event: TrainCheckpoint) -> None:
+        await self.jobs.save_checkpoint(event.job_id, event.data)
+
+    async def _on_generate_done(self, event: GenerateDone) -> None:
+        self.durations.record("generate", event.seconds)
+        metrics.RUN_SECONDS.labels("generate").observe(event.seconds)
+        job = await self.jobs.get(event.job_id)
+        images = [NewImage(image.index, image.seed, image.png) for image in event.images]
+        used = [int(e["id"]) for e in job.params.get("embeddings", [])]
+        job = await self.jobs.complete(
+            job.id, {"images": len(images)}, images=images, attempt=event.attempt
+        )
+        if used:
+            await self.embeddings.increment_use(used)
+        self._forget(job.id)
+        self.hub.publish(JobUpdate(job.id, job.user_id, "succeeded"))
+
+    async def _on_train_done(self, event: TrainDone) -> None:
+        self.durations.record("train", event.seconds)
+        metrics.RUN_SECONDS.labels("train").observe(event.seconds)
+        job = await self.jobs.get(event.job_id)
+        params, result = job.params, event.result
+        try:
+            embedding = await self.embeddings.create(
+                job.user_id,
+                params["name"],
+                result.embedding,
+                n_vectors=result.n_vectors,
+                width=result.width,
+                family=result.family,
+                source="trained",
+                kind="negative" if params.get("negative") else "positive",
+                shared=bool(params.get("share")),
+                job_id=job.id,
+            )
+        except (NameTaken, StorageError) as error:
+            await self._fail(job.id, job.user_id, str(error), False, attempt=event.attempt)
+            return
+        outcome = {"embedding_id": embedding.id, "final_loss": result.final_loss}
+        previews = [NewImage(i, 0, png) for i, png in enumerate(result.previews)]
+        job = await self.jobs.complete(job.id, outcome, images=previews, attempt=event.attempt)
+        self._forget(job.id)
+        self.hub.publish(JobUpdate(job.id, job.user_id, "succeeded"))
+
+    async def _on_failed(self, event: JobFailed) -> None:
+        job = await self.jobs.get(event.job_id)
+        await self._fail(job.id, job.user_id, event.error, event.retryable, attempt=event.attempt)
+
+    async def _on_cancelled(self, event: JobCancelled) -> None:
+        self._forget(event.job_id)  # already cancelled in the database by whoever asked
+
+    async def _on_released(self, event: JobReleased) -> None:
+        await self.jobs.release(event.job_id, attempt=event.attempt)
+        self._forget(event.job_id)
+        self.wake()
+
+    async def _on_heartbeat(self, event: Heartbeat) -> None:
+        for job_id in event.job_ids:
+            with contextlib.suppress(LeaseLost, NotFound):
+                await self.jobs.heartbeat(job_id, event.worker_id, self.lease_seconds)
+
+    async def _on_worker_lost(self, event: WorkerLost) -> None:
+        worker = self._workers.pop(event.worker_id, None)
+        self.last_worker_error = event.reason
+        if not self._workers:
+            self.worker_ready.clear()
+        log.warning("worker %s lost: %s", event.worker_id, event.reason)
+        requeued = await self.jobs.requeue_worker(
+            event.worker_id, "The GPU worker running this job stopped; it will run again."
+        )
+        for job_id in requeued:
+            self._forget(job_id)
+        if worker is not None or requeued:
+            self.wake()
+
+    _handlers: ClassVar[dict[type, Callable[[Scheduler, Any], Awaitable[None]]]] = {
+        WorkerReady: _on_ready,
+        SlotFree: _on_slot_free,
+        JobStarted: _on_started,
+        JobProgress: _on_progress,
+        TrainCheckpoint: _on_checkpoint,
+        GenerateDone: _on_generate_done,
+        TrainDone: _on_train_done,
+        JobFailed: _on_failed,
+        JobCancelled: _on_cancelled,
+        JobReleased: _on_released,
+        Heartbeat: _on_heartbeat,
+        WorkerLost: _on_worker_lost,
+    }
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _fail(
+        self, job_id: int, user_id: int, error: str, retryable: bool, attempt: int | None = None
+    ) -> None:
+        job = await self.jobs.fail(job_id, error, retryable=retryable, attempt=attempt)
+        self._forget(job_id)
+        self.hub.publish(
+            JobUpdate(job_id, user_id, "retry" if job.state is JobState.QUEUED else "failed")
+        )
+        self.wake()
+
+    def _forget(self, job_id: int) -> None:
+        self._started_at.pop(job_id, None)
+        for worker in self._workers.values():
+            worker.jobs.discard(job_id)
+
+    async def _watch_leases(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, self.lease_seconds / 3))
+            try:
+                requeued = await self.jobs.requeue_expired_leases()
+            except StorageError:
+                log.exception("lease check failed")
+                continue
+            if requeued:
+                log.warning("requeued jobs with expired leases: %s", requeued)
+                self.wake()
+            metrics.QUEUE_DEPTH.set(await self.jobs.count_queued())
+
+
+def choose_batch(candidates: list[Job], max_images: int) -> list[Job]:
+    """Pick a GPU batch from queued jobs in fair order (see the module docstring)."""
+    if not candidates:
+        return []
+    head = candidates[0]
+    chosen: list[Job] = []
+    users: set[int] = set()
+    images = 0
+    for job in candidates:
+        if job.batch_key != head.batch_key or job.user_id in users:
+            continue
+        count = int(job.params.get("count", 1))
+        if chosen and images + count > max_images:
+            continue
+        chosen.append(job)
+        users.add(job.user_id)
+        images += count
+        if images >= max_images:
+            break
+    return chosen

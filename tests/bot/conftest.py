@@ -1,0 +1,83 @@
+"""Fixtures for tests that run the application core with a real worker process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.app import Lexicon
+from bot.config import Settings
+from engine.tiny import make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny model for the whole session (building it takes seconds)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _no_operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("LEXICON_", "DISCORD_")):
+            monkeypatch.delenv(name)
+
+
+def make_settings(data_dir: Path, model: Path | str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "model": str(model),
+        "data_dir": data_dir,
+        "device": "cpu",
+        "allowed_sizes": ["64x64"],
+        "default_steps": 4,
+        "max_queued_per_user": 50,
+        "lease_seconds": 10.0,
+        "train_steps": 20,
+        "train_slice_steps": 5,
+        "checkpoint_every": 5,
+        "torch_threads": 1,  # two cores shared by several processes: no oversubscription
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+AppFactory = Callable[..., contextlib.AbstractAsyncContextManager[Lexicon]]
+
+
+@pytest.fixture
+def open_app(tmp_path: Path, tiny_model_path: Path) -> AppFactory:
+    """`async with open_app(**settings) as app:` — a Lexicon with a live worker process."""
+
+    @contextlib.asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[Lexicon]:
+        settings = make_settings(tmp_path / "data", tiny_model_path, **overrides)
+        app = await Lexicon.open(settings)
+        try:
+            await app.wait_for_worker(limit_seconds=180)
+            yield app
+        finally:
+            await app.close()
+
+    return factory
+
+
+def photo_bytes(seed: int, side: int = 256) -> bytes:
+    """A distinct, valid PNG photo (noise with a coloured square) of at least 256 px."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, size=(side, side, 3), dtype=np.uint8)
+    pixels[side // 4 : side // 2, side // 4 : side // 2] = rng.integers(0, 255, size=3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def three_photos(seed: int = 0) -> list[tuple[str, bytes]]:
+    return [(f"photo{i}.png", photo_bytes(seed * 10 + i)) for i in range(3)]
