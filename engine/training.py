@@ -1,0 +1,818 @@
+"""Textual-inversion training: a few new vectors that become a word the base model understands.
+
+Only the vectors are trained. The UNet, VAE and text encoder are the worker's one shared model:
+frozen, never given gradients, never grown. Instead of adding a token to the tokenizer and a row
+to the embedding matrix (diffusers' example), the placeholder's positions in the token-embedding
+output are replaced by the vectors and the text transformer runs on that. The maths is the same —
+the equivalence tests check loss, gradient and 20 AdamW steps against diffusers' formulation —
+but the shared model is untouched, so `/imagine` can run between training slices.
+
+A run, in order (`Trainer.__init__`):
+
+1. check the request and decode the photos (no GPU work before they pass);
+2. tokenize every template once, with `n_vectors` placeholder slots;
+3. encode each training view (photo and mirror) with the VAE once and cache the latents for the
+   whole run. The latent is the posterior *mean* × scaling factor: deterministic, so the cache's
+   identity is a function of photos, model and size alone, and a resumed run sees the same data.
+   The posterior's standard deviation in SD's VAE is far below the noise that training adds;
+4. initialise the vectors from the init word's token embeddings, build AdamW over them alone;
+5. restore a checkpoint if one was given.
+
+Each step draws, from one seeded CPU `torch.Generator`: which photos (a fresh permutation per
+batch, so every photo is seen equally), mirror or not, which template, timesteps and noise. On CPU
+the whole run is deterministic; checkpoints store the generator so a resumed run continues the
+same sequence and ends on the same vectors.
+
+Precision: fp32 on CPU. On CUDA the frozen nets run under autocast in the model's half dtype
+(bf16 when the model is fp32) while the vectors, AdamW state and loss stay fp32; with fp16 a
+dynamic loss scale keeps the small gradients that reach the vectors from underflowing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from engine.checkpoint import (
+    CheckpointError,
+    TrainCheckpoint,
+    decode_checkpoint,
+    encode_checkpoint,
+)
+from engine.embedding_files import family_for_width, write_embedding
+from engine.errors import Cancelled
+from engine.jobs import EmbeddingPayload, GenerateRequest, Progress, TrainRequest, TrainResult
+from engine.photos import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Photo, load_photos, photo_views
+from engine.templates import DEFAULT_INIT_WORDS, templates_for
+
+MAX_VECTORS = 8
+LOSS_WINDOW = 10  # reported loss = mean of the last this-many step losses
+LATENT_METHOD = "posterior-mean"
+
+ProgressCallback = Callable[[Progress], bool | None]  # return True to cancel
+CheckpointCallback = Callable[[int, bytes], None]  # (step, checkpoint bytes)
+Previewer = Callable[["Trainer"], Sequence[bytes]]  # PNG renders of the trained word
+
+
+class TrainRequestError(ValueError):
+    """The training request itself is unusable; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How to train (operator settings). What to train, and for how many steps by default,
+    comes from the `TrainRequest`; `steps` here overrides the request's when set.
+
+    The default — 250 steps × batch 4 at a constant 5e-3 — is explained in docs/TRAINING.md:
+    quality plateaus near 250 steps (DVAR), and 5e-3 is the paper's and A1111's rate for the
+    vectors alone.
+    """
+
+    steps: int | None = None
+    batch_size: int = 4
+    learning_rate: float = 5e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    flip: bool = True  # mirrored views as augmentation
+    checkpoint_every: int = 50  # steps; 0 = never (train()/run_steps hand them to on_checkpoint)
+    max_steps: int = 5000  # a request above this is refused
+    max_photo_bytes: int = DEFAULT_MAX_BYTES
+    max_photo_pixels: int = DEFAULT_MAX_PIXELS
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, not {self.learning_rate}.")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, not {self.lr_schedule!r}.")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.checkpoint_every < 0:
+            raise ValueError("warmup_steps, weight_decay and checkpoint_every cannot be negative.")
+
+    def trajectory_fields(self) -> dict[str, Any]:
+        """The settings that change which vectors a run ends with (checkpoint identity)."""
+        fields_ = asdict(self)
+        for bookkeeping in ("checkpoint_every", "max_steps", "max_photo_bytes", "max_photo_pixels"):
+            fields_.pop(bookkeeping)
+        return fields_
+
+
+@dataclass
+class TrainComponents:
+    """The plain pieces training needs. `from_model` adapts the worker's `LoadedModel`."""
+
+    tokenizer: Any
+    text_encoder: Any
+    unet: Any
+    vae: Any
+    scheduler_config: Any
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    family: str = ""
+    model_hash: str = ""
+    native_size: int = 0
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        width = int(self.text_encoder.config.hidden_size)
+        if not self.family:
+            self.family = family_for_width(width)
+        if not self.native_size:
+            scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            self.native_size = int(self.unet.config.sample_size) * scale
+
+    @classmethod
+    def from_model(cls, model: Any) -> TrainComponents:
+        """Adapt an `engine.model.LoadedModel` (or anything with the same attributes)."""
+        if isinstance(model, TrainComponents):
+            return model
+        return cls(
+            tokenizer=model.tokenizer,
+            text_encoder=model.text_encoder,
+            unet=model.unet,
+            vae=model.vae,
+            scheduler_config=model.scheduler_config,
+            device=model.device,
+            dtype=model.dtype,
+            family=model.family,
+            model_hash=model.model_hash,
+            native_size=getattr(model, "native_size", 0),
+        )
+
+    @property
+    def width(self) -> int:
+        return int(self.text_encoder.config.hidden_size)
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    """One step's random draws, on CPU: which view, which template, timesteps and noise."""
+
+    view_indices: torch.Tensor  # long [B]
+    template_indices: torch.Tensor  # long [B]
+    timesteps: torch.Tensor  # long [B]
+    noise: torch.Tensor  # float32 [B, C, h, w]
+
+
+# --------------------------------------------------------------------------------------------
+# Prompt encoding with spliced vectors
+
+
+def text_transformer(text_encoder: Any) -> Any:
+    """The module holding `embeddings`, `encoder`, `final_layer_norm`.
+
+    transformers 5 flattened `CLIPTextModel` (it *is* the transformer); 4.x and
+    `CLIPTextModelWithProjection` keep it under `.text_model`.
+    """
+    return getattr(text_encoder, "text_model", text_encoder)
+
+
+def token_embeddings(text_encoder: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """The token-embedding lookup (before positions are added)."""
+    return text_transformer(text_encoder).embeddings.token_embedding(input_ids)
+
+
+def splice(embeds: torch.Tensor, slots: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Replace the placeholder positions of `embeds` `[B, L, d]` by `vectors` `[n, d]`.
+
+    `slots` `[B, L]` holds, per position, which vector goes there (0…n-1) or -1 for a normal
+    token. Gradients reach `vectors` through the gather; nothing else is differentiable.
+    """
+    chosen = vectors.to(embeds.dtype)[slots.clamp(min=0)]
+    return torch.where((slots >= 0).unsqueeze(-1), chosen, embeds)
+
+
+def encode_embeds(text_encoder: Any, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    """Run the CLIP text transformer from token embeddings; returns the last hidden state.
+
+    The same computation as `CLIPTextModel(input_ids).last_hidden_state`, entered one step
+    later: position embeddings, causal self-attention layers, final layer norm.
+    """
+    transformer = text_transformer(text_encoder)
+    hidden = transformer.embeddings(inputs_embeds=inputs_embeds)
+    try:
+        from transformers.masking_utils import create_causal_mask
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_attn_mask_utils import _create_4d_causal_attention_mask
+
+        causal = _create_4d_causal_attention_mask(
+            hidden.shape[:2], hidden.dtype, device=hidden.device
+        )
+        output = transformer.encoder(
+            inputs_embeds=hidden, attention_mask=None, causal_attention_mask=causal
+        )
+    else:
+        mask = create_causal_mask(
+            config=transformer.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            past_key_values=None,
+        )
+        output = transformer.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
+    return transformer.final_layer_norm(output[0])
+
+
+@dataclass(frozen=True)
+class PromptTable:
+    """Every template tokenized once: ids `[T, L]` and placeholder slots `[T, L]`."""
+
+    templates: tuple[str, ...]
+    input_ids: torch.Tensor
+    slots: torch.Tensor
+
+
+def tokenize_templates(
+    tokenizer: Any, templates: Sequence[str], n_vectors: int, filler_ids: Sequence[int]
+) -> PromptTable:
+    """Token ids for each template with `n_vectors` placeholder positions where `{}` stands.
+
+    Text around `{}` is tokenized on its own: CLIP splits words before BPE, so this is exactly
+    how the tokenizer would split the full prompt. Placeholder positions get `filler_ids` (the
+    init word's ids); they are replaced before the transformer sees them.
+    """
+    length = int(tokenizer.model_max_length)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    rows, slot_rows = [], []
+    for template in templates:
+        before, after = template.split("{}")
+        head = _words(tokenizer, before)
+        tail = _words(tokenizer, after)
+        ids = [bos, *head]
+        slots = [-1] * len(ids)
+        for k in range(n_vectors):
+            ids.append(filler_ids[k % len(filler_ids)])
+            slots.append(k)
+        ids += [*tail, eos]
+        slots += [-1] * (len(tail) + 1)
+        if len(ids) > length:
+            raise TrainRequestError(
+                f"The template {template!r} is too long for {n_vectors} vectors."
+            )
+        ids += [pad] * (length - len(ids))
+        slots += [-1] * (length - len(slots))
+        rows.append(ids)
+        slot_rows.append(slots)
+    return PromptTable(
+        templates=tuple(templates),
+        input_ids=torch.tensor(rows, dtype=torch.long),
+        slots=torch.tensor(slot_rows, dtype=torch.long),
+    )
+
+
+def _words(tokenizer: Any, text: str) -> list[int]:
+    text = text.strip()
+    return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
+
+
+def initial_vectors(
+    tokenizer: Any, text_encoder: Any, init_word: str, n_vectors: int
+) -> tuple[torch.Tensor, list[int]]:
+    """`n_vectors` copies of the init word's token embeddings, cycled; and those token ids."""
+    ids = _words(tokenizer, init_word)
+    if not ids:
+        raise TrainRequestError(f"The init word {init_word!r} has no tokens; choose a real word.")
+    table = token_embeddings(text_encoder, torch.tensor(ids, device=_device_of(text_encoder)))
+    rows = [table[k % len(ids)] for k in range(n_vectors)]
+    return torch.stack(rows).detach().to("cpu", torch.float32).clone(), ids
+
+
+def _device_of(module: Any) -> torch.device:
+    return next(module.parameters()).device
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+
+
+class Trainer:
+    """One training run, advanced in slices (`run_steps`) so other work can run in between.
+
+    Satisfies the worker's `TrainingRun` protocol: `step`, `total`, `run_steps(n) -> Progress`,
+    `checkpoint() -> bytes`, `finish() -> TrainResult`.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        request: TrainRequest,
+        recipe: TrainRecipe | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        on_checkpoint: CheckpointCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        resume_from: bytes | None = None,
+        photo_names: Sequence[str] = (),
+        previewer: Previewer | None = None,
+    ) -> None:
+        self.parts = TrainComponents.from_model(model)
+        self.request = request
+        self.recipe = recipe or TrainRecipe()
+        self.recipe.validate()
+        self.total = int(self.recipe.steps or request.steps)
+        self.on_progress = on_progress
+        self.on_checkpoint = on_checkpoint
+        self.should_stop = should_stop
+        self.previewer = previewer
+        self.init_word = request.init_word or DEFAULT_INIT_WORDS.get(request.kind, "object")
+        self._check_request()
+
+        # 1. Photos: decoded and checked before any GPU work.
+        self.photos: list[Photo] = load_photos(
+            request.photos,
+            photo_names or getattr(request, "photo_names", ()),
+            max_bytes=self.recipe.max_photo_bytes,
+            max_pixels=self.recipe.max_photo_pixels,
+        )
+
+        parts = self.parts
+        for module in (parts.unet, parts.vae, parts.text_encoder):
+            module.requires_grad_(False)  # already so for a LoadedModel; no weight gradients
+        self.device = parts.device
+        self.noise_scheduler = _ddpm(parts.scheduler_config)
+        self.prediction_type = str(self.noise_scheduler.config.prediction_type)
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise TrainRequestError(
+                f"Training supports epsilon and v-prediction models, not {self.prediction_type}."
+            )
+        self._amp_dtype = _amp_dtype(self.device, parts.dtype)
+
+        # 2. Templates and the vectors' starting point.
+        self.vectors_init, init_ids = initial_vectors(
+            parts.tokenizer, parts.text_encoder, self.init_word, request.n_vectors
+        )
+        table = tokenize_templates(
+            parts.tokenizer, templates_for(request.kind), request.n_vectors, init_ids
+        )
+        self.prompts = PromptTable(
+            table.templates, table.input_ids.to(self.device), table.slots.to(self.device)
+        )
+
+        # 3. Latents of every view, once.
+        self.latents = self._encode_views()
+        self.latent_identity = self._latent_identity()
+
+        # 4. The trainable vectors, optimizer and the run's one random generator.
+        self._vectors = self.vectors_init.clone().to(self.device).requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(
+            [self._vectors],
+            lr=self.recipe.learning_rate,
+            betas=self.recipe.betas,
+            eps=self.recipe.eps,
+            weight_decay=self.recipe.weight_decay,
+        )
+        self.generator = torch.Generator("cpu").manual_seed(int(request.seed))
+        self.step = 0
+        self.recent_losses: deque[float] = deque(maxlen=LOSS_WINDOW)
+        self.loss_scale = 2.0**14 if self._amp_dtype == torch.float16 else 1.0
+        self._seconds = 0.0
+        self._steps_timed = 0
+
+        # 5. Resume.
+        if resume_from is not None:
+            self._restore(decode_checkpoint(resume_from))
+
+    # --- request --------------------------------------------------------------------------
+
+    def _check_request(self) -> None:
+        request, parts = self.request, self.parts
+        if parts.family == "sdxl":
+            raise TrainRequestError("Training SDXL embeddings is not supported yet.")
+        if not request.name:
+            raise TrainRequestError("The new word needs a name.")
+        if not 1 <= request.n_vectors <= MAX_VECTORS:
+            raise TrainRequestError(
+                f"An embedding has 1 to {MAX_VECTORS} vectors; {request.n_vectors} were asked for."
+            )
+        if not 1 <= self.total <= self.recipe.max_steps:
+            raise TrainRequestError(
+                f"Training takes 1 to {self.recipe.max_steps} steps; {self.total} were asked for."
+            )
+        templates_for(request.kind)  # raises for an unknown kind
+
+    # --- data -----------------------------------------------------------------------------
+
+    @property
+    def n_views(self) -> int:
+        return int(self.latents.shape[0])
+
+    def _encode_views(self) -> torch.Tensor:
+        """VAE posterior mean × scaling factor of every view, fp32 on the device."""
+        vae = self.parts.vae
+        pixels = torch.from_numpy(
+            photo_views(self.photos, self.parts.native_size, flip=self.recipe.flip)
+        )
+        chunks = []
+        with torch.no_grad(), self._autocast():
+            for chunk in pixels.split(4):
+                chunk = chunk.to(self.device, dtype=_param_dtype(vae))
+                chunks.append(vae.encode(chunk).latent_dist.mean.float())
+        latents = torch.cat(chunks)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        latents = (latents - shift) * float(vae.config.scaling_factor)
+        if not torch.isfinite(latents).all():
+            raise RuntimeError(
+                "The VAE returned non-finite latents (fp16 overflow); load the model in bf16."
+            )
+        return latents
+
+    def _latent_identity(self) -> str:
+        """What the cached latents are a function of: photos, model, size, method, flips."""
+        digest = hashlib.sha256()
+        for part in (
+            LATENT_METHOD,
+            self.parts.model_hash,
+            str(self.parts.native_size),
+            str(self.recipe.flip),
+            *(photo.sha256 for photo in self.photos),
+        ):
+            digest.update(part.encode() + b"\0")
+        return digest.hexdigest()
+
+    def draw_batch(
+        self, generator: torch.Generator | None = None, size: int | None = None
+    ) -> TrainBatch:
+        """The next step's random draws (from the run's generator unless one is given)."""
+        g = generator or self.generator
+        size = size or self.recipe.batch_size
+        n_photos = len(self.photos)
+        photos = torch.cat(
+            [torch.randperm(n_photos, generator=g) for _ in range(math.ceil(size / n_photos))]
+        )[:size]
+        if self.recipe.flip:
+            views = photos * 2 + torch.randint(0, 2, (size,), generator=g)
+        else:
+            views = photos
+        templates = torch.randint(0, len(self.prompts.templates), (size,), generator=g)
+        timesteps = torch.randint(
+            0, int(self.noise_scheduler.config.num_train_timesteps), (size,), generator=g
+        )
+        noise = torch.randn((size, *self.latents.shape[1:]), generator=g)
+        return TrainBatch(views, templates, timesteps, noise)
+
+    # --- the objective --------------------------------------------------------------------
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self._amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+
+    def encode_prompts(self, template_indices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Text-encoder hidden states for the chosen templates with `vectors` spliced in."""
+        index = template_indices.to(self.device)
+        ids, slots = self.prompts.input_ids[index], self.prompts.slots[index]
+        embeds = token_embeddings(self.parts.text_encoder, ids)
+        return encode_embeds(self.parts.text_encoder, splice(embeds, slots, vectors))
+
+    def target(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, batch: TrainBatch
+    ) -> torch.Tensor:
+        """What the UNet should predict: the noise, or the velocity for v-prediction models."""
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        return noise
+
+    def loss_on_batch(self, batch: TrainBatch, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise-prediction MSE for one batch (differentiable w.r.t. `vectors`)."""
+        vectors = self._vectors if vectors is None else vectors.to(self.device)
+        latents = self.latents[batch.view_indices.to(self.device)]
+        noise = batch.noise.to(self.device)
+        timesteps = batch.timesteps.to(self.device)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        with self._autocast():
+            hidden = self.encode_prompts(batch.template_indices, vectors)
+            prediction = self.parts.unet(noisy, timesteps, hidden).sample
+        target = self.target(latents, noise, timesteps, batch)
+        return F.mse_loss(prediction.float(), target.float(), reduction="mean")
+
+    def learning_rate_at(self, step: int) -> float:
+        """The schedule: linear warm-up, then constant or cosine decay to zero."""
+        base, warmup = self.recipe.learning_rate, self.recipe.warmup_steps
+        if step < warmup:
+            return base * (step + 1) / warmup
+        if self.recipe.lr_schedule == "cosine":
+            span = max(1, self.total - warmup)
+            return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+        return base
+
+    def step_on_batch(self, batch: TrainBatch) -> float:
+        """One AdamW update of the vectors on `batch`; returns the batch loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate_at(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_on_batch(batch)
+        (loss * self.loss_scale).backward()
+        grad = self._vectors.grad
+        assert grad is not None
+        if self.loss_scale != 1.0:
+            grad.div_(self.loss_scale)
+            if not torch.isfinite(grad).all():  # fp16 overflow: skip this update, scale down
+                self.loss_scale /= 2.0
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                return float(loss.detach())
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise RuntimeError(f"Training diverged at step {self.step + 1} (loss {value}).")
+        self.optimizer.step()
+        self.step += 1
+        return value
+
+    def held_out_loss(
+        self,
+        vectors: torch.Tensor | None = None,
+        *,
+        samples: int = 64,
+        seed: int = 10_000,
+        batch_size: int = 16,
+    ) -> float:
+        """The objective on a fixed sample of draws that training never sees (mean over
+        `samples`): the same `seed` gives the same photos, noise and timesteps for any vectors,
+        so two vectors are compared on identical data."""
+        vectors = (self._vectors if vectors is None else vectors).detach()
+        generator = torch.Generator("cpu").manual_seed(seed)
+        total, counted = 0.0, 0
+        with torch.no_grad():
+            while counted < samples:
+                batch = self.draw_batch(generator, batch_size)
+                take = min(len(batch.timesteps), samples - counted)
+                batch = TrainBatch(*(t[:take] for t in _fields(batch)))
+                total += float(self.loss_on_batch(batch, vectors)) * take
+                counted += take
+        return total / samples
+
+    # --- running --------------------------------------------------------------------------
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """The current vectors, fp32 on CPU (a copy)."""
+        return self._vectors.detach().to("cpu", torch.float32).clone()
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total
+
+    @property
+    def loss(self) -> float | None:
+        """Mean of the last `LOSS_WINDOW` step losses (single steps are very noisy)."""
+        return sum(self.recent_losses) / len(self.recent_losses) if self.recent_losses else None
+
+    def eta_seconds(self) -> float | None:
+        if not self._steps_timed:
+            return None
+        return self._seconds / self._steps_timed * (self.total - self.step)
+
+    def progress(self) -> Progress:
+        return Progress(self.step, self.total, self.loss, self.eta_seconds())
+
+    def run_steps(self, n: int) -> Progress:
+        """Run up to `n` steps (fewer at the end); cancellation is checked before each step."""
+        for _ in range(max(0, min(n, self.total - self.step))):
+            if self.should_stop is not None and self.should_stop():
+                raise Cancelled(f"Training stopped at step {self.step} of {self.total}.")
+            started = time.monotonic()
+            batch = self.draw_batch()
+            self.recent_losses.append(self.step_on_batch(batch))
+            self._seconds += time.monotonic() - started
+            self._steps_timed += 1
+            every = self.recipe.checkpoint_every
+            if self.on_checkpoint and every and self.step % every == 0 and not self.done:
+                self.on_checkpoint(self.step, self.checkpoint())
+            if self.on_progress is not None and self.on_progress(self.progress()) is True:
+                raise Cancelled(f"Training stopped at step {self.step} of {self.total}.")
+        return self.progress()
+
+    def run(self) -> None:
+        """Run to the end."""
+        self.run_steps(self.total - self.step)
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def identity(self) -> dict[str, str]:
+        """What a checkpoint must agree on to continue this run."""
+        request = self.request
+        return {
+            "name": request.name,
+            "kind": request.kind,
+            "init_word": self.init_word,
+            "n_vectors": str(request.n_vectors),
+            "seed": str(request.seed),
+            "total": str(self.total),
+            "width": str(self.parts.width),
+            "recipe": json.dumps(self.recipe.trajectory_fields(), sort_keys=True),
+            "latents": self.latent_identity,
+        }
+
+    def checkpoint(self) -> bytes:
+        """Everything needed to resume exactly, as bytes (see `engine.checkpoint`)."""
+        state = self.optimizer.state.get(self._vectors, {})
+        zeros = torch.zeros_like(self._vectors)
+        return encode_checkpoint(
+            TrainCheckpoint(
+                step=self.step,
+                vectors=self._vectors,
+                exp_avg=state.get("exp_avg", zeros),
+                exp_avg_sq=state.get("exp_avg_sq", zeros),
+                optimizer_step=int(state["step"]) if "step" in state else 0,
+                generator_state=self.generator.get_state(),
+                identity=self.identity(),
+                recent_losses=tuple(self.recent_losses),
+                loss_scale=self.loss_scale,
+            )
+        )
+
+    def _restore(self, saved: TrainCheckpoint) -> None:
+        mine = self.identity()
+        for key, value in mine.items():
+            if saved.identity.get(key) != value:
+                raise CheckpointError(
+                    f"The checkpoint belongs to a different training run (its {key} differs); "
+                    "start again without it."
+                )
+        if not 0 <= saved.step <= self.total or saved.vectors.shape != self._vectors.shape:
+            raise CheckpointError("The checkpoint does not fit this training run.")
+        with torch.no_grad():
+            self._vectors.copy_(saved.vectors.to(self.device))
+        if saved.optimizer_step > 0:
+            state = self.optimizer.state_dict()
+            state["state"] = {
+                0: {
+                    "step": torch.tensor(float(saved.optimizer_step)),
+                    "exp_avg": saved.exp_avg.to(self.device),
+                    "exp_avg_sq": saved.exp_avg_sq.to(self.device),
+                }
+            }
+            self.optimizer.load_state_dict(state)
+        self.generator.set_state(saved.generator_state)
+        self.step = saved.step
+        self.recent_losses = deque(saved.recent_losses, maxlen=LOSS_WINDOW)
+        self.loss_scale = saved.loss_scale
+
+    # --- output ---------------------------------------------------------------------------
+
+    def embedding_bytes(self) -> bytes:
+        """The vectors as Lexicon's embedding file, with the run's provenance as metadata."""
+        request, parts = self.request, self.parts
+        extra = {
+            **request.extra_metadata,
+            "train_kind": request.kind,
+            "init_word": self.init_word,
+            "seed": str(request.seed),
+            "batch_size": str(self.recipe.batch_size),
+            "learning_rate": repr(self.recipe.learning_rate),
+        }
+        return write_embedding(
+            self.vectors,
+            name=request.name,
+            kind="negative" if request.negative else "positive",
+            family=parts.family,
+            steps=self.step,
+            base_model_hash=parts.model_hash,
+            photo_hashes=[photo.sha256 for photo in self.photos],
+            extra=extra,
+        )
+
+    def finish(self, previews: Sequence[bytes] | None = None) -> TrainResult:
+        """The result: embedding file, its sha256 and preview renders (from `previewer`)."""
+        if previews is None:
+            previews = tuple(self.previewer(self)) if self.previewer is not None else ()
+        data = self.embedding_bytes()
+        loss = self.loss
+        return TrainResult(
+            embedding=data,
+            sha256=hashlib.sha256(data).hexdigest(),
+            n_vectors=self.request.n_vectors,
+            width=self.parts.width,
+            family=self.parts.family,
+            steps=self.step,
+            final_loss=float("nan") if loss is None else loss,
+            previews=tuple(previews),
+        )
+
+
+PREVIEW_STEPS = 20
+PREVIEW_PROMPTS = {
+    "object": ("a photo of a {}", "a close-up photo of a {}"),
+    "style": ("a painting of a house in the style of {}", "a portrait in the style of {}"),
+    "face": ("a photo of {}", "a close-up portrait of {}"),
+}
+
+
+def render_previews(model: Any, trainer: Trainer, count: int = 2) -> list[bytes]:
+    """`count` seeded renders (PNG) of the new word at the model's native size, through
+    `engine.generate` exactly as `/imagine` would render it. A negative embedding is shown as
+    the negative prompt of a plain picture."""
+    from engine.generate import generate
+
+    data = trainer.embedding_bytes()
+    name = trainer.request.name
+    payload = EmbeddingPayload(name, data, hashlib.sha256(data).hexdigest())
+    side = int(model.native_size)
+    requests = []
+    for index, template in enumerate(PREVIEW_PROMPTS[trainer.request.kind][:count]):
+        prompt, negative = template.format(name), ""
+        if trainer.request.negative:
+            prompt, negative = template.format("cat"), name
+        requests.append(
+            GenerateRequest(
+                prompt=prompt,
+                negative=negative,
+                seed=trainer.request.seed + index,
+                steps=PREVIEW_STEPS,
+                guidance=7.5,
+                width=side,
+                height=side,
+                embeddings=(payload,),
+            )
+        )
+    return [images[0].png for images in generate(model, requests)]
+
+
+def train(
+    model: Any,
+    request: TrainRequest,
+    recipe: TrainRecipe | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
+    resume_from: bytes | None = None,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    photo_names: Sequence[str] = (),
+    previewer: Previewer | None = None,
+    previews: bool = True,
+) -> TrainResult:
+    """Train `request` to the end in one call (see `Trainer` for slices).
+
+    With `previews` and a `LoadedModel`, the result carries two renders of the new word
+    (`render_previews`) unless another `previewer` is given.
+    """
+    if previewer is None and previews and not isinstance(model, TrainComponents):
+
+        def previewer(trainer: Trainer) -> list[bytes]:
+            return render_previews(model, trainer)
+
+    trainer = Trainer(
+        model,
+        request,
+        recipe,
+        on_progress=on_progress,
+        on_checkpoint=on_checkpoint,
+        should_stop=should_stop,
+        resume_from=resume_from,
+        photo_names=photo_names,
+        previewer=previewer,
+    )
+    trainer.run()
+    return trainer.finish()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _ddpm(scheduler_config: Any) -> Any:
+    """DDPM with the model's own noise schedule, whatever sampler the pipeline shipped."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(dict(scheduler_config))
+
+
+def _amp_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def _param_dtype(module: Any) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def _fields(batch: TrainBatch) -> tuple[torch.Tensor, ...]:
+    return (batch.view_indices, batch.template_indices, batch.timesteps, batch.noise)
+
+
+__all__ = [
+    "Cancelled",
+    "CheckpointError",
+    "TrainBatch",
+    "TrainComponents",
+    "TrainRecipe",
+    "TrainRequestError",
+    "Trainer",
+    "encode_embeds",
+    "render_previews",
+    "splice",
+    "train",
+]
