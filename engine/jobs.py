@@ -68,6 +68,8 @@ class TrainRequest:
     seed: int = 0
     negative: bool = False
     extra_metadata: dict[str, str] = field(default_factory=dict)
+    # Attachment filenames, same order as `photos`, so an intake error can say "Photo 2 (cat.png)".
+    photo_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

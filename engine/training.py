@@ -333,7 +333,7 @@ class Trainer:
         # 1. Photos: decoded and checked before any GPU work.
         self.photos: list[Photo] = load_photos(
             request.photos,
-            photo_names or getattr(request, "photo_names", ()),
+            photo_names or request.photo_names,
             max_bytes=self.recipe.max_photo_bytes,
             max_pixels=self.recipe.max_photo_pixels,
         )

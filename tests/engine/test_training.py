@@ -396,3 +396,6 @@ def test_bad_requests_are_refused_before_training(parts: TrainComponents) -> Non
         Trainer(parts, helpers.request(init_word="   "))
     with pytest.raises(PhotoError, match="3 to 5 photos; 2 were attached"):
         Trainer(parts, helpers.request(photos=helpers.distinct_photos(2)))
+    photos = (*helpers.distinct_photos(2), b"GIF89a")
+    with pytest.raises(PhotoError, match=r"^Photo 3 \(c\.png\) is not an image"):
+        Trainer(parts, helpers.request(photos=photos, photo_names=("a.png", "b.png", "c.png")))
