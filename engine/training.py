@@ -87,6 +87,7 @@ class TrainRecipe:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     flip: bool = True  # mirrored views as augmentation
+    mixed_precision: bool = True  # on CUDA: frozen nets under autocast (bf16 for fp32 models)
     checkpoint_every: int = 50  # steps; 0 = never (train()/run_steps hand them to on_checkpoint)
     max_steps: int = 5000  # a request above this is refused
     max_photo_bytes: int = DEFAULT_MAX_BYTES
@@ -348,7 +349,9 @@ class Trainer:
             raise TrainRequestError(
                 f"Training supports epsilon and v-prediction models, not {self.prediction_type}."
             )
-        self._amp_dtype = _amp_dtype(self.device, parts.dtype)
+        self._amp_dtype = _amp_dtype(self.device, parts.dtype, self.recipe.mixed_precision)
+        self._unet_dtype = _param_dtype(parts.unet)
+        compute_dtype = self._amp_dtype or self._unet_dtype
 
         # 2. Templates and the vectors' starting point.
         self.vectors_init, init_ids = initial_vectors(
@@ -377,7 +380,7 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(int(request.seed))
         self.step = 0
         self.recent_losses: deque[float] = deque(maxlen=LOSS_WINDOW)
-        self.loss_scale = 2.0**14 if self._amp_dtype == torch.float16 else 1.0
+        self.loss_scale = 2.0**14 if compute_dtype == torch.float16 else 1.0
         self._seconds = 0.0
         self._steps_timed = 0
 
@@ -494,7 +497,9 @@ class Trainer:
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with self._autocast():
             hidden = self.encode_prompts(batch.template_indices, vectors)
-            prediction = self.parts.unet(noisy, timesteps, hidden).sample
+            prediction = self.parts.unet(
+                noisy.to(self._unet_dtype), timesteps, hidden.to(self._unet_dtype)
+            ).sample
         target = self.target(latents, noise, timesteps, batch)
         return F.mse_loss(prediction.float(), target.float(), reduction="mean")
 
@@ -789,8 +794,8 @@ def _ddpm(scheduler_config: Any) -> Any:
     return DDPMScheduler.from_config(dict(scheduler_config))
 
 
-def _amp_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype | None:
-    if device.type != "cuda":
+def _amp_dtype(device: torch.device, dtype: torch.dtype, enabled: bool) -> torch.dtype | None:
+    if device.type != "cuda" or not enabled:
         return None
     return dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
 
