@@ -25,8 +25,10 @@ import hashlib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
@@ -44,6 +46,7 @@ MAX_COUNT = 4
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**63 - 1 - MAX_COUNT
 DECODE_BATCH = 4
+_PNG_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="png")
 
 StepCallback = Callable[[int, int, torch.Tensor], bool | None]
 PreviewCallback = Callable[[int, int, list[bytes]], None]
@@ -315,12 +318,11 @@ def _package(
     conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
     pixels: torch.Tensor,
 ) -> list[list[GeneratedImage]]:
-    results: list[list[GeneratedImage]] = []
+    jobs: list[tuple[int, int, np.ndarray, str]] = []  # (request, image index, pixels, text)
     image = 0
-    for p, (_cond, _uncond, used) in zip(prepared, conditionings, strict=True):
+    for number, (p, (_cond, _uncond, used)) in enumerate(zip(prepared, conditionings, strict=True)):
         request = p.request
         ti_hashes: Mapping[str, str] = {name: p.hashes[name][:12] for name in sorted(used)}
-        images = []
         for i in range(request.count):
             parameters = ImageParameters(
                 prompt=request.prompt,
@@ -334,8 +336,12 @@ def _package(
                 model_hash=model.model_hash,
                 ti_hashes=ti_hashes,
             )
-            png = encode_png(pixels[image].numpy(), format_parameters(parameters))
-            images.append(GeneratedImage(index=i, seed=request.seed + i, png=png))
+            jobs.append((number, i, pixels[image].numpy(), format_parameters(parameters)))
             image += 1
-        results.append(images)
+    # zlib releases the GIL, so a batch's PNGs encode in parallel.
+    pngs = list(_PNG_POOL.map(lambda job: encode_png(job[2], job[3]), jobs))
+    results: list[list[GeneratedImage]] = [[] for _ in prepared]
+    for (number, i, _pixels, _text), png in zip(jobs, pngs, strict=True):
+        request = prepared[number].request
+        results[number].append(GeneratedImage(index=i, seed=request.seed + i, png=png))
     return results

@@ -1,0 +1,453 @@
+"""Stock diffusers and Lexicon side by side on one GPU, same random-weight SD 1.5 model.
+
+    python -m bench.gpu_bench [--out results.json] [--quick] [--compile]
+
+Builds the real SD 1.5 architecture (UNet 860M, KL VAE, CLIP ViT-L/14 text encoder with the real
+tokenizer) with random weights — a UNet pass costs the same whatever the weights hold — saves it
+once as a diffusers folder, then measures, in this one process:
+
+- single-image latency (512x512, 25 steps, CFG 7.5, DPM++ 2M Karras), stock vs Lexicon;
+- throughput at batch 1/4/8/16 (stock: one prompt list; Lexicon: that many requests from
+  different users with different embeddings);
+- served throughput: 64 requests from 8 users through the real scheduler, local transport and
+  worker process (Lexicon only);
+- textual inversion: the stock diffusers example's training step (samples/s) and Lexicon's
+  default recipe from 4 photos to a saved embedding (seconds and samples/s);
+- peak GPU memory of each phase, and the pixel difference between stock and Lexicon images.
+
+The stock side is plain diffusers as its documentation shows it: fp16, SDPA (the default
+attention processor on torch 2), `pipe(...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+RESULTS: dict[str, Any] = {}
+SIZE, STEPS, GUIDANCE = 512, 25, 7.5
+
+
+def log(*parts: object) -> None:
+    print(*parts, flush=True, file=sys.stderr)
+
+
+def record(key: str, value: Any) -> None:
+    RESULTS[key] = value
+    log(f"{key}: {value}")
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+    """Median seconds of `fn` after warm-up, synchronised with the GPU."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def peak_gib() -> float:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+def build_sd15(folder: Path) -> Path:
+    """SD 1.5's exact configs with random weights, saved in fp16 as a diffusers folder."""
+    if (folder / "model_index.json").is_file():
+        return folder
+    from diffusers import (
+        AutoencoderKL,
+        DPMSolverMultistepScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from engine.tiny import write_clip_tokenizer
+
+    write_clip_tokenizer(folder / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408,
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                max_position_embeddings=77,
+                hidden_act="quick_gelu",
+                bos_token_id=49406,
+                eos_token_id=49407,
+                pad_token_id=1,
+                projection_dim=768,
+            )
+        )
+    # Random weights scaled down so activations stay finite in fp16 through 25 steps.
+    with torch.no_grad():
+        for module in (unet, vae):
+            for parameter in module.parameters():
+                parameter.mul_(0.5)
+    scheduler = DPMSolverMultistepScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        use_karras_sigmas=True,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(torch.float16)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    del pipe, unet, vae, text_encoder
+    torch.cuda.empty_cache()
+    return folder
+
+
+def random_embedding(seed: int, n: int = 1) -> bytes:
+    from engine.embedding_files import write_embedding
+
+    vectors = torch.randn(n, 768, generator=torch.Generator().manual_seed(seed)) * 0.015
+    return write_embedding(vectors, name=f"word{seed}", kind="positive", family="sd1")
+
+
+# --- stock diffusers ---------------------------------------------------------------------------
+
+
+def bench_stock(folder: Path, batches: list[int]) -> Any:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float16).to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(batch: int, seed: int = 1) -> Any:
+        return pipe(
+            ["a photo of a cat on a beach"] * batch,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            height=SIZE,
+            width=SIZE,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        ).images
+
+    torch.cuda.reset_peak_memory_stats()
+    record("stock_single_s", round(timed(lambda: run(1), repeats=5, warmup=2), 3))
+    for batch in batches:
+        seconds = timed(lambda b=batch: run(b), repeats=2)
+        record(f"stock_batch{batch}_img_per_s", round(batch / seconds, 2))
+    record("stock_peak_gib", peak_gib())
+    return np.asarray(run(1, seed=7)[0])
+
+
+# --- Lexicon engine ----------------------------------------------------------------------------
+
+
+def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_unet: bool) -> Any:
+    from PIL import Image
+
+    from engine.generate import generate
+    from engine.jobs import EmbeddingPayload, GenerateRequest
+    from engine.model import load_model
+
+    model = load_model(str(folder), device="cuda", data_dir=data_dir)
+    if compile_unet:
+        from engine.speed import compile_model
+
+        started = time.perf_counter()
+        compile_model(model)
+        record("lexicon_compile_call_s", round(time.perf_counter() - started, 1))
+
+    def request(seed: int, user: int | None = None) -> GenerateRequest:
+        embeddings = ()
+        prompt = "a photo of a cat on a beach"
+        if user is not None:
+            data = random_embedding(user)
+            embeddings = (EmbeddingPayload(f"word{user}", data, ""),)
+            prompt = f"a photo of word{user} on a beach"
+        return GenerateRequest(prompt, seed, STEPS, GUIDANCE, SIZE, SIZE, embeddings=embeddings)
+
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    generate(model, [request(1)])
+    torch.cuda.synchronize()
+    record("lexicon_first_image_s", round(time.perf_counter() - started, 2))
+    record(
+        "lexicon_single_s",
+        round(timed(lambda: generate(model, [request(1)]), repeats=5, warmup=1), 3),
+    )
+    for batch in batches:
+        requests = [request(i, user=i) for i in range(batch)]
+        seconds = timed(lambda r=requests: generate(model, r), repeats=2)
+        record(f"lexicon_batch{batch}_img_per_s", round(batch / seconds, 2))
+    record("lexicon_peak_gib", peak_gib())
+    png = generate(model, [request(7)])[0][0].png
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return model, image
+
+
+# --- served throughput through scheduler + worker -------------------------------------------
+
+
+def bench_served(folder: Path, data_dir: Path, users: int = 8, per_user: int = 8) -> None:
+    from bot.app import Lexicon
+    from bot.config import Settings
+
+    settings = Settings(
+        model=str(folder),
+        data_dir=data_dir,
+        device="cuda",
+        allowed_sizes=[f"{SIZE}x{SIZE}"],
+        max_queued_per_user=per_user,
+        max_batch=8,
+    )
+
+    async def main() -> None:
+        app = await Lexicon.open(settings)
+        try:
+            started = time.perf_counter()
+            await app.wait_for_worker(limit_seconds=600)
+            record("served_worker_start_s", round(time.perf_counter() - started, 1))
+            for user in range(1, users + 1):
+                await app.storage.embeddings.create(
+                    user,
+                    f"word{user}",
+                    random_embedding(user),
+                    n_vectors=1,
+                    width=768,
+                    family="sd1",
+                    source="imported",
+                )
+            # warm-up batch (first-call costs are not steady-state service)
+            warm = [
+                (await app.imagine.submit(100 + u, "warm up", steps=STEPS, seed=u)).job.id
+                for u in range(8)
+            ]
+            await asyncio.gather(*(app.wait_for_job(j) for j in warm))
+            started = time.perf_counter()
+            ids = []
+            for _ in range(per_user):
+                for user in range(1, users + 1):
+                    submitted = await app.imagine.submit(
+                        user,
+                        f"a photo of word{user} on a beach",
+                        steps=STEPS,
+                        guidance=GUIDANCE,
+                    )
+                    ids.append(submitted.job.id)
+            jobs = await asyncio.gather(*(app.wait_for_job(j) for j in ids))
+            seconds = time.perf_counter() - started
+            ok = sum(job.state.value == "succeeded" for job in jobs)
+            record("served_requests", len(ids))
+            record("served_succeeded", ok)
+            record("served_img_per_s", round(ok / seconds, 2))
+            single = (await app.imagine.submit(1, "one alone", steps=STEPS)).job.id
+            started = time.perf_counter()
+            await app.wait_for_job(single)
+            record("served_single_request_s", round(time.perf_counter() - started, 3))
+        finally:
+            await app.close()
+
+    asyncio.run(main())
+
+
+# --- textual inversion ----------------------------------------------------------------------
+
+
+def photos(n: int = 4) -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (640, 640, 3), dtype=np.uint8)).save(buffer, "PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def bench_stock_ti_step(folder: Path, batch: int, steps: int = 10) -> float:
+    """The diffusers textual_inversion.py example's step, as that script runs it."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer.add_tokens(["<zorb>"])
+    token_id = tokenizer.convert_tokens_to_ids("<zorb>")
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").cuda()
+    text_encoder.resize_token_embeddings(len(tokenizer))
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float16).cuda()
+    unet = UNet2DConditionModel.from_pretrained(
+        folder, subfolder="unet", torch_dtype=torch.float16
+    ).cuda()
+    vae.requires_grad_(False)
+    unet.requires_grad_(False)
+    text_encoder.text_model.encoder.requires_grad_(False)
+    text_encoder.text_model.final_layer_norm.requires_grad_(False)
+    text_encoder.text_model.embeddings.position_embedding.requires_grad_(False)
+    unet.train()
+    text_encoder.train()
+    noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    optimizer = torch.optim.AdamW(text_encoder.get_input_embeddings().parameters(), lr=2e-3)
+    ids = tokenizer(
+        ["a photo of a <zorb>"] * batch, padding="max_length", max_length=77, return_tensors="pt"
+    ).input_ids.cuda()
+    pixels = torch.randn(batch, 3, SIZE, SIZE, device="cuda", dtype=torch.float16)
+    orig = text_encoder.get_input_embeddings().weight.data.clone()
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.float16):
+            latents = vae.encode(pixels).latent_dist.sample().detach() * 0.18215
+            noise = torch.randn_like(latents)
+            timesteps = torch.randint(0, 1000, (batch,), device="cuda").long()
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+            hidden = text_encoder(ids)[0].to(torch.float16)
+            pred = unet(noisy, timesteps, hidden).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        keep = torch.ones(len(tokenizer), dtype=torch.bool)
+        keep[token_id] = False
+        with torch.no_grad():
+            text_encoder.get_input_embeddings().weight[keep] = orig[keep]
+
+    return batch / timed(step, repeats=steps, warmup=2)
+
+
+def bench_lexicon_ti(model: Any) -> None:
+    from engine.jobs import TrainRequest
+    from engine.runtime import DiffusersEngine
+
+    engine = DiffusersEngine(model)
+    request = TrainRequest("zorb", tuple(photos(4)), steps=250, seed=0)
+    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    trainer = engine.start_training(request, None)
+    torch.cuda.synchronize()
+    setup = time.perf_counter() - started
+    trainer.run_steps(trainer.total)
+    torch.cuda.synchronize()
+    training = time.perf_counter() - started - setup
+    result = trainer.finish()
+    torch.cuda.synchronize()
+    total = time.perf_counter() - started
+    samples = trainer.total * engine.recipe.batch_size
+    record("lexicon_ti_setup_s", round(setup, 2))
+    record("lexicon_ti_steps", trainer.total)
+    record("lexicon_ti_batch", engine.recipe.batch_size)
+    record("lexicon_ti_samples_per_s", round(samples / training, 1))
+    record("lexicon_ti_photos_to_embedding_s", round(total, 2))
+    record("lexicon_ti_previews", len(result.previews))
+    record("lexicon_ti_peak_gib", peak_gib())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", ".") + "/bench.json")
+    parser.add_argument("--quick", action="store_true", help="batches 1 and 8 only")
+    parser.add_argument("--compile", action="store_true", help="torch.compile Lexicon's UNet")
+    parser.add_argument("--skip", default="", help="comma list: stock,lexicon,served,ti")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    if not torch.cuda.is_available():
+        print("gpu_bench needs a CUDA GPU.", file=sys.stderr)
+        return 2
+    record("gpu", torch.cuda.get_device_name())
+    record("torch", torch.__version__)
+    batches = [1, 8] if args.quick else [1, 4, 8, 16]
+    work = Path(tempfile.gettempdir()) / "lexicon-bench"
+    folder = build_sd15(work / "sd15-random")
+    data_dir = work / "data"
+    stock_image = lexicon_image = model = None
+
+    def section(name: str, fn: Callable[[], Any]) -> Any:
+        if name in skip:
+            return None
+        try:
+            return fn()
+        except Exception as error:  # one broken section must not lose the others' figures
+            import traceback
+
+            traceback.print_exc()
+            record(f"{name}_error", f"{type(error).__name__}: {error}")
+            return None
+        finally:
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()
+
+    try:
+        stock_image = section("stock", lambda: bench_stock(folder, batches))
+        both = section("lexicon", lambda: bench_lexicon(folder, batches, data_dir, args.compile))
+        if both is not None:
+            model, lexicon_image = both
+        if stock_image is not None and lexicon_image is not None:
+            diff = np.abs(stock_image.astype(int) - lexicon_image.astype(int))
+            record("stock_vs_lexicon_max_pixel_diff", int(diff.max()))
+            record("stock_vs_lexicon_mean_pixel_diff", round(float(diff.mean()), 3))
+        for batch in (1, 8):
+            value = section("ti", lambda b=batch: bench_stock_ti_step(folder, b))
+            if value is not None:
+                record(f"stock_ti_step_batch{batch}_samples_per_s", round(value, 1))
+        if model is None and "ti" not in skip:
+            from engine.model import load_model
+
+            model = load_model(str(folder), device="cuda", data_dir=data_dir)
+        section("ti", lambda: bench_lexicon_ti(model))
+        model = None
+        torch.cuda.empty_cache()
+        section("served", lambda: bench_served(folder, data_dir / "served"))
+    finally:
+        Path(args.out).write_text(json.dumps(RESULTS, indent=2))
+        print(json.dumps(RESULTS, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
