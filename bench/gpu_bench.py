@@ -325,9 +325,10 @@ def bench_stock_ti_step(folder: Path, batch: int, steps: int = 10) -> float:
     ).cuda()
     vae.requires_grad_(False)
     unet.requires_grad_(False)
-    text_encoder.text_model.encoder.requires_grad_(False)
-    text_encoder.text_model.final_layer_norm.requires_grad_(False)
-    text_encoder.text_model.embeddings.position_embedding.requires_grad_(False)
+    # The example freezes everything in the text encoder but the token embedding matrix
+    # (transformers 5 has no `text_model` attribute to reach the sub-modules by name).
+    text_encoder.requires_grad_(False)
+    text_encoder.get_input_embeddings().requires_grad_(True)
     unet.train()
     text_encoder.train()
     noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
