@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import time
 from collections import deque
@@ -54,6 +55,8 @@ from engine.errors import Cancelled
 from engine.jobs import EmbeddingPayload, GenerateRequest, Progress, TrainRequest, TrainResult
 from engine.photos import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Photo, load_photos, photo_views
 from engine.templates import DEFAULT_INIT_WORDS, templates_for
+
+log = logging.getLogger("lexicon.training")
 
 MAX_VECTORS = 8
 LOSS_WINDOW = 10  # reported loss = mean of the last this-many step losses
@@ -693,7 +696,12 @@ class Trainer:
     def finish(self, previews: Sequence[bytes] | None = None) -> TrainResult:
         """The result: embedding file, its sha256 and preview renders (from `previewer`)."""
         if previews is None:
-            previews = tuple(self.previewer(self)) if self.previewer is not None else ()
+            previews = ()
+            if self.previewer is not None:
+                try:
+                    previews = tuple(self.previewer(self))
+                except Exception:  # a preview is a courtesy; the trained word is the result
+                    log.exception("preview renders for %s failed", self.request.name)
         data = self.embedding_bytes()
         loss = self.loss
         return TrainResult(

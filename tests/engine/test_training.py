@@ -175,8 +175,7 @@ def test_v_prediction_models_train_against_the_velocity(parts: TrainComponents) 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_distillation_recovers_a_planted_vector(parts: TrainComponents, seed: int) -> None:
-    """Training from 'cat' closes ≥ 90 % of the held-out gap to a planted vector; the saved
-    file reproduces the trained loss exactly."""
+    """From 'cat', training closes ≥ 90 % of the gap to a planted vector; the file keeps it."""
     planted = helpers.planted_vectors(parts, 1, seed=100 + seed)
     trainer = helpers.DistillationTrainer(
         parts,
@@ -201,8 +200,7 @@ def test_distillation_recovers_a_planted_vector(parts: TrainComponents, seed: in
 def test_photos_of_a_planted_concept_lower_the_real_loss(
     tiny_model: LoadedModel, parts: TrainComponents, seed: int
 ) -> None:
-    """On renders of a planted vector, the real objective ends below the init word's on
-    128 held-out noise/timestep draws."""
+    """On renders of a planted vector, the held-out real loss ends below the init word's."""
     planted = helpers.planted_vectors(parts, 1, seed=200 + seed)
     photos = helpers.render_photos(tiny_model, planted, [10 * seed + k for k in range(3)])
     trainer = Trainer(
@@ -223,8 +221,7 @@ def test_photos_of_a_planted_concept_lower_the_real_loss(
 def test_result_file_loads_unchanged_in_diffusers(
     tiny_model: LoadedModel, tiny_model_dir: Path, parts: TrainComponents, tmp_path: Path
 ) -> None:
-    """diffusers' load_textual_inversion(path, token=name) takes the file as is and encodes
-    prompts exactly as the trainer's splice does."""
+    """diffusers' load_textual_inversion(path, token=name) loads the file and encodes alike."""
     from diffusers import StableDiffusionPipeline
 
     result = train(parts, helpers.request(n_vectors=2, steps=2, negative=True))
@@ -273,14 +270,25 @@ def test_train_renders_previews_of_the_new_word(tiny_model: LoadedModel) -> None
             assert (image.format, image.size) == ("PNG", (64, 64))
 
 
+def test_a_failing_preview_does_not_lose_the_trained_word(parts: TrainComponents) -> None:
+    """If the previewer raises, finish() still returns the embedding, without previews."""
+
+    def broken(_trainer: Trainer) -> list[bytes]:
+        raise RuntimeError("out of memory while rendering")
+
+    trainer = Trainer(parts, helpers.request(steps=1), previewer=broken)
+    trainer.run()
+    result = trainer.finish()
+    assert result.previews == () and result.steps == 1 and result.embedding
+
+
 # --- checkpoints and resume -----------------------------------------------------------------
 
 
 def test_killed_run_resumes_to_the_same_vectors(
     tiny_model: LoadedModel, engine_data_dir: Path, tmp_path: Path
 ) -> None:
-    """A run SIGKILLed after a checkpoint, resumed in-process from that file, ends on the
-    uninterrupted run's vectors."""
+    """A run SIGKILLed after a checkpoint and resumed from it ends on the uninterrupted run."""
     checkpoint = tmp_path / "run.ckpt"
     code = (
         "from tests.engine.train_helpers import train_until_killed; "
