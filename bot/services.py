@@ -33,6 +33,7 @@ from storage.users import UserRepository
 MAX_PROMPT_CHARS = 1500
 MAX_SEED = 2**32 - 1
 TRAIN_KINDS = ("object", "style", "face")
+GUILD_MAX_QUEUED = "max_queued_per_user"  # the key of `GuildSettings.limits` managers may set
 
 _EXPLICIT_NAME = re.compile(r"<([^<>\s]{1,64})>")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,31}")
@@ -98,10 +99,15 @@ class _Checks:
             if word is not None:
                 raise ServiceError(f"'{word}' is blocked on this server; remove it and try again.")
 
-    async def max_active(self, user_id: int) -> int:
+    async def max_active(self, user_id: int, guild_id: int | None = None) -> int:
+        """The user's own override, else the server's limit, else the operator's default."""
         user = await self.users.get_or_create(user_id)
         if user.max_queued_jobs is not None:
             return user.max_queued_jobs
+        if guild_id is not None:
+            limit = (await self.guilds.get(guild_id)).limits.get(GUILD_MAX_QUEUED)
+            if limit is not None:
+                return limit
         return self.settings.max_queued_per_user
 
 
@@ -156,7 +162,7 @@ class ImagineService:
             guild_id=guild_id,
             batch_key=batch_key,
             delivery=delivery,
-            max_active=await self.checks.max_active(user_id),
+            max_active=await self.checks.max_active(user_id, guild_id),
         )
         return await _queued(job, self.scheduler, self.hub)
 
@@ -318,7 +324,7 @@ class TrainService:
             guild_id=guild_id,
             delivery=delivery,
             photos=[data for _, data in photos],
-            max_active=await self.checks.max_active(user_id),
+            max_active=await self.checks.max_active(user_id, guild_id),
         )
         return await _queued(job, self.scheduler, self.hub)
 
