@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from bot.cli import NotBuiltError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -16,8 +14,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import discord
+
+    from bot.cli import CommandError
     from bot.config import load_settings
+    from bot.discord_bot import create_bot
+    from bot.logging_setup import configure_logging
 
     settings = load_settings()
-    settings.require_discord_token()
-    raise NotBuiltError("the Discord bot is not built yet (issue: Discord).")
+    token = settings.require_discord_token()
+    configure_logging(settings.log_level, secrets=[token])
+    bot = create_bot(settings, sync_global=args.sync_global)
+    try:
+        bot.run(token, log_handler=None)
+    except discord.LoginFailure:
+        raise CommandError(
+            "Discord refused DISCORD_TOKEN: reset the token in the developer portal "
+            "(Bot → Reset Token) and set the new one."
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise CommandError(
+            "Discord refused an intent Lexicon asked for; this is a bug, please report it."
+        ) from None
+    return 0

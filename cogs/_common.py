@@ -1,0 +1,77 @@
+"""Small helpers every cog uses: who is asking, where results go, how times read."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from storage.models import Actor, Delivery
+
+if TYPE_CHECKING:
+    from bot.discord_bot import LexiconBot
+
+TOKEN_LIFETIME = timedelta(minutes=15)
+
+
+def lexicon_bot(interaction: discord.Interaction[Any]) -> LexiconBot:
+    from bot.discord_bot import LexiconBot
+
+    client = interaction.client
+    assert isinstance(client, LexiconBot)
+    return client
+
+
+def actor_of(interaction: discord.Interaction[Any]) -> Actor:
+    """The storage `Actor` for whoever triggered the interaction: a manager is someone with
+    Manage Server in the server the interaction came from."""
+    guild_id = interaction.guild_id
+    is_manager = guild_id is not None and interaction.permissions.manage_guild
+    return Actor(interaction.user.id, is_manager=is_manager, guild_id=guild_id)
+
+
+def delivery_for(interaction: discord.Interaction[Any], message_id: int | None) -> Delivery:
+    """Where a job's progress and result go: the response message, and the interaction token
+    for as long as Discord honours it (15 minutes from the interaction)."""
+    return Delivery(
+        channel_id=interaction.channel_id,
+        message_id=message_id,
+        interaction_token=interaction.token,
+        token_expires_at=interaction.created_at + TOKEN_LIFETIME,
+    )
+
+
+def duration(seconds: float | None) -> str:
+    """'a few seconds', 'about 40 s', 'about 3 min', 'about 1 h 5 min'."""
+    if seconds is None:
+        return "an unknown time"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return "a few seconds"
+    if seconds < 90:
+        return f"about {round(seconds / 5) * 5:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def offer_choices(
+    command: app_commands.Command[Any, Any, Any], name: str, values: list[str]
+) -> None:
+    """Give one option of a cog's (per-instance) command choices known only at run time, such
+    as the sizes an operator allows. The parameter is replaced, never mutated, because the
+    command copy shares parameter objects with the class-level command."""
+    params = command._params
+    params[name] = dataclasses.replace(
+        params[name],
+        choices=[app_commands.Choice(name=value, value=value) for value in values[:25]],
+    )

@@ -1,0 +1,202 @@
+"""`/admin …`: what server managers (Manage Server) control — limits, blocked words, the default
+negative prompt, the safety mode, shared embeddings, and who may use Lexicon at all.
+
+Discord hides the group from members without Manage Server (default permissions), the cog
+checks the permission again on every use (server admins can widen command visibility), and
+storage refuses settings changes from anyone who is not a manager of that server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.services import GUILD_MAX_QUEUED, ServiceError
+from cogs._common import actor_of, lexicon_bot, shorten
+from storage.models import GuildSettings, SafetyMode
+
+if TYPE_CHECKING:
+    from bot.discord_bot import LexiconBot
+
+MANAGE_GUILD = discord.Permissions(manage_guild=True)
+
+
+async def shared_name_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    shared = await lexicon_bot(interaction).app.storage.embeddings.list_shared(current, limit=25)
+    return [app_commands.Choice(name=e.name_folded, value=e.name_folded) for e in shared]
+
+
+class Admin(commands.Cog):
+    def __init__(self, bot: LexiconBot) -> None:
+        self.bot = bot
+
+    admin = app_commands.Group(
+        name="admin",
+        description="Lexicon settings for this server (managers)",
+        default_permissions=MANAGE_GUILD,
+        guild_only=True,
+    )
+    blocked = app_commands.Group(
+        name="blocked", description="Words refused in prompts and names", parent=admin
+    )
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        if interaction.guild_id is None:
+            raise app_commands.NoPrivateMessage()
+        if not interaction.permissions.manage_guild:
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    async def _update(self, interaction: discord.Interaction[Any], change: Any) -> GuildSettings:
+        assert interaction.guild_id is not None
+        return await self.bot.app.storage.guilds.update(
+            actor_of(interaction), interaction.guild_id, change
+        )
+
+    @admin.command(name="settings", description="Show this server's Lexicon settings")
+    async def settings(self, interaction: discord.Interaction[Any]) -> None:
+        assert interaction.guild_id is not None
+        current = await self.bot.app.storage.guilds.get(interaction.guild_id)
+        await interaction.response.send_message(describe(current, self.bot), ephemeral=True)
+
+    @admin.command(name="limits", description="Change the per-user job limit on this server")
+    @app_commands.describe(max_queued_per_user="Jobs one user may have waiting or running")
+    async def limits(
+        self,
+        interaction: discord.Interaction[Any],
+        max_queued_per_user: app_commands.Range[int, 1, 1000],
+    ) -> None:
+        def change(current: GuildSettings) -> GuildSettings:
+            limits = {**current.limits, GUILD_MAX_QUEUED: max_queued_per_user}
+            return dataclasses.replace(current, limits=limits)
+
+        await self._update(interaction, change)
+        await interaction.response.send_message(
+            f"Each user may now have {max_queued_per_user} jobs waiting or running here.",
+            ephemeral=True,
+        )
+
+    @blocked.command(name="add", description="Refuse a word in prompts and names")
+    @app_commands.describe(word="The word to refuse")
+    async def blocked_add(
+        self, interaction: discord.Interaction[Any], word: app_commands.Range[str, 1, 64]
+    ) -> None:
+        word = word.strip().casefold()
+        if not word:
+            raise ServiceError("Give a word to block.")
+        updated = await self._update(
+            interaction,
+            lambda current: dataclasses.replace(
+                current, blocked_words=(*current.blocked_words, word)
+            ),
+        )
+        await interaction.response.send_message(
+            f"Blocked '{word}'. {len(updated.blocked_words)} word(s) are blocked here.",
+            ephemeral=True,
+        )
+
+    @blocked.command(name="remove", description="Allow a blocked word again")
+    @app_commands.describe(word="The word to allow again")
+    async def blocked_remove(
+        self, interaction: discord.Interaction[Any], word: app_commands.Range[str, 1, 64]
+    ) -> None:
+        word = word.strip().casefold()
+        assert interaction.guild_id is not None
+        current = await self.bot.app.storage.guilds.get(interaction.guild_id)
+        if word not in current.blocked_words:
+            raise ServiceError(f"'{word}' is not blocked here.")
+        await self._update(
+            interaction,
+            lambda settings: dataclasses.replace(
+                settings, blocked_words=tuple(w for w in settings.blocked_words if w != word)
+            ),
+        )
+        await interaction.response.send_message(f"'{word}' is allowed again.", ephemeral=True)
+
+    @blocked.command(name="list", description="Show the blocked words")
+    async def blocked_list(self, interaction: discord.Interaction[Any]) -> None:
+        assert interaction.guild_id is not None
+        words = (await self.bot.app.storage.guilds.get(interaction.guild_id)).blocked_words
+        text = ", ".join(words) if words else "No words are blocked here."
+        await interaction.response.send_message(shorten(text, 2000), ephemeral=True)
+
+    @admin.command(name="negative", description="Set or clear the default negative prompt")
+    @app_commands.describe(prompt="Added to every negative prompt here, e.g. easynegative")
+    async def negative(
+        self,
+        interaction: discord.Interaction[Any],
+        prompt: app_commands.Range[str, 0, 500] | None = None,
+    ) -> None:
+        text = (prompt or "").strip()
+        await self._update(
+            interaction,
+            lambda current: dataclasses.replace(current, default_negative_prompt=text),
+        )
+        reply = (
+            f"Default negative prompt: `{text}`." if text else "Default negative prompt cleared."
+        )
+        await interaction.response.send_message(reply, ephemeral=True)
+
+    @admin.command(name="safety", description="What happens to images a safety checker flags")
+    @app_commands.describe(mode="off: show; standard: behind a spoiler; strict: withhold")
+    async def safety(
+        self, interaction: discord.Interaction[Any], mode: Literal["off", "standard", "strict"]
+    ) -> None:
+        await self._update(
+            interaction, lambda current: dataclasses.replace(current, safety_mode=SafetyMode(mode))
+        )
+        await interaction.response.send_message(f"Safety mode: {mode}.", ephemeral=True)
+
+    @admin.command(name="remove", description="Take a shared embedding out of the library")
+    @app_commands.describe(name="The shared embedding", delete="Delete it instead of unsharing")
+    @app_commands.autocomplete(name=shared_name_choices)
+    async def remove(
+        self, interaction: discord.Interaction[Any], name: str, delete: bool = False
+    ) -> None:
+        library = self.bot.app.library
+        actor = actor_of(interaction)
+        if delete:
+            removed = await library.delete(actor, name)
+            reply = f"Deleted **{removed.name}** (it belonged to <@{removed.owner_id}>)."
+        else:
+            removed = await library.unshare(actor, name)
+            reply = f"Took **{removed.name}** out of the library; <@{removed.owner_id}> keeps it."
+        await interaction.response.send_message(reply, ephemeral=True)
+
+    @admin.command(name="ban", description="Stop a user from using Lexicon")
+    @app_commands.describe(user="Who to ban")
+    async def ban(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
+        if user.id == interaction.user.id:
+            raise ServiceError("You cannot ban yourself.")
+        await self.bot.app.storage.users.set_banned(user.id, True)
+        await interaction.response.send_message(
+            f"{user.mention} can no longer use Lexicon.", ephemeral=True
+        )
+
+    @admin.command(name="unban", description="Let a banned user use Lexicon again")
+    @app_commands.describe(user="Who to unban")
+    async def unban(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
+        await self.bot.app.storage.users.set_banned(user.id, False)
+        await interaction.response.send_message(
+            f"{user.mention} can use Lexicon again.", ephemeral=True
+        )
+
+
+def describe(settings: GuildSettings, bot: LexiconBot) -> str:
+    limit = settings.limits.get(GUILD_MAX_QUEUED, bot.settings.max_queued_per_user)
+    words = ", ".join(settings.blocked_words) or "none"
+    negative = settings.default_negative_prompt or "none"
+    return (
+        f"**Jobs per user** {limit}\n**Blocked words** {shorten(words, 1200)}\n"
+        f"**Default negative prompt** {negative}\n**Safety mode** {settings.safety_mode.value}"
+    )
+
+
+async def setup(bot: LexiconBot) -> None:
+    await bot.add_cog(Admin(bot))

@@ -1,0 +1,115 @@
+"""The final message of a job: images with Reroll/Info/Delete, an embedding card, or a sentence.
+
+A rendered message is data (text, an embed, file bytes, a view factory), so a delivery that fails
+on one route can be retried on another with fresh `discord.File` objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import discord
+
+from bot.app import Lexicon
+from cogs._cards import embedding_card
+from cogs._images import Upload, fit_uploads
+from cogs._text import cancelled_text, failed_text, job_title
+from cogs.buttons import card_view, result_view
+from storage.errors import NotFound
+from storage.models import Image, Job, JobKind, JobState, SafetyMode
+
+FLAGGED_KEY = "flagged"  # set in an image's metadata when the model's safety checker flags it
+
+
+@dataclass
+class Outgoing:
+    content: str
+    embed: discord.Embed | None = None
+    uploads: list[Upload] = field(default_factory=list)
+    view: Callable[[], discord.ui.View | None] = lambda: None
+    mention_in_channel: bool = True  # after the token expired: post it to the channel
+
+    def files(self) -> list[discord.File]:
+        return [
+            discord.File(io.BytesIO(u.data), filename=u.filename, spoiler=u.spoiler)
+            for u in self.uploads
+        ]
+
+
+def safe_uploads(
+    images: list[tuple[Image, bytes]], mode: SafetyMode, stem: str
+) -> tuple[list[Upload], int]:
+    """The uploads for a job's images under a server's safety mode, and how many were withheld.
+
+    off: everything as is; standard: flagged images behind a spoiler; strict: flagged images
+    withheld. (The engine does not flag images yet; this follows what a safety checker reports.)
+    """
+    uploads: list[Upload] = []
+    withheld = 0
+    for image, png in images:
+        flagged = bool(image.metadata.get(FLAGGED_KEY))
+        if flagged and mode is SafetyMode.STRICT:
+            withheld += 1
+            continue
+        spoiler = flagged and mode is SafetyMode.STANDARD
+        uploads.append(Upload(f"{stem}-{image.idx}.png", png, spoiler))
+    return uploads, withheld
+
+
+async def render_final(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
+    if job.state is JobState.CANCELLED:
+        return Outgoing(cancelled_text(job), mention_in_channel=False)
+    if job.state is JobState.FAILED:
+        return Outgoing(failed_text(job))
+    if job.kind is JobKind.TRAIN:
+        return await _train_card(app, job, upload_limit)
+    return await _generate_result(app, job, upload_limit)
+
+
+async def _images_of(app: Lexicon, job: Job) -> list[tuple[Image, bytes]]:
+    images = await app.storage.images.list_for_job(job.id)
+    return [(image, await app.storage.images.read_png(image)) for image in images]
+
+
+async def _safety_mode(app: Lexicon, job: Job) -> SafetyMode:
+    if job.guild_id is None:
+        return SafetyMode.STANDARD
+    return (await app.storage.guilds.get(job.guild_id)).safety_mode
+
+
+async def _generate_result(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
+    images = await _images_of(app, job)
+    uploads, withheld = safe_uploads(images, await _safety_mode(app, job), f"lexicon-{job.id}")
+    uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
+    params = job.params
+    lines = [job_title(job)]
+    details = [f"seed {params.get('seed')}", f"{params.get('steps')} steps"]
+    details.append(f"{params.get('width')}x{params.get('height')}")
+    lines.append(" · ".join(details))
+    if withheld:
+        lines.append(f"{withheld} image(s) withheld by this server's safety setting.")
+    indices = [image.idx for image, _ in images]
+    return Outgoing("\n".join(lines), uploads=uploads, view=lambda: result_view(job.id, indices))
+
+
+async def _train_card(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
+    result = job.result or {}
+    try:
+        embedding = await app.storage.embeddings.get(int(result["embedding_id"]), job.user_id)
+    except (KeyError, NotFound):
+        return Outgoing(
+            f"The {job_title(job)} (job #{job.id}) finished, but its embedding is gone."
+        )
+    images = await _images_of(app, job)
+    uploads, _ = safe_uploads(images, await _safety_mode(app, job), f"{embedding.name_folded}")
+    uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
+    embed = embedding_card(
+        embedding, final_loss=result.get("final_loss"), steps=job.params.get("steps")
+    )
+    if uploads and not uploads[0].spoiler:
+        embed.set_image(url=f"attachment://{uploads[0].filename}")
+    content = f"Trained **{embedding.name}** — write `<{embedding.name_folded}>` in a prompt."
+    return Outgoing(content, embed=embed, uploads=uploads, view=lambda: card_view(embedding))

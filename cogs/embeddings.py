@@ -1,0 +1,170 @@
+"""`/embeddings …` (your words: list, info, share, rename, delete, export, import) and `/library`.
+
+Authorization lives in storage (only owners change their embeddings, managers may remove shared
+ones); these commands turn the answers into private messages.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.services import ServiceError
+from cogs._cards import embedding_card
+from cogs._common import actor_of, lexicon_bot
+from cogs._library import QUERY_MAX, library_page
+
+if TYPE_CHECKING:
+    from bot.discord_bot import LexiconBot
+
+NAME_OPTION = "An embedding name"
+
+
+async def usable_name_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the names this user may use, their own first (at most 25)."""
+    names = await lexicon_bot(interaction).app.library.usable_names(
+        interaction.user.id, current.strip(), limit=25
+    )
+    return [app_commands.Choice(name=name, value=name) for name in names[:25]]
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.0f} KiB"
+
+
+class Embeddings(commands.Cog):
+    def __init__(self, bot: LexiconBot) -> None:
+        self.bot = bot
+
+    embeddings = app_commands.Group(name="embeddings", description="Your embeddings")
+
+    @embeddings.command(name="list", description="List your embeddings")
+    async def list_(self, interaction: discord.Interaction[Any]) -> None:
+        owned = await self.bot.app.library.list_owned(interaction.user.id)
+        if not owned:
+            await interaction.response.send_message(
+                "You have no embeddings yet: `/train` one from photos, or `/embeddings import` "
+                "a file.",
+                ephemeral=True,
+            )
+            return
+        lines = [
+            f"**{e.name}** · {e.kind.value} · {e.n_vectors} vector{'s' * (e.n_vectors != 1)} · "
+            f"{e.family.value} · {'shared' if e.is_shared else 'private'} · {e.use_count} uses"
+            + ("" if e.usable else " · **file missing**")
+            for e in owned
+        ]
+        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+
+    @embeddings.command(name="info", description="Show an embedding's card")
+    @app_commands.describe(name=NAME_OPTION)
+    @app_commands.autocomplete(name=usable_name_choices)
+    async def info(self, interaction: discord.Interaction[Any], name: str) -> None:
+        embedding = await self.bot.app.library.info(interaction.user.id, name)
+        await interaction.response.send_message(embed=embedding_card(embedding), ephemeral=True)
+
+    @embeddings.command(name="share", description="Put one of your embeddings in the library")
+    @app_commands.describe(name=NAME_OPTION)
+    @app_commands.autocomplete(name=usable_name_choices)
+    async def share(self, interaction: discord.Interaction[Any], name: str) -> None:
+        embedding = await self.bot.app.library.share(actor_of(interaction), name)
+        await interaction.response.send_message(
+            f"**{embedding.name}** is shared: anyone can write `<{embedding.name_folded}>`.",
+            ephemeral=True,
+        )
+
+    @embeddings.command(name="unshare", description="Take an embedding out of the library")
+    @app_commands.describe(name=NAME_OPTION)
+    @app_commands.autocomplete(name=usable_name_choices)
+    async def unshare(self, interaction: discord.Interaction[Any], name: str) -> None:
+        embedding = await self.bot.app.library.unshare(actor_of(interaction), name)
+        await interaction.response.send_message(
+            f"**{embedding.name}** is private again.", ephemeral=True
+        )
+
+    @embeddings.command(name="rename", description="Rename one of your embeddings")
+    @app_commands.describe(name=NAME_OPTION, new_name="The new name")
+    @app_commands.autocomplete(name=usable_name_choices)
+    async def rename(
+        self,
+        interaction: discord.Interaction[Any],
+        name: str,
+        new_name: app_commands.Range[str, 2, 32],
+    ) -> None:
+        embedding = await self.bot.app.library.rename(actor_of(interaction), name, new_name)
+        await interaction.response.send_message(
+            f"Renamed to **{embedding.name}**; write `<{embedding.name_folded}>` from now on.",
+            ephemeral=True,
+        )
+
+    @embeddings.command(name="delete", description="Delete one of your embeddings")
+    @app_commands.describe(name=NAME_OPTION)
+    @app_commands.autocomplete(name=usable_name_choices)
+    async def delete(self, interaction: discord.Interaction[Any], name: str) -> None:
+        embedding = await self.bot.app.library.delete(actor_of(interaction), name)
+        await interaction.response.send_message(f"Deleted **{embedding.name}**.", ephemeral=True)
+
+    @embeddings.command(name="export", description="Download an embedding (A1111/diffusers format)")
+    @app_commands.describe(name=NAME_OPTION)
+    @app_commands.autocomplete(name=usable_name_choices)
+    async def export(self, interaction: discord.Interaction[Any], name: str) -> None:
+        filename, data = await self.bot.app.library.export(interaction.user.id, name)
+        await interaction.response.send_message(
+            f"`{filename}` loads in A1111, kohya and diffusers as it is.",
+            file=discord.File(io.BytesIO(data), filename=filename),
+            ephemeral=True,
+        )
+
+    @embeddings.command(name="import", description="Add an embedding file (.safetensors/.pt/.bin)")
+    @app_commands.describe(
+        file="The embedding file",
+        name="The word it will answer to",
+        negative="Meant for negative prompts (EasyNegative-style)",
+        share="Put it in the shared library",
+    )
+    async def import_(
+        self,
+        interaction: discord.Interaction[Any],
+        file: discord.Attachment,
+        name: app_commands.Range[str, 2, 32],
+        negative: bool = False,
+        share: bool = False,
+    ) -> None:
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        limit = self.bot.settings.max_embedding_bytes
+        if file.size > limit:
+            raise ServiceError(
+                f"{file.filename} is {_kib(file.size)}; embedding files may be at most "
+                f"{_kib(limit)}."
+            )
+        data = await file.read()
+        embedding = await self.bot.app.library.import_file(
+            actor_of(interaction), file.filename, data, name, negative=negative, share=share
+        )
+        where = "in the shared library" if embedding.is_shared else "private to you"
+        await interaction.followup.send(
+            f"Imported **{embedding.name}** ({embedding.n_vectors} vectors, "
+            f"{embedding.family.value}, {embedding.kind.value}), {where}.",
+            embed=embedding_card(embedding),
+            ephemeral=True,
+        )
+
+    @app_commands.command(name="library", description="Browse and search shared embeddings")
+    @app_commands.describe(query="Words to look for in names and descriptions")
+    async def library(
+        self,
+        interaction: discord.Interaction[Any],
+        query: app_commands.Range[str, 0, QUERY_MAX] = "",
+    ) -> None:
+        embed, view = await library_page(self.bot.app, query.strip(), 1)
+        await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
+
+
+async def setup(bot: LexiconBot) -> None:
+    await bot.add_cog(Embeddings(bot))

@@ -1,0 +1,84 @@
+"""`/queue` (your jobs, their places and ETAs) and `/cancel [job]`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.services import ServiceError
+from cogs._common import duration, lexicon_bot, shorten
+from cogs._flows import cancel_job
+from storage.models import Job, JobKind, JobState
+
+if TYPE_CHECKING:
+    from bot.discord_bot import LexiconBot
+
+
+def _describe(job: Job) -> str:
+    if job.kind is JobKind.TRAIN:
+        return f"train **{job.params.get('name', '?')}**"
+    return f"imagine “{shorten(str(job.params.get('prompt', '')), 60)}”"
+
+
+async def active_job_choices(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[int]]:
+    """Autocomplete: the user's waiting and running jobs, newest first."""
+    jobs = await lexicon_bot(interaction).app.storage.jobs.list_for_user(interaction.user.id)
+    choices = []
+    for job in jobs:
+        label = shorten(f"#{job.id} {_describe(job).replace('**', '')} ({job.state.value})", 100)
+        if current.strip().lstrip("#") in str(job.id) or current.lower() in label.lower():
+            choices.append(app_commands.Choice(name=label, value=job.id))
+    return choices[:25]
+
+
+class Jobs(commands.Cog):
+    def __init__(self, bot: LexiconBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="queue", description="Your waiting and running jobs")
+    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+        app = self.bot.app
+        jobs = await app.storage.jobs.list_for_user(interaction.user.id)
+        if not jobs:
+            await interaction.response.send_message(
+                "You have no jobs waiting or running.", ephemeral=True
+            )
+            return
+        lines = []
+        for job in reversed(jobs):  # oldest first: the order they will run in
+            if job.state is JobState.RUNNING:
+                progress = job.progress
+                where = (
+                    f"running, step {progress.step}/{progress.total}"
+                    + (f", {duration(progress.eta_seconds)} left" if progress.eta_seconds else "")
+                    if progress is not None
+                    else "running"
+                )
+            else:
+                position = await app.storage.jobs.queue_position(job.id)
+                eta = await app.scheduler.estimate_start(job)
+                where = f"#{position} in line, expected in {duration(eta)}"
+            lines.append(f"**#{job.id}** {_describe(job)} — {where}")
+        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+
+    @app_commands.command(name="cancel", description="Cancel a job (your latest when omitted)")
+    @app_commands.describe(job="The job number (see /queue)")
+    @app_commands.autocomplete(job=active_job_choices)
+    async def cancel(
+        self, interaction: discord.Interaction[Any], job: app_commands.Range[int, 1] | None = None
+    ) -> None:
+        if job is None:
+            active = await self.bot.app.storage.jobs.list_for_user(interaction.user.id, limit=1)
+            if not active:
+                raise ServiceError("You have no job waiting or running to cancel.")
+            job = active[0].id
+        await cancel_job(interaction, job, quiet=False)
+
+
+async def setup(bot: LexiconBot) -> None:
+    await bot.add_cog(Jobs(bot))

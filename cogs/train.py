@@ -1,0 +1,91 @@
+"""`/train`: teach Lexicon a new word from 3-5 photos (a textual-inversion embedding)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.services import ServiceError, Submitted
+from cogs._common import lexicon_bot
+from cogs._errors import defer_public
+from cogs._flows import queue_job
+from storage.models import Delivery
+
+if TYPE_CHECKING:
+    from bot.discord_bot import LexiconBot
+
+
+def _size(size: int) -> str:
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def refuse_oversized(photos: list[discord.Attachment], limit: int) -> None:
+    """Refuse a photo by its announced size, before a single byte is downloaded."""
+    for position, photo in enumerate(photos, start=1):
+        if photo.size > limit:
+            raise ServiceError(
+                f"Photo {position} ({photo.filename}) is {_size(photo.size)}, over the "
+                f"{_size(limit)} limit; send a smaller file."
+            )
+
+
+class Train(commands.Cog):
+    def __init__(self, bot: LexiconBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="train", description="Teach Lexicon a new word from 3-5 photos")
+    @app_commands.describe(
+        name="The new word: lowercase letters, digits, - and _ (2-32 characters)",
+        photo1="A photo of the subject",
+        photo2="Another photo",
+        photo3="Another photo",
+        photo4="Another photo (optional)",
+        photo5="Another photo (optional)",
+        kind="What the photos show: an object, a style, or a face",
+        init_word="A word close to the subject to start from, like 'dog'",
+        vectors="How many vectors the word gets (1-8; more learns more, needs more photos)",
+        share="Put it in the shared library when done",
+    )
+    async def train(
+        self,
+        interaction: discord.Interaction[Any],
+        name: app_commands.Range[str, 2, 32],
+        photo1: discord.Attachment,
+        photo2: discord.Attachment,
+        photo3: discord.Attachment,
+        photo4: discord.Attachment | None = None,
+        photo5: discord.Attachment | None = None,
+        kind: Literal["object", "style", "face"] = "object",
+        init_word: app_commands.Range[str, 1, 32] | None = None,
+        vectors: app_commands.Range[int, 1, 8] | None = None,
+        share: bool = False,
+    ) -> None:
+        message_id = await defer_public(interaction)
+        photos = [p for p in (photo1, photo2, photo3, photo4, photo5) if p is not None]
+        refuse_oversized(photos, self.bot.settings.max_photo_bytes)
+        files = [(photo.filename, await photo.read()) for photo in photos]
+        app = lexicon_bot(interaction).app
+
+        async def submit(delivery: Delivery) -> Submitted:
+            return await app.train.submit(
+                interaction.user.id,
+                name,
+                files,
+                kind=kind,
+                init_word=init_word,
+                vectors=vectors,
+                share=share,
+                guild_id=interaction.guild_id,
+                delivery=delivery,
+            )
+
+        await queue_job(interaction, submit, message_id=message_id)
+
+
+async def setup(bot: LexiconBot) -> None:
+    await bot.add_cog(Train(bot))
