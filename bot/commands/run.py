@@ -14,12 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import aiohttp
     import discord
 
     from bot.cli import CommandError
     from bot.config import load_settings
     from bot.discord_bot import create_bot
     from bot.logging_setup import configure_logging
+    from storage.errors import StorageError
 
     settings = load_settings()
     token = settings.require_discord_token()
@@ -36,4 +38,8 @@ def main(args: argparse.Namespace) -> int:
         raise CommandError(
             "Discord refused an intent Lexicon asked for; this is a bug, please report it."
         ) from None
+    except aiohttp.ClientConnectionError as error:
+        raise CommandError(f"Could not reach Discord ({error}); check the network.") from None
+    except StorageError as error:  # the database could not be opened in setup_hook
+        raise CommandError(str(error)) from None
     return 0

@@ -248,7 +248,7 @@ class Delivery(commands.Cog):
         )
         if not outgoing.mention_in_channel:
             if original is not None:
-                await original.edit(content=outgoing.content, view=None)
+                await original.edit(content=outgoing.content, attachments=[], view=None)
             return
         kwargs: dict[str, Any] = {
             "content": f"<@{job.user_id}> {outgoing.content}",
@@ -269,6 +269,7 @@ class Delivery(commands.Cog):
             with contextlib.suppress(discord.HTTPException):
                 await original.edit(
                     content=f"The {job_title(job)} (job #{job.id}) is done: see the reply below.",
+                    attachments=[],
                     view=None,
                 )
 

@@ -1,0 +1,163 @@
+"""The commands around jobs: buttons, /embeddings, /library, /queue, /cancel and /admin."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import simcord
+
+from bot.testing import Simulation
+from tests.e2e.conftest import refusal, train
+
+
+async def _share_many(sim: Simulation, owner_id: int, count: int) -> None:
+    """`count` shared embeddings straight into storage (library pages need many)."""
+    data = b"not read by the library listing"
+    for number in range(count):
+        await sim.app.storage.embeddings.create(
+            owner_id,
+            f"libword{number:02d}",
+            data + bytes([number]),
+            n_vectors=1,
+            width=32,
+            family="tiny",
+            source="imported",
+            shared=True,
+        )
+
+
+async def test_the_training_card_and_its_buttons(sim: Simulation) -> None:
+    """The card names the embedding; Share puts it in the library; Try it renders it."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    card = (await train(sim, alice, "zorb")).response
+    assert card.content == "Trained **zorb** — write `<zorb>` in a prompt."
+    fields = {field.name: field.value for field in card.embeds[0].fields}
+    assert fields["Vectors"] == "1" and fields["Family"] == "tiny" and fields["Shared"] == "no"
+
+    refused = await bob.click(card, label="Share")
+    assert refused.response.content == "There is no embedding #1 that you can see."
+    shared = await alice.click(card, label="Share")
+    assert "in the shared library now" in shared.response.content
+
+    tried = await bob.click(card, label="Try it")
+    job = await sim.job_done(bob)
+    assert job.params["prompt"] == "a photo of <zorb>"
+    assert tried.response.attachments
+
+
+async def test_embeddings_list_info_rename_export_delete(sim: Simulation) -> None:
+    """A user manages their own word from list to delete; export is a safetensors file."""
+    alice = sim.member("alice")
+    empty = await alice.slash(sim.channel, "embeddings list")
+    assert empty.response.content.startswith("You have no embeddings yet")
+    await train(sim, alice, "zorb")
+
+    listed = await alice.slash(sim.channel, "embeddings list")
+    assert listed.ephemeral
+    assert listed.response.content.startswith("**zorb** · positive · 1 vector · tiny · private")
+    info = await alice.slash(sim.channel, "embeddings info", name="zorb")
+    assert info.response.embeds[0].title == "zorb"
+
+    renamed = await alice.slash(sim.channel, "embeddings rename", name="zorb", new_name="blip")
+    assert renamed.response.content == "Renamed to **blip**; write `<blip>` from now on."
+    exported = await alice.slash(sim.channel, "embeddings export", name="blip")
+    attachment = exported.response.attachments[0]
+    assert attachment.filename == "blip.safetensors"
+    data = await attachment.read()
+    header = json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])
+    assert header["emb_params"]["shape"] == [1, 32]
+
+    deleted = await alice.slash(sim.channel, "embeddings delete", name="blip")
+    assert deleted.response.content == "Deleted **blip**."
+    gone = await alice.slash(sim.channel, "embeddings info", name="blip")
+    assert refusal(gone).startswith("You have no embedding called")
+
+
+async def test_autocomplete_offers_usable_names_only(sim: Simulation) -> None:
+    """Names autocomplete from the user's own and the shared ones, never others' private ones."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    await train(sim, alice, "zorb")
+    await _share_many(sim, bob.id, 30)
+    mine = await alice.autocomplete(sim.channel, "embeddings info", "name", "zo")
+    assert [choice["value"] for choice in mine] == ["zorb"]
+    theirs = await bob.autocomplete(sim.channel, "embeddings info", "name", "zo")
+    assert theirs == []
+    many = await bob.autocomplete(sim.channel, "embeddings info", "name", "lib")
+    assert len(many) == 25
+
+
+async def test_library_pages_and_search(sim: Simulation) -> None:
+    """/library lists shared words ten a page with Prev/Next, and searches by name."""
+    owner, reader = sim.member("olga"), sim.member("rui")
+    await _share_many(sim, owner.id, 12)
+    first = await reader.slash(sim.channel, "library")
+    page = first.response
+    assert page.ephemeral and len(page.embeds[0].fields) == 10
+    assert page.embeds[0].footer.text == "page 1 of 2 · 12 shared"
+    assert f"by <@{owner.id}> · positive · 0 uses" in page.embeds[0].fields[0].value
+
+    turned = await reader.click(page.message, label="Next")
+    assert turned.response.embeds[0].footer.text == "page 2 of 2 · 12 shared"
+    back = await reader.click(turned.response.message, label="Prev")
+    assert back.response.embeds[0].footer.text == "page 1 of 2 · 12 shared"
+
+    found = await reader.slash(sim.channel, "library", query="libword11")
+    assert [field.name for field in found.response.embeds[0].fields] == ["libword11"]
+    none = await reader.slash(sim.channel, "library", query="nothing-like-this")
+    assert none.response.embeds[0].description == "Nothing shared matches that."
+
+
+async def test_queue_and_cancel(slow_sim: Simulation) -> None:
+    """/queue shows the job; another user cannot cancel it; its owner can, by button or command."""
+    sim = slow_sim
+    alice, bob = sim.member("alice"), sim.member("bob")
+    first = await alice.slash(sim.channel, "imagine", prompt="a slow cube", steps=40)
+    second = await alice.slash(sim.channel, "imagine", prompt="a slower cube", steps=40)
+    queue = await alice.slash(sim.channel, "queue")
+    lines = queue.response.content.split("\n")
+    assert len(lines) == 2 and "a slow cube" in lines[0] and "a slower cube" in lines[1]
+
+    refused = await bob.click(first.response, label="Cancel")
+    job = await sim.latest_job(alice)
+    assert refusal(refused) == (
+        f"Only the person who queued job #{job.id - 1} or a server manager can cancel it."
+    )
+    cancelled = await alice.slash(sim.channel, "cancel")
+    assert cancelled.response.content == f"Cancelled job #{job.id}."
+    await alice.click(first.response, label="Cancel")
+    await sim.job_done(job.id)
+    await sim.job_done(job.id - 1)
+    assert sim.channel_message(first.response.id).content.startswith("Cancelled **a slow cube**")
+    assert sim.channel_message(second.response.id).content.startswith("Cancelled **a slower")
+    nothing = await alice.slash(sim.channel, "cancel")
+    assert refusal(nothing) == "You have no job waiting or running to cancel."
+
+
+async def test_admin_settings_reach_the_services(sim: Simulation) -> None:
+    """Default negative prompt, safety mode and removal of a shared word, by a manager."""
+    manager, alice, bob = sim.member("mia", manager=True), sim.member("alice"), sim.member("bob")
+    await manager.slash(sim.channel, "admin negative", prompt="lowres")
+    await manager.slash(sim.channel, "admin safety", mode="strict")
+    shown = await manager.slash(sim.channel, "admin settings")
+    assert "**Default negative prompt** lowres" in shown.response.content
+    assert "**Safety mode** strict" in shown.response.content
+
+    await alice.slash(sim.channel, "imagine", prompt="a red cube", negative="blurry")
+    job = await sim.job_done(alice)
+    assert job.params["negative"] == "blurry, lowres"
+
+    await train(sim, alice, "zorb", share=True)
+    removed = await manager.slash(sim.channel, "admin remove", name="zorb")
+    assert removed.response.content == f"Took **zorb** out of the library; <@{alice.id}> keeps it."
+    after = await bob.slash(sim.channel, "imagine", prompt="<zorb>")
+    assert refusal(after).startswith("You have no embedding called <zorb>")
+
+
+async def test_admin_is_hidden_from_members_without_manage_server(sim: Simulation) -> None:
+    """Discord does not offer /admin to a member without Manage Server."""
+    alice = sim.member("alice")
+    assert "admin limits" not in alice.available_commands(sim.channel)
+    with pytest.raises(simcord.SetupError):
+        await alice.slash(sim.channel, "admin limits", max_queued_per_user=50)

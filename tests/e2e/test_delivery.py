@@ -1,0 +1,131 @@
+"""Results reach the user through restarts, token expiry and throttled progress."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+from pathlib import Path
+
+from PIL import Image
+
+from bot.hub import JobUpdate
+from bot.testing import Simulation, simulated
+from cogs.delivery import EDIT_INTERVAL
+from tests.e2e.conftest import SLOW_STEP_SECONDS, photo_options, standin_settings
+
+
+async def test_buttons_on_old_results_work_after_a_restart(sim: Simulation) -> None:
+    """Reroll and Info on a message posted before `restart_bot()` still answer."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    before = await alice.slash(sim.channel, "imagine", prompt="a red cube", seed=7)
+    first = await sim.job_done(alice)
+    await sim.restart_bot()
+
+    info = await bob.click(before.response, label="Info")
+    assert info.ephemeral
+    assert "**Prompt** a red cube" in info.response.content
+    assert "**Seed** 7" in info.response.content
+
+    reroll = await bob.click(before.response, label="Reroll")
+    again = await sim.job_done(bob)
+    assert again.id != first.id and again.user_id == bob.id
+    assert again.params["prompt"] == "a red cube" and again.params["seed"] != 7
+    assert reroll.response is not None and reroll.response.attachments
+
+
+async def test_a_job_queued_before_a_restart_is_delivered(slow_sim: Simulation) -> None:
+    """A job still running when the bot restarts runs again and reaches its message."""
+    sim = slow_sim
+    alice = sim.member("alice")
+    result = await alice.slash(sim.channel, "imagine", prompt="a slow cube", steps=12)
+    job = await sim.latest_job(alice)
+    assert not job.is_final
+    await sim.restart_bot()
+    done = await sim.job_done(job.id)
+    assert done.state.value == "succeeded"
+    message = sim.channel_message(result.response.id)
+    assert message.attachments and message.attachments[0].filename.endswith(".png")
+    assert [c["label"] for c in message.components[0].to_dict()["components"]] == [
+        "Reroll",
+        "Info",
+        "Delete",
+    ]
+
+
+async def test_a_long_job_is_delivered_to_the_channel_after_the_token_expires(
+    slow_sim: Simulation,
+) -> None:
+    """Past the 15-minute token, the result is a channel reply that mentions the user."""
+    sim = slow_sim
+    alice = sim.member("alice")
+    result = await alice.slash(sim.channel, "train", name="zorb", **photo_options())
+    original = result.response
+    await sim.advance_time(16 * 60)
+    job = await sim.job_done(alice)
+    assert job.state.value == "succeeded"
+    replies = [m for m in sim.channel.history() if m.reference is not None]
+    assert len(replies) == 1
+    reply = replies[0]
+    assert reply.reference.message_id == original.id
+    assert reply.content.startswith(f"<@{alice.id}> Trained **zorb**")
+    assert alice.id in [user.id for user in reply.mentions]
+    assert reply.embeds[0].title == "zorb"
+    assert "see the reply below" in sim.channel_message(original.id).content
+
+
+async def test_progress_edits_are_throttled(tmp_path: Path) -> None:
+    """Every-step progress reaches the job's message at most once per 2 s of real time."""
+    settings = standin_settings(tmp_path / "data", train_steps=24, train_slice_steps=1)
+    async with simulated(settings, standin_step_seconds=SLOW_STEP_SECONDS) as sim:
+        alice = sim.member("alice")
+        result = await alice.slash(sim.channel, "train", name="zorb", **photo_options())
+        edits: list[tuple[float, str]] = []  # (real time, content) of each edit of its message
+        seen = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while not (await sim.latest_job(alice)).delivered and loop.time() < deadline:
+            for entry in sim.env.http_requests[seen:]:
+                if entry.method == "PATCH" and "/webhooks/" in entry.path:
+                    body = entry.json if isinstance(entry.json, dict) else {}  # multipart: list
+                    edits.append((loop.time(), body.get("content") or "<with files>"))
+            seen = len(sim.env.http_requests)
+            await asyncio.sleep(0.01)  # stamp requests as they happen (no settling here)
+        await sim.settle()
+        progress = [t for t, content in edits if content.startswith(("Training", "Started"))]
+        assert len(progress) >= 2, edits
+        assert len(progress) < 24 / 2, edits  # far fewer edits than progress reports
+        shown = [t for t, content in edits if content != "<with files>"]  # all but the result
+        gaps = [later - earlier for earlier, later in itertools.pairwise(shown)]
+        assert min(gaps) >= EDIT_INTERVAL - 0.1, edits
+        assert "step 24/24" not in result.response.content  # replaced by the card
+        assert result.response.embeds[0].title == "zorb"
+
+
+async def test_progress_shows_the_live_preview(slow_sim: Simulation) -> None:
+    """A progress update that carries a preview image puts it on the job's message."""
+    sim = slow_sim
+    alice = sim.member("alice")
+    result = await alice.slash(sim.channel, "imagine", prompt="a slow cube", steps=40)
+    job = await sim.latest_job(alice)
+    preview = _png(32)
+    sim.app.hub.publish(
+        JobUpdate(job.id, alice.id, "progress", step=3, total=40, preview_png=preview)
+    )
+
+    def shows_preview() -> bool:
+        message = sim.channel_message(result.response.id)
+        return [a.filename for a in message.attachments] == ["preview.png"]
+
+    await sim.until(shows_preview, limit=30, what="the preview on the progress message")
+    message = sim.channel_message(result.response.id)
+    assert await message.attachments[0].read() == preview
+    assert message.content.startswith("Imagining **a slow cube**")
+    await alice.click(message, label="Cancel")
+    await sim.job_done(job.id)
+
+
+def _png(side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()

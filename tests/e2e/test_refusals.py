@@ -1,0 +1,137 @@
+"""Every refusal reaches the user as one private sentence, and queues nothing."""
+
+from __future__ import annotations
+
+import pytest
+import simcord
+
+from bot.services import ServiceError
+from bot.testing import Simulation
+from tests.bot.conftest import three_photos
+from tests.e2e.conftest import SLOW_STEP_SECONDS, photo_options, refusal, standin_settings, train
+
+
+async def test_two_photos_cannot_be_sent_and_the_service_says_why(sim: Simulation) -> None:
+    """Discord refuses /train without photo3; the service's sentence covers 2 photos anyway."""
+    alice = sim.member("alice")
+    with pytest.raises(simcord.OptionError, match="photo3"):
+        await alice.slash(sim.channel, "train", name="zorb", **photo_options(count=2))
+    with pytest.raises(ServiceError, match=r"Training needs 3 to 5 photos; 2 were attached\."):
+        await sim.app.train.submit(alice.id, "zorb", three_photos()[:2])
+    assert await sim.app.storage.jobs.list_for_user(alice.id, states=None) == []
+
+
+async def test_six_photos_are_refused_by_the_service(sim: Simulation) -> None:
+    """The command offers five photo options; the service refuses a sixth photo by sentence."""
+    alice = sim.member("alice")
+    six = three_photos(0) + three_photos(1)
+    with pytest.raises(ServiceError, match=r"Training needs 3 to 5 photos; 6 were attached\."):
+        await sim.app.train.submit(alice.id, "zorb", six)
+    assert await sim.app.storage.jobs.list_for_user(alice.id, states=None) == []
+
+
+async def test_a_non_image_attachment_is_refused(sim: Simulation) -> None:
+    """A text file among the photos gets the photo intake's sentence naming it."""
+    alice = sim.member("alice")
+    options = photo_options() | {"photo2": ("notes.txt", b"these are my notes, not a photo")}
+    result = await alice.slash(sim.channel, "train", name="zorb", **options)
+    assert refusal(result) == (
+        "Photo 2 (notes.txt) is not an image Lexicon can read; use JPEG, PNG or WebP."
+    )
+    assert await sim.app.storage.jobs.list_for_user(alice.id, states=None) == []
+
+
+async def test_an_oversized_attachment_is_refused_before_download(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo over the limit is refused by its size; no attachment is ever downloaded."""
+    from bot.testing import simulated
+
+    settings = standin_settings(tmp_path / "data", max_photo_bytes=200 * 1024)
+    async with simulated(settings) as sim:
+        fetched: list[str] = []
+        real_get = sim.env.backend.cdn.get
+        monkeypatch.setattr(
+            sim.env.backend.cdn, "get", lambda url: fetched.append(url) or real_get(url)
+        )
+        alice = sim.member("alice")
+        options = photo_options() | {"photo3": ("huge.png", b"\0" * (300 * 1024))}
+        result = await alice.slash(sim.channel, "train", name="zorb", **options)
+        assert refusal(result) == (
+            "Photo 3 (huge.png) is 300 KiB, over the 200 KiB limit; send a smaller file."
+        )
+        assert fetched == []
+
+
+async def test_an_unknown_name_gets_a_suggestion(sim: Simulation) -> None:
+    """`<zorp>` when only zorb exists: the service's "did you mean" sentence, privately."""
+    alice = sim.member("alice")
+    await train(sim, alice, "zorb")
+    result = await alice.slash(sim.channel, "imagine", prompt="a photo of <zorp>")
+    assert refusal(result) == (
+        "You have no embedding called <zorp> and none is shared under that name. "
+        "Did you mean <zorb>?"
+    )
+
+
+async def test_a_taken_name_is_refused(sim: Simulation) -> None:
+    """Training a name you already have, or sharing one the library has, is refused."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    await train(sim, alice, "zorb", share=True)
+    again = await alice.slash(sim.channel, "train", name="zorb", **photo_options(seed=3))
+    assert refusal(again) == "You already have an embedding called 'zorb'."
+    clash = await bob.slash(sim.channel, "train", name="zorb", share=True, **photo_options(seed=5))
+    assert refusal(clash) == "The shared library already has an embedding called 'zorb'."
+
+
+async def test_blocked_words_are_refused_in_prompts_and_names(sim: Simulation) -> None:
+    """A word a manager blocked is refused in a prompt and in a new name."""
+    manager, alice = sim.member("mia", manager=True), sim.member("alice")
+    added = await manager.slash(sim.channel, "admin blocked add", word="Gorgon")
+    assert added.response.content.startswith("Blocked 'gorgon'.")
+    prompt = await alice.slash(sim.channel, "imagine", prompt="a gorgon on a beach")
+    assert refusal(prompt) == "'gorgon' is blocked on this server; remove it and try again."
+    name = await alice.slash(sim.channel, "train", name="gorgon", **photo_options())
+    assert refusal(name) == "'gorgon' is blocked on this server; remove it and try again."
+
+
+async def test_a_full_queue_is_refused(slow_sim: Simulation) -> None:
+    """With the server limit at one job per user, a second job waits its turn: refused."""
+    sim = slow_sim
+    manager, alice = sim.member("mia", manager=True), sim.member("alice")
+    await manager.slash(sim.channel, "admin limits", max_queued_per_user=1)
+    first = await alice.slash(sim.channel, "imagine", prompt="a red cube", steps=20)
+    assert "Queued" in first.response.content
+    second = await alice.slash(sim.channel, "imagine", prompt="a blue cube")
+    assert refusal(second) == (
+        "You already have 1 jobs waiting or running, the most allowed; "
+        "wait for one to finish or cancel one."
+    )
+    assert 20 * SLOW_STEP_SECONDS > 2  # the first job was still running when refused
+    await sim.job_done(alice)
+
+
+async def test_only_the_owner_can_delete_a_result(sim: Simulation) -> None:
+    """Bob's Delete on Alice's images is refused privately; Alice's removes the message."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    result = await alice.slash(sim.channel, "imagine", prompt="a red cube")
+    await sim.job_done(alice)
+    message = result.response
+    refused = await bob.click(message, label="Delete")
+    assert refused.ephemeral
+    assert refused.response.content == "Only the person who asked for these images can delete them."
+    assert sim.channel_message(message.id) is not None
+    await alice.click(message, label="Delete")
+    assert message.id not in [m.id for m in sim.channel.history()]
+
+
+async def test_a_banned_user_is_refused(sim: Simulation) -> None:
+    """After /admin ban, the user's commands answer with one sentence."""
+    manager, alice = sim.member("mia", manager=True), sim.member("alice")
+    await manager.slash(sim.channel, "admin ban", user=alice)
+    result = await alice.slash(sim.channel, "imagine", prompt="a red cube")
+    assert refusal(result) == "You are not allowed to use Lexicon."
+    await manager.slash(sim.channel, "admin unban", user=alice)
+    allowed = await alice.slash(sim.channel, "imagine", prompt="a red cube")
+    assert "Queued" in allowed.response.content
+    await sim.job_done(alice)
