@@ -85,13 +85,17 @@ class LexiconBot(commands.Bot):
             self._app = await Lexicon.open(self.settings)
         for item in PERSISTENT_ITEMS:
             self.add_dynamic_items(item)
+        for extension in reversed(list(self.extensions)):
+            await self.unload_extension(extension)  # a second login (a simulated restart)
+        self.failed_extensions.clear()
         for extension in EXTENSIONS:
             try:
                 await self.load_extension(extension)
             except Exception as error:
                 self.failed_extensions[extension] = error
                 log.exception("could not load %s; the other cogs still load", extension)
-        self.heartbeat.start()
+        if not self.heartbeat.is_running():
+            self.heartbeat.start()
         await self.sync_commands()
 
     async def sync_commands(self) -> None:

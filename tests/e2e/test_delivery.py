@@ -129,3 +129,17 @@ def _png(side: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), (200, 30, 30)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+async def test_the_same_bot_logging_in_again_keeps_working(sim: Simulation) -> None:
+    """SimCord's plain `env.restart_bot()` (same bot object) reloads the cogs cleanly."""
+    alice = sim.member("alice")
+    before = await alice.slash(sim.channel, "imagine", prompt="a red cube", seed=3)
+    await sim.job_done(alice)
+    await sim.env.restart_bot()
+    assert sim.bot.failed_extensions == {}
+    info = await alice.click(before.response, label="Info")
+    assert "**Seed** 3" in info.response.content
+    after = await alice.slash(sim.channel, "imagine", prompt="a blue cube")
+    await sim.job_done(alice)
+    assert sim.channel_message(after.response.id).attachments
