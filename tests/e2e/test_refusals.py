@@ -135,3 +135,13 @@ async def test_a_banned_user_is_refused(sim: Simulation) -> None:
     allowed = await alice.slash(sim.channel, "imagine", prompt="a red cube")
     assert "Queued" in allowed.response.content
     await sim.job_done(alice)
+
+
+async def test_an_oversized_embedding_file_is_refused_before_download(sim: Simulation) -> None:
+    """/embeddings import refuses a file over the limit by its size, privately."""
+    alice = sim.member("alice")
+    result = await alice.slash(
+        sim.channel, "embeddings import", file=("big.pt", b"\0" * (1100 * 1024)), name="bigword"
+    )
+    assert refusal(result) == "big.pt is 1100 KiB; embedding files may be at most 1024 KiB."
+    assert await sim.app.storage.embeddings.list_owned(alice.id) == []
