@@ -186,7 +186,7 @@ def bench_stock(folder: Path, batches: list[int]) -> Any:
 # --- Lexicon engine ----------------------------------------------------------------------------
 
 
-def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_unet: bool) -> Any:
+def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_mode: str) -> Any:
     from PIL import Image
 
     from engine.generate import generate
@@ -194,12 +194,6 @@ def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_unet
     from engine.model import load_model
 
     model = load_model(str(folder), device="cuda", data_dir=data_dir)
-    if compile_unet:
-        from engine.speed import compile_model
-
-        started = time.perf_counter()
-        compile_model(model)
-        record("lexicon_compile_call_s", round(time.perf_counter() - started, 1))
 
     def request(seed: int, user: int | None = None) -> GenerateRequest:
         embeddings = ()
@@ -210,6 +204,14 @@ def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_unet
             prompt = f"a photo of word{user} on a beach"
         return GenerateRequest(prompt, seed, STEPS, GUIDANCE, SIZE, SIZE, embeddings=embeddings)
 
+    if compile_mode != "off":
+        from engine.speed import apply_speedups
+
+        apply_speedups(model, compile_mode)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        generate(model, [request(0)])
+        generate(model, [request(i, user=i) for i in range(8)])
+        record("lexicon_compile_warmup_s", round(time.perf_counter() - started, 1))
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     generate(model, [request(1)])
@@ -232,7 +234,9 @@ def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_unet
 # --- served throughput through scheduler + worker -------------------------------------------
 
 
-def bench_served(folder: Path, data_dir: Path, users: int = 8, per_user: int = 8) -> None:
+def bench_served(
+    folder: Path, data_dir: Path, compile_mode: str, users: int = 8, per_user: int = 8
+) -> None:
     from bot.app import Lexicon
     from bot.config import Settings
 
@@ -243,6 +247,7 @@ def bench_served(folder: Path, data_dir: Path, users: int = 8, per_user: int = 8
         allowed_sizes=[f"{SIZE}x{SIZE}"],
         max_queued_per_user=per_user,
         max_batch=8,
+        compile=compile_mode,
     )
 
     async def main() -> None:
@@ -360,11 +365,15 @@ def bench_stock_ti_step(folder: Path, batch: int, steps: int = 10) -> float:
 
 
 def bench_lexicon_ti(model: Any) -> None:
+    """The product's default recipe (Settings' defaults), from 4 photos to the saved file."""
+    from bot.config import Settings
     from engine.jobs import TrainRequest
     from engine.runtime import DiffusersEngine
+    from engine.training import TrainRecipe
 
-    engine = DiffusersEngine(model)
-    request = TrainRequest("zorb", tuple(photos(4)), steps=250, seed=0)
+    defaults = Settings()
+    engine = DiffusersEngine(model, TrainRecipe(batch_size=defaults.train_batch))
+    request = TrainRequest("zorb", tuple(photos(4)), steps=defaults.train_steps, seed=0)
     torch.cuda.reset_peak_memory_stats()
     torch.cuda.synchronize()
     started = time.perf_counter()
@@ -391,7 +400,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT", ".") + "/bench.json")
     parser.add_argument("--quick", action="store_true", help="batches 1 and 8 only")
-    parser.add_argument("--compile", action="store_true", help="torch.compile Lexicon's UNet")
+    parser.add_argument(
+        "--compile",
+        default="off",
+        choices=["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+        help="LEXICON_COMPILE for Lexicon's side (generation and the served worker)",
+    )
     parser.add_argument("--skip", default="", help="comma list: stock,lexicon,served,ti")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -443,7 +457,7 @@ def main() -> int:
         section("ti", lambda: bench_lexicon_ti(model))
         model = None
         torch.cuda.empty_cache()
-        section("served", lambda: bench_served(folder, data_dir / "served"))
+        section("served", lambda: bench_served(folder, data_dir / "served", args.compile))
     finally:
         Path(args.out).write_text(json.dumps(RESULTS, indent=2))
         print(json.dumps(RESULTS, indent=2))

@@ -46,6 +46,9 @@ def default_transport(settings: Settings) -> Transport:
         settings.device,
         settings.data_dir,
         torch_threads=settings.torch_threads,
+        compile_mode=settings.compile,
+        warm_up_batches=(1, settings.max_batch),
+        train_batch_size=settings.train_batch,
     )
     config = WorkerConfig(
         worker_id=f"local{os.getpid()}",

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # Limits. Each one is a promise to users ("at most N") and to the operator ("no more load
     # than this"), so each is a setting rather than a constant.
     max_queued_per_user: int = Field(default=5, ge=1, le=1000, alias="LEXICON_MAX_QUEUED_PER_USER")
+    # Slash commands one member may use per minute (any 60 s window), on top of the queue cap.
+    rate_limit: int = Field(default=20, ge=1, le=10_000, alias="LEXICON_RATE_LIMIT")
     max_photo_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, alias="LEXICON_MAX_PHOTO_BYTES"
     )
@@ -64,7 +66,12 @@ class Settings(BaseSettings):
     allowed_sizes: Annotated[list[str], NoDecode] = Field(
         default=["512x512", "512x768", "768x512"], alias="LEXICON_ALLOWED_SIZES"
     )
-    train_steps: int = Field(default=250, ge=1, le=20_000, alias="LEXICON_TRAIN_STEPS")
+    # The default recipe: 125 steps x batch 8 = 1,000 samples (docs/TRAINING.md).
+    train_steps: int = Field(default=125, ge=1, le=20_000, alias="LEXICON_TRAIN_STEPS")
+    train_batch: int = Field(default=8, ge=1, le=64, alias="LEXICON_TRAIN_BATCH")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
+        default="off", alias="LEXICON_COMPILE"
+    )
     metrics_port: int | None = Field(default=None, ge=1, le=65535, alias="LEXICON_METRICS_PORT")
     lease_seconds: float = Field(default=30.0, ge=2.0, le=3600.0, alias="LEXICON_LEASE_SECONDS")
     train_slice_steps: int = Field(default=10, ge=1, le=1000, alias="LEXICON_TRAIN_SLICE_STEPS")

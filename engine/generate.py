@@ -33,6 +33,7 @@ import torch
 
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
 from engine.encode import PromptEncoder
+from engine.errors import Cancelled
 from engine.jobs import GeneratedImage, GenerateRequest
 from engine.model import LoadedModel
 from engine.png import ImageParameters, encode_png, format_parameters
@@ -50,10 +51,6 @@ _PNG_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="png")
 
 StepCallback = Callable[[int, int, torch.Tensor], bool | None]
 PreviewCallback = Callable[[int, int, list[bytes]], None]
-
-
-class Cancelled(Exception):
-    """Generation stopped because the step callback asked for it."""
 
 
 class InvalidRequest(ValueError):

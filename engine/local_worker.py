@@ -26,6 +26,9 @@ class EngineSpec:
     data_dir: Path
     standin_step_seconds: float = 0.0
     torch_threads: int | None = None
+    compile_mode: str = "off"
+    warm_up_batches: tuple[int, ...] = ()
+    train_batch_size: int = 8
 
 
 def build_engine(spec: EngineSpec) -> Engine:
@@ -38,8 +41,16 @@ def build_engine(spec: EngineSpec) -> Engine:
 
         torch.set_num_threads(spec.torch_threads)
     from engine.runtime import DiffusersEngine
+    from engine.training import TrainRecipe
 
-    return DiffusersEngine.load(spec.model, spec.device, spec.data_dir)
+    return DiffusersEngine.load(
+        spec.model,
+        spec.device,
+        spec.data_dir,
+        recipe=TrainRecipe(batch_size=spec.train_batch_size),
+        compile_mode=spec.compile_mode,  # type: ignore[arg-type]
+        warm_up_batches=spec.warm_up_batches,
+    )
 
 
 class PipeChannel:

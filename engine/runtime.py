@@ -9,23 +9,28 @@ step callback one PNG per request.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from engine import generate as generation
 from engine.embedding_files import EmbeddingFileError
-from engine.errors import Cancelled
-from engine.jobs import EmbeddingPayload, GeneratedImage, GenerateRequest, TrainRequest
+from engine.jobs import GeneratedImage, GenerateRequest, TrainRequest
 from engine.model import LoadedModel, load_model
 from engine.photos import PhotoError
-from engine.training import CheckpointError, Trainer, TrainRecipe, TrainRequestError
+from engine.speed import CompileMode, apply_speedups
+from engine.training import (
+    CheckpointError,
+    Trainer,
+    TrainRecipe,
+    TrainRequestError,
+    render_previews,
+)
 from engine.worker import StepCallback, UserInputError
 
 log = logging.getLogger("lexicon.engine")
 
 PREVIEW_EVERY = 5
-PREVIEW_STEPS = 20
-PREVIEW_PROMPTS = ("a photo of {}", "a close-up photo of {}")
 
 
 class DiffusersEngine:
@@ -38,9 +43,20 @@ class DiffusersEngine:
 
     @classmethod
     def load(
-        cls, spec: str, device: str, data_dir: Path, recipe: TrainRecipe | None = None
+        cls,
+        spec: str,
+        device: str,
+        data_dir: Path,
+        recipe: TrainRecipe | None = None,
+        compile_mode: CompileMode = "off",
+        warm_up_batches: Sequence[int] = (),
     ) -> DiffusersEngine:
-        return cls(load_model(spec, device=device, data_dir=data_dir), recipe)
+        engine = cls(load_model(spec, device=device, data_dir=data_dir), recipe)
+        apply_speedups(engine.model, compile_mode)
+        if compile_mode != "off" and warm_up_batches:
+            seconds = engine.warm_up(warm_up_batches)
+            log.info("compiled and warmed up for batches %s in %.0f s", warm_up_batches, seconds)
+        return engine
 
     def generate(
         self, requests: Sequence[GenerateRequest], on_step: StepCallback
@@ -64,8 +80,6 @@ class DiffusersEngine:
                 preview_every=PREVIEW_EVERY,
                 on_preview=keep_previews,
             )
-        except (generation.Cancelled, Cancelled):
-            raise Cancelled from None
         except (generation.InvalidRequest, EmbeddingFileError) as error:
             raise UserInputError(str(error)) from None
 
@@ -87,22 +101,13 @@ class DiffusersEngine:
             raise UserInputError(str(error)) from None
 
     def _previews(self, trainer: Trainer) -> list[bytes]:
-        """Two small renders of the new word, seeded, at the model's native size."""
-        data = trainer.embedding_bytes()
-        name = trainer.request.name.lower()
-        payload = EmbeddingPayload(name, data, "")
+        return render_previews(self.model, trainer)
+
+    def warm_up(self, batch_sizes: Sequence[int]) -> float:
+        """Render once at each batch size (compiled graphs are built per shape); seconds."""
+        started = time.perf_counter()
         side = self.model.native_size
-        requests = [
-            GenerateRequest(
-                prompt=template.format(name),
-                seed=index,
-                steps=PREVIEW_STEPS,
-                guidance=7.5,
-                width=side,
-                height=side,
-                embeddings=(payload,),
-            )
-            for index, template in enumerate(PREVIEW_PROMPTS)
-        ]
-        images = generation.generate(self.model, requests)
-        return [batch[0].png for batch in images]
+        for size in batch_sizes:
+            requests = [GenerateRequest("warm-up", i, 2, 7.5, side, side) for i in range(size)]
+            generation.generate(self.model, requests)
+        return time.perf_counter() - started

@@ -20,11 +20,12 @@ CompileMode = Literal["off", "default", "max-autotune-no-cudagraphs", "reduce-ov
 
 
 def apply_speedups(model: LoadedModel, compile_mode: CompileMode = "off") -> None:
-    """channels_last for the convolutional nets; optionally compile UNet and VAE decoder."""
+    """Compile UNet and VAE decoder (CUDA only). channels_last is not applied: on the H100 it
+    made both generation and training slower (docs/BENCHMARKS.md)."""
     if model.device.type != "cuda":
+        if compile_mode != "off":
+            log.info("LEXICON_COMPILE is ignored on %s", model.device)
         return
-    model.unet.to(memory_format=torch.channels_last)
-    model.vae.to(memory_format=torch.channels_last)
     if compile_mode != "off":
         mode = None if compile_mode == "default" else compile_mode
         model.unet = torch.compile(model.unet, mode=mode, dynamic=False)

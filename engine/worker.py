@@ -216,19 +216,26 @@ class Worker:
 
     def _run_batch(self, batch: GenerateBatch) -> None:
         jobs = [job for job in batch.jobs if job.job_id not in self._cancelled]
-        for job in batch.jobs:
-            if job.job_id in self._cancelled:
-                self.send(JobCancelled(job.job_id, job.attempt))
+        outcomes: list[FromWorker] = [
+            JobCancelled(job.job_id, job.attempt)
+            for job in batch.jobs
+            if job.job_id in self._cancelled
+        ]
         if jobs:
             try:
-                self._generate(jobs)
+                outcomes += self._generate(jobs)
             except UserInputError:
                 # One bad request must not sink the others: run each alone to find it.
                 for job in jobs:
-                    self._generate([job])
+                    outcomes += self._generate([job])
+        # Free the slot before sending the results: the scheduler can hand over the next batch
+        # while it stores these images, so the GPU does not wait on the bot's disk writes.
         self.send(SlotFree(self.config.worker_id, "generate"))
+        for outcome in outcomes:
+            self.send(outcome)
 
-    def _generate(self, jobs: list[GenerateJob]) -> None:
+    def _generate(self, jobs: list[GenerateJob]) -> list[FromWorker]:
+        """Run one engine batch; returns each job's outcome message (not yet sent)."""
         ids = tuple(job.job_id for job in jobs)
         self._running_ids = ids
         started = time.monotonic()
@@ -256,30 +263,30 @@ class Worker:
         try:
             results = self.engine.generate([job.request for job in jobs], on_step)
         except Cancelled:
-            for job in jobs:
-                if job.job_id in self._cancelled:
-                    self.send(JobCancelled(job.job_id, job.attempt))
-                else:
-                    self.send(JobReleased(job.job_id, job.attempt))
-            return
+            return [
+                JobCancelled(job.job_id, job.attempt)
+                if job.job_id in self._cancelled
+                else JobReleased(job.job_id, job.attempt)
+                for job in jobs
+            ]
         except UserInputError as error:
             if len(jobs) > 1:
                 raise
-            self.send(JobFailed(jobs[0].job_id, jobs[0].attempt, str(error), retryable=False))
-            return
+            return [JobFailed(jobs[0].job_id, jobs[0].attempt, str(error), retryable=False)]
         except Exception as error:  # an engine fault: log it, let the bot retry elsewhere
             log.exception("generate batch %s failed", ids)
-            for job in jobs:
-                self.send(JobFailed(job.job_id, job.attempt, _fault_sentence(error), True))
-            return
+            return [
+                JobFailed(job.job_id, job.attempt, _fault_sentence(error), True) for job in jobs
+            ]
         finally:
             self._running_ids = ()
         seconds = time.monotonic() - started
-        for job, images in zip(jobs, results, strict=True):
-            if job.job_id in self._cancelled:
-                self.send(JobCancelled(job.job_id, job.attempt))
-            else:
-                self.send(GenerateDone(job.job_id, job.attempt, tuple(images), seconds))
+        return [
+            JobCancelled(job.job_id, job.attempt)
+            if job.job_id in self._cancelled
+            else GenerateDone(job.job_id, job.attempt, tuple(images), seconds)
+            for job, images in zip(jobs, results, strict=True)
+        ]
 
     # --- train -----------------------------------------------------------------------------
 

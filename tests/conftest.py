@@ -43,3 +43,13 @@ def cli(tmp_path: Path):
         return run_lexicon(list(args), tmp_path, timeout=timeout, **env)
 
     return call
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+# The GPU smoke test is collected only where CUDA exists (not skipped: absent from the run).
+collect_ignore = [] if _cuda_available() else ["gpu"]
