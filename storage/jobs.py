@@ -292,20 +292,23 @@ class JobRepository:
     ) -> list[Job]:
         """Lease exactly these jobs (a scheduler's pick from `fair_order`), in the given order.
 
-        Jobs that are no longer queued (cancelled or claimed meanwhile) are skipped.
+        Jobs that are no longer queued (cancelled or claimed meanwhile) are skipped. Each job
+        starts one microsecond after the one before it: the fair order breaks ties between
+        users by their last start, and one shared timestamp would hand every tie to the lowest
+        job id, so with more users than a batch holds the same users would be left out each time.
         """
         now = self._clock()
         expires = to_seconds(now + timedelta(seconds=lease_seconds))
         claimed: list[Job] = []
         async with self._db.transaction() as transaction:
-            for job_id in dict.fromkeys(job_ids):
+            for index, job_id in enumerate(dict.fromkeys(job_ids)):
                 row = await transaction.fetch_one(
                     """
                     UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
                         lease_expires_at = ?, started_at = ?
                     WHERE id = ? AND state = 'queued' RETURNING *
                     """,
-                    (worker_id, expires, to_seconds(now), job_id),
+                    (worker_id, expires, to_seconds(now) + index * 1e-6, job_id),
                 )
                 if row is not None:
                     claimed.append(job_from_row(row))
