@@ -108,11 +108,16 @@ class Scheduler:
 
     async def start(self) -> None:
         """Recover what a previous process left running, then start dispatching."""
-        requeued = await self.jobs.requeue_running(
-            "Lexicon restarted while this job was running; it will run again."
-        )
-        if requeued:
-            log.info("requeued %d jobs that were running before the restart", len(requeued))
+        if getattr(self.transport, "workers_outlive_bot", False):
+            # Remote workers (Redis) kept running while the bot was down: their jobs come back
+            # through heartbeats; `_watch_leases` requeues only those whose leases then expire.
+            log.info("leaving running jobs to their workers; expired leases will be requeued")
+        else:
+            requeued = await self.jobs.requeue_running(
+                "Lexicon restarted while this job was running; it will run again."
+            )
+            if requeued:
+                log.info("requeued %d jobs that were running before the restart", len(requeued))
         await self.transport.start()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="scheduler-events"),
@@ -278,7 +283,13 @@ class Scheduler:
             await handler(self, event)
 
     async def _on_ready(self, event: WorkerReady) -> None:
-        self._workers[event.worker_id] = _Worker(event.worker_id, event.max_batch)
+        worker = _Worker(event.worker_id, event.max_batch)
+        # A worker that (re)appears while it still holds jobs (a bot restart with remote
+        # workers) is busy in those slots until it reports them free.
+        for job in await self.jobs.leased_to(event.worker_id):
+            worker.free.discard(job.kind.value)
+            worker.jobs.add(job.id)
+        self._workers[event.worker_id] = worker
         self.model_family = event.family
         self.worker_ready.set()
         self.wake()
@@ -292,6 +303,12 @@ class Scheduler:
     async def _on_started(self, event: JobStarted) -> None:
         self._started_at[event.job_id] = time.monotonic()
         job = await self.jobs.get(event.job_id)
+        if job.lease_owner not in (None, event.worker_id):
+            # A shared queue (Redis) lets any free worker take the batch: the lease follows
+            # the worker that runs it, so its heartbeats extend it and its loss requeues it.
+            job = await self.jobs.move_lease(
+                job.id, event.worker_id, self.lease_seconds, attempt=event.attempt
+            )
         self.hub.publish(
             JobUpdate(
                 job.id,

@@ -314,6 +314,36 @@ class JobRepository:
                     claimed.append(job_from_row(row))
         return claimed
 
+    async def move_lease(
+        self, job_id: int, worker_id: str, lease_seconds: float, *, attempt: int
+    ) -> Job:
+        """Hand a running job's lease to the worker that actually took it (shared queues).
+
+        Only the current attempt moves; a late report from an earlier one changes nothing.
+        """
+        expires = to_seconds(self._clock() + timedelta(seconds=lease_seconds))
+        async with self._db.transaction() as transaction:
+            row = await transaction.fetch_one(
+                """
+                UPDATE jobs SET lease_owner = ?, lease_expires_at = ?
+                WHERE id = ? AND state = 'running' AND attempts = ? RETURNING *
+                """,
+                (worker_id, expires, job_id, attempt),
+            )
+            if row is None:
+                row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise NotFound(f"There is no job #{job_id}.")
+        return job_from_row(row)
+
+    async def leased_to(self, worker_id: str) -> list[Job]:
+        """The running jobs whose lease this worker holds, oldest first."""
+        rows = await self._db.fetch_all(
+            "SELECT * FROM jobs WHERE state = 'running' AND lease_owner = ? ORDER BY id",
+            (worker_id,),
+        )
+        return [job_from_row(row) for row in rows]
+
     async def release(
         self, job_id: int, *, worker_id: str | None = None, attempt: int | None = None
     ) -> Job:
