@@ -457,7 +457,8 @@ def main() -> int:
         section("ti", lambda: bench_lexicon_ti(model))
         model = None
         torch.cuda.empty_cache()
-        section("served", lambda: bench_served(folder, data_dir / "served", args.compile))
+        served_dir = Path(tempfile.mkdtemp(prefix="served-", dir=work))  # a fresh database
+        section("served", lambda: bench_served(folder, served_dir, args.compile))
     finally:
         Path(args.out).write_text(json.dumps(RESULTS, indent=2))
         print(json.dumps(RESULTS, indent=2))

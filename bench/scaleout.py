@@ -1,0 +1,174 @@
+"""Scale-out simulation: throughput with 1, 2, 4, 8 Redis workers, and where the bot saturates.
+
+    python -m bench.scaleout [--workers 1 2 4 8] [--jobs 400] [--step-seconds 0.02 0]
+
+Each run starts its own redis-server (no persistence) and N stand-in worker processes
+(`engine.redis_worker.serve` with the torch-free stand-in engine, which sleeps a fixed time per
+denoising step, as a GPU of fixed speed would), queues `--jobs` one-image /imagine jobs from
+`--users` users, then opens the bot core (scheduler + RedisTransport, in this process) and times
+until every job has succeeded. The bot's CPU time is measured on this process alone: when it
+nears one core (100 %), the bot — SQLite writes, the scheduler, decoding results — is the limit,
+not the workers. `--step-seconds 0` removes the "GPU" entirely, so only that overhead remains.
+
+Prints one Markdown table row per run (docs/SCALING.md holds a measured table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STEPS = 10
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    import redis
+
+    port = _free_port()
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    for _ in range(500):
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            client.ping()
+            break
+        time.sleep(0.01)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def serve_worker(url: str, worker_id: str, step_seconds: float, max_batch: int) -> int:
+    """The worker side, in a child process."""
+    from engine.local_worker import EngineSpec
+    from engine.redis_worker import liveness_for, serve
+    from engine.worker import WorkerConfig
+
+    heartbeat, ttl = liveness_for(30.0)
+    spec = EngineSpec("standin", "standin", "cpu", Path(tempfile.gettempdir()), step_seconds)
+    config = WorkerConfig(worker_id, max_batch=max_batch, heartbeat_interval=heartbeat)
+    return serve(url, spec, config, ttl=ttl)
+
+
+async def one_run(
+    workers: int, jobs: int, users: int, step_seconds: float, max_batch: int, tmp: Path
+) -> dict[str, float]:
+    import redis
+
+    from bot.app import Lexicon
+    from bot.config import Settings
+    from bot.redis_transport import RedisTransport
+
+    with redis_server(tmp) as url:
+        command = [sys.executable, "-m", "bench.scaleout", "--serve-worker", url]
+        processes = [
+            subprocess.Popen([*command, f"w{i}", str(step_seconds), str(max_batch)], cwd=REPO)  # noqa: ASYNC220
+            for i in range(workers)
+        ]
+        try:
+            client = redis.Redis.from_url(url)
+            while client.scard("lexicon:workers") < workers:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            values: dict[str, object] = {
+                "engine": "standin",
+                "model": "standin",
+                "data_dir": tmp / "data",
+                "queue": url,
+                "allowed_sizes": ["64x64"],
+                "max_queued_per_user": jobs,
+                "max_batch": max_batch,
+            }
+            settings = Settings(**values)  # type: ignore[arg-type]
+            async with await Lexicon.open(settings, start_worker=False) as app:
+                ids = []
+                for i in range(jobs):
+                    submitted = await app.imagine.submit(
+                        i % users + 1, f"job {i}", seed=i, steps=STEPS
+                    )
+                    ids.append(submitted.job.id)
+            started, cpu = time.perf_counter(), time.process_time()
+            app = await Lexicon.open(settings, RedisTransport(url))
+            try:
+                await asyncio.gather(*(app.wait_for_job(job_id) for job_id in ids))
+                wall = time.perf_counter() - started
+                cpu = time.process_time() - cpu
+                states = {(await app.storage.jobs.get(j)).state.value for j in ids}
+                assert states == {"succeeded"}, states
+            finally:
+                await app.close()
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    return {"wall": wall, "jobs_per_s": jobs / wall, "bot_cpu": cpu / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--jobs", type=int, default=400)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--step-seconds", type=float, nargs="+", default=[0.02, 0.0])
+    parser.add_argument("--serve-worker", nargs=4, metavar=("URL", "ID", "STEP", "BATCH"))
+    args = parser.parse_args()
+    if args.serve_worker:
+        url, worker_id, step, batch = args.serve_worker
+        raise SystemExit(serve_worker(url, worker_id, float(step), int(batch)))
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    print(f"{os.cpu_count()} CPUs; {args.jobs} jobs from {args.users} users, {STEPS} steps each,")
+    print(f"batches of up to {args.max_batch}.\n")
+    print("| step time | workers | ideal jobs/s | measured jobs/s | speed-up | bot CPU |")
+    print("|---|---|---|---|---|---|")
+    for step_seconds in args.step_seconds:
+        base = None
+        for workers in args.workers:
+            with tempfile.TemporaryDirectory() as tmp:
+                result = asyncio.run(
+                    one_run(workers, args.jobs, args.users, step_seconds, args.max_batch, Path(tmp))
+                )
+            base = base or result["jobs_per_s"]
+            ideal = (
+                f"{workers * args.max_batch / (STEPS * step_seconds):.0f}" if step_seconds else "∞"
+            )
+            print(
+                f"| {step_seconds * 1000:.0f} ms | {workers} | {ideal} | "
+                f"{result['jobs_per_s']:.1f} | {result['jobs_per_s'] / base:.2f}x | "
+                f"{result['bot_cpu'] * 100:.0f} % |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
