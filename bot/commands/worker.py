@@ -1,10 +1,22 @@
-"""`lexicon worker`: a standalone GPU worker serving a Redis queue (scale-out)."""
+"""`lexicon worker`: a standalone GPU worker serving a Redis queue (scale-out).
+
+It reads the same settings as the bot for what concerns a worker — `LEXICON_MODEL`,
+`LEXICON_ENGINE`, `LEXICON_DEVICE`, `LEXICON_MAX_BATCH`, `LEXICON_TORCH_THREADS`,
+`LEXICON_COMPILE`, `LEXICON_TRAIN_BATCH`, the training slice and checkpoint settings,
+`LEXICON_LEASE_SECONDS` (which sets how often it heartbeats) — and uses `LEXICON_DATA_DIR` only
+as the model cache: the bot alone owns the database and files.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit
 
-from bot.cli import NotBuiltError
+from bot.cli import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,4 +26,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    raise NotBuiltError("standalone Redis workers are not built yet (issue: Scale-out).")
+    from bot.config import load_settings
+    from bot.logging_setup import configure_logging
+    from engine.local_worker import EngineSpec
+    from engine.redis_worker import liveness_for, serve
+    from engine.worker import WorkerConfig
+
+    overrides: dict[str, object] = {}
+    if args.queue:
+        overrides["queue"] = args.queue
+    if args.device:
+        overrides["device"] = args.device
+    if args.max_batch is not None:
+        overrides["max_batch"] = args.max_batch
+    settings = load_settings(**overrides)
+    if settings.queue == "local":
+        raise CommandError(
+            "a standalone worker needs a Redis queue: pass --queue redis://host:6379/0 "
+            "or set LEXICON_QUEUE."
+        )
+    password = urlsplit(settings.queue).password
+    configure_logging(settings.log_level, secrets=[password] if password else [])
+    logging.getLogger("lexicon").info("worker: model %s on %s", settings.model, settings.device)
+    heartbeat, ttl = liveness_for(settings.lease_seconds)
+    spec = EngineSpec(  # as the embedded worker's (bot.app.default_transport)
+        settings.engine,
+        settings.model,
+        settings.device,
+        settings.data_dir,
+        torch_threads=settings.torch_threads,
+        compile_mode=settings.compile,
+        warm_up_batches=(1, settings.max_batch),
+        train_batch_size=settings.train_batch,
+    )
+    config = WorkerConfig(
+        worker_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}",
+        max_batch=settings.max_batch,
+        train_slice_steps=settings.train_slice_steps,
+        checkpoint_every=settings.checkpoint_every,
+        heartbeat_interval=heartbeat,
+    )
+    return serve(settings.queue, spec, config, ttl=ttl)

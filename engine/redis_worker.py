@@ -1,0 +1,653 @@
+"""A standalone GPU worker that serves a Redis queue (scale-out), and the Redis key layout.
+
+Torch-free at import time: the bot imports `RedisLayout` from here, and `lexicon worker` imports
+the engine (and with it torch) only once the connection is set up. The worker loop is the same
+`engine.worker.Worker` the embedded worker runs; only its `Channel` differs.
+
+How a worker uses Redis (docs/SCALING.md has the whole picture):
+- work arrives on one stream per slot kind (`lexicon:work:generate`, `lexicon:work:train`) that
+  every worker reads through the consumer group `workers`, one entry at a time and only while it
+  has that slot free. The entry names its payload, a separate key that the reader takes with
+  GETDEL, so photos and embeddings stay in Redis only until a worker picks them up;
+- when the worker has reported every job of an entry (done, failed, cancelled or released), the
+  report and the XACK + XDEL of the entry go in one MULTI, so an entry is gone exactly when its
+  outcome is on the bot's event stream;
+- a free slot is announced by one Lua script that *takes a waiting entry instead* when there is
+  one. So an announcement never coexists with work nobody has read, and capacity the bot counted
+  twice (a race between workers) is absorbed by the next worker that frees up;
+- liveness is a hash with a TTL (`lexicon:worker:<id>`), rewritten with every heartbeat, which
+  also touches (XCLAIM to itself) the entries the worker holds so the bot's janitor never takes
+  them for orphans;
+- cancels arrive on a per-worker control stream, and as `lexicon:cancel:<job>` keys that are
+  checked when an entry is read (the cancel may come before anyone has started the job).
+
+Every Redis call survives a dropped connection: reports are retried with backoff until Redis is
+back (the bot deduplicates by job attempt), progress reports are dropped instead of waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.protocol import (
+    CancelJob,
+    FromWorker,
+    GenerateBatch,
+    GenerateDone,
+    Heartbeat,
+    JobCancelled,
+    JobFailed,
+    JobProgress,
+    JobReleased,
+    Shutdown,
+    SlotFree,
+    SlotKind,
+    ToWorker,
+    TrainDone,
+    TrainJob,
+    WorkerLost,
+    WorkerReady,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("lexicon.redis_worker")
+
+SLOTS: tuple[SlotKind, SlotKind] = ("generate", "train")
+WORK_GROUP = "workers"
+BOT_GROUP = "bot"
+# Photos of one /train: 5 x 10 MB (LEXICON_MAX_PHOTO_BYTES) grow by 4/3 in the JSON codec.
+DEFAULT_MAX_PAYLOAD_BYTES = 128 * 1024 * 1024
+DEFAULT_PAYLOAD_TTL = 3600.0
+EVENTS_MAXLEN = 100_000
+CONTROL_MAXLEN = 100
+# Between denoising steps the worker talks to Redis at most this often (cancels, new training).
+PEEK_INTERVAL = 0.05
+# Longest single blocking read, so SIGTERM and cancels are noticed quickly.
+MAX_BLOCK = 0.25
+
+OUTCOMES = (GenerateDone, TrainDone, JobFailed, JobCancelled, JobReleased)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RedisLayout:
+    """Every key Lexicon uses in Redis. One bot (a stable `bot_id`) per prefix and database."""
+
+    prefix: str = "lexicon"
+    bot_id: str = "bot"
+
+    def work(self, slot: str) -> str:
+        return f"{self.prefix}:work:{slot}"
+
+    def payload(self, token: str) -> str:
+        return f"{self.prefix}:payload:{token}"
+
+    def events(self, bot_id: str | None = None) -> str:
+        return f"{self.prefix}:events:{bot_id or self.bot_id}"
+
+    def control(self, worker_id: str) -> str:
+        return f"{self.prefix}:control:{worker_id}"
+
+    def cancel(self, job_id: int) -> str:
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+
+def slot_of(message: GenerateBatch | TrainJob) -> SlotKind:
+    return "generate" if isinstance(message, GenerateBatch) else "train"
+
+
+def format_jobs(pairs: Iterable[tuple[int, int]]) -> str:
+    """Job ids and attempts of a work entry, readable without its payload: `12:1,13:2`."""
+    return ",".join(f"{job}:{attempt}" for job, attempt in pairs)
+
+
+def parse_jobs(text: str) -> list[tuple[int, int]]:
+    pairs = []
+    for part in filter(None, text.split(",")):
+        job, _, attempt = part.partition(":")
+        pairs.append((int(job), int(attempt)))
+    return pairs
+
+
+def liveness_for(lease_seconds: float) -> tuple[float, float]:
+    """(heartbeat interval, liveness TTL) for the bot's job lease: a dead worker is noticed
+    (TTL) well before its jobs' leases run out, and a busy one beats five times per TTL."""
+    heartbeat = min(2.0, max(0.2, lease_seconds / 15))
+    return heartbeat, 5 * heartbeat
+
+
+# Free a slot: take the oldest waiting entry if there is one (returned as XREADGROUP returns
+# it), else announce the free slot on the bot's event stream. Atomic, so an announcement never
+# coexists with unread work. KEYS: work stream, events stream. ARGV: group, consumer, encoded
+# SlotFree, events maxlen.
+TAKE_OR_ANNOUNCE = """
+redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+                       'STREAMS', KEYS[1], '>')
+if got then return got end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3])
+return false
+"""
+
+
+class ChannelClosed(EOFError):
+    """The channel gave up (Redis stayed away while the worker was stopping)."""
+
+
+@dataclass
+class _Entry:
+    """A work entry this worker has read and not yet acknowledged."""
+
+    stream: str
+    entry_id: str
+    slot: SlotKind
+    bot_id: str
+    outstanding: set[tuple[int, int]] = field(default_factory=set)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: Any) -> dict[str, Any]:
+    """Entry fields as a dict, whether redis-py parsed them or a script returned a flat list."""
+    if isinstance(raw, dict):
+        return {_text(k): v for k, v in raw.items()}
+    items = list(raw or [])
+    return {_text(k): v for k, v in zip(items[::2], items[1::2], strict=True)}
+
+
+class RedisChannel:
+    """A `Channel` (engine.worker) over Redis streams. Thread-safe where the worker needs it:
+    the worker loop sends and polls, its heartbeat thread sends heartbeats."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        worker_id: str,
+        *,
+        layout: RedisLayout | None = None,
+        max_batch: int = 8,
+        ttl: float = 10.0,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        stop_grace: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.worker_id = worker_id
+        self.layout = layout or RedisLayout()
+        self.max_batch = max_batch
+        self.ttl = ttl
+        self.max_payload_bytes = max_payload_bytes
+        self.stop_grace = stop_grace
+        self._lock = threading.RLock()
+        self._inbox: deque[ToWorker] = deque()
+        self._free: dict[str, bool] = dict.fromkeys(SLOTS, False)
+        self._swallow: dict[str, int] = dict.fromkeys(SLOTS, 0)
+        self._entries: dict[str, _Entry] = {}
+        self._held: dict[tuple[int, int], _Entry] = {}
+        self._worker_jobs: tuple[int, ...] = ()
+        self._ready: bytes | None = None
+        self._control_last = "0-0"
+        self._next_peek = 0.0
+        self._stop = threading.Event()
+        self._stop_at: float | None = None
+        self._shutdown_sent = False
+        self._outage_since: float | None = None
+        self._take = client.register_script(TAKE_OR_ANNOUNCE)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """SIGTERM: the next poll answers Shutdown; the worker finishes or releases its work."""
+        if not self._stop.is_set():
+            self._stop_at = time.monotonic()
+            self._stop.set()
+
+    def close(self, reason: str = "the worker stopped") -> None:
+        """Give back what was read but never handed to the worker loop, then say goodbye."""
+        self._stop.set()
+        with self._lock:
+            leftovers = list(self._inbox)
+            self._inbox.clear()
+        for message in leftovers:
+            if isinstance(message, GenerateBatch):
+                for job in message.jobs:
+                    self.send(JobReleased(job.job_id, job.attempt))
+            elif isinstance(message, TrainJob):
+                self.send(JobReleased(message.job_id, message.attempt))
+        layout = self.layout
+
+        def farewell() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            if self._ready is not None:
+                pipe.xadd(
+                    layout.events(),
+                    {"m": encode(WorkerLost(self.worker_id, reason))},
+                    maxlen=EVENTS_MAXLEN,
+                    approximate=True,
+                )
+            pipe.delete(layout.worker(self.worker_id), layout.control(self.worker_id))
+            pipe.srem(layout.workers, self.worker_id)
+            pipe.execute()
+            for slot in SLOTS:
+                with contextlib.suppress(ResponseError):
+                    self.client.xgroup_delconsumer(layout.work(slot), WORK_GROUP, self.worker_id)
+
+        with contextlib.suppress(ChannelClosed):
+            self._retry(farewell)
+
+    # --- Channel: send -----------------------------------------------------------------------
+
+    def send(self, message: FromWorker) -> None:
+        if isinstance(message, WorkerReady):
+            self._register(message)
+        elif isinstance(message, SlotFree):
+            self._slot_free(message)
+        elif isinstance(message, Heartbeat):
+            self._heartbeat(message)
+        elif isinstance(message, JobProgress):
+            self._progress(message)
+        elif isinstance(message, OUTCOMES):
+            self._outcome(message)
+        else:  # JobStarted, TrainCheckpoint, WorkerLost (could not start)
+            data = self._bounded(message)
+            if data is not None:
+                self._retry(lambda: self._xadd_event(self.client, self.layout.events(), data))
+
+    def _register(self, message: WorkerReady) -> None:
+        self._ready = encode(message)
+        self._retry(self._write_registration)
+
+    def _write_registration(self, pipe_events: bool = True) -> None:
+        assert self._ready is not None
+        layout = self.layout
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(
+            layout.worker(self.worker_id),
+            mapping={"ready": self._ready, "host": socket.gethostname(), "pid": os.getpid()},
+        )
+        pipe.pexpire(layout.worker(self.worker_id), int(self.ttl * 1000))
+        pipe.sadd(layout.workers, self.worker_id)
+        if pipe_events:
+            self._xadd_event(pipe, layout.events(), self._ready)
+        pipe.execute()
+
+    def _slot_free(self, message: SlotFree) -> None:
+        slot = message.slot
+        with self._lock:
+            if self._swallow[slot]:
+                self._swallow[slot] -= 1  # one chunk of a split batch is done, not the entry
+                return
+            self._free[slot] = True
+        if self._stop.is_set():
+            return
+        data = encode(message)
+        stream, events = self.layout.work(slot), self.layout.events()
+
+        def take_or_announce() -> Any:
+            return self._take(
+                keys=[stream, events], args=[WORK_GROUP, self.worker_id, data, EVENTS_MAXLEN]
+            )
+
+        self._accept_entries(self._retry(take_or_announce))
+
+    def _heartbeat(self, message: Heartbeat) -> None:
+        """Liveness: refresh the hash and its TTL, and touch the entries this worker holds."""
+        with self._lock:
+            self._worker_jobs = message.job_ids
+            held = [(e.stream, e.entry_id) for e in self._entries.values()]
+            jobs = sorted({*message.job_ids, *(job for job, _ in self._held)})
+        layout = self.layout
+        key = layout.worker(self.worker_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={"jobs": ",".join(map(str, jobs))})
+        if self._ready is not None:
+            pipe.hset(key, "ready", self._ready)
+        pipe.hincrby(key, "beat", 1)
+        if self._stop.is_set():
+            pipe.hset(key, "stopping", 1)
+        pipe.pexpire(key, int(self.ttl * 1000))
+        pipe.sadd(layout.workers, self.worker_id)
+        for stream, entry_id in held:
+            pipe.xclaim(stream, WORK_GROUP, self.worker_id, 0, [entry_id], justid=True)
+        try:
+            pipe.execute(raise_on_error=False)
+            self._back_online()
+        except REDIS_DOWN as error:
+            self._note_outage(error)
+
+    def _progress(self, message: JobProgress) -> None:
+        """Best effort: a progress report is never worth waiting for Redis."""
+        data = self._bounded(message)
+        if data is None:
+            return
+        try:
+            self._xadd_event(self.client, self._events_for(message.job_id, message.attempt), data)
+            self._back_online()
+        except REDIS_DOWN as error:
+            self._note_outage(error)
+
+    def _outcome(self, message: FromWorker) -> None:
+        """Report an outcome; the entry is acknowledged and deleted in the same MULTI once
+        every job of it has one."""
+        job_id, attempt = message.job_id, message.attempt  # type: ignore[union-attr]
+        data = self._bounded(message)
+        if data is None:
+            size = len(encode(message)) / 1e6
+            data = encode(
+                JobFailed(
+                    job_id,
+                    attempt,
+                    f"The result is {size:.1f} MB, more than the "
+                    f"{self.max_payload_bytes / 1e6:.0f} MB the queue carries.",
+                    retryable=False,
+                )
+            )
+        with self._lock:
+            entry = self._held.pop((job_id, attempt), None)
+            finished = None
+            if entry is not None:
+                entry.outstanding.discard((job_id, attempt))
+                if not entry.outstanding:
+                    finished = self._entries.pop(entry.entry_id, None)
+        events = self.layout.events(entry.bot_id if entry else None)
+
+        def report() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            self._xadd_event(pipe, events, data)
+            if finished is not None:
+                pipe.xack(finished.stream, WORK_GROUP, finished.entry_id)
+                pipe.xdel(finished.stream, finished.entry_id)
+            pipe.execute(raise_on_error=False)
+
+        self._retry(report)
+
+    # --- Channel: poll -----------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> ToWorker | None:
+        """The next message for the worker loop, waiting up to `timeout` seconds.
+
+        Between denoising steps (`timeout` 0) Redis is asked at most every PEEK_INTERVAL; an
+        idle worker blocks on the work streams of its free slots, MAX_BLOCK at a time."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        first = True
+        while True:
+            with self._lock:
+                if self._inbox:
+                    return self._inbox.popleft()
+            if self._stop.is_set():
+                if not self._shutdown_sent:
+                    self._shutdown_sent = True
+                    return Shutdown()
+                return None
+            now = time.monotonic()
+            remaining = deadline - now
+            if not first and remaining <= 0:
+                return None
+            first = False
+            if remaining <= 0 and now < self._next_peek:
+                return None
+            self._next_peek = now + PEEK_INTERVAL
+            block_ms = max(1, int(min(remaining, MAX_BLOCK) * 1000)) if remaining > 0 else None
+            try:
+                self._read_control(block_ms if not self._free_slots() else None)
+                if not self._inbox and self._free_slots():
+                    self._read_work(self._free_slots(), block_ms)
+                self._back_online()
+            except REDIS_DOWN as error:
+                self._note_outage(error)
+                time.sleep(min(max(remaining, 0.0), 0.5))
+
+    def _free_slots(self) -> list[SlotKind]:
+        with self._lock:
+            return [slot for slot in SLOTS if self._free[slot]]
+
+    def _read_control(self, block_ms: int | None) -> None:
+        stream = self.layout.control(self.worker_id)
+        response: Any = self.client.xread({stream: self._control_last}, count=16, block=block_ms)
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                self._control_last = _text(entry_id)
+                try:
+                    message = decode(_fields(fields)["m"])
+                except (KeyError, ValueError, TypeError):
+                    log.warning("ignored an unreadable control message %s", entry_id)
+                    continue
+                if isinstance(message, CancelJob):
+                    with self._lock:
+                        self._inbox.append(message)
+                elif isinstance(message, Shutdown):
+                    self.request_stop()
+
+    def _read_work(self, slots: list[SlotKind], block_ms: int | None) -> None:
+        streams: dict[Any, Any] = {self.layout.work(slot): ">" for slot in slots}
+        try:
+            response: Any = self.client.xreadgroup(
+                WORK_GROUP, self.worker_id, streams, count=1, block=block_ms
+            )
+        except ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            self._ensure_groups()  # Redis lost its data (restart without persistence)
+            return
+        self._accept_entries(response)
+
+    def _ensure_groups(self) -> None:
+        for slot in SLOTS:
+            with contextlib.suppress(ResponseError):  # BUSYGROUP: someone was faster
+                self.client.xgroup_create(self.layout.work(slot), WORK_GROUP, "0", mkstream=True)
+
+    def _accept_entries(self, response: Any) -> None:
+        for stream, entries in response or []:
+            stream_name = _text(stream)
+            slot: SlotKind = "generate" if stream_name == self.layout.work("generate") else "train"
+            for entry_id, fields in entries:
+                self._accept(stream_name, slot, _text(entry_id), fields)
+
+    def _accept(self, stream: str, slot: SlotKind, entry_id: str, fields: Any) -> None:
+        """Take one work entry: its payload (GETDEL), cancels, and hand it to the worker."""
+        fields = _fields(fields)
+        if "p" not in fields:  # trimmed or deleted under us: nothing to run
+            self._retry(lambda: self._ack(stream, entry_id))
+            return
+        jobs = parse_jobs(_text(fields.get("jobs", b"")))
+        bot_id = _text(fields.get("bot", self.layout.bot_id))
+        payload_key = _text(fields["p"])
+
+        def fetch() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.getdel(payload_key)
+            for job_id, _ in jobs:
+                pipe.exists(self.layout.cancel(job_id))
+            result: list[Any] = pipe.execute()
+            return result
+
+        payload, *cancelled = self._retry(fetch)
+        entry = _Entry(stream, entry_id, slot, bot_id, set(jobs))
+        with self._lock:
+            self._entries[entry_id] = entry
+            for pair in jobs:
+                self._held[pair] = entry
+        message: Any = None
+        if payload is not None:
+            try:
+                message = decode(payload)
+            except (KeyError, ValueError, TypeError):
+                log.exception("work entry %s has an unreadable payload", entry_id)
+        if not isinstance(message, GenerateBatch | TrainJob):
+            # The payload expired or is corrupt: give the jobs back; the bot sends them again.
+            log.warning("work entry %s has no usable payload; releasing %s", entry_id, jobs)
+            for job_id, attempt in jobs:
+                self.send(JobReleased(job_id, attempt))
+            return
+        with self._lock:
+            self._free[slot] = False
+            for (job_id, _), is_cancelled in zip(jobs, cancelled, strict=True):
+                if is_cancelled:
+                    self._inbox.append(CancelJob(job_id))
+            if isinstance(message, GenerateBatch):
+                chunks = split_batch(message, self.max_batch)
+                self._swallow["generate"] += len(chunks) - 1
+                self._inbox.extend(chunks)
+            else:
+                self._inbox.append(message)
+
+    def _ack(self, stream: str, entry_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(stream, WORK_GROUP, entry_id)
+        pipe.xdel(stream, entry_id)
+        pipe.execute(raise_on_error=False)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _events_for(self, job_id: int, attempt: int) -> str:
+        with self._lock:
+            entry = self._held.get((job_id, attempt))
+        return self.layout.events(entry.bot_id if entry else None)
+
+    def _bounded(self, message: FromWorker) -> bytes | None:
+        data = encode(message)
+        if len(data) > self.max_payload_bytes:
+            log.error(
+                "%s is %d bytes, over the %d-byte limit; not sent",
+                type(message).__name__,
+                len(data),
+                self.max_payload_bytes,
+            )
+            return None
+        return data
+
+    @staticmethod
+    def _xadd_event(target: Any, stream: str, data: bytes) -> Any:
+        return target.xadd(stream, {"m": data}, maxlen=EVENTS_MAXLEN, approximate=True)
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        """Run a Redis call until it succeeds; a stopping worker gives up after `stop_grace`."""
+        delay = 0.05
+        while True:
+            try:
+                result = call()
+            except REDIS_DOWN as error:
+                self._note_outage(error)
+                if self._stop_at is not None and time.monotonic() - self._stop_at > self.stop_grace:
+                    raise ChannelClosed(
+                        "Redis stayed unreachable while the worker stopped"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._back_online()
+            return result
+
+    def _note_outage(self, error: BaseException) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("lost the connection to Redis (%s); retrying", error)
+
+    def _back_online(self) -> None:
+        if self._outage_since is not None:
+            log.warning(
+                "Redis is reachable again after %.1f s", time.monotonic() - self._outage_since
+            )
+            self._outage_since = None
+            # A restarted Redis may have lost the registration: write it again right away.
+            if self._ready is not None:
+                with contextlib.suppress(*REDIS_DOWN):
+                    self._write_registration(pipe_events=False)
+
+
+def split_batch(batch: GenerateBatch, max_images: int) -> list[GenerateBatch]:
+    """Chunks of at most `max_images` images, for a worker smaller than the one the scheduler
+    sized the batch for (the work stream is shared)."""
+    chunks: list[GenerateBatch] = []
+    current: list[Any] = []
+    images = 0
+    for job in batch.jobs:
+        count = job.request.count
+        if current and images + count > max_images:
+            chunks.append(GenerateBatch(tuple(current)))
+            current, images = [], 0
+        current.append(job)
+        images += count
+    if current:
+        chunks.append(GenerateBatch(tuple(current)))
+    return chunks
+
+
+def connect(url: str) -> redis.Redis:
+    """A thread-safe client; blocking reads stay far below the socket timeout."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=15, health_check_interval=30
+    )
+
+
+def serve(
+    url: str,
+    spec: Any,
+    config: Any,
+    *,
+    ttl: float,
+    layout: RedisLayout | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    install_signals: bool = True,
+) -> int:
+    """Load the engine once, register, serve until SIGTERM; returns the exit status.
+
+    `spec` is an `engine.local_worker.EngineSpec`, `config` an `engine.worker.WorkerConfig`.
+    """
+    from engine.local_worker import build_engine, quiet_libraries
+    from engine.worker import Worker
+
+    quiet_libraries()
+    channel = RedisChannel(
+        connect(url),
+        config.worker_id,
+        layout=layout,
+        max_batch=config.max_batch,
+        ttl=ttl,
+        max_payload_bytes=max_payload_bytes,
+    )
+    if install_signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: channel.request_stop())
+    log.info("worker %s: loading the %s engine (%s)", config.worker_id, spec.kind, spec.model)
+    try:
+        engine = build_engine(spec)
+    except Exception as error:
+        log.error("the GPU worker could not start: %s", error)
+        with contextlib.suppress(ChannelClosed):
+            channel.request_stop()
+            channel.send(WorkerLost(config.worker_id, f"the GPU worker could not start: {error}"))
+        return 1
+    if channel._stop.is_set():
+        return 0
+    log.info("worker %s: ready on %s, serving %s", config.worker_id, engine.device, url)
+    Worker(engine, channel, config).run()
+    channel.close()
+    log.info("worker %s: stopped", config.worker_id)
+    return 0

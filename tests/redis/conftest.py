@@ -1,0 +1,328 @@
+"""A real redis-server on loopback, standalone worker processes and a bot core that uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from bot.app import Lexicon
+from bot.hub import JobUpdate
+from bot.redis_transport import RedisTransport
+from engine.tiny import make_tiny_model
+from storage.models import JobState
+from tests.bot.conftest import make_settings
+from tests.conftest import REPO_ROOT, lexicon_env
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+LEASE_SECONDS = 8.0  # workers beat every 0.53 s and are declared lost 2.7 s after their last
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """One redis-server without persistence: a restart loses everything, as the worst case."""
+
+    directory: Path
+    port: int = field(default_factory=_free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--logfile", str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+        client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no save."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _no_operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("LEXICON_", "DISCORD_")):
+            monkeypatch.delenv(name)
+
+
+# --- worker processes ---------------------------------------------------------------------
+
+_STANDIN_WORKER = """
+import logging, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+logging.basicConfig(level=logging.INFO, format="%(asctime)s {worker_id} %(name)s: %(message)s")
+from engine.local_worker import EngineSpec
+from engine.redis_worker import liveness_for, serve
+from engine.worker import WorkerConfig
+heartbeat, ttl = liveness_for({lease!r})
+spec = EngineSpec("standin", "standin", "cpu", Path({data!r}), standin_step_seconds={step!r})
+config = WorkerConfig({worker_id!r}, max_batch={max_batch!r}, train_slice_steps=5,
+                      checkpoint_every=5, heartbeat_interval=heartbeat)
+sys.exit(serve({url!r}, spec, config, ttl=ttl))
+"""
+
+
+@dataclass
+class WorkerProcess:
+    worker_id: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+
+    def wait(self, limit: float = 60.0) -> int:
+        return self.process.wait(limit)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Workers:
+    """Starts worker processes for a test and makes sure none outlives it."""
+
+    def __init__(self, redis_server: RedisServer, tmp_path: Path) -> None:
+        self.redis = redis_server
+        self.tmp_path = tmp_path
+        self.started: list[WorkerProcess] = []
+
+    def standin(
+        self, worker_id: str, *, step_seconds: float = 0.0, max_batch: int = 8
+    ) -> WorkerProcess:
+        """A worker with the stand-in engine, started through `engine.redis_worker.serve`."""
+        script = _STANDIN_WORKER.format(
+            root=str(REPO_ROOT),
+            worker_id=worker_id,
+            lease=LEASE_SECONDS,
+            data=str(self.tmp_path / "worker-data"),
+            step=step_seconds,
+            max_batch=max_batch,
+            url=self.redis.url,
+        )
+        return self._spawn(worker_id, [sys.executable, "-c", script], dict(os.environ))
+
+    def cli(self, name: str, model: Path, *extra: str) -> WorkerProcess:
+        """A real `lexicon worker --queue …` with the tiny model, one torch thread."""
+        env = lexicon_env(
+            self.tmp_path / name,
+            LEXICON_MODEL=str(model),
+            LEXICON_DEVICE="cpu",
+            LEXICON_TORCH_THREADS="1",
+            LEXICON_LEASE_SECONDS=str(LEASE_SECONDS),
+            LEXICON_TRAIN_SLICE_STEPS="5",
+        )
+        command = [sys.executable, "-m", "bot", "worker", "--queue", self.redis.url, *extra]
+        return self._spawn(name, command, env)
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> WorkerProcess:
+        log_path = self.tmp_path / f"{name}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        worker = WorkerProcess(name, process, log_path)
+        self.started.append(worker)
+        return worker
+
+    def stop_all(self) -> None:
+        for worker in self.started:
+            worker.kill(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(10)
+
+
+@pytest.fixture
+def workers(redis_server: RedisServer, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(redis_server, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+# --- the bot side -------------------------------------------------------------------------
+
+
+def redis_transport(url: str, **overrides: Any) -> RedisTransport:
+    values: dict[str, Any] = {
+        "check_interval": 0.2,
+        "reclaim_idle_seconds": 4.0,
+        "reconnect_grace": 5.0,
+    }
+    values.update(overrides)
+    return RedisTransport(url, **values)
+
+
+@contextlib.asynccontextmanager
+async def open_bot(
+    data_dir: Path, url: str, model: Path | str = "standin", **overrides: Any
+) -> AsyncIterator[Lexicon]:
+    """A bot core on `data_dir` whose scheduler talks to workers through Redis."""
+    values: dict[str, Any] = {"lease_seconds": LEASE_SECONDS, "max_queued_per_user": 100}
+    if model == "standin":
+        values["engine"] = "standin"
+    values.update(overrides)
+    transport_options = values.pop("transport_options", {})
+    settings = make_settings(data_dir, model, queue=url, **values)
+    app = await Lexicon.open(settings, redis_transport(url, **transport_options))
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+@contextlib.asynccontextmanager
+async def recording(app: Lexicon) -> AsyncIterator[list[JobUpdate]]:
+    """Collect every job update published while the block runs."""
+    seen: list[JobUpdate] = []
+    with app.hub.subscribe() as updates:
+
+        async def pump() -> None:
+            while True:
+                seen.append(await updates.get())
+
+        task = asyncio.create_task(pump())
+        try:
+            yield seen
+        finally:
+            task.cancel()
+
+
+async def until(condition: Callable[[], bool], limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def until_async(condition: Callable[[], Any], limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def wait_all(app: Lexicon, job_ids: list[int], limit: float = 240.0) -> None:
+    await asyncio.wait_for(asyncio.gather(*(app.wait_for_job(j) for j in job_ids)), limit)
+
+
+async def assert_each_finished_once(
+    app: Lexicon, job_ids: list[int], updates: list[JobUpdate], images_per_job: int = 1
+) -> None:
+    """Every job succeeded, has its images once, and was reported succeeded exactly once."""
+    lost = []
+    for job_id in job_ids:
+        job = await app.storage.jobs.get(job_id)
+        images = await app.storage.images.list_for_job(job_id)
+        if job.state is not JobState.SUCCEEDED or len(images) != images_per_job:
+            lost.append((job_id, job.state.value, len(images), job.error))
+    assert lost == []
+    succeeded = [u.job_id for u in updates if u.kind == "succeeded" and u.job_id in job_ids]
+    assert sorted(succeeded) == sorted(job_ids)
+
+
+def redis_leftovers(client: redis.Redis) -> dict[str, int]:
+    """What a finished run left in Redis: work entries, payloads, results, pending reads."""
+    left = {
+        "work": sum(client.xlen(f"lexicon:work:{slot}") for slot in ("generate", "train")),
+        "pending": sum(
+            int(client.xpending(f"lexicon:work:{slot}", "workers")["pending"])
+            for slot in ("generate", "train")
+        ),
+        "events": client.xlen("lexicon:events:bot"),
+        "payloads": len(list(client.scan_iter("lexicon:payload:*"))),
+    }
+    return {name: count for name, count in left.items() if count}
+
+
+async def assert_redis_clean(client: redis.Redis, limit: float = 5.0) -> None:
+    """Nothing of a finished run stays in Redis (acknowledgements are flushed within 0.5 s)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if not redis_leftovers(client):
+            return
+        await asyncio.sleep(0.1)
+    assert redis_leftovers(client) == {}
+
+
+def observe_events(app: Lexicon) -> list[Any]:
+    """Every event the scheduler handles, in order (the scheduler still handles each)."""
+    seen: list[Any] = []
+    handle = app.scheduler.handle
+
+    async def recording_handle(event: Any) -> None:
+        seen.append(event)
+        await handle(event)
+
+    app.scheduler.handle = recording_handle  # type: ignore[method-assign]
+    return seen

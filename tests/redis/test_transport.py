@@ -1,0 +1,178 @@
+"""The Redis transport on its own: a real redis-server, stand-in worker processes, no bot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.redis_transport import RedisTransport
+from engine.jobs import GenerateRequest, TrainRequest
+from engine.protocol import (
+    FromWorker,
+    GenerateBatch,
+    GenerateDone,
+    GenerateJob,
+    JobCancelled,
+    JobFailed,
+    JobStarted,
+    SlotFree,
+    TrainJob,
+    WorkerReady,
+    encode,
+)
+from engine.redis_worker import split_batch
+from tests.redis.conftest import (
+    RedisServer,
+    Workers,
+    assert_redis_clean,
+    redis_transport,
+    until,
+)
+
+
+def _request(prompt: str, steps: int = 4, count: int = 1) -> GenerateRequest:
+    return GenerateRequest(prompt, 1, steps=steps, guidance=7.0, width=64, height=64, count=count)
+
+
+async def _next(events: Any, kind: type, limit: float = 30.0) -> Any:
+    """The next event of `kind` from an `events()` iterator (others are skipped)."""
+
+    async def wait() -> Any:
+        async for event in events:
+            if isinstance(event, kind):
+                return event
+        raise AssertionError("the event stream ended")
+
+    return await asyncio.wait_for(wait(), limit)
+
+
+@pytest.fixture
+async def transport(redis_server: RedisServer) -> Any:
+    started = redis_transport(redis_server.url)
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+async def test_batch_round_trip_leaves_nothing_in_redis(
+    transport: RedisTransport, redis_server: RedisServer, workers: Workers
+) -> None:
+    """A batch reaches a worker, both results come back, and Redis is empty afterwards."""
+    workers.standin("w0")
+    events = transport.events()
+    ready = await _next(events, WorkerReady)
+    assert ready.worker_id == "w0" and ready.family == "tiny"
+    await _next(events, SlotFree)
+    jobs = (GenerateJob(1, 1, _request("a", count=2)), GenerateJob(2, 1, _request("b", count=2)))
+    await transport.submit(GenerateBatch(jobs))
+    done = [await _next(events, GenerateDone), await _next(events, GenerateDone)]
+    assert sorted(d.job_id for d in done) == [1, 2]
+    assert all(len(d.images) == 2 and d.images[0].png.startswith(b"\x89PNG") for d in done)
+    await _next(events, SlotFree)  # the worker is free again
+    with contextlib.suppress(TimeoutError):  # hand the last event back as handled
+        await asyncio.wait_for(events.__anext__(), 0.3)
+    await assert_redis_clean(redis_server.client())
+
+
+async def test_payload_over_the_limit_fails_with_a_sentence(redis_server: RedisServer) -> None:
+    """A job bigger than the payload limit fails at once, for good, and nothing is stored."""
+    transport = redis_transport(redis_server.url, max_payload_bytes=100_000)
+    await transport.start()
+    try:
+        photos = tuple(bytes(60_000) for _ in range(3))
+        await transport.submit(TrainJob(7, 1, TrainRequest("zorb", photos, steps=12)))
+        failed = await _next(transport.events(), JobFailed, limit=5)
+        assert failed.job_id == 7 and failed.attempt == 1 and not failed.retryable
+        assert "MB" in failed.error and "0 MB a GPU worker accepts" in failed.error
+        client = redis_server.client()
+        assert client.xlen("lexicon:work:train") == 0
+        assert list(client.scan_iter("lexicon:payload:*")) == []
+    finally:
+        await transport.close()
+
+
+async def test_cancel_before_any_worker_started_the_job(
+    transport: RedisTransport, workers: Workers
+) -> None:
+    """A job cancelled while its batch waits in the stream is reported cancelled, never run."""
+    await transport.submit(GenerateBatch((GenerateJob(5, 1, _request("slow", steps=40)),)))
+    await transport.cancel(5)
+    workers.standin("w0", step_seconds=0.05)
+    seen: list[FromWorker] = []
+
+    async def until_free_after_cancel() -> None:
+        async for event in transport.events():
+            seen.append(event)
+            cancelled = any(isinstance(e, JobCancelled) for e in seen)
+            if cancelled and isinstance(event, SlotFree) and event.slot == "generate":
+                return
+
+    await asyncio.wait_for(until_free_after_cancel(), 30)
+    assert [e.job_id for e in seen if isinstance(e, JobCancelled)] == [5]
+    assert not [e for e in seen if isinstance(e, GenerateDone | JobStarted)]
+
+
+async def test_janitor_reclaims_entries_of_a_vanished_consumer(redis_server: RedisServer) -> None:
+    """An entry read by a consumer that then vanished is XAUTOCLAIMed and dropped after the
+    idle time, together with its payload."""
+    client = redis_server.client()
+    client.xgroup_create("lexicon:work:generate", "workers", "0", mkstream=True)
+    client.set("lexicon:payload:orphan", encode(GenerateBatch(())))
+    client.xadd("lexicon:work:generate", {"p": "lexicon:payload:orphan", "jobs": "9:1"})
+    client.xreadgroup("workers", "ghost", {"lexicon:work:generate": ">"}, count=1)
+    assert client.xpending("lexicon:work:generate", "workers")["pending"] == 1
+    transport = redis_transport(redis_server.url, reclaim_idle_seconds=1.0)
+    await transport.start()
+    try:
+        await until(lambda: client.xlen("lexicon:work:generate") == 0, limit=10)
+        assert client.xpending("lexicon:work:generate", "workers")["pending"] == 0
+        assert client.get("lexicon:payload:orphan") is None
+    finally:
+        await transport.close()
+
+
+async def test_events_not_handled_before_a_bot_crash_are_read_again(
+    redis_server: RedisServer, workers: Workers
+) -> None:
+    """An event the bot read but never finished handling is delivered again after a restart."""
+    workers.standin("w0")
+    first = redis_transport(redis_server.url)
+    await first.start()
+    events = first.events()
+    await _next(events, SlotFree)
+    await first.submit(GenerateBatch((GenerateJob(3, 1, _request("keep me")),)))
+    done = await _next(events, GenerateDone)
+    await first.close()  # "crashes" while storing the result: the generator never resumes
+
+    second = redis_transport(redis_server.url)
+    await second.start()
+    try:
+        again = await _next(second.events(), GenerateDone, limit=10)
+        assert again == done
+    finally:
+        await second.close()
+
+
+def test_batches_too_big_for_a_worker_are_split() -> None:
+    """A worker smaller than the batch runs it in chunks of at most its own size."""
+    jobs = tuple(GenerateJob(i, 1, _request(f"p{i}", count=c)) for i, c in enumerate([3, 2, 2, 4]))
+    chunks = split_batch(GenerateBatch(jobs), 4)
+    assert [[job.job_id for job in chunk.jobs] for chunk in chunks] == [[0], [1, 2], [3]]
+    assert split_batch(GenerateBatch(jobs), 16) == [GenerateBatch(jobs)]
+
+
+def test_transport_needs_only_a_url(tmp_path: Path) -> None:
+    """`LEXICON_QUEUE=redis://…` is all the bot needs to pick this transport."""
+    from bot.app import default_transport
+    from bot.config import load_settings
+
+    settings = load_settings(queue="redis://127.0.0.1:1/0", data_dir=tmp_path)
+    transport = default_transport(settings)
+    assert isinstance(transport, RedisTransport)
+    assert transport.workers_outlive_bot is True
