@@ -148,6 +148,12 @@ def build_sd15(folder: Path) -> Path:
     return folder
 
 
+def _pixels(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
 def random_embedding(seed: int, n: int = 1) -> bytes:
     from engine.embedding_files import write_embedding
 
@@ -207,7 +213,12 @@ def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_mode
     if compile_mode != "off":
         from engine.speed import apply_speedups
 
+        plain = generate(model, [request(7, user=1)])[0][0].png
         apply_speedups(model, compile_mode)  # type: ignore[arg-type]
+        compiled = generate(model, [request(7, user=1)])[0][0].png
+        diff = np.abs(_pixels(plain) - _pixels(compiled))
+        record("compiled_vs_plain_max_pixel_diff", int(diff.max()))
+        record("compiled_vs_plain_mean_pixel_diff", round(float(diff.mean()), 3))
         started = time.perf_counter()
         generate(model, [request(0)])
         generate(model, [request(i, user=i) for i in range(8)])
