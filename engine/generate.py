@@ -309,6 +309,11 @@ def _decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
     return torch.cat(images)
 
 
+def close_png_pool() -> None:
+    """Stop the PNG encoder threads (at worker exit; generation cannot run afterwards)."""
+    _PNG_POOL.shutdown(wait=True)
+
+
 def _package(
     model: LoadedModel,
     prepared: Sequence[_Prepared],

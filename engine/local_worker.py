@@ -90,4 +90,7 @@ def child_main(connection: Connection, spec: EngineSpec, config: WorkerConfig) -
     except Exception as error:  # report why, in one sentence, then exit
         channel.send(WorkerLost(config.worker_id, f"the GPU worker could not start: {error}"))
         raise SystemExit(1) from None
-    Worker(engine, channel, config).run()
+    try:
+        Worker(engine, channel, config).run()
+    finally:
+        engine.close()

@@ -100,6 +100,11 @@ class DiffusersEngine:
         except (PhotoError, TrainRequestError) as error:
             raise UserInputError(str(error)) from None
 
+    def close(self) -> None:
+        # The PNG encoder threads must be gone before interpreter shutdown: left running, they
+        # made the worker abort at exit ("terminate called without an active exception").
+        generation.close_png_pool()
+
     def _previews(self, trainer: Trainer) -> list[bytes]:
         return render_previews(self.model, trainer)
 

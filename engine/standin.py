@@ -115,3 +115,6 @@ class StandInEngine:
 
     def start_training(self, request: TrainRequest, resume_from: bytes | None) -> StandInTraining:
         return StandInTraining(request, resume_from, self.step_seconds)
+
+    def close(self) -> None:
+        pass

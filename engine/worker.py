@@ -87,6 +87,10 @@ class Engine(Protocol):
 
     def start_training(self, request: TrainRequest, resume_from: bytes | None) -> TrainingRun: ...
 
+    def close(self) -> None:
+        """Release threads and memory before the process exits."""
+        ...
+
 
 class Channel(Protocol):
     """A duplex message link to the bot."""
