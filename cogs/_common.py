@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
+from discord.ext import commands
 
+from bot.ratelimit import RateLimiter
+from bot.services import ServiceError
 from storage.models import Actor, Delivery
 
 if TYPE_CHECKING:
@@ -23,6 +27,37 @@ def lexicon_bot(interaction: discord.Interaction[Any]) -> LexiconBot:
     client = interaction.client
     assert isinstance(client, LexiconBot)
     return client
+
+
+class RateLimited(ServiceError, app_commands.CheckFailure):
+    """Too many commands in the last minute. A `ServiceError`, so the error path shows its
+    sentence; a `CheckFailure`, so a cog's `interaction_check` may raise it."""
+
+
+_limiters: weakref.WeakKeyDictionary[LexiconBot, RateLimiter] = weakref.WeakKeyDictionary()
+
+
+def _discord_now() -> float:
+    return discord.utils.utcnow().timestamp()
+
+
+def check_rate(interaction: discord.Interaction[Any]) -> None:
+    """Count this command against the member's `LEXICON_RATE_LIMIT`, or refuse it."""
+    bot = lexicon_bot(interaction)
+    limiter = _limiters.get(bot)
+    if limiter is None:
+        limiter = _limiters[bot] = RateLimiter(bot.settings.rate_limit, clock=_discord_now)
+    retry_after = limiter.acquire(interaction.user.id)
+    if retry_after:
+        raise RateLimited(limiter.refusal(retry_after))
+
+
+class RateLimitedCog(commands.Cog):
+    """A cog whose slash commands all pass the per-member rate limit first."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        check_rate(interaction)
+        return True
 
 
 def actor_of(interaction: discord.Interaction[Any]) -> Actor:

@@ -15,7 +15,7 @@ from typing import Any
 import discord
 
 from bot.services import ServiceError
-from cogs._common import actor_of, lexicon_bot, shorten
+from cogs._common import actor_of, check_rate, lexicon_bot, shorten
 from cogs._flows import CancelButton, guarded, queue_imagine
 from cogs._images import parse_parameters
 from cogs._library import LibraryPageButton
@@ -52,6 +52,7 @@ class RerollButton(
         await guarded(interaction, self._reroll(interaction))
 
     async def _reroll(self, interaction: discord.Interaction[Any]) -> None:
+        check_rate(interaction)
         job = await lexicon_bot(interaction).app.storage.jobs.get(self.job_id)
         params = job.params
         await queue_imagine(
@@ -166,6 +167,7 @@ class TryButton(
         await guarded(interaction, self._try(interaction))
 
     async def _try(self, interaction: discord.Interaction[Any]) -> None:
+        check_rate(interaction)
         app = lexicon_bot(interaction).app
         embedding = await app.storage.embeddings.get(self.embedding_id, interaction.user.id)
         job = await app.storage.jobs.get(embedding.job_id) if embedding.job_id else None

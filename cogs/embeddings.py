@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.services import ServiceError
 from cogs._cards import embedding_card
-from cogs._common import actor_of, lexicon_bot
+from cogs._common import RateLimitedCog, actor_of, lexicon_bot
 from cogs._library import QUERY_MAX, library_page
 
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ def _kib(size: int) -> str:
     return f"{size / 1024:.0f} KiB"
 
 
-class Embeddings(commands.Cog):
+class Embeddings(RateLimitedCog):
     def __init__(self, bot: LexiconBot) -> None:
         self.bot = bot
 

@@ -6,17 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.services import MAX_SEED
-from cogs._common import offer_choices
+from cogs._common import RateLimitedCog, offer_choices
 from cogs._flows import queue_imagine
 
 if TYPE_CHECKING:
     from bot.discord_bot import LexiconBot
 
 
-class Imagine(commands.Cog):
+class Imagine(RateLimitedCog):
     def __init__(self, bot: LexiconBot) -> None:
         self.bot = bot
         offer_choices(self.imagine, "size", list(bot.settings.allowed_sizes))

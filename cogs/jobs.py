@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.services import ServiceError
-from cogs._common import duration, lexicon_bot, shorten
+from cogs._common import RateLimitedCog, duration, lexicon_bot, shorten
 from cogs._flows import cancel_job
 from storage.models import Job, JobKind, JobState
 
@@ -36,7 +35,7 @@ async def active_job_choices(
     return choices[:25]
 
 
-class Jobs(commands.Cog):
+class Jobs(RateLimitedCog):
     def __init__(self, bot: LexiconBot) -> None:
         self.bot = bot
 

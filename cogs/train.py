@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
-from discord.ext import commands
 
 from bot.services import ServiceError, Submitted
-from cogs._common import lexicon_bot
+from cogs._common import RateLimitedCog, lexicon_bot
 from cogs._errors import defer_public
 from cogs._flows import queue_job
 from storage.models import Delivery
@@ -34,7 +33,7 @@ def refuse_oversized(photos: list[discord.Attachment], limit: int) -> None:
             )
 
 
-class Train(commands.Cog):
+class Train(RateLimitedCog):
     def __init__(self, bot: LexiconBot) -> None:
         self.bot = bot
 
