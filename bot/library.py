@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.scheduler import Scheduler
-from bot.services import NAME_RULES, ServiceError
+from bot.services import NAME_RULES, ServiceError, disk_failure
 from storage.errors import NotFound
 from storage.facade import Storage
 from storage.models import Actor, Embedding, FileKind
@@ -130,17 +130,20 @@ class LibraryService:
         answer = await _convert(data, filename, checked.display, negative, family)
         if not answer["ok"]:
             raise ServiceError(answer["error"])
-        return await self.storage.embeddings.create(
-            actor.user_id,
-            checked.display,
-            base64.b64decode(answer["data"]),
-            n_vectors=answer["n_vectors"],
-            width=answer["width"],
-            family=answer["family"],
-            source="imported",
-            kind="negative" if negative else "positive",
-            shared=share,
-        )
+        try:
+            return await self.storage.embeddings.create(
+                actor.user_id,
+                checked.display,
+                base64.b64decode(answer["data"]),
+                n_vectors=answer["n_vectors"],
+                width=answer["width"],
+                family=answer["family"],
+                source="imported",
+                kind="negative" if negative else "positive",
+                shared=share,
+            )
+        except OSError as error:
+            raise disk_failure("embedding", error) from None
 
     async def model_family(self, limit_seconds: float = 600.0) -> str:
         """The family of the model the workers serve (waits for a worker to report it)."""

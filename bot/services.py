@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -41,9 +42,21 @@ _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,31}")
 
 NAME_RULES = NameRules(is_reserved_word=is_single_token)
 
+log = logging.getLogger("lexicon.services")
+
 
 class ServiceError(Exception):
     """A refusal; the message is one sentence for the user."""
+
+
+def disk_failure(what: str, error: OSError) -> ServiceError:
+    """The sentence for a file the store could not write (disk full, read-only, …): nothing was
+    stored, because the store writes files before the row that names them commits."""
+    log.error("could not store %s: %s", what, error)
+    reason = (error.strerror or "a disk error").lower()
+    return ServiceError(
+        f"Lexicon could not save the {what} ({reason}), so nothing was stored; try again later."
+    )
 
 
 @dataclass(frozen=True)
@@ -317,15 +330,18 @@ class TrainService:
             "share": share,
             "negative": negative,
         }
-        job = await self.checks.jobs.enqueue(
-            user_id,
-            JobKind.TRAIN,
-            params,
-            guild_id=guild_id,
-            delivery=delivery,
-            photos=[data for _, data in photos],
-            max_active=await self.checks.max_active(user_id, guild_id),
-        )
+        try:
+            job = await self.checks.jobs.enqueue(
+                user_id,
+                JobKind.TRAIN,
+                params,
+                guild_id=guild_id,
+                delivery=delivery,
+                photos=[data for _, data in photos],
+                max_active=await self.checks.max_active(user_id, guild_id),
+            )
+        except OSError as error:
+            raise disk_failure("photos", error) from None
         return await _queued(job, self.scheduler, self.hub)
 
     async def refuse_taken(self, user_id: int, folded: str, share: bool) -> None:
