@@ -1,0 +1,81 @@
+"""Fixtures for the hardening suite: the bot in SimCord on the stand-in engine, and a way to
+prove that a refused request left nothing behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import Lexicon
+from bot.config import Settings
+from bot.testing import Simulation, simulated
+from storage.facade import files_root
+from tests.bot.conftest import _no_operator_env, make_settings, tiny_model_path
+
+__all__ = ["_no_operator_env", "tiny_model_path"]
+
+
+def standin_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for the fast stand-in engine (its model family is the tiny one, width 32)."""
+    values: dict[str, Any] = {"engine": "standin", "allowed_sizes": ["64x64", "128x128"]}
+    values.update(overrides)
+    return make_settings(data_dir, "standin", **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return standin_settings(tmp_path / "data")
+
+
+@pytest.fixture
+async def sim(settings: Settings) -> AsyncIterator[Simulation]:
+    """The bot in a simulated server, on the stand-in engine."""
+    async with simulated(settings) as simulation:
+        yield simulation
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a request could have left behind: job rows, embedding rows, stored files."""
+
+    jobs: int
+    embeddings: int
+    files: frozenset[str]
+
+
+def stored_files(data_dir: Path) -> frozenset[str]:
+    """Every file under the data dir's files/ folder (temp files included)."""
+    root = files_root(data_dir)
+    if not root.is_dir():
+        return frozenset()
+    return frozenset(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+async def stored(app: Lexicon) -> Stored:
+    db = app.storage.db
+    return Stored(
+        jobs=int(await db.fetch_value("SELECT count(*) FROM jobs")),
+        embeddings=int(await db.fetch_value("SELECT count(*) FROM embeddings")),
+        files=stored_files(app.settings.data_dir),
+    )
+
+
+NOTHING = Stored(jobs=0, embeddings=0, files=frozenset())
+
+
+def record_downloads(sim: Simulation, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The attachment URLs the bot downloads from SimCord's CDN from now on."""
+    fetched: list[str] = []
+    cdn = sim.env.backend.cdn
+    real_get = cdn.get
+
+    def get(url: str) -> Any:
+        fetched.append(url)
+        return real_get(url)
+
+    monkeypatch.setattr(cdn, "get", get)
+    return fetched

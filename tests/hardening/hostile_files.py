@@ -1,0 +1,145 @@
+"""Hostile uploads, built in memory: fake and broken photos, poisoned embedding files."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import save as save_numpy
+
+from tests.engine.photo_files import bilevel_png, encode, gradient, jpeg, png
+
+
+def truncated_jpeg() -> bytes:
+    """A real JPEG cut off in the middle of its scan data."""
+    data = jpeg(seed=11, size=(320, 256))
+    return data[: len(data) // 2]
+
+
+def bomb_png() -> bytes:
+    """20000×20000 (400 MP) in well under a megabyte."""
+    return bilevel_png(20_000, 20_000)
+
+
+def big_png() -> bytes:
+    """8000×6000 (48 MP): under Pillow's own bomb limit, over Lexicon's 40 MP."""
+    return bilevel_png(8000, 6000)
+
+
+def animated_gif() -> bytes:
+    frames = [gradient(256, 256, seed=s).convert("P") for s in (1, 2)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def animated_png() -> bytes:
+    frames = [gradient(256, 256, seed=s) for s in (3, 4)]
+    return encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100)
+
+
+def tiny_png() -> bytes:
+    return png(seed=12, size=(100, 80))
+
+
+def cmyk_jpeg_picture() -> bytes:
+    """A 320×256 CMYK JPEG: left half pure cyan, right half pure yellow."""
+    image = Image.new("CMYK", (320, 256), (255, 0, 0, 0))
+    image.paste((0, 0, 255, 0), (160, 0, 320, 256))
+    return encode(image, "JPEG", quality=95)
+
+
+def png16_picture() -> bytes:
+    """A 320×256 16-bit greyscale PNG: top half 65535 (white), bottom half 32896 (grey 128)."""
+    pixels = np.full((256, 320), 65535, dtype=np.uint16)
+    pixels[128:] = 32896
+    return encode(Image.fromarray(pixels), "PNG")
+
+
+# --- embedding files -----------------------------------------------------------------------
+
+
+class _WritesAFile:
+    """Unpickling this runs `open(path, 'w').write(...)`: what a malicious .pt file does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, (f"open({str(self.path)!r}, 'w').write('owned')",))
+
+
+def pickle_that_writes(path: Path) -> bytes:
+    """An A1111-shaped .pt (protocol-2 pickle) whose vector is a file-writing payload."""
+    payload = {"string_to_param": {"*": _WritesAFile(path)}, "name": "evil"}
+    return pickle.dumps(payload, protocol=2)
+
+
+def torch_zip_that_writes(path: Path) -> bytes:
+    """The same payload in torch's zip container (what `torch.save` writes since 1.6)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"emb_params": _WritesAFile(path)}, buffer)
+    return buffer.getvalue()
+
+
+def safetensors_file(array: np.ndarray, key: str = "emb_params") -> bytes:
+    return save_numpy({key: array})
+
+
+def wrong_dtype() -> bytes:
+    return safetensors_file(np.zeros((1, 32), dtype=np.int32))
+
+
+def float64_vectors() -> bytes:
+    return safetensors_file(np.zeros((1, 32), dtype=np.float64))
+
+
+def wrong_shape() -> bytes:
+    return safetensors_file(np.zeros((2, 3, 32), dtype=np.float32))
+
+
+def too_many_vectors() -> bytes:
+    return safetensors_file(np.zeros((100, 32), dtype=np.float32))
+
+
+def nan_vectors() -> bytes:
+    values = np.ones((2, 32), dtype=np.float32)
+    values[1, 7] = np.nan
+    return safetensors_file(values)
+
+
+def inf_vectors() -> bytes:
+    values = np.ones((1, 32), dtype=np.float32)
+    values[0, 0] = np.inf
+    return safetensors_file(values)
+
+
+def sd2_width() -> bytes:
+    return safetensors_file(np.full((1, 1024), 0.01, dtype=np.float32))
+
+
+def sd1_width() -> bytes:
+    return safetensors_file(np.full((1, 768), 0.01, dtype=np.float32))
+
+
+def lying_header() -> bytes:
+    """A safetensors header whose tensor claims more bytes than the file holds."""
+    header = json.dumps(
+        {"emb_params": {"dtype": "F32", "shape": [1000, 32], "data_offsets": [0, 128000]}}
+    ).encode()
+    return struct.pack("<Q", len(header)) + header + b"\0" * 128
+
+
+def two_tensors() -> bytes:
+    return save_numpy(
+        {"a": np.zeros((1, 32), dtype=np.float32), "b": np.zeros((1, 32), dtype=np.float32)}
+    )
+
+
+def good_embedding() -> bytes:
+    return safetensors_file(np.full((2, 32), 0.05, dtype=np.float32))

@@ -1,0 +1,108 @@
+"""Hostile input through the offline CLI (`python -m bot …` on the stand-in engine): one
+sentence on stderr, exit status 1, and nothing stored in the data dir."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.bot.conftest import photo_bytes
+from tests.conftest import run_lexicon
+from tests.hardening import hostile_files as hostile
+from tests.hardening.conftest import stored_files
+
+STANDIN = {
+    "LEXICON_ENGINE": "standin",
+    "LEXICON_MODEL": "standin",
+    "LEXICON_ALLOWED_SIZES": "64x64",
+    "LEXICON_TORCH_THREADS": "1",
+}
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_lexicon(list(args), tmp_path, timeout=120, **STANDIN)
+
+
+def _refused(result: subprocess.CompletedProcess[str], command: str) -> str:
+    """The one line the CLI printed, checked to be a clean refusal."""
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lexicon ")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"lexicon {command}: ")
+    return lines[0].removeprefix(f"lexicon {command}: ")
+
+
+def _nothing_stored(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with sqlite3.connect(data / "lexicon.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM embeddings").fetchone() == (0,)
+    assert stored_files(data) == frozenset()
+
+
+def _photos(tmp_path: Path, count: int) -> list[str]:
+    paths = []
+    for index in range(count):
+        path = tmp_path / f"p{index}.png"
+        path.write_bytes(photo_bytes(60 + index))
+        paths.append(str(path))
+    return paths
+
+
+def test_cli_train_with_two_photos(tmp_path: Path) -> None:
+    """`lexicon train` with two photos: the photo-count sentence."""
+    result = _cli(tmp_path, "train", *_photos(tmp_path, 2), "--name", "zorb")
+    assert _refused(result, "train") == "Training needs 3 to 5 photos; 2 were attached."
+    _nothing_stored(tmp_path)
+
+
+def test_cli_train_with_a_path_as_name_and_a_fake_photo(tmp_path: Path) -> None:
+    """A name with path separators is refused first; a text file named .png after it."""
+    photos = _photos(tmp_path, 2)
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a picture")
+    bad_name = _cli(tmp_path, "train", *photos, str(fake), "--name", "../../etc/zorb")
+    assert _refused(bad_name, "train") == (
+        "'../../etc/zorb' is not a valid embedding name: use 2 to 32 characters from a-z, 0-9, "
+        "'-' and '_', starting with a letter or a digit."
+    )
+    bad_photo = _cli(tmp_path, "train", *photos, str(fake), "--name", "zorb")
+    assert _refused(bad_photo, "train") == (
+        "Photo 3 (fake.png) is not an image Lexicon can read; use JPEG, PNG or WebP."
+    )
+    _nothing_stored(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (["x" * 10_000], "The prompt is 10000 characters long; the most is 1500."),
+        (["a cube", "--steps", "999"], "steps must be between 1 and 50; got 999."),
+        (["a cube", "--guidance", "nan"], "guidance must be between 0 and 30; got nan."),
+        (["a cube", "--seed", "-7"], "seed must be between 0 and 4294967295; got -7."),
+    ],
+    ids=["10000-chars", "steps-999", "guidance-nan", "seed-negative"],
+)
+def test_cli_imagine_refuses_bad_values(tmp_path: Path, args: list[str], sentence: str) -> None:
+    """`lexicon imagine` with a huge prompt or out-of-range numbers: one sentence."""
+    result = _cli(tmp_path, "imagine", *args, "--out", str(tmp_path / "out.png"))
+    assert _refused(result, "imagine") == sentence
+    assert not (tmp_path / "out.png").exists()
+    _nothing_stored(tmp_path)
+
+
+def test_cli_import_of_a_pickle_that_writes_a_file(tmp_path: Path) -> None:
+    """`lexicon embeddings import evil.pt`: refused for safety; the payload's file never appears."""
+    target = tmp_path / "owned.txt"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(hostile.pickle_that_writes(target))
+    result = _cli(tmp_path, "embeddings", "import", str(evil), "--name", "zorb")
+    assert _refused(result, "embeddings") == (
+        "This file contains code or objects other than tensors, so it was refused for safety."
+    )
+    assert not target.exists()
+    _nothing_stored(tmp_path)
