@@ -647,7 +647,10 @@ def serve(
     if channel._stop.is_set():
         return 0
     log.info("worker %s: ready on %s, serving %s", config.worker_id, engine.device, url)
-    Worker(engine, channel, config).run()
-    channel.close()
+    try:
+        Worker(engine, channel, config).run()
+        channel.close()
+    finally:
+        engine.close()  # its threads (PNG encoders) must stop before the interpreter does
     log.info("worker %s: stopped", config.worker_id)
     return 0
