@@ -42,7 +42,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.protocol import (
@@ -164,6 +164,8 @@ class RedisTransport:
             await self._tick()  # announce workers that are already running (bot restart)
         except REDIS_DOWN as error:
             self._note_outage(error)
+        except RedisError:
+            log.exception("the first look at Redis failed; the monitor will try again")
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="redis-events"),
             asyncio.create_task(self._monitor_loop(), name="redis-monitor"),
@@ -284,6 +286,10 @@ class RedisTransport:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            except RedisError:
+                log.exception("reading the event stream failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
             entries = response[0][1] if response else []
             if backlog is not None:
                 if not entries:
@@ -291,7 +297,10 @@ class RedisTransport:
                     continue
                 backlog = _text(entries[-1][0])
             for entry_id, fields in entries:
-                await self._receive(_text(entry_id), fields)
+                try:
+                    await self._receive(_text(entry_id), fields)
+                except (RedisError, OSError):
+                    log.exception("could not route event %s", entry_id)
 
     async def _receive(self, entry_id: str, fields: Any) -> None:
         raw = (fields or {}).get(b"m")
@@ -315,6 +324,7 @@ class RedisTransport:
         elif isinstance(message, WorkerLost):
             self._known.pop(message.worker_id, None)
             self._lost[message.worker_id] = time.monotonic()
+            self._forget_routes(message.worker_id)
         elif isinstance(message, JobStarted):
             self._job_worker[message.job_id] = message.worker_id
             if self._unrouted_cancels.pop(message.job_id, None) is not None:
@@ -360,8 +370,8 @@ class RedisTransport:
                 self._back_online()
             except REDIS_DOWN as error:
                 self._note_outage(error)
-            except ResponseError as error:
-                log.warning("worker check failed: %s", error)
+            except Exception:  # one bad registration must not stop liveness checks
+                log.exception("worker check failed; retrying")
             self._prune()
             await asyncio.sleep(self.check_interval)
 
@@ -398,9 +408,14 @@ class RedisTransport:
                 continue
             known = self._known.get(worker)
             if known is None:
+                try:
+                    announcement = decode(ready)
+                except (KeyError, ValueError, TypeError):
+                    log.warning("worker %s has an unreadable registration; ignored", worker)
+                    continue
                 known = self._known[worker] = _Known()
                 self._lost.pop(worker, None)
-                self._queue.put_nowait((decode(ready), None))
+                self._queue.put_nowait((announcement, None))
             if beat != known.beat:
                 known.beat = beat
                 ids = tuple(int(j) for j in _text(jobs or b"").split(",") if j)
@@ -446,6 +461,7 @@ class RedisTransport:
         await pipe.execute()
         self._known.pop(worker, None)
         self._lost[worker] = time.monotonic()
+        self._forget_routes(worker)
         log.warning("worker %s lost: %s", worker, reason)
         self._queue.put_nowait((WorkerLost(worker, reason), None))
 
@@ -505,7 +521,7 @@ class RedisTransport:
         while True:
             try:
                 await call()
-            except REDIS_DOWN as error:
+            except (RedisError, OSError) as error:  # never into the scheduler's dispatch loop
                 self._note_outage(error)
                 if time.monotonic() > deadline:
                     return False
@@ -525,6 +541,9 @@ class RedisTransport:
         if self._outage_logged:
             self._outage_logged = False
             log.warning("Redis is reachable again")
+
+    def _forget_routes(self, worker: str) -> None:
+        self._job_worker = {j: w for j, w in self._job_worker.items() if w != worker}
 
     def _prune(self) -> None:
         cutoff = time.monotonic() - _FORGET_AFTER

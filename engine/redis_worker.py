@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.protocol import (
@@ -82,6 +82,8 @@ PEEK_INTERVAL = 0.05
 MAX_BLOCK = 0.25
 
 OUTCOMES = (GenerateDone, TrainDone, JobFailed, JobCancelled, JobReleased)
+# Errors a busy or failing-over Redis answers with; worth waiting out like a dropped connection.
+TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 T = TypeVar("T")
@@ -403,6 +405,8 @@ class RedisChannel:
             if self._stop.is_set():
                 if not self._shutdown_sent:
                     self._shutdown_sent = True
+                    with contextlib.suppress(RedisError, OSError):  # no more offers for us
+                        self.client.hset(self.layout.worker(self.worker_id), "stopping", 1)
                     return Shutdown()
                 return None
             now = time.monotonic()
@@ -421,6 +425,9 @@ class RedisChannel:
                 self._back_online()
             except REDIS_DOWN as error:
                 self._note_outage(error)
+                time.sleep(min(max(remaining, 0.0), 0.5))
+            except RedisError:
+                log.exception("reading from Redis failed; retrying")
                 time.sleep(min(max(remaining, 0.0), 0.5))
 
     def _free_slots(self) -> list[SlotKind]:
@@ -552,7 +559,9 @@ class RedisChannel:
         while True:
             try:
                 result = call()
-            except REDIS_DOWN as error:
+            except (*REDIS_DOWN, ResponseError) as error:
+                if isinstance(error, ResponseError) and not str(error).startswith(TRANSIENT):
+                    raise
                 self._note_outage(error)
                 if self._stop_at is not None and time.monotonic() - self._stop_at > self.stop_grace:
                     raise ChannelClosed(

@@ -20,6 +20,7 @@ from engine.protocol import (
     JobFailed,
     JobStarted,
     SlotFree,
+    TrainDone,
     TrainJob,
     WorkerReady,
     encode,
@@ -133,6 +134,30 @@ async def test_janitor_reclaims_entries_of_a_vanished_consumer(redis_server: Red
         await until(lambda: client.xlen("lexicon:work:generate") == 0, limit=10)
         assert client.xpending("lexicon:work:generate", "workers")["pending"] == 0
         assert client.get("lexicon:payload:orphan") is None
+    finally:
+        await transport.close()
+
+
+async def test_a_long_job_keeps_its_entry_from_the_janitor(
+    redis_server: RedisServer, workers: Workers
+) -> None:
+    """A worker touches the entry it runs on every heartbeat, so a job longer than the
+    janitor's idle limit is never taken for an orphan."""
+    transport = redis_transport(redis_server.url, reclaim_idle_seconds=1.0)
+    await transport.start()
+    try:
+        workers.standin("w0", step_seconds=0.05)
+        events = transport.events()
+        await _next(events, SlotFree)
+        photos = (b"a", b"b", b"c")
+        await transport.submit(TrainJob(4, 1, TrainRequest("zorb", photos, steps=60)))
+        await asyncio.sleep(2.0)  # twice the idle limit, a third of the training
+        client = redis_server.client()
+        pending: Any = client.xpending_range("lexicon:work:train", "workers", "-", "+", 10)
+        assert [p["consumer"] for p in pending] == [b"w0"]
+        assert pending[0]["time_since_delivered"] < 1000
+        done = await _next(events, TrainDone, limit=30)
+        assert done.job_id == 4 and done.result.steps == 60
     finally:
         await transport.close()
 
