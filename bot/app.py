@@ -34,13 +34,9 @@ class WorkerUnavailable(RuntimeError):
     """The GPU worker could not start; the message says why in one sentence."""
 
 
-def default_transport(settings: Settings) -> Transport:
-    """The transport `LEXICON_QUEUE` asks for."""
-    if settings.queue != "local":
-        from bot.redis_transport import RedisTransport
-
-        return RedisTransport(settings.queue)
-    spec = EngineSpec(
+def engine_spec(settings: Settings) -> EngineSpec:
+    """What a worker (embedded or standalone) builds its engine from."""
+    return EngineSpec(
         settings.engine,
         settings.model,
         settings.device,
@@ -50,13 +46,26 @@ def default_transport(settings: Settings) -> Transport:
         warm_up_batches=(1, settings.max_batch),
         train_batch_size=settings.train_batch,
     )
-    config = WorkerConfig(
-        worker_id=f"local{os.getpid()}",
+
+
+def worker_config(settings: Settings, worker_id: str, **overrides: float) -> WorkerConfig:
+    """How a worker (embedded or standalone) runs its loop."""
+    return WorkerConfig(
+        worker_id=worker_id,
         max_batch=settings.max_batch,
         train_slice_steps=settings.train_slice_steps,
         checkpoint_every=settings.checkpoint_every,
+        **overrides,
     )
-    return LocalTransport(spec, config)
+
+
+def default_transport(settings: Settings) -> Transport:
+    """The transport `LEXICON_QUEUE` asks for."""
+    if settings.queue != "local":
+        from bot.redis_transport import RedisTransport
+
+        return RedisTransport(settings.queue)
+    return LocalTransport(engine_spec(settings), worker_config(settings, f"local{os.getpid()}"))
 
 
 @dataclass

@@ -26,11 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bot.app import engine_spec, worker_config
     from bot.config import load_settings
     from bot.logging_setup import configure_logging
-    from engine.local_worker import EngineSpec
     from engine.redis_worker import liveness_for, serve
-    from engine.worker import WorkerConfig
 
     overrides: dict[str, object] = {}
     if args.queue:
@@ -49,21 +48,6 @@ def main(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, secrets=[password] if password else [])
     logging.getLogger("lexicon").info("worker: model %s on %s", settings.model, settings.device)
     heartbeat, ttl = liveness_for(settings.lease_seconds)
-    spec = EngineSpec(  # as the embedded worker's (bot.app.default_transport)
-        settings.engine,
-        settings.model,
-        settings.device,
-        settings.data_dir,
-        torch_threads=settings.torch_threads,
-        compile_mode=settings.compile,
-        warm_up_batches=(1, settings.max_batch),
-        train_batch_size=settings.train_batch,
-    )
-    config = WorkerConfig(
-        worker_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}",
-        max_batch=settings.max_batch,
-        train_slice_steps=settings.train_slice_steps,
-        checkpoint_every=settings.checkpoint_every,
-        heartbeat_interval=heartbeat,
-    )
-    return serve(settings.queue, spec, config, ttl=ttl)
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+    config = worker_config(settings, worker_id, heartbeat_interval=heartbeat)
+    return serve(settings.queue, engine_spec(settings), config, ttl=ttl)
