@@ -124,7 +124,9 @@ class _Checks:
         return self.settings.max_queued_per_user
 
 
-class ImagineService:
+class _QueueingService:
+    """What both job-queueing services hold."""
+
     def __init__(
         self,
         settings: Settings,
@@ -139,6 +141,8 @@ class ImagineService:
         self.scheduler = scheduler
         self.hub = hub
 
+
+class ImagineService(_QueueingService):
     async def submit(
         self,
         user_id: int,
@@ -274,21 +278,7 @@ class ImagineService:
         return f"You have no embedding called <{name}> and none is shared under that name.{hint}"
 
 
-class TrainService:
-    def __init__(
-        self,
-        settings: Settings,
-        checks: _Checks,
-        embeddings: EmbeddingRepository,
-        scheduler: Scheduler,
-        hub: JobHub,
-    ) -> None:
-        self.settings = settings
-        self.checks = checks
-        self.embeddings = embeddings
-        self.scheduler = scheduler
-        self.hub = hub
-
+class TrainService(_QueueingService):
     async def submit(
         self,
         user_id: int,
