@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from bot import metrics
 from bot.config import Settings
 from bot.hub import JobHub
 from bot.library import LibraryService
@@ -122,6 +123,8 @@ class Lexicon:
             library=LibraryService(settings, storage, scheduler),
         )
         if start_worker:
+            if settings.metrics_port is not None:
+                metrics.serve(settings.metrics_port)
             await scheduler.start()
         return app
 

@@ -29,6 +29,11 @@ GPU_MEMORY_BYTES = Gauge(
 )
 
 
+_serving: set[int] = set()
+
+
 def serve(port: int) -> None:
-    """Expose /metrics on the given port (a daemon thread)."""
-    start_http_server(port)
+    """Expose /metrics on the given port (a daemon thread); once per port per process."""
+    if port not in _serving:
+        start_http_server(port)
+        _serving.add(port)

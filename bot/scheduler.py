@@ -44,6 +44,7 @@ from engine.protocol import (
     WorkerLost,
     WorkerReady,
 )
+from storage.clock import utc_now
 from storage.embeddings import EmbeddingRepository
 from storage.errors import LeaseLost, NameTaken, NotFound, StorageError
 from storage.files import FileStore
@@ -303,6 +304,8 @@ class Scheduler:
     async def _on_started(self, event: JobStarted) -> None:
         self._started_at[event.job_id] = time.monotonic()
         job = await self.jobs.get(event.job_id)
+        waited = (utc_now() - job.created_at).total_seconds()
+        metrics.WAIT_SECONDS.labels(job.kind.value).observe(max(0.0, waited))
         if job.lease_owner not in (None, event.worker_id):
             # A shared queue (Redis) lets any free worker take the batch: the lease follows
             # the worker that runs it, so its heartbeats extend it and its loss requeues it.
@@ -395,6 +398,7 @@ class Scheduler:
         self.wake()
 
     async def _on_heartbeat(self, event: Heartbeat) -> None:
+        metrics.GPU_MEMORY_BYTES.labels(event.worker_id).set(event.peak_memory_bytes)
         for job_id in event.job_ids:
             with contextlib.suppress(LeaseLost, NotFound):
                 await self.jobs.heartbeat(job_id, event.worker_id, self.lease_seconds)

@@ -165,6 +165,7 @@ class SlotFree:
 class Heartbeat:
     worker_id: str
     job_ids: tuple[int, ...] = field(default=())
+    peak_memory_bytes: int = 0  # the accelerator's peak allocation so far (0 on CPU)
 
 
 ToWorker = GenerateBatch | TrainJob | CancelJob | Shutdown

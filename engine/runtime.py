@@ -13,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from engine import generate as generation
 from engine.embedding_files import EmbeddingFileError
 from engine.jobs import GeneratedImage, GenerateRequest, TrainRequest
@@ -99,6 +101,11 @@ class DiffusersEngine:
                 return Trainer(self.model, request, self.recipe, previewer=self._previews)
         except (PhotoError, TrainRequestError) as error:
             raise UserInputError(str(error)) from None
+
+    def peak_memory_bytes(self) -> int:
+        if self.model.device.type != "cuda":
+            return 0
+        return int(torch.cuda.max_memory_allocated(self.model.device))
 
     def close(self) -> None:
         # The PNG encoder threads must be gone before interpreter shutdown: left running, they

@@ -118,3 +118,6 @@ class StandInEngine:
 
     def close(self) -> None:
         pass
+
+    def peak_memory_bytes(self) -> int:
+        return 0

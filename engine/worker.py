@@ -91,6 +91,10 @@ class Engine(Protocol):
         """Release threads and memory before the process exits."""
         ...
 
+    def peak_memory_bytes(self) -> int:
+        """Peak accelerator memory allocated so far (0 where there is none)."""
+        ...
+
 
 class Channel(Protocol):
     """A duplex message link to the bot."""
@@ -143,7 +147,8 @@ class Worker:
         while not self._stopping.wait(self.config.heartbeat_interval):
             ids = self._running_ids + ((self._training.job.job_id,) if self._training else ())
             try:
-                self.send(Heartbeat(self.config.worker_id, ids))
+                memory = self.engine.peak_memory_bytes()
+                self.send(Heartbeat(self.config.worker_id, ids, memory))
             except (OSError, EOFError):
                 return
 
