@@ -462,6 +462,7 @@ class RedisTransport:
         self._known.pop(worker, None)
         self._lost[worker] = time.monotonic()
         self._forget_routes(worker)
+        self._forget_offers(worker)
         log.warning("worker %s lost: %s", worker, reason)
         self._queue.put_nowait((WorkerLost(worker, reason), None))
 

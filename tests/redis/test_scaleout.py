@@ -195,8 +195,7 @@ async def test_sigkill_worker_mid_job_is_reclaimed_and_finished(
 async def test_redis_restart_mid_run_loses_no_job(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
-    """Kill redis-server mid-run and start it again empty: bot and workers reconnect, and every
-    accepted job still finishes exactly once."""
+    """redis-server killed mid-run and restarted empty: all reconnect, every job finishes once."""
     for index in range(2):
         workers.standin(f"w{index}", step_seconds=0.03, max_batch=2)
     async with open_bot(tmp_path / "data", redis_server.url, max_batch=2) as app:
@@ -237,8 +236,7 @@ def register_ghost(client: redis.Redis, name: str = "ghost") -> None:
 async def test_work_that_vanished_with_redis_is_sent_again(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
-    """A batch waiting in the work stream when an unpersisted Redis restarts is lost there; its
-    lease expires in SQLite and the scheduler sends it again."""
+    """A batch lost with an unpersisted Redis is sent again once its SQLite lease expires."""
     async with open_bot(tmp_path / "data", redis_server.url) as app:
         events = observe_events(app)
         register_ghost(redis_server.client())
@@ -262,8 +260,7 @@ async def test_work_that_vanished_with_redis_is_sent_again(
 async def test_bot_restart_leaves_running_jobs_to_live_workers(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
-    """Close the bot while workers run jobs: the next bot collects their results instead of
-    requeueing them, and finishes the rest."""
+    """After a bot restart, jobs that live workers ran meanwhile are collected, not requeued."""
     for index in range(2):
         workers.standin(f"w{index}", step_seconds=0.05)
     data = tmp_path / "data"
@@ -296,8 +293,7 @@ async def test_bot_restart_leaves_running_jobs_to_live_workers(
 async def test_sigterm_releases_work_and_exits_cleanly(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
-    """SIGTERM mid-training: the worker checkpoints, releases the job and exits 0; another
-    worker resumes it without using up an attempt."""
+    """SIGTERM mid-training: checkpoint, release, exit 0; another worker resumes the job."""
     leaving = workers.standin("leaving", step_seconds=0.05)
     async with open_bot(tmp_path / "data", redis_server.url, train_steps=60) as app:
         events = observe_events(app)

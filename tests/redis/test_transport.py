@@ -120,8 +120,7 @@ async def test_cancel_before_any_worker_started_the_job(
 
 
 async def test_janitor_reclaims_entries_of_a_vanished_consumer(redis_server: RedisServer) -> None:
-    """An entry read by a consumer that then vanished is XAUTOCLAIMed and dropped after the
-    idle time, together with its payload."""
+    """An entry of a vanished consumer is XAUTOCLAIMed after the idle time and dropped."""
     client = redis_server.client()
     client.xgroup_create("lexicon:work:generate", "workers", "0", mkstream=True)
     client.set("lexicon:payload:orphan", encode(GenerateBatch(())))
@@ -141,8 +140,7 @@ async def test_janitor_reclaims_entries_of_a_vanished_consumer(redis_server: Red
 async def test_a_long_job_keeps_its_entry_from_the_janitor(
     redis_server: RedisServer, workers: Workers
 ) -> None:
-    """A worker touches the entry it runs on every heartbeat, so a job longer than the
-    janitor's idle limit is never taken for an orphan."""
+    """Heartbeats touch a running entry, so a long job is never reclaimed as an orphan."""
     transport = redis_transport(redis_server.url, reclaim_idle_seconds=1.0)
     await transport.start()
     try:
