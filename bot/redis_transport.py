@@ -387,7 +387,7 @@ class RedisTransport:
             pipe.xlen(layout.work(slot))
             pipe.xpending(layout.work(slot), WORK_GROUP)
         for worker in workers:
-            pipe.hmget(layout.worker(worker), ["ready", "beat", "jobs", "stopping"])
+            pipe.hmget(layout.worker(worker), ["ready", "beat", "jobs", "stopping", "memory"])
         results = await pipe.execute(raise_on_error=False)
         unread: dict[str, int] = {}
         holding: dict[str, set[str]] = {}
@@ -401,7 +401,7 @@ class RedisTransport:
                 unread[slot], holding[slot] = length, set()
         in_grace = time.monotonic() - self._outage_at < self.reconnect_grace
         for worker, fields in zip(workers, results[2 * len(SLOTS) :], strict=True):
-            ready, beat, jobs, stopping = fields if isinstance(fields, list) else [None] * 4
+            ready, beat, jobs, stopping, memory = fields if isinstance(fields, list) else [None] * 5
             if ready is None:
                 if not in_grace:
                     await self._lose(worker, "its heartbeat stopped (liveness key expired)")
@@ -419,7 +419,8 @@ class RedisTransport:
             if beat != known.beat:
                 known.beat = beat
                 ids = tuple(int(j) for j in _text(jobs or b"").split(",") if j)
-                self._queue.put_nowait((Heartbeat(worker, ids), None))
+                peak = int(memory or 0)
+                self._queue.put_nowait((Heartbeat(worker, ids, peak), None))
             if stopping or worker not in self._announced:
                 continue
             for slot in SLOTS:

@@ -15,9 +15,9 @@ How a worker uses Redis (docs/SCALING.md has the whole picture):
 - a free slot is announced by one Lua script that *takes a waiting entry instead* when there is
   one. So an announcement never coexists with work nobody has read, and capacity the bot counted
   twice (a race between workers) is absorbed by the next worker that frees up;
-- liveness is a hash with a TTL (`lexicon:worker:<id>`), rewritten with every heartbeat, which
-  also touches (XCLAIM to itself) the entries the worker holds so the bot's janitor never takes
-  them for orphans;
+- liveness is a hash with a TTL (`lexicon:worker:<id>`), rewritten with every heartbeat (held
+  job ids, peak accelerator memory), which also touches (XCLAIM to itself) the entries the
+  worker holds so the bot's janitor never takes them for orphans;
 - cancels arrive on a per-worker control stream, and as `lexicon:cancel:<job>` keys that are
   checked when an entry is read (the cancel may come before anyone has started the job).
 
@@ -327,7 +327,9 @@ class RedisChannel:
         layout = self.layout
         key = layout.worker(self.worker_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping={"jobs": ",".join(map(str, jobs))})
+        pipe.hset(
+            key, mapping={"jobs": ",".join(map(str, jobs)), "memory": message.peak_memory_bytes}
+        )
         if self._ready is not None:
             pipe.hset(key, "ready", self._ready)
         pipe.hincrby(key, "beat", 1)

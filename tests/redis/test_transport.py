@@ -16,6 +16,7 @@ from engine.protocol import (
     GenerateBatch,
     GenerateDone,
     GenerateJob,
+    Heartbeat,
     JobCancelled,
     JobFailed,
     JobStarted,
@@ -76,6 +77,8 @@ async def test_batch_round_trip_leaves_nothing_in_redis(
     assert sorted(d.job_id for d in done) == [1, 2]
     assert all(len(d.images) == 2 and d.images[0].png.startswith(b"\x89PNG") for d in done)
     await _next(events, SlotFree)  # the worker is free again
+    heartbeat = await _next(events, Heartbeat)  # liveness reaches the scheduler as a Heartbeat
+    assert heartbeat.worker_id == "w0" and heartbeat.peak_memory_bytes == 0
     with contextlib.suppress(TimeoutError):  # hand the last event back as handled
         await asyncio.wait_for(events.__anext__(), 0.3)
     await assert_redis_clean(redis_server.client())
