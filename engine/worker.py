@@ -196,6 +196,8 @@ class Worker:
             self._stopping.set()
             with contextlib.suppress(OSError, EOFError):
                 self._release_unfinished()
+            # A daemon thread still running at interpreter shutdown can abort the process.
+            beat.join(timeout=self.config.heartbeat_interval + 1)
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
