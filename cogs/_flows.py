@@ -10,6 +10,7 @@ announcement, never overwritten by it (the guard holds only that user's deliveri
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from storage.models import Delivery
 if TYPE_CHECKING:
     from bot.discord_bot import LexiconBot
     from cogs.delivery import Delivery as DeliveryCog
+
+log = logging.getLogger("lexicon.discord.flows")
 
 Submit = Callable[[Delivery], Awaitable[Submitted]]
 
@@ -65,11 +68,16 @@ async def queue_job(
     async with _submitting(bot, interaction.user.id):
         submitted = await submit(delivery_for(interaction, message_id))
         job = submitted.job
-        await interaction.edit_original_response(
-            content=queued_text(job, submitted.position, submitted.eta_seconds),
-            view=progress_view(job.id),
-        )
         interaction.extras.pop(PUBLIC_DEFER, None)  # the message is the job's now; keep it
+        try:
+            await interaction.edit_original_response(
+                content=queued_text(job, submitted.position, submitted.eta_seconds),
+                view=progress_view(job.id),
+            )
+        except discord.HTTPException as error:
+            # The job is queued: never answer it with an error now. Progress edits and the
+            # delivery (or its channel fallback) reach the user later.
+            log.warning("job %d is queued but its announcement failed: %s", job.id, error)
         cog = delivery_cog(bot)
         if cog is not None:
             cog.note_edit(job.id)

@@ -7,8 +7,9 @@ response; after that (or after a restart past it), by a channel message that rep
 original and mentions the user. The job row is then marked delivered.
 
 Nothing is lost across a restart: the dispatcher starts with `list_undelivered_finished()`, and
-a slow sweep retries deliveries that failed for a passing reason (a permanent one — the channel
-is gone, the bot may not post there — is logged and given up).
+a slow sweep retries deliveries that failed for a passing reason — Discord's own errors (5xx) and
+rate limits, for as long as they last. A permanent one (the channel is gone, the bot may not
+post there) is logged and given up at once; any other refusal after `MAX_ATTEMPTS` tries.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ class Delivery(commands.Cog):
 
     def _give_up(self, job: Job, error: discord.HTTPException) -> bool:
         failures = self._failures[job.id] = self._failures.get(job.id, 0) + 1
-        if error.status in _GIVE_UP_STATUSES or failures >= MAX_ATTEMPTS:
+        passing = error.status >= 500 or error.status == 429  # an outage: wait it out
+        if error.status in _GIVE_UP_STATUSES or (failures >= MAX_ATTEMPTS and not passing):
             log.warning(
                 "gave up delivering job %d to channel %s: %s", job.id, job.channel_id, error
             )
