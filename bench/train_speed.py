@@ -1,8 +1,8 @@
 """GPU timing of `engine.training` on random weights of the real SD 1.5 architecture.
 
-Not collected by pytest. Run on a CUDA machine from the repo root:
+Run on a CUDA machine from the repo root:
 
-    python -m tests.engine.train_gpu_bench [--quick]
+    python -m bench.train_speed [--quick]
 
 A UNet pass costs the same whatever its weights hold, so random weights give the real step time.
 Prints one JSON line per measurement; docs/TRAINING.md quotes the results.
@@ -21,62 +21,13 @@ import torch
 
 
 def sd15_parts(dtype: torch.dtype) -> Any:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """The random-weight SD 1.5 model of bench.gpu_bench, loaded in `dtype` on the GPU."""
+    from bench.gpu_bench import build_sd15
+    from engine.model import load_model
 
-    from engine.tiny import write_clip_tokenizer
-    from engine.training import TrainComponents
-
-    folder = Path(tempfile.mkdtemp()) / "tokenizer"
-    write_clip_tokenizer(folder)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=512,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_attention_heads=12,
-            num_hidden_layers=12,
-            vocab_size=49408,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
-    for module in (unet, vae, text_encoder):
-        module.requires_grad_(False).eval().to("cuda", dtype)
-    scheduler_config = {
-        "_class_name": "PNDMScheduler",
-        "beta_start": 0.00085,
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "num_train_timesteps": 1000,
-        "set_alpha_to_one": False,
-        "skip_prk_steps": True,
-        "steps_offset": 1,
-    }
-    return TrainComponents(
-        tokenizer=CLIPTokenizer.from_pretrained(folder),
-        text_encoder=text_encoder,
-        unet=unet,
-        vae=vae,
-        scheduler_config=scheduler_config,
-        device=torch.device("cuda"),
-        dtype=dtype,
-        family="sd1",
-        model_hash="random-sd15",
-        native_size=512,
-    )
+    root = Path(tempfile.gettempdir()) / "lexicon-bench"
+    folder = build_sd15(root / "sd15-random")
+    return load_model(str(folder), device="cuda", dtype=dtype, data_dir=root / "data")
 
 
 def photos() -> tuple[bytes, ...]:
