@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from PIL import Image
 
 from bot.app import Lexicon
 from bot.config import Settings
+from bot.hub import JobUpdate
 from engine.tiny import make_tiny_model
 
 
@@ -81,3 +84,32 @@ def photo_bytes(seed: int, side: int = 256) -> bytes:
 
 def three_photos(seed: int = 0) -> list[tuple[str, bytes]]:
     return [(f"photo{i}.png", photo_bytes(seed * 10 + i)) for i in range(3)]
+
+
+@contextlib.asynccontextmanager
+async def recording(app: Lexicon) -> AsyncIterator[list[JobUpdate]]:
+    """Collect every job update published while the block runs."""
+    seen: list[JobUpdate] = []
+    with app.hub.subscribe() as updates:
+
+        async def pump() -> None:
+            while True:
+                seen.append(await updates.get())
+
+        task = asyncio.create_task(pump())
+        try:
+            yield seen
+        finally:
+            task.cancel()
+
+
+async def until(condition: Callable[[], bool], limit: float = 120.0) -> None:
+    """Poll a condition on job updates (they arrive on the event loop) until it holds."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def wait_all(app: Lexicon, job_ids: list[int], limit: float = 240.0) -> None:
+    await asyncio.wait_for(asyncio.gather(*(app.wait_for_job(j) for j in job_ids)), limit)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import statistics
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,37 +20,15 @@ from bot.hub import JobUpdate
 from engine.embedding_files import write_embedding
 from engine.png import read_parameters
 from storage.models import Actor, JobState
-from tests.bot.conftest import AppFactory, make_settings, three_photos
+from tests.bot.conftest import (
+    AppFactory,
+    make_settings,
+    recording,
+    three_photos,
+    until,
+    wait_all,
+)
 from tests.conftest import REPO_ROOT
-
-
-@contextlib.asynccontextmanager
-async def recording(app: Lexicon) -> AsyncIterator[list[JobUpdate]]:
-    """Collect every job update published while the block runs."""
-    seen: list[JobUpdate] = []
-    with app.hub.subscribe() as updates:
-
-        async def pump() -> None:
-            while True:
-                seen.append(await updates.get())
-
-        task = asyncio.create_task(pump())
-        try:
-            yield seen
-        finally:
-            task.cancel()
-
-
-async def until(condition: Callable[[], bool], limit: float = 120.0) -> None:
-    """Poll a condition on job updates (they arrive on the event loop) until it holds."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
-
-
-async def wait_all(app: Lexicon, job_ids: list[int], limit: float = 240.0) -> None:
-    await asyncio.wait_for(asyncio.gather(*(app.wait_for_job(j) for j in job_ids)), limit)
 
 
 def started_order(updates: list[JobUpdate]) -> list[int]:

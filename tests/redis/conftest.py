@@ -24,7 +24,7 @@ from bot.hub import JobUpdate
 from bot.redis_transport import RedisTransport
 from engine.tiny import make_tiny_model
 from storage.models import JobState
-from tests.bot.conftest import make_settings
+from tests.bot.conftest import make_settings, recording, until, wait_all  # noqa: F401 - re-exported for the redis tests
 from tests.conftest import REPO_ROOT, lexicon_env
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -241,39 +241,11 @@ async def open_bot(
         await app.close()
 
 
-@contextlib.asynccontextmanager
-async def recording(app: Lexicon) -> AsyncIterator[list[JobUpdate]]:
-    """Collect every job update published while the block runs."""
-    seen: list[JobUpdate] = []
-    with app.hub.subscribe() as updates:
-
-        async def pump() -> None:
-            while True:
-                seen.append(await updates.get())
-
-        task = asyncio.create_task(pump())
-        try:
-            yield seen
-        finally:
-            task.cancel()
-
-
-async def until(condition: Callable[[], bool], limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def until_async(condition: Callable[[], Any], limit: float = 120.0) -> None:
     deadline = time.monotonic() + limit
     while not await condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.05)
-
-
-async def wait_all(app: Lexicon, job_ids: list[int], limit: float = 240.0) -> None:
-    await asyncio.wait_for(asyncio.gather(*(app.wait_for_job(j) for j in job_ids)), limit)
 
 
 async def assert_each_finished_once(
