@@ -275,8 +275,10 @@ class Scheduler:
             except LeaseLost as error:
                 # A late report about a job that was requeued, cancelled or finished elsewhere.
                 log.info("ignored a stale report: %s", error)
-            except StorageError:
+            except (StorageError, OSError):
                 log.exception("could not record %s", type(event).__name__)
+            except Exception:  # one bad event must never stop the scheduler from listening
+                log.exception("unexpected error while handling %s", type(event).__name__)
 
     async def handle(self, event: FromWorker) -> None:
         handler = self._handlers.get(type(event))
@@ -378,6 +380,17 @@ class Scheduler:
             )
         except (NameTaken, StorageError) as error:
             await self._fail(job.id, job.user_id, str(error), False, attempt=event.attempt)
+            return
+        except OSError:  # the disk is full or failing: a sentence now, a retry may succeed
+            log.exception("could not store the embedding of job %s", job.id)
+            await self._fail(
+                job.id,
+                job.user_id,
+                "Lexicon could not save the trained embedding (its disk may be full); "
+                "it will try again.",
+                True,
+                attempt=event.attempt,
+            )
             return
         outcome = {"embedding_id": embedding.id, "final_loss": result.final_loss}
         previews = [NewImage(i, 0, png) for i, png in enumerate(result.previews)]

@@ -289,7 +289,13 @@ def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """A1111 "Original" emphasis: multiply, then restore the unweighted mean."""
     original_mean = z.mean()
     weighted = z * weights.unsqueeze(-1)
-    return weighted * (original_mean / weighted.mean())
+    weighted_mean = weighted.mean()
+    ratio = original_mean / weighted_mean
+    if not torch.isfinite(ratio):
+        # A weighted mean of (numerically) zero would turn the prompt into NaN; keep the
+        # multiplied states unrescaled rather than render a black image.
+        return weighted
+    return weighted * ratio
 
 
 def _name_matcher(sizes: Mapping[str, int]) -> re.Pattern[str] | None:
