@@ -3,7 +3,6 @@ prove that a refused request left nothing behind."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,31 +10,12 @@ from typing import Any
 import pytest
 
 from bot.app import Lexicon
-from bot.config import Settings
-from bot.testing import Simulation, simulated
+from bot.testing import Simulation
 from storage.facade import files_root
-from tests.bot.conftest import _no_operator_env, make_settings, tiny_model_path
+from tests.bot.conftest import _no_operator_env, tiny_model_path
+from tests.e2e.conftest import settings, sim, standin_settings
 
-__all__ = ["_no_operator_env", "tiny_model_path"]
-
-
-def standin_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for the fast stand-in engine (its model family is the tiny one, width 32)."""
-    values: dict[str, Any] = {"engine": "standin", "allowed_sizes": ["64x64", "128x128"]}
-    values.update(overrides)
-    return make_settings(data_dir, "standin", **values)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return standin_settings(tmp_path / "data")
-
-
-@pytest.fixture
-async def sim(settings: Settings) -> AsyncIterator[Simulation]:
-    """The bot in a simulated server, on the stand-in engine."""
-    async with simulated(settings) as simulation:
-        yield simulation
+__all__ = ["_no_operator_env", "settings", "sim", "standin_settings", "tiny_model_path"]
 
 
 @dataclass(frozen=True)
