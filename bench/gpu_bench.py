@@ -1,6 +1,6 @@
 """Stock diffusers and Lexicon side by side on one GPU, same random-weight SD 1.5 model.
 
-    python -m bench.gpu_bench [--out results.json] [--quick] [--compile]
+    python -m bench.gpu_bench [--out results.json] [--quick] [--compile MODE] [--graphs on|off]
 
 Builds the real SD 1.5 architecture (UNet 860M, KL VAE, CLIP ViT-L/14 text encoder with the real
 tokenizer) with random weights — a UNet pass costs the same whatever the weights hold — saves it
@@ -192,7 +192,9 @@ def bench_stock(folder: Path, batches: list[int]) -> Any:
 # --- Lexicon engine ----------------------------------------------------------------------------
 
 
-def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_mode: str) -> Any:
+def bench_lexicon(
+    folder: Path, batches: list[int], data_dir: Path, compile_mode: str, graphs: bool
+) -> Any:
     from PIL import Image
 
     from engine.generate import generate
@@ -210,19 +212,17 @@ def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_mode
             prompt = f"a photo of word{user} on a beach"
         return GenerateRequest(prompt, seed, STEPS, GUIDANCE, SIZE, SIZE, embeddings=embeddings)
 
-    if compile_mode != "off":
+    if compile_mode != "off" or graphs:
+        from engine.runtime import DiffusersEngine
         from engine.speed import apply_speedups
 
         plain = generate(model, [request(7, user=1)])[0][0].png
-        apply_speedups(model, compile_mode)  # type: ignore[arg-type]
-        compiled = generate(model, [request(7, user=1)])[0][0].png
-        diff = np.abs(_pixels(plain) - _pixels(compiled))
-        record("compiled_vs_plain_max_pixel_diff", int(diff.max()))
-        record("compiled_vs_plain_mean_pixel_diff", round(float(diff.mean()), 3))
-        started = time.perf_counter()
-        generate(model, [request(0)])
-        generate(model, [request(i, user=i) for i in range(8)])
-        record("lexicon_compile_warmup_s", round(time.perf_counter() - started, 1))
+        apply_speedups(model, compile_mode, graphs)  # type: ignore[arg-type]
+        record("lexicon_warmup_s", round(DiffusersEngine(model).warm_up((1, 8)), 1))
+        optimized = generate(model, [request(7, user=1)])[0][0].png
+        diff = np.abs(_pixels(plain) - _pixels(optimized))
+        record("optimized_vs_plain_max_pixel_diff", int(diff.max()))
+        record("optimized_vs_plain_mean_pixel_diff", round(float(diff.mean()), 3))
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     generate(model, [request(1)])
@@ -246,7 +246,7 @@ def bench_lexicon(folder: Path, batches: list[int], data_dir: Path, compile_mode
 
 
 def bench_served(
-    folder: Path, data_dir: Path, compile_mode: str, users: int = 8, per_user: int = 8
+    folder: Path, data_dir: Path, compile_mode: str, graphs: bool, users: int = 8, per_user: int = 8
 ) -> None:
     from bot.app import Lexicon
     from bot.config import Settings
@@ -259,6 +259,7 @@ def bench_served(
         max_queued_per_user=per_user,
         max_batch=8,
         compile=compile_mode,
+        cuda_graphs=graphs,
     )
 
     async def main() -> None:
@@ -417,9 +418,16 @@ def main() -> int:
         choices=["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
         help="LEXICON_COMPILE for Lexicon's side (generation and the served worker)",
     )
+    parser.add_argument(
+        "--graphs",
+        default="on",
+        choices=["on", "off"],
+        help="LEXICON_CUDA_GRAPHS for Lexicon's side (generation, training and the served worker)",
+    )
     parser.add_argument("--skip", default="", help="comma list: stock,lexicon,served,ti")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    graphs = args.graphs == "on"
     if not torch.cuda.is_available():
         print("gpu_bench needs a CUDA GPU.", file=sys.stderr)
         return 2
@@ -450,7 +458,9 @@ def main() -> int:
 
     try:
         stock_image = section("stock", lambda: bench_stock(folder, batches))
-        both = section("lexicon", lambda: bench_lexicon(folder, batches, data_dir, args.compile))
+        both = section(
+            "lexicon", lambda: bench_lexicon(folder, batches, data_dir, args.compile, graphs)
+        )
         if both is not None:
             model, lexicon_image = both
         if stock_image is not None and lexicon_image is not None:
@@ -469,7 +479,7 @@ def main() -> int:
         model = None
         torch.cuda.empty_cache()
         served_dir = Path(tempfile.mkdtemp(prefix="served-", dir=work))  # a fresh database
-        section("served", lambda: bench_served(folder, served_dir, args.compile))
+        section("served", lambda: bench_served(folder, served_dir, args.compile, graphs))
     finally:
         Path(args.out).write_text(json.dumps(RESULTS, indent=2))
         print(json.dumps(RESULTS, indent=2))

@@ -1,10 +1,17 @@
 """Measure each speed lever alone on the random-weight SD 1.5 model (see gpu_bench.py).
 
-    python -m bench.levers --levers eager,channels_last,compile [--ti]
+    python -m bench.levers --levers eager,graphs,compile+graphs [--ti eager,graphs]
 
-Prints, per lever: single-image latency and batch-8 images/s (512x512, 25 steps, CFG 7.5),
-plus a phase profile of one plain batch (encode / denoise / decode / PNG) and, with --ti, the
-training step's samples/s at batch 4, 8 and 16.
+Prints, per lever (each on a freshly loaded model): single-image latency and batch-8 images/s
+(512x512, 25 steps, CFG 7.5), a phase profile (encode / denoise / decode / PNG) of batch 1 and
+8, the largest pixel difference from the eager image of the same request and, for the levers
+named by --ti, the training step's samples/s at batch 4, 8 and 16.
+
+Levers: `eager`; `graphs` (CUDA graphs, engine.graphs); `compile` (torch.compile, inductor
+default); `compile_max` (max-autotune-no-cudagraphs); `cudnn_benchmark` (cuDNN times its conv
+algorithms); `sdpa_cudnn` / `sdpa_efficient` (prefer cuDNN's or the memory-efficient attention
+kernels over flash attention); `fuse_qkv` (one projection GEMM for q, k, v). Join them with
+`+`: `compile+graphs`, `graphs+sdpa_cudnn`.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ import json
 import os
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench.gpu_bench import GUIDANCE, SIZE, STEPS, build_sd15, random_embedding, timed
@@ -46,7 +55,7 @@ def requests(n: int) -> list[Any]:
     ]
 
 
-def profile_phases(model: Any, n: int) -> None:
+def profile_phases(model: Any, n: int, label: str) -> None:
     """Seconds per phase of one batch, by timing engine.generate's own steps."""
     import engine.generate as g
 
@@ -66,6 +75,10 @@ def profile_phases(model: Any, n: int) -> None:
     saved = (g._denoise, g._decode, g._package, g.validate_requests)
     g._denoise, g._decode = wrap("denoise", g._denoise), wrap("decode", g._decode)
     g._package, g.validate_requests = wrap("png", g._package), wrap("validate", g.validate_requests)
+    more = (g.make_scheduler, g._initial_latents, g.PromptEncoder.encode_with_names)
+    g.make_scheduler = wrap("scheduler", g.make_scheduler)
+    g._initial_latents = wrap("latents", g._initial_latents)
+    g.PromptEncoder.encode_with_names = wrap("text", g.PromptEncoder.encode_with_names)
     try:
         batch = requests(n)
         g.generate(model, batch)
@@ -77,14 +90,17 @@ def profile_phases(model: Any, n: int) -> None:
         total = time.perf_counter() - start
     finally:
         g._denoise, g._decode, g._package, g.validate_requests = saved
-    phases["encode+other"] = total - sum(phases.values())
+        g.make_scheduler, g._initial_latents, g.PromptEncoder.encode_with_names = more
+    phases["other"] = total - sum(phases.values())
     record(
-        f"profile_batch{n}",
+        f"{label}_profile_batch{n}",
         {k: round(v, 3) for k, v in phases.items()} | {"total": round(total, 3)},
     )
 
 
-def measure(model: Any, label: str) -> None:
+def measure(model: Any, label: str, reference: Any) -> None:
+    """Warm-up, latency, batch-8 throughput, phases, and the pixel difference from the eager
+    image `reference` of the same request."""
     from engine.generate import generate
 
     started = time.perf_counter()
@@ -94,12 +110,23 @@ def measure(model: Any, label: str) -> None:
     record(f"{label}_single_s", round(timed(lambda: generate(model, requests(1)), 5), 3))
     seconds = timed(lambda: generate(model, requests(8)), 3)
     record(f"{label}_batch8_img_per_s", round(8 / seconds, 2))
+    profile_phases(model, 1, label)
+    profile_phases(model, 8, label)
+    image = pixels(generate(model, requests(1))[0][0].png)
+    record(f"{label}_vs_eager_max_pixel_diff", int(np.abs(image - reference).max()))
+
+
+def pixels(png: bytes) -> Any:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
 
 
 def ti_rates(model: Any, label: str) -> None:
     import io
 
-    import numpy as np
     from PIL import Image
 
     from engine.jobs import TrainRequest
@@ -126,36 +153,61 @@ def ti_rates(model: Any, label: str) -> None:
         )
 
 
+def prepare(model: Any, lever: str) -> AbstractContextManager[Any]:
+    """Apply `lever` to a fresh model; returns the context the measurements run in."""
+    from engine.speed import apply_speedups
+
+    parts = set(lever.split("+"))
+    known = {"eager", "graphs", "compile", "compile_max", "cudnn_benchmark", "fuse_qkv"}
+    unknown = parts - known - {"sdpa_cudnn", "sdpa_efficient"}
+    if unknown:
+        raise SystemExit(f"unknown lever {lever}")
+    mode = "default" if "compile" in parts else "off"
+    if "compile_max" in parts:
+        mode = "max-autotune-no-cudagraphs"
+    torch.backends.cudnn.benchmark = "cudnn_benchmark" in parts
+    if "fuse_qkv" in parts:
+        model.unet.fuse_qkv_projections()
+    apply_speedups(model, mode, cuda_graphs="graphs" in parts)  # type: ignore[arg-type]
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    for part, backend in (
+        ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION),
+        ("sdpa_efficient", SDPBackend.EFFICIENT_ATTENTION),
+    ):
+        if part in parts:  # preferred where it supports the shape, else the usual order
+            others = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+            return sdpa_kernel([backend, *(b for b in others if b != backend)], set_priority=True)
+    return nullcontext()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--levers", default="eager,channels_last,compile")
-    parser.add_argument("--ti", action="store_true")
+    parser.add_argument("--levers", default="eager,graphs,compile,compile+graphs")
+    parser.add_argument("--ti", default="", help="comma list of levers to measure training for")
     parser.add_argument("--out", default=os.environ.get("OUT", ".") + "/levers.json")
     args = parser.parse_args()
     import tempfile
 
+    from engine.generate import generate
     from engine.model import load_model
-    from engine.speed import apply_speedups
 
     folder = build_sd15(Path(tempfile.gettempdir()) / "lexicon-bench" / "sd15-random")
     data_dir = Path(tempfile.gettempdir()) / "lexicon-bench" / "data"
     try:
         for lever in args.levers.split(","):
             model = load_model(str(folder), device="cuda", data_dir=data_dir)
-            if lever == "eager":
-                profile_phases(model, 1)
-                profile_phases(model, 8)
-            elif lever == "channels_last":
-                apply_speedups(model, "off")
-            elif lever == "compile":
-                apply_speedups(model, "default")
-            elif lever == "compile_max":
-                apply_speedups(model, "max-autotune-no-cudagraphs")
-            elif lever == "cudagraphs":
-                apply_speedups(model, "reduce-overhead")
-            measure(model, lever)
-            if args.ti:
-                ti_rates(model, lever)
+            try:
+                reference = pixels(generate(model, requests(1))[0][0].png)  # eager, this model
+                with prepare(model, lever):
+                    measure(model, lever, reference)
+                    if lever in args.ti.split(","):
+                        ti_rates(model, lever)
+            except Exception as error:  # one broken lever must not lose the others' figures
+                import traceback
+
+                traceback.print_exc()
+                record(f"{lever}_error", f"{type(error).__name__}: {error}")
             del model
             torch.cuda.empty_cache()
     finally:

@@ -44,7 +44,10 @@ def engine_spec(settings: Settings) -> EngineSpec:
         settings.data_dir,
         torch_threads=settings.torch_threads,
         compile_mode=settings.compile,
-        warm_up_batches=(1, settings.max_batch),
+        cuda_graphs=settings.cuda_graphs,
+        # Batch shapes recorded (CUDA graphs) or compiled before the first user waits: one
+        # request, two (training's previews), four, and a full batch.
+        warm_up_batches=tuple(sorted({1, 2, 4, settings.max_batch})),
         train_batch_size=settings.train_batch,
     )
 

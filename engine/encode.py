@@ -3,9 +3,9 @@
 Textual-inversion vectors are used the way A1111 uses them: the prompt is tokenized against the
 unchanged vocabulary, each embedding name becomes as many placeholder positions as it has vectors,
 and the token-embedding *output* at those positions is replaced by the vectors for this one call
-(a forward hook that lives only for the duration of the call and only touches the ids tensor it was
-made for). The tokenizer and the embedding matrix are never modified, so one loaded model serves
-every user and embeddings can be batched together.
+(`run_text_encoder` enters the text transformer from its token embeddings). The tokenizer and the
+embedding matrix are never modified, so one loaded model serves every user and embeddings can be
+batched together.
 
 Chunking follows A1111's `tokenize_line`: 75 tokens per chunk, each wrapped in BOS/EOS to 77;
 `BREAK` starts a new chunk; a full chunk moves the words after a recent comma (within
@@ -80,7 +80,10 @@ class PromptEncoder:
         self.eos = int(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id
         self.pad = self.eos if pad is None else int(pad)
-        self.comma = tokenizer.get_vocab().get(",</w>")
+        # Not `get_vocab()`: a fast tokenizer builds that 49,408-entry dict anew on every call
+        # (~30 ms, more than a whole graphed text encode).
+        comma = tokenizer.convert_tokens_to_ids(",</w>")
+        self.comma = None if comma is None or comma == tokenizer.unk_token_id else int(comma)
 
     # ---------------------------------------------------------------- tokenizing (no torch)
 
@@ -224,7 +227,10 @@ class PromptEncoder:
         model = self.model
         ids = torch.tensor([c.ids for c in chunks], dtype=torch.long, device=model.device)
         replacement, mask = self._replacements(chunks, embeddings)
-        states = run_text_encoder(model.text_encoder, ids, replacement, mask)
+        if model.graphs is not None:
+            states = model.graphs.text(ids, replacement, mask)
+        else:
+            states = run_text_encoder(model.text_encoder, ids, replacement, mask)
         if any(c.weighted for c in chunks):
             weights = torch.tensor(
                 [c.weights for c in chunks], dtype=states.dtype, device=states.device
@@ -266,23 +272,57 @@ def run_text_encoder(
     """The text encoder's last hidden state for `ids`, with the token-embedding output replaced
     by `replacement` where `mask` is set.
 
-    The hook is scoped to this call and to this ids tensor (checked by storage pointer), so a
-    concurrent call on the same model with other ids is never affected.
+    A pure function of its tensors (no hooks, nothing changed on the model), so concurrent
+    calls never meet and `engine.graphs` can record it per shape.
     """
-    if replacement is None or mask is None:
-        return text_encoder(input_ids=ids)[0]
-    table = text_encoder.get_input_embeddings()
+    embeds = token_embeddings(text_encoder, ids)
+    if replacement is not None and mask is not None:
+        embeds = torch.where(mask.unsqueeze(-1), replacement.to(embeds.dtype), embeds)
+    return encode_embeds(text_encoder, embeds)
 
-    def splice(_module: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
-        if inputs[0].data_ptr() != ids.data_ptr() or output.shape[:2] != ids.shape:
-            return None
-        return torch.where(mask.unsqueeze(-1), replacement.to(output.dtype), output)
 
-    handle = table.register_forward_hook(splice)
+def text_transformer(text_encoder: Any) -> Any:
+    """The module holding `embeddings`, `encoder`, `final_layer_norm`.
+
+    transformers 5 flattened `CLIPTextModel` (it *is* the transformer); 4.x and
+    `CLIPTextModelWithProjection` keep it under `.text_model`.
+    """
+    return getattr(text_encoder, "text_model", text_encoder)
+
+
+def token_embeddings(text_encoder: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """The token-embedding lookup (before positions are added)."""
+    return text_transformer(text_encoder).embeddings.token_embedding(input_ids)
+
+
+def encode_embeds(text_encoder: Any, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    """Run the CLIP text transformer from token embeddings; returns the last hidden state.
+
+    The same computation as `CLIPTextModel(input_ids).last_hidden_state`, entered one step
+    later: position embeddings, causal self-attention layers, final layer norm.
+    """
+    transformer = text_transformer(text_encoder)
+    hidden = transformer.embeddings(inputs_embeds=inputs_embeds)
     try:
-        return text_encoder(input_ids=ids)[0]
-    finally:
-        handle.remove()
+        from transformers.masking_utils import create_causal_mask
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_attn_mask_utils import _create_4d_causal_attention_mask
+
+        causal = _create_4d_causal_attention_mask(
+            hidden.shape[:2], hidden.dtype, device=hidden.device
+        )
+        output = transformer.encoder(
+            inputs_embeds=hidden, attention_mask=None, causal_attention_mask=causal
+        )
+    else:
+        mask = create_causal_mask(
+            config=transformer.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            past_key_values=None,
+        )
+        output = transformer.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
+    return transformer.final_layer_norm(output[0])
 
 
 def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from engine.encode import PromptEncoder
 from engine.errors import Cancelled
 from engine.jobs import GeneratedImage, GenerateRequest
 from engine.model import LoadedModel
-from engine.png import ImageParameters, encode_png, format_parameters
+from engine.png import ImageParameters, close_deflate_pool, encode_png, format_parameters
 from engine.previews import preview_png
 from engine.schedulers import check_scheduler_name, make_scheduler, sampler_label
 
@@ -121,13 +123,15 @@ def generate(
     on_step: StepCallback | None = None,
     preview_every: int | None = None,
     on_preview: PreviewCallback | None = None,
+    preview_after: float = 0.0,
 ) -> list[list[GeneratedImage]]:
     """Render `requests` (one shared `batch_key`) together; one image list per request.
 
     `on_step(step, total, latents)` runs after every denoising step with the whole batch's
     latents; returning True (or raising `Cancelled`) stops the run with `Cancelled`.
     Every `preview_every` steps, `on_preview(step, total, pngs)` gets one small preview PNG per
-    request (its first image).
+    request (its first image) — once the loop has run `preview_after` seconds: a preview costs a
+    device sync and a PNG per request, which a batch done in a second has no use for.
     """
     prepared = validate_requests(model, requests)
     first = prepared[0].request
@@ -159,6 +163,7 @@ def generate(
             on_step,
             preview_every,
             on_preview,
+            preview_after,
         )
         # 4. Decode.
         pixels = _decode(model, latents)
@@ -246,22 +251,28 @@ def _denoise(
     on_step: StepCallback | None,
     preview_every: int | None,
     on_preview: PreviewCallback | None,
+    preview_after: float,
 ) -> torch.Tensor:
+    started = time.monotonic()
     batch = _assemble_batch(prepared, conditionings)
     step_kwargs = _step_kwargs(scheduler, generators)
     timesteps = scheduler.timesteps  # type: ignore[attr-defined]
     total = len(timesteps)
     images = latents.shape[0]
+    rows = images + len(batch.cfg_images)
+    padded = bucket(rows) if model.pad_batches else rows
+    states, mask = _pad(batch.states, padded), _pad(batch.attention_mask, padded)
     for index, t in enumerate(timesteps):
         model_input = torch.cat([latents, latents[batch.cfg_images]])
-        model_input = scheduler.scale_model_input(model_input, t)  # type: ignore[attr-defined]
-        prediction = model.unet(
-            model_input,
-            t,
-            encoder_hidden_states=batch.states,
-            encoder_attention_mask=batch.attention_mask,
-            return_dict=False,
-        )[0]
+        model_input = _pad(scheduler.scale_model_input(model_input, t), padded)  # type: ignore[attr-defined]
+        # The UNet embeds its timestep in float32 whatever its dtype, so one dtype for every
+        # sampler keeps compiled graphs and CUDA graphs to one per shape.
+        timestep = t.to(torch.float32)
+        if model.graphs is not None:
+            prediction = model.graphs.unet(model_input, timestep, states, mask)
+        else:
+            prediction = predict_noise(model.unet, model_input, timestep, states, mask)
+        prediction = prediction[:rows]
         guided = _guide(prediction[:images], prediction[images:], batch)
         output = scheduler.step(guided, t, latents, **step_kwargs, return_dict=True)  # type: ignore[attr-defined]
         before, latents = latents, output.prev_sample
@@ -269,10 +280,29 @@ def _denoise(
         step = index + 1
         if on_step is not None and on_step(step, total, latents):
             raise Cancelled("Generation was cancelled.")
-        if on_preview is not None and preview_every and step % preview_every == 0 and step < total:
+        if (
+            on_preview is not None
+            and preview_every
+            and step % preview_every == 0
+            and step < total
+            and time.monotonic() - started >= preview_after
+        ):
             estimate = _denoised_estimate(scheduler, output, before, guided, t)
             on_preview(step, total, [preview_png(estimate[i]) for i in batch.first_image])
     return latents
+
+
+def bucket(rows: int) -> int:
+    """The power of two at or above `rows`: the batch sizes a compiled model is built for, so
+    a busy queue compiles a handful of shapes rather than one per batch size."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+def _pad(rows: torch.Tensor | None, size: int) -> Any:
+    """`rows` with zero rows appended up to `size` (rows are independent in UNet and VAE)."""
+    if rows is None or rows.shape[0] == size:
+        return rows
+    return torch.cat([rows, rows.new_zeros(size - rows.shape[0], *rows.shape[1:])])
 
 
 def _guide(cond: torch.Tensor, uncond: torch.Tensor, batch: _Batch) -> torch.Tensor:
@@ -297,21 +327,51 @@ def _denoised_estimate(
     return (latents.float() - (1 - alpha).sqrt() * eps.float()) / alpha.sqrt()
 
 
+def predict_noise(
+    unet: Any,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    states: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """One UNet call of the denoising loop (what `engine.graphs` records per shape)."""
+    return unet(
+        sample,
+        timestep,
+        encoder_hidden_states=states,
+        encoder_attention_mask=mask,
+        return_dict=False,
+    )[0]
+
+
+def decode_pixels(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents → uint8 `[n, h, w, 3]` on the device, rounded exactly as stock's PIL
+    conversion (`(x / 2 + 0.5).clamp(0, 1)`, then ×255 and round-half-even in float32)."""
+    pixels = vae.decode(latents, return_dict=False)[0]
+    rgb = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
+    return (rgb * 255).round().to(torch.uint8)
+
+
 def _decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
-    """Latents → uint8 `[n, h, w, 3]` on CPU, rounded exactly as stock's PIL output."""
+    """Latents → uint8 `[n, h, w, 3]` on CPU, `DECODE_BATCH` images at a time."""
     scaling = model.vae.config.scaling_factor
     images = []
     for start in range(0, latents.shape[0], DECODE_BATCH):
         part = latents[start : start + DECODE_BATCH] / scaling
-        decoded = model.vae.decode(part, return_dict=False)[0]
-        rgb = (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu()
-        images.append((rgb * 255).round().to(torch.uint8))
+        count = part.shape[0]
+        if model.pad_batches:
+            part = _pad(part, bucket(count))
+        if model.graphs is not None:
+            images.append(model.graphs.decode(part)[:count].cpu())
+        else:
+            images.append(decode_pixels(model.vae, part)[:count].cpu())
     return torch.cat(images)
 
 
 def close_png_pool() -> None:
     """Stop the PNG encoder threads (at worker exit; generation cannot run afterwards)."""
     _PNG_POOL.shutdown(wait=True)
+    close_deflate_pool()
 
 
 def _package(

@@ -27,6 +27,7 @@ class EngineSpec:
     standin_step_seconds: float = 0.0
     torch_threads: int | None = None
     compile_mode: str = "off"
+    cuda_graphs: bool = False
     warm_up_batches: tuple[int, ...] = ()
     train_batch_size: int = 8
 
@@ -49,6 +50,7 @@ def build_engine(spec: EngineSpec) -> Engine:
         spec.data_dir,
         recipe=TrainRecipe(batch_size=spec.train_batch_size),
         compile_mode=spec.compile_mode,  # type: ignore[arg-type]
+        cuda_graphs=spec.cuda_graphs,
         warm_up_batches=spec.warm_up_batches,
     )
 

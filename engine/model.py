@@ -66,6 +66,8 @@ class LoadedModel:
     model_hash: str  # 10 hex digits, A1111's "Model hash" for single files
     native_size: int  # pixels; the side the model was trained at
     source: str = ""
+    graphs: Any = None  # engine.graphs.ModelGraphs once CUDA graphs are on (engine.speed)
+    pad_batches: bool = False  # pad UNet/VAE batches to powers of two (compiled models)
 
     @property
     def vae_scale_factor(self) -> int:

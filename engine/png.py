@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import struct
+import zlib
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 
 def _version() -> str:
@@ -78,16 +82,74 @@ def format_parameters(p: ImageParameters) -> str:
 
 
 def encode_png(pixels: np.ndarray, parameters: str) -> bytes:
-    """uint8 `[h, w, 3]` pixels → PNG bytes with `parameters` (tEXt, or iTXt if not Latin-1)."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", parameters)
-    buffer = io.BytesIO()
-    # zlib level 1: a 512x512 image encodes ~2x faster than at the default 6 and is only
-    # ~0.1 % larger (generated images have little redundancy for zlib to find anyway).
-    Image.fromarray(np.ascontiguousarray(pixels), mode="RGB").save(
-        buffer, format="PNG", pnginfo=info, compress_level=1
+    """uint8 `[h, w, 3]` pixels → PNG bytes with `parameters` (tEXt, or iTXt if not Latin-1).
+
+    Written directly rather than through Pillow, which spent ~35 ms on a 512x512 image: every
+    row gets PNG's "Up" filter (one NumPy subtraction; as small as Pillow's adaptive choice on
+    generated images), and the rows are deflated at zlib level 1 in parallel segments that
+    join into one valid zlib stream, the way pigz does it — each segment but the last ends on
+    a sync flush, so the concatenation is one deflate stream.
+    """
+    height, width, channels = pixels.shape
+    if channels != 3 or pixels.dtype != np.uint8:
+        raise ValueError(
+            f"encode_png takes uint8 [h, w, 3] pixels, not {pixels.dtype} {pixels.shape}."
+        )
+    rows = np.ascontiguousarray(pixels).reshape(height, width * 3)
+    filtered = np.empty((height, width * 3 + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # "Up": each byte minus the byte above it (modulo 256)
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"".join(
+        (
+            _SIGNATURE,
+            _chunk(b"IHDR", header),
+            _text_chunk("parameters", parameters),
+            _chunk(b"IDAT", _deflate(filtered.reshape(-1).data)),
+            _chunk(b"IEND", b""),
+        )
     )
-    return buffer.getvalue()
+
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SEGMENT_BYTES = 128 * 1024
+_DEFLATE_POOL = ThreadPoolExecutor(
+    max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="deflate"
+)
+
+
+def close_deflate_pool() -> None:
+    """Stop the deflate threads (at worker exit; `encode_png` cannot run afterwards)."""
+    _DEFLATE_POOL.shutdown(wait=True)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _text_chunk(keyword: str, text: str) -> bytes:
+    try:
+        return _chunk(b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:  # iTXt: uncompressed UTF-8, no language tag
+        return _chunk(b"iTXt", keyword.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8"))
+
+
+def _deflate_segment(data: memoryview, last: bool) -> bytes:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw deflate: no header, no checksum
+    return compressor.compress(data) + compressor.flush(
+        zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH
+    )
+
+
+def _deflate(data: memoryview) -> bytes:
+    """One zlib stream of `data`, its segments compressed in parallel threads (zlib releases
+    the GIL)."""
+    starts = range(0, len(data), _SEGMENT_BYTES)
+    segments = [data[start : start + _SEGMENT_BYTES] for start in starts] or [data]
+    last = len(segments) - 1
+    parts = _DEFLATE_POOL.map(_deflate_segment, segments, [i == last for i in range(len(segments))])
+    return b"\x78\x01" + b"".join(parts) + struct.pack(">I", zlib.adler32(data))
 
 
 def read_parameters(png: bytes) -> str:

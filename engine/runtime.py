@@ -32,7 +32,8 @@ from engine.worker import StepCallback, UserInputError
 
 log = logging.getLogger("lexicon.engine")
 
-PREVIEW_EVERY = 5
+PREVIEW_EVERY = 5  # steps
+PREVIEW_AFTER = 2.0  # seconds: a batch done sooner sends no previews (Discord shows 1 edit / 2 s)
 
 
 class DiffusersEngine:
@@ -51,13 +52,14 @@ class DiffusersEngine:
         data_dir: Path,
         recipe: TrainRecipe | None = None,
         compile_mode: CompileMode = "off",
+        cuda_graphs: bool = False,
         warm_up_batches: Sequence[int] = (),
     ) -> DiffusersEngine:
         engine = cls(load_model(spec, device=device, data_dir=data_dir), recipe)
-        apply_speedups(engine.model, compile_mode)
-        if compile_mode != "off" and warm_up_batches:
+        apply_speedups(engine.model, compile_mode, cuda_graphs)
+        if (compile_mode != "off" or engine.model.graphs is not None) and warm_up_batches:
             seconds = engine.warm_up(warm_up_batches)
-            log.info("compiled and warmed up for batches %s in %.0f s", warm_up_batches, seconds)
+            log.info("warmed up for batches %s in %.1f s", warm_up_batches, seconds)
         return engine
 
     def generate(
@@ -81,6 +83,7 @@ class DiffusersEngine:
                 on_step=step,
                 preview_every=PREVIEW_EVERY,
                 on_preview=keep_previews,
+                preview_after=PREVIEW_AFTER,
             )
         except (generation.InvalidRequest, EmbeddingFileError) as error:
             raise UserInputError(str(error)) from None
@@ -116,10 +119,19 @@ class DiffusersEngine:
         return render_previews(self.model, trainer)
 
     def warm_up(self, batch_sizes: Sequence[int]) -> float:
-        """Render once at each batch size (compiled graphs are built per shape); seconds."""
+        """Render once at each batch size at the native size, so the compiled kernels and CUDA
+        graphs of those shapes exist before the first user waits on them; seconds. A graph that
+        cannot be recorded here stops the worker (`GraphCaptureError`) rather than run slow."""
         started = time.perf_counter()
         side = self.model.native_size
-        for size in batch_sizes:
-            requests = [GenerateRequest("warm-up", i, 2, 7.5, side, side) for i in range(size)]
-            generation.generate(self.model, requests)
+        graphs = self.model.graphs
+        if graphs is not None:
+            graphs.set_strict(True)
+        try:
+            for size in batch_sizes:
+                requests = [GenerateRequest("warm-up", i, 2, 7.5, side, side) for i in range(size)]
+                generation.generate(self.model, requests)
+        finally:
+            if graphs is not None:
+                graphs.set_strict(False)
         return time.perf_counter() - started

@@ -51,6 +51,7 @@ from engine.checkpoint import (
     encode_checkpoint,
 )
 from engine.embedding_files import family_for_width, write_embedding
+from engine.encode import encode_embeds, token_embeddings
 from engine.errors import Cancelled
 from engine.jobs import EmbeddingPayload, GenerateRequest, Progress, TrainRequest, TrainResult
 from engine.photos import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Photo, load_photos, photo_views
@@ -128,6 +129,7 @@ class TrainComponents:
     family: str = ""
     model_hash: str = ""
     native_size: int = 0
+    graphs: Any = None  # engine.graphs.ModelGraphs: training steps are recorded as CUDA graphs
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -146,7 +148,9 @@ class TrainComponents:
         return cls(
             tokenizer=model.tokenizer,
             text_encoder=model.text_encoder,
-            unet=model.unet,
+            # A compiled UNet (LEXICON_COMPILE) would compile its backward too, minutes per
+            # worker; the recorded CUDA-graph step is as fast without it (docs/BENCHMARKS.md).
+            unet=getattr(model.unet, "_orig_mod", model.unet),
             vae=model.vae,
             scheduler_config=model.scheduler_config,
             device=model.device,
@@ -154,6 +158,7 @@ class TrainComponents:
             family=model.family,
             model_hash=model.model_hash,
             native_size=getattr(model, "native_size", 0),
+            graphs=getattr(model, "graphs", None),
         )
 
     @property
@@ -175,20 +180,6 @@ class TrainBatch:
 # Prompt encoding with spliced vectors
 
 
-def text_transformer(text_encoder: Any) -> Any:
-    """The module holding `embeddings`, `encoder`, `final_layer_norm`.
-
-    transformers 5 flattened `CLIPTextModel` (it *is* the transformer); 4.x and
-    `CLIPTextModelWithProjection` keep it under `.text_model`.
-    """
-    return getattr(text_encoder, "text_model", text_encoder)
-
-
-def token_embeddings(text_encoder: Any, input_ids: torch.Tensor) -> torch.Tensor:
-    """The token-embedding lookup (before positions are added)."""
-    return text_transformer(text_encoder).embeddings.token_embedding(input_ids)
-
-
 def splice(embeds: torch.Tensor, slots: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """Replace the placeholder positions of `embeds` `[B, L, d]` by `vectors` `[n, d]`.
 
@@ -197,36 +188,6 @@ def splice(embeds: torch.Tensor, slots: torch.Tensor, vectors: torch.Tensor) -> 
     """
     chosen = vectors.to(embeds.dtype)[slots.clamp(min=0)]
     return torch.where((slots >= 0).unsqueeze(-1), chosen, embeds)
-
-
-def encode_embeds(text_encoder: Any, inputs_embeds: torch.Tensor) -> torch.Tensor:
-    """Run the CLIP text transformer from token embeddings; returns the last hidden state.
-
-    The same computation as `CLIPTextModel(input_ids).last_hidden_state`, entered one step
-    later: position embeddings, causal self-attention layers, final layer norm.
-    """
-    transformer = text_transformer(text_encoder)
-    hidden = transformer.embeddings(inputs_embeds=inputs_embeds)
-    try:
-        from transformers.masking_utils import create_causal_mask
-    except ImportError:  # transformers 4.x
-        from transformers.modeling_attn_mask_utils import _create_4d_causal_attention_mask
-
-        causal = _create_4d_causal_attention_mask(
-            hidden.shape[:2], hidden.dtype, device=hidden.device
-        )
-        output = transformer.encoder(
-            inputs_embeds=hidden, attention_mask=None, causal_attention_mask=causal
-        )
-    else:
-        mask = create_causal_mask(
-            config=transformer.config,
-            inputs_embeds=hidden,
-            attention_mask=None,
-            past_key_values=None,
-        )
-        output = transformer.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
-    return transformer.final_layer_norm(output[0])
 
 
 @dataclass(frozen=True)
@@ -386,6 +347,7 @@ class Trainer:
         self.loss_scale = 2.0**14 if compute_dtype == torch.float16 else 1.0
         self._seconds = 0.0
         self._steps_timed = 0
+        self._recorded: _RecordedStep | None = None
 
         # 5. Resume.
         if resume_from is not None:
@@ -474,7 +436,11 @@ class Trainer:
     def _autocast(self) -> AbstractContextManager[Any]:
         if self._amp_dtype is None:
             return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
+        # No cast cache: a recorded CUDA graph may not hold autocast's cached weight casts, and
+        # each weight is cast once per step anyway.
+        return torch.autocast(
+            device_type=self.device.type, dtype=self._amp_dtype, cache_enabled=False
+        )
 
     def encode_prompts(self, template_indices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """Text-encoder hidden states for the chosen templates with `vectors` spliced in."""
@@ -520,9 +486,7 @@ class Trainer:
         """One AdamW update of the vectors on `batch`; returns the batch loss."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate_at(self.step)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_on_batch(batch)
-        (loss * self.loss_scale).backward()
+        loss = self._loss_and_grad(batch)
         grad = self._vectors.grad
         assert grad is not None
         if self.loss_scale != 1.0:
@@ -538,6 +502,17 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         return value
+
+    def _loss_and_grad(self, batch: TrainBatch) -> torch.Tensor:
+        """The batch loss, with its gradient × `loss_scale` left in `self._vectors.grad`."""
+        if self.parts.graphs is None:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_on_batch(batch)
+            (loss * self.loss_scale).backward()
+            return loss.detach()
+        if self._recorded is None:
+            self._recorded = _RecordedStep(self, batch)
+        return self._recorded.run(batch)
 
     def held_out_loss(
         self,
@@ -714,6 +689,54 @@ class Trainer:
             final_loss=float("nan") if loss is None else loss,
             previews=tuple(previews),
         )
+
+
+class _RecordedStep:
+    """One training step's forward and backward, recorded as a CUDA graph and replayed.
+
+    The eager step issues ~4,000 kernels (text encoder and UNet, forward and input-gradient
+    backward) and costs about the same at batch 1 as at batch 8 because the CPU cannot issue
+    them faster; replaying the recorded step issues them at once. The random draws stay on the
+    CPU generator (they are copied in), and the loss scale is an input, so a replay computes
+    exactly what `loss_on_batch` + `backward` would. The optimizer update stays eager: it is a
+    handful of kernels on one small tensor and needs the overflow check on the host.
+    """
+
+    def __init__(self, trainer: Trainer, batch: TrainBatch) -> None:
+        from engine.graphs import record
+
+        self.trainer = trainer
+        device = trainer.device
+        self.inputs = tuple(t.to(device).clone() for t in _fields(batch))
+        self.scale = torch.tensor(trainer.loss_scale, device=device)
+        self.scale_value = trainer.loss_scale
+        vectors = trainer._vectors
+
+        def forward_backward(*fields: torch.Tensor) -> torch.Tensor:
+            vectors.grad = None  # the recorded backward writes a fresh gradient each replay
+            loss = trainer.loss_on_batch(TrainBatch(*fields))
+            (loss * self.scale).backward()
+            return loss.detach()
+
+        started = time.monotonic()
+        self.graph, self.loss = record(forward_backward, self.inputs, trainer.parts.graphs.pool)
+        self.grad = vectors.grad
+        log.info(
+            "training step recorded as a CUDA graph for batch %d in %.2f s",
+            len(batch.timesteps),
+            time.monotonic() - started,
+        )
+
+    def run(self, batch: TrainBatch) -> torch.Tensor:
+        trainer = self.trainer
+        for static, value in zip(self.inputs, _fields(batch), strict=True):
+            static.copy_(value)
+        if trainer.loss_scale != self.scale_value:
+            self.scale.fill_(trainer.loss_scale)
+            self.scale_value = trainer.loss_scale
+        self.graph.replay()
+        trainer._vectors.grad = self.grad
+        return self.loss
 
 
 PREVIEW_STEPS = 20

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from engine.embedding_files import write_embedding
-from engine.generate import Cancelled, InvalidRequest, generate
+from engine.generate import Cancelled, InvalidRequest, bucket, generate
 from engine.jobs import SCHEDULERS, EmbeddingPayload, GenerateRequest
 from engine.model import LoadedModel
 from engine.png import read_parameters
@@ -205,6 +205,35 @@ def test_previews_arrive_as_small_pngs(tiny_model: LoadedModel) -> None:
     assert [(step, total, len(pngs)) for step, total, pngs in previews] == [(2, STEPS, 2)]
     image = Image.open(io.BytesIO(previews[0][2][0]))
     assert image.format == "PNG" and image.size == (64, 64)
+
+
+def test_previews_wait_for_preview_after(tiny_model: LoadedModel) -> None:
+    """A batch that finishes before `preview_after` seconds renders no preview at all."""
+    previews: list[int] = []
+    generate(
+        tiny_model,
+        [_request()],
+        preview_every=1,
+        on_preview=lambda step, total, pngs: previews.append(step),
+        preview_after=3600.0,
+    )
+    assert previews == []
+
+
+def test_bucket_is_the_next_power_of_two() -> None:
+    assert [bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17)] == [1, 2, 4, 4, 8, 8, 16, 16, 32]
+
+
+def test_padded_batches_render_the_same_images(tiny_model: LoadedModel) -> None:
+    """Zero rows padding a batch up to a power of two (compiled models) change no real row:
+    three requests (6 UNet rows → 8, 3 decodes → 4) equal the unpadded render."""
+    requests = [_request(seed=1), _request(seed=2, guidance=1.0), _request(seed=3, count=2)]
+    plain = generate(tiny_model, requests)
+    padded_model = dataclasses.replace(tiny_model, pad_batches=True)
+    padded = generate(padded_model, requests)
+    for mine, theirs in zip(padded, plain, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            assert np.abs(_pixels(a.png) - _pixels(b.png)).max() <= 1
 
 
 def test_png_carries_a1111_parameters(tiny_model: LoadedModel) -> None:
