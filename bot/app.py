@@ -22,7 +22,7 @@ from bot.library import LibraryService
 from bot.scheduler import Scheduler
 from bot.services import ImagineService, TrainService, _Checks
 from bot.transport import LocalTransport, Transport
-from engine.local_worker import EngineSpec
+from engine.local_worker import EngineSpec, warm_up_batch_sizes
 from engine.vocabulary import is_single_token
 from engine.worker import WorkerConfig
 from storage.facade import Storage
@@ -45,9 +45,7 @@ def engine_spec(settings: Settings) -> EngineSpec:
         torch_threads=settings.torch_threads,
         compile_mode=settings.compile,
         cuda_graphs=settings.cuda_graphs,
-        # Batch shapes recorded (CUDA graphs) or compiled before the first user waits: one
-        # request, two (training's previews), four, and a full batch.
-        warm_up_batches=tuple(sorted({1, 2, 4, settings.max_batch})),
+        warm_up_batches=warm_up_batch_sizes(settings.max_batch),
         train_batch_size=settings.train_batch,
     )
 

@@ -32,6 +32,12 @@ class EngineSpec:
     train_batch_size: int = 8
 
 
+def warm_up_batch_sizes(max_batch: int) -> tuple[int, ...]:
+    """Batch sizes recorded (CUDA graphs) or compiled before the first user waits: one request,
+    two (training's previews), four, and a full batch."""
+    return tuple(sorted({1, 2, min(4, max_batch), max_batch}))
+
+
 def build_engine(spec: EngineSpec) -> Engine:
     if spec.kind == "standin":
         from engine.standin import StandInEngine

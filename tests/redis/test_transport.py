@@ -52,6 +52,22 @@ async def _next(events: Any, kind: type, limit: float = 30.0) -> Any:
     return await asyncio.wait_for(wait(), limit)
 
 
+async def _collect(events: Any, wanted: dict[type, int], limit: float = 30.0) -> dict[type, list]:
+    """Events of the `wanted` kinds, as many of each as asked, whatever their order."""
+    seen: dict[type, list] = {kind: [] for kind in wanted}
+
+    async def wait() -> dict[type, list]:
+        async for event in events:
+            kind = type(event)
+            if kind in seen and len(seen[kind]) < wanted[kind]:
+                seen[kind].append(event)
+            if all(len(seen[k]) == n for k, n in wanted.items()):
+                return seen
+        raise AssertionError("the event stream ended")
+
+    return await asyncio.wait_for(wait(), limit)
+
+
 @pytest.fixture
 async def transport(redis_server: RedisServer) -> Any:
     started = redis_transport(redis_server.url)
@@ -73,10 +89,12 @@ async def test_batch_round_trip_leaves_nothing_in_redis(
     await _next(events, SlotFree)
     jobs = (GenerateJob(1, 1, _request("a", count=2)), GenerateJob(2, 1, _request("b", count=2)))
     await transport.submit(GenerateBatch(jobs))
-    done = [await _next(events, GenerateDone), await _next(events, GenerateDone)]
+    # The worker frees its slot before it sends the results, and they travel on different
+    # streams: wait for both results and the freed slot, in whichever order they arrive.
+    seen = await _collect(events, {GenerateDone: 2, SlotFree: 1})
+    done = seen[GenerateDone]
     assert sorted(d.job_id for d in done) == [1, 2]
     assert all(len(d.images) == 2 and d.images[0].png.startswith(b"\x89PNG") for d in done)
-    await _next(events, SlotFree)  # the worker is free again
     heartbeat = await _next(events, Heartbeat)  # liveness reaches the scheduler as a Heartbeat
     assert heartbeat.worker_id == "w0" and heartbeat.peak_memory_bytes == 0
     with contextlib.suppress(TimeoutError):  # hand the last event back as handled
