@@ -60,6 +60,12 @@ class DiffusersEngine:
         if (compile_mode != "off" or engine.model.graphs is not None) and warm_up_batches:
             seconds = engine.warm_up(warm_up_batches)
             log.info("warmed up for batches %s in %.1f s", warm_up_batches, seconds)
+        if compile_mode != "off" and engine.model.device.type == "cuda":
+            # Compiling a new shape stops the worker for about a minute (docs/BENCHMARKS.md).
+            # From here on a shape the warm-up did not compile (another size, a long prompt, a
+            # big batch) runs eagerly — still as a CUDA graph — and everyone else keeps moving.
+            torch.compiler.set_stance("eager_on_recompile")
+            log.info("shapes not compiled during warm-up run eagerly from now on")
         return engine
 
     def generate(
