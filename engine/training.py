@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -511,7 +511,12 @@ class Trainer:
             (loss * self.loss_scale).backward()
             return loss.detach()
         if self._recorded is None:
-            self._recorded = _RecordedStep(self, batch)
+            try:
+                self._recorded = _RecordedStep(self, batch)
+            except Exception as error:  # correct but slower: this run's steps stay eager
+                log.warning("training steps run eagerly: recording a CUDA graph failed (%s)", error)
+                self.parts = replace(self.parts, graphs=None)
+                return self._loss_and_grad(batch)
         return self._recorded.run(batch)
 
     def held_out_loss(
