@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,20 +56,19 @@ def signature(args: tuple[torch.Tensor | None, ...]) -> Signature:
 
 
 def record(
-    fn: Callable[..., Any],
-    inputs: tuple[torch.Tensor | None, ...],
-    pool: Any,
-    context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    fn: Callable[..., Any], inputs: tuple[torch.Tensor | None, ...], pool: Any
 ) -> tuple[torch.cuda.CUDAGraph, Any]:
-    """Warm `fn(*inputs)` up on a side stream, then record one call; (graph, its output)."""
+    """Warm `fn(*inputs)` up on a side stream, then record one call; (graph, its output).
+
+    Records on the current CUDA device (`engine.speed` makes the model's device current)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), context():
+    with torch.cuda.stream(side):
         for _ in range(WARMUP_CALLS):
             fn(*inputs)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool), context():
+    with torch.cuda.graph(graph, pool=pool):
         output = fn(*inputs)
     return graph, output
 
@@ -141,7 +139,10 @@ class GraphCache:
 
 
 def _shapes(key: Signature) -> str:
-    return ", ".join("-" if part is None else "x".join(map(str, part[0])) for part in key)
+    """`2x4x64x64, scalar, 2x77x768, -` (a dash for an absent input)."""
+    return ", ".join(
+        "-" if part is None else "x".join(map(str, part[0])) or "scalar" for part in key
+    )
 
 
 @dataclass

@@ -43,6 +43,8 @@ def apply_speedups(
         model.pad_batches = True  # each new shape compiles for a minute: keep them few
         log.info("UNet and VAE decoder compiled (mode %s); shapes compile on first use", mode)
     if cuda_graphs:
+        if model.device.index is not None:  # graphs record and replay on the current device
+            torch.cuda.set_device(model.device)
         unet, vae = model.unet, model.vae
         pool = torch.cuda.graph_pool_handle()
         model.graphs = ModelGraphs(
