@@ -10,8 +10,9 @@ named by --ti, the training step's samples/s at batch 4, 8 and 16.
 Levers: `eager`; `graphs` (CUDA graphs, engine.graphs); `compile` (torch.compile, inductor
 default); `compile_max` (max-autotune-no-cudagraphs); `cudnn_benchmark` (cuDNN times its conv
 algorithms); `sdpa_cudnn` / `sdpa_efficient` (prefer cuDNN's or the memory-efficient attention
-kernels over flash attention); `fuse_qkv` (one projection GEMM for q, k, v). Join them with
-`+`: `compile+graphs`, `graphs+sdpa_cudnn`.
+kernels over flash attention); `fuse_qkv` (one projection GEMM for q, k, v); `tuned` (inductor's
+1x1-convs-as-matmuls and coordinate-descent tuning, as diffusers' guide sets them). Join them
+with `+`: `compile+graphs`, `graphs+sdpa_cudnn`, `compile+tuned+graphs`.
 """
 
 from __future__ import annotations
@@ -99,19 +100,21 @@ def profile_phases(model: Any, n: int, label: str) -> None:
 
 
 def measure(model: Any, label: str, reference: Any) -> None:
-    """Warm-up, latency, batch-8 throughput, phases, and the pixel difference from the eager
-    image `reference` of the same request."""
+    """Batch-8 throughput, then single-image latency, phases of both, and the pixel difference
+    from the eager image `reference` of the same request. Each shape's warm-up (compiling, where
+    compiled) is reported on its own, batch 8 first, so a slow compile still leaves figures."""
     from engine.generate import generate
 
-    started = time.perf_counter()
-    generate(model, requests(1))
-    generate(model, requests(8))
-    record(f"{label}_warmup_s", round(time.perf_counter() - started, 1))
-    record(f"{label}_single_s", round(timed(lambda: generate(model, requests(1)), 5), 3))
-    seconds = timed(lambda: generate(model, requests(8)), 3)
-    record(f"{label}_batch8_img_per_s", round(8 / seconds, 2))
-    profile_phases(model, 1, label)
-    profile_phases(model, 8, label)
+    for n in (8, 1):
+        started = time.perf_counter()
+        generate(model, requests(n))
+        record(f"{label}_batch{n}_warmup_s", round(time.perf_counter() - started, 1))
+        if n == 8:
+            seconds = timed(lambda: generate(model, requests(8)), 3)
+            record(f"{label}_batch8_img_per_s", round(8 / seconds, 2))
+        else:
+            record(f"{label}_single_s", round(timed(lambda: generate(model, requests(1)), 5), 3))
+        profile_phases(model, n, label)
     image = pixels(generate(model, requests(1))[0][0].png)
     record(f"{label}_vs_eager_max_pixel_diff", int(np.abs(image - reference).max()))
 
@@ -158,7 +161,7 @@ def prepare(model: Any, lever: str) -> AbstractContextManager[Any]:
     from engine.speed import apply_speedups
 
     parts = set(lever.split("+"))
-    known = {"eager", "graphs", "compile", "compile_max", "cudnn_benchmark", "fuse_qkv"}
+    known = {"eager", "graphs", "compile", "compile_max", "cudnn_benchmark", "fuse_qkv", "tuned"}
     unknown = parts - known - {"sdpa_cudnn", "sdpa_efficient"}
     if unknown:
         raise SystemExit(f"unknown lever {lever}")
@@ -166,6 +169,13 @@ def prepare(model: Any, lever: str) -> AbstractContextManager[Any]:
     if "compile_max" in parts:
         mode = "max-autotune-no-cudagraphs"
     torch.backends.cudnn.benchmark = "cudnn_benchmark" in parts
+    if "tuned" in parts:  # the inductor settings of diffusers' "accelerate inference" guide
+        import torch._inductor.config as inductor
+
+        inductor.conv_1x1_as_mm = True
+        inductor.coordinate_descent_tuning = True
+        inductor.coordinate_descent_check_all_directions = True
+        inductor.epilogue_fusion = False
     if "fuse_qkv" in parts:
         model.unet.fuse_qkv_projections()
     apply_speedups(model, mode, cuda_graphs="graphs" in parts)  # type: ignore[arg-type]
