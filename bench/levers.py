@@ -1,11 +1,12 @@
 """Measure each speed lever alone on the random-weight SD 1.5 model (see gpu_bench.py).
 
-    python -m bench.levers --levers eager,graphs,compile+graphs [--ti eager,graphs]
+    python -m bench.levers --levers eager,graphs,compile+graphs [--ti eager,graphs] [--decode]
 
 Prints, per lever (each on a freshly loaded model): single-image latency and batch-8 images/s
 (512x512, 25 steps, CFG 7.5), a phase profile (encode / denoise / decode / PNG) of batch 1 and
 8, the largest pixel difference from the eager image of the same request and, for the levers
-named by --ti, the training step's samples/s at batch 4, 8 and 16.
+named by --ti, the training step's samples/s at batch 4, 8 and 16. --decode times decoding 8
+latents in chunks of 1, 2, 4 and 8, eager and graphed.
 
 Levers: `eager`; `graphs` (CUDA graphs, engine.graphs); `compile` (torch.compile, inductor
 default); `compile_max` (max-autotune-no-cudagraphs); `cudnn_benchmark` (cuDNN times its conv
@@ -191,10 +192,28 @@ def prepare(model: Any, lever: str) -> AbstractContextManager[Any]:
     return nullcontext()
 
 
+def decode_batches(model: Any) -> None:
+    """Seconds to decode 8 latents in chunks of 1, 2, 4 and 8, eager and as CUDA graphs."""
+    from engine.generate import decode_pixels
+    from engine.speed import apply_speedups
+
+    latents = torch.randn(8, 4, SIZE // 8, SIZE // 8, device="cuda", dtype=model.dtype)
+    apply_speedups(model, "off", cuda_graphs=True)
+    with torch.inference_mode():
+        for label, decode in (
+            ("eager", lambda z: decode_pixels(model.vae, z)),
+            ("graphs", model.graphs.decode),
+        ):
+            for chunk in (1, 2, 4, 8):
+                seconds = timed(lambda c=chunk, d=decode: [d(z) for z in latents.split(c)], 3)
+                record(f"decode8_{label}_chunks_of_{chunk}_s", round(seconds, 4))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--levers", default="eager,graphs,compile,compile+graphs")
     parser.add_argument("--ti", default="", help="comma list of levers to measure training for")
+    parser.add_argument("--decode", action="store_true", help="VAE decode by chunk size")
     parser.add_argument("--out", default=os.environ.get("OUT", ".") + "/levers.json")
     args = parser.parse_args()
     import tempfile
@@ -205,7 +224,7 @@ def main() -> int:
     folder = build_sd15(Path(tempfile.gettempdir()) / "lexicon-bench" / "sd15-random")
     data_dir = Path(tempfile.gettempdir()) / "lexicon-bench" / "data"
     try:
-        for lever in args.levers.split(","):
+        for lever in filter(None, args.levers.split(",")):
             model = load_model(str(folder), device="cuda", data_dir=data_dir)
             try:
                 reference = pixels(generate(model, requests(1))[0][0].png)  # eager, this model
@@ -220,6 +239,8 @@ def main() -> int:
                 record(f"{lever}_error", f"{type(error).__name__}: {error}")
             del model
             torch.cuda.empty_cache()
+        if args.decode:
+            decode_batches(load_model(str(folder), device="cuda", data_dir=data_dir))
     finally:
         Path(args.out).write_text(json.dumps(RESULTS, indent=2))
         print(json.dumps(RESULTS, indent=2))
