@@ -12,7 +12,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -90,6 +97,16 @@ class Settings(BaseSettings):
         if self.model == "tiny" and "allowed_sizes" not in self.model_fields_set:
             self.allowed_sizes = ["64x64", "128x128"]
         return self
+
+    @field_validator("cuda_graphs")
+    @classmethod
+    def _one_kind_of_graphs(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("compile") == "reduce-overhead":
+            raise ValueError(
+                "LEXICON_COMPILE=reduce-overhead records CUDA graphs of its own, "
+                "so set LEXICON_CUDA_GRAPHS=false with it"
+            )
+        return value
 
     @field_validator("device")
     @classmethod

@@ -699,7 +699,7 @@ class Trainer:
 class _RecordedStep:
     """One training step's forward and backward, recorded as a CUDA graph and replayed.
 
-    The eager step issues ~4,000 kernels (text encoder and UNet, forward and input-gradient
+    The eager step issues ~2,800 kernels (text encoder and UNet, forward and input-gradient
     backward) and costs about the same at batch 1 as at batch 8 because the CPU cannot issue
     them faster; replaying the recorded step issues them at once. The random draws stay on the
     CPU generator (they are copied in), and the loss scale is an input, so a replay computes

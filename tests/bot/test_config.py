@@ -62,6 +62,20 @@ def test_invalid_values_give_one_sentence(
     assert "\n" not in message and message.endswith(".")
 
 
+def test_two_kinds_of_cuda_graphs_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile's reduce-overhead mode records graphs itself: not on top of Lexicon's."""
+    monkeypatch.setenv("LEXICON_COMPILE", "reduce-overhead")
+    with pytest.raises(StartupError, match=r"^LEXICON_CUDA_GRAPHS is invalid: LEXICON_COMPILE="):
+        load_settings()
+    monkeypatch.setenv("LEXICON_CUDA_GRAPHS", "false")
+    settings = load_settings()
+    assert settings.compile == "reduce-overhead" and settings.cuda_graphs is False
+
+
+def test_cuda_graphs_are_on_by_default() -> None:
+    assert load_settings().cuda_graphs is True
+
+
 def test_missing_token_says_where_to_get_one() -> None:
     """require_discord_token names DISCORD_TOKEN and the developer portal."""
     with pytest.raises(StartupError) as caught:
