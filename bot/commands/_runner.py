@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bot.cli import CommandError
+
+if TYPE_CHECKING:
+    from bot.app import Lexicon
+    from storage.models import Job
 
 T = TypeVar("T")
 
@@ -48,11 +52,13 @@ class ProgressBar:
             sys.stderr.write("\n")
 
 
-async def wait_with_progress(app: object, job_id: int, bar: ProgressBar) -> object:
-    """Wait for a job to finish while drawing its progress; returns the final Job."""
-    from bot.app import Lexicon
+async def wait_for_success(app: Lexicon, job_id: int, label: str) -> Job:
+    """Wait for the worker, then for the job while drawing its progress; returns the succeeded
+    Job, or raises a CommandError with the job's own error sentence."""
+    from storage.models import JobState
 
-    assert isinstance(app, Lexicon)
+    await app.wait_for_worker()
+    bar = ProgressBar(label)
     waiter = asyncio.ensure_future(app.wait_for_job(job_id))
     with app.hub.subscribe() as updates:
         while not waiter.done():
@@ -66,4 +72,7 @@ async def wait_with_progress(app: object, job_id: int, bar: ProgressBar) -> obje
             else:
                 getter.cancel()
     bar.done()
-    return waiter.result()
+    job = waiter.result()
+    if job.state is not JobState.SUCCEEDED:
+        raise CommandError(job.error or f"the job was {job.state.value}.")
+    return job

@@ -34,11 +34,9 @@ def main(args: argparse.Namespace) -> int:
 
 async def _imagine(args: argparse.Namespace) -> int:
     from bot.app import Lexicon
-    from bot.cli import CommandError
-    from bot.commands._runner import ProgressBar, wait_with_progress
+    from bot.commands._runner import wait_for_success
     from bot.config import load_settings
     from bot.logging_setup import configure_logging
-    from storage.models import JobState
 
     settings = load_settings()
     configure_logging("WARNING")
@@ -54,10 +52,7 @@ async def _imagine(args: argparse.Namespace) -> int:
             size=args.size,
             scheduler=args.scheduler,
         )
-        await app.wait_for_worker()
-        job = await wait_with_progress(app, submitted.job.id, ProgressBar("imagine"))
-        if job.state is not JobState.SUCCEEDED:  # type: ignore[attr-defined]
-            raise CommandError(job.error or f"the job was {job.state.value}.")  # type: ignore[attr-defined]
+        await wait_for_success(app, submitted.job.id, "imagine")
         images = await app.storage.images.list_for_job(submitted.job.id)
         paths = output_paths(Path(args.out), len(images))
         for image, path in zip(images, paths, strict=True):

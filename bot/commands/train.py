@@ -26,10 +26,9 @@ def main(args: argparse.Namespace) -> int:
 async def _train(args: argparse.Namespace) -> int:
     from bot.app import Lexicon
     from bot.cli import CommandError
-    from bot.commands._runner import ProgressBar, wait_with_progress
+    from bot.commands._runner import wait_for_success
     from bot.config import load_settings
     from bot.logging_setup import configure_logging
-    from storage.models import JobState
 
     photos = []
     for name in args.photos:
@@ -50,10 +49,7 @@ async def _train(args: argparse.Namespace) -> int:
             share=args.shared,
             steps=args.steps,
         )
-        await app.wait_for_worker()
-        job = await wait_with_progress(app, submitted.job.id, ProgressBar("train"))
-        if job.state is not JobState.SUCCEEDED:  # type: ignore[attr-defined]
-            raise CommandError(job.error or f"the job was {job.state.value}.")  # type: ignore[attr-defined]
+        await wait_for_success(app, submitted.job.id, "train")
         embedding = await app.library.info(args.user, args.name)
         print(
             f"trained '{embedding.name}' ({embedding.n_vectors} vector(s), {embedding.family}) "
