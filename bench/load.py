@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Settings
 from bot.scheduler import Scheduler
 from bot.services import ImagineService
-from bot.testing import Simulation, simulated
-from cogs.delivery import Delivery
+from cogs.delivery import DeliveryCog
+from tests.simulation import Simulation, simulated
 
 if TYPE_CHECKING:
     from simcord.actors import MemberActor
@@ -144,8 +144,8 @@ class _Overhead:
         self._wrap(ImagineService, "submit", lambda args, result: [result.job.id])
         self._wrap(Scheduler, "handle", lambda args, result: _event_jobs(args[1]))
         self._wrap(Scheduler, "_dispatch_generate", lambda args, result: self._take_batch())
-        self._wrap(Delivery, "deliver", lambda args, result: [args[1]])
-        self._wrap(Delivery, "_flush", lambda args, result: [args[1]])
+        self._wrap(DeliveryCog, "deliver", lambda args, result: [args[1]])
+        self._wrap(DeliveryCog, "_flush", lambda args, result: [args[1]])
 
     def reset(self) -> None:
         """Forget what was timed so far (the warm-up)."""

@@ -1,7 +1,7 @@
 """`create_bot()`: the Discord side of Lexicon, built around one opened `Lexicon` app core.
 
 The bot is slash-command only and asks for the `guilds` intent alone. `setup_hook` opens the app
-core (unless one was handed in), registers the persistent buttons, loads each cog on its own (a
+core (unless one was handed in), loads each extension on its own (a
 broken cog is logged with its traceback and the others still load), starts the heartbeat the
 container healthcheck reads, and syncs commands to the dev guild — globally only when asked.
 `close()` releases what `setup_hook` opened, in reverse order.
@@ -14,20 +14,32 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import discord
-from discord import app_commands
 from discord.ext import commands, tasks
 
 from bot.app import Lexicon
 from bot.config import Settings
 from bot.health import touch_heartbeat
-from cogs import EXTENSIONS
-from cogs._errors import report_error
-from cogs.buttons import PERSISTENT_ITEMS
+from bot.ratelimit import RateLimiter
 
 log = logging.getLogger("lexicon.discord")
 
 T = TypeVar("T")
 HEARTBEAT_SECONDS = 10.0
+
+# The extensions `setup_hook` loads, one by one, in this order. Named as strings (the bot never
+# imports a cog): each registers what it owns — commands, persistent buttons, the error handler —
+# in its own `setup`. Errors come first so every later failure has a handler; delivery before the
+# commands so results of jobs finished while the bot was away go out as soon as it starts.
+EXTENSIONS: tuple[str, ...] = (
+    "cogs.errors",
+    "cogs.buttons",
+    "cogs.delivery",
+    "cogs.imagine",
+    "cogs.train",
+    "cogs.embeddings",
+    "cogs.jobs",
+    "cogs.admin",
+)
 
 # How the bot waits for input from outside Discord (the scheduler's job updates). Production
 # awaits it plainly; `bot.testing` swaps in SimCord's `env.external_wait` so the simulated world
@@ -39,15 +51,6 @@ async def _plain_wait(awaitable: Awaitable[Any], reason: str) -> Any:
     return await awaitable
 
 
-class LexiconTree(app_commands.CommandTree["LexiconBot"]):
-    """The command tree; its `on_error` is the one place app-command errors end up."""
-
-    async def on_error(
-        self, interaction: discord.Interaction[LexiconBot], error: app_commands.AppCommandError
-    ) -> None:
-        await report_error(interaction, error)
-
-
 class LexiconBot(commands.Bot):
     """A slash-command bot that owns (or borrows) one `Lexicon` app core."""
 
@@ -57,7 +60,6 @@ class LexiconBot(commands.Bot):
         super().__init__(
             command_prefix=commands.when_mentioned,  # unused: every command is a slash command
             intents=discord.Intents(guilds=True),
-            tree_cls=LexiconTree,
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
         )
@@ -67,6 +69,10 @@ class LexiconBot(commands.Bot):
         self.sync_global = sync_global
         self.external_wait: ExternalWait = _plain_wait
         self.failed_extensions: dict[str, BaseException] = {}
+        # Discord's clock (SimCord's, in tests), so limits follow the time members see.
+        self.rate_limiter = RateLimiter(
+            settings.rate_limit, clock=lambda: discord.utils.utcnow().timestamp()
+        )
 
     @property
     def app(self) -> Lexicon:
@@ -83,8 +89,6 @@ class LexiconBot(commands.Bot):
     async def setup_hook(self) -> None:
         if self._app is None:
             self._app = await Lexicon.open(self.settings)
-        for item in PERSISTENT_ITEMS:
-            self.add_dynamic_items(item)
         for extension in reversed(list(self.extensions)):
             await self.unload_extension(extension)  # a second login (a simulated restart)
         self.failed_extensions.clear()

@@ -11,7 +11,7 @@ minute" holds for every 60-second window, not per calendar minute, and the refus
 exactly when to try again. Memory is bounded by the members active in the last two minutes:
 once per window, every log whose newest entry has left the window is dropped.
 
-The limiter is Discord-independent; `cogs._common` applies it to every slash command.
+The limiter is Discord-independent; `cogs.common` applies it to every slash command.
 """
 
 from __future__ import annotations

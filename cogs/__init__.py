@@ -1,14 +1,8 @@
 """Discord adapters: slash commands, autocomplete, views and message formatting.
 
-`EXTENSIONS` is the explicit list `setup_hook` loads, one by one, in this order. Delivery comes
-first so results of jobs finished while the bot was away go out as soon as it starts.
+Each extension module (`errors`, `buttons`, `delivery`, `imagine`, `train`, `embeddings`, `jobs`,
+`admin`) has a `setup(bot)` that registers what it owns; `bot.discord_bot.EXTENSIONS` lists them
+by name. The other modules are helpers the extensions share: `common`, `errors`, `persistent`
+(the base of every button that survives a restart), `queueing`, `text`, `cards`, `images`,
+`library`.
 """
-
-EXTENSIONS: tuple[str, ...] = (
-    "cogs.delivery",
-    "cogs.imagine",
-    "cogs.train",
-    "cogs.embeddings",
-    "cogs.jobs",
-    "cogs.admin",
-)

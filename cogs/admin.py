@@ -9,26 +9,24 @@ storage refuses settings changes from anyone who is not a manager of that server
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.discord_bot import LexiconBot
 from bot.services import GUILD_MAX_QUEUED, ServiceError
-from cogs._common import actor_of, lexicon_bot, shorten
+from cogs.common import actor_of, shorten
 from storage.models import GuildSettings, SafetyMode
-
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
 
 MANAGE_GUILD = discord.Permissions(manage_guild=True)
 
 
 async def shared_name_choices(
-    interaction: discord.Interaction[Any], current: str
+    interaction: discord.Interaction[LexiconBot], current: str
 ) -> list[app_commands.Choice[str]]:
-    shared = await lexicon_bot(interaction).app.storage.embeddings.list_shared(current, limit=25)
+    shared = await interaction.client.app.storage.embeddings.list_shared(current, limit=25)
     return [app_commands.Choice(name=e.name_folded, value=e.name_folded) for e in shared]
 
 
@@ -53,14 +51,16 @@ class Admin(commands.Cog):
             raise app_commands.MissingPermissions(["manage_guild"])
         return True
 
-    async def _update(self, interaction: discord.Interaction[Any], change: Any) -> GuildSettings:
+    async def _update(
+        self, interaction: discord.Interaction[LexiconBot], change: Any
+    ) -> GuildSettings:
         assert interaction.guild_id is not None
         return await self.bot.app.storage.guilds.update(
             actor_of(interaction), interaction.guild_id, change
         )
 
     @admin.command(name="settings", description="Show this server's Lexicon settings")
-    async def settings(self, interaction: discord.Interaction[Any]) -> None:
+    async def settings(self, interaction: discord.Interaction[LexiconBot]) -> None:
         assert interaction.guild_id is not None
         current = await self.bot.app.storage.guilds.get(interaction.guild_id)
         await interaction.response.send_message(describe(current, self.bot), ephemeral=True)
@@ -69,7 +69,7 @@ class Admin(commands.Cog):
     @app_commands.describe(max_queued_per_user="Jobs one user may have waiting or running")
     async def limits(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: discord.Interaction[LexiconBot],
         max_queued_per_user: app_commands.Range[int, 1, 1000],
     ) -> None:
         def change(current: GuildSettings) -> GuildSettings:
@@ -85,7 +85,7 @@ class Admin(commands.Cog):
     @blocked.command(name="add", description="Refuse a word in prompts and names")
     @app_commands.describe(word="The word to refuse")
     async def blocked_add(
-        self, interaction: discord.Interaction[Any], word: app_commands.Range[str, 1, 64]
+        self, interaction: discord.Interaction[LexiconBot], word: app_commands.Range[str, 1, 64]
     ) -> None:
         word = word.strip().casefold()
         if not word:
@@ -104,7 +104,7 @@ class Admin(commands.Cog):
     @blocked.command(name="remove", description="Allow a blocked word again")
     @app_commands.describe(word="The word to allow again")
     async def blocked_remove(
-        self, interaction: discord.Interaction[Any], word: app_commands.Range[str, 1, 64]
+        self, interaction: discord.Interaction[LexiconBot], word: app_commands.Range[str, 1, 64]
     ) -> None:
         word = word.strip().casefold()
         assert interaction.guild_id is not None
@@ -120,7 +120,7 @@ class Admin(commands.Cog):
         await interaction.response.send_message(f"'{word}' is allowed again.", ephemeral=True)
 
     @blocked.command(name="list", description="Show the blocked words")
-    async def blocked_list(self, interaction: discord.Interaction[Any]) -> None:
+    async def blocked_list(self, interaction: discord.Interaction[LexiconBot]) -> None:
         assert interaction.guild_id is not None
         words = (await self.bot.app.storage.guilds.get(interaction.guild_id)).blocked_words
         text = ", ".join(words) if words else "No words are blocked here."
@@ -130,7 +130,7 @@ class Admin(commands.Cog):
     @app_commands.describe(prompt="Added to every negative prompt here, e.g. easynegative")
     async def negative(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: discord.Interaction[LexiconBot],
         prompt: app_commands.Range[str, 0, 500] | None = None,
     ) -> None:
         text = (prompt or "").strip()
@@ -146,7 +146,9 @@ class Admin(commands.Cog):
     @admin.command(name="safety", description="What happens to images a safety checker flags")
     @app_commands.describe(mode="off: show; standard: behind a spoiler; strict: withhold")
     async def safety(
-        self, interaction: discord.Interaction[Any], mode: Literal["off", "standard", "strict"]
+        self,
+        interaction: discord.Interaction[LexiconBot],
+        mode: Literal["off", "standard", "strict"],
     ) -> None:
         await self._update(
             interaction, lambda current: dataclasses.replace(current, safety_mode=SafetyMode(mode))
@@ -157,7 +159,7 @@ class Admin(commands.Cog):
     @app_commands.describe(name="The shared embedding", delete="Delete it instead of unsharing")
     @app_commands.autocomplete(name=shared_name_choices)
     async def remove(
-        self, interaction: discord.Interaction[Any], name: str, delete: bool = False
+        self, interaction: discord.Interaction[LexiconBot], name: str, delete: bool = False
     ) -> None:
         library = self.bot.app.library
         actor = actor_of(interaction)
@@ -171,7 +173,7 @@ class Admin(commands.Cog):
 
     @admin.command(name="ban", description="Stop a user from using Lexicon")
     @app_commands.describe(user="Who to ban")
-    async def ban(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
+    async def ban(self, interaction: discord.Interaction[LexiconBot], user: discord.User) -> None:
         if user.id == interaction.user.id:
             raise ServiceError("You cannot ban yourself.")
         await self.bot.app.storage.users.set_banned(user.id, True)
@@ -181,7 +183,7 @@ class Admin(commands.Cog):
 
     @admin.command(name="unban", description="Let a banned user use Lexicon again")
     @app_commands.describe(user="Who to unban")
-    async def unban(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
+    async def unban(self, interaction: discord.Interaction[LexiconBot], user: discord.User) -> None:
         await self.bot.app.storage.users.set_banned(user.id, False)
         await interaction.response.send_message(
             f"{user.mention} can use Lexicon again.", ephemeral=True

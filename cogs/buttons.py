@@ -1,59 +1,35 @@
-"""Persistent buttons: everything they need is in their `custom_id` or in SQLite.
-
-Each button is a `DynamicItem` whose template parses ids out of the custom id
-(`lexicon:reroll:<job_id>:<idx>`), so a button on a message posted before a restart still works:
-`setup_hook` registers the classes in `PERSISTENT_ITEMS`, and discord.py rebuilds the item from
-the clicked component. Buttons have no command tree, so each callback sends its failures to the
-same error path the commands use.
-"""
+"""The buttons on results and embedding cards, and the extension that registers every
+persistent button (see `cogs.persistent` for how they survive a restart)."""
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import discord
 
+from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
-from cogs._common import actor_of, check_rate, lexicon_bot, shorten
-from cogs._flows import CancelButton, guarded, queue_imagine
-from cogs._images import parse_parameters
-from cogs._library import LibraryPageButton
+from cogs.common import actor_of, check_rate, shorten
+from cogs.images import parse_parameters
+from cogs.library import LibraryPageButton
+from cogs.persistent import PersistentButton
+from cogs.queueing import CancelButton, queue_imagine
 from engine.png import read_parameters
 from storage.models import Embedding, EmbeddingKind
 
 TRY_PROMPTS = {"style": "a painting in the style of <{}>", "face": "a portrait photo of <{}>"}
 
 
-class RerollButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"lexicon:reroll:(?P<job>[0-9]+):(?P<idx>[0-9]+)",
-):
+class RerollButton(PersistentButton, action="reroll", fields=("job", "idx")):
     """The same request again with a new seed, queued for whoever clicks."""
 
-    def __init__(self, job_id: int, idx: int, label: str = "Reroll", row: int | None = None):
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                style=discord.ButtonStyle.primary,
-                custom_id=f"lexicon:reroll:{job_id}:{idx}",
-                row=row,
-            )
-        )
-        self.job_id, self.idx = job_id, idx
+    label = "Reroll"
+    style = discord.ButtonStyle.primary
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> RerollButton:
-        return cls(int(match["job"]), int(match["idx"]))
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await self._reroll(interaction)
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await guarded(interaction, self._reroll(interaction))
-
-    async def _reroll(self, interaction: discord.Interaction[Any]) -> None:
+    async def _reroll(self, interaction: discord.Interaction[LexiconBot]) -> None:
         check_rate(interaction)
-        job = await lexicon_bot(interaction).app.storage.jobs.get(self.job_id)
+        job = await interaction.client.app.storage.jobs.get(self.value("job"))
         params = job.params
         await queue_imagine(
             interaction,
@@ -67,35 +43,17 @@ class RerollButton(
         )
 
 
-class InfoButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"lexicon:info:(?P<job>[0-9]+):(?P<idx>[0-9]+)",
-):
+class InfoButton(PersistentButton, action="info", fields=("job", "idx")):
     """What made this image, read from the `parameters` chunk of the stored PNG (private)."""
 
-    def __init__(self, job_id: int, idx: int, label: str = "Info", row: int | None = None):
-        super().__init__(
-            discord.ui.Button(
-                label=label,
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"lexicon:info:{job_id}:{idx}",
-                row=row,
-            )
-        )
-        self.job_id, self.idx = job_id, idx
+    label = "Info"
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> InfoButton:
-        return cls(int(match["job"]), int(match["idx"]))
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await self._info(interaction)
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await guarded(interaction, self._info(interaction))
-
-    async def _info(self, interaction: discord.Interaction[Any]) -> None:
-        images = lexicon_bot(interaction).app.storage.images
-        png = await images.read_png(await images.get(self.job_id, self.idx))
+    async def _info(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        images = interaction.client.app.storage.images
+        png = await images.read_png(await images.get(self.value("job"), self.value("idx")))
         info = parse_parameters(read_parameters(png))
         lines = [f"**Prompt** {shorten(info.prompt, 900)}"]
         if info.negative:
@@ -109,100 +67,53 @@ class InfoButton(
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
 
-class DeleteButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lexicon:delete:(?P<job>[0-9]+)"
-):
+class DeleteButton(PersistentButton, action="delete", fields=("job",)):
     """Remove the result message; only the person whose job it was may."""
 
-    def __init__(self, job_id: int, row: int | None = None):
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"lexicon:delete:{job_id}",
-                row=row,
-            )
-        )
-        self.job_id = job_id
+    label = "Delete"
+    style = discord.ButtonStyle.danger
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> DeleteButton:
-        return cls(int(match["job"]))
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await self._delete(interaction)
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await guarded(interaction, self._delete(interaction))
-
-    async def _delete(self, interaction: discord.Interaction[Any]) -> None:
-        job = await lexicon_bot(interaction).app.storage.jobs.get(self.job_id)
+    async def _delete(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        job = await interaction.client.app.storage.jobs.get(self.value("job"))
         if job.user_id != interaction.user.id:
             raise ServiceError("Only the person who asked for these images can delete them.")
         await interaction.response.defer()
         await interaction.delete_original_response()
 
 
-class TryButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lexicon:try:(?P<embedding>[0-9]+)"
-):
+class TryButton(PersistentButton, action="try", fields=("embedding",)):
     """Render a first image with a fresh embedding, for whoever clicks (if they may use it)."""
 
-    def __init__(self, embedding_id: int):
-        super().__init__(
-            discord.ui.Button(
-                label="Try it",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"lexicon:try:{embedding_id}",
-            )
-        )
-        self.embedding_id = embedding_id
+    label = "Try it"
+    style = discord.ButtonStyle.primary
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> TryButton:
-        return cls(int(match["embedding"]))
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await self._try(interaction)
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await guarded(interaction, self._try(interaction))
-
-    async def _try(self, interaction: discord.Interaction[Any]) -> None:
+    async def _try(self, interaction: discord.Interaction[LexiconBot]) -> None:
         check_rate(interaction)
-        app = lexicon_bot(interaction).app
-        embedding = await app.storage.embeddings.get(self.embedding_id, interaction.user.id)
+        app = interaction.client.app
+        embedding = await app.storage.embeddings.get(self.value("embedding"), interaction.user.id)
         job = await app.storage.jobs.get(embedding.job_id) if embedding.job_id else None
         kind = str(job.params.get("kind", "object")) if job is not None else "object"
         prompt = TRY_PROMPTS.get(kind, "a photo of <{}>").format(embedding.name_folded)
         await queue_imagine(interaction, prompt)
 
 
-class ShareButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lexicon:share:(?P<embedding>[0-9]+)"
-):
+class ShareButton(PersistentButton, action="share", fields=("embedding",)):
     """Put an embedding in the shared library (its owner only; storage checks)."""
 
-    def __init__(self, embedding_id: int):
-        super().__init__(
-            discord.ui.Button(
-                label="Share",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"lexicon:share:{embedding_id}",
-            )
-        )
-        self.embedding_id = embedding_id
+    label = "Share"
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> ShareButton:
-        return cls(int(match["embedding"]))
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await self._share(interaction)
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await guarded(interaction, self._share(interaction))
-
-    async def _share(self, interaction: discord.Interaction[Any]) -> None:
-        embeddings = lexicon_bot(interaction).app.storage.embeddings
-        shared = await embeddings.share(actor_of(interaction), self.embedding_id)
+    async def _share(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        embeddings = interaction.client.app.storage.embeddings
+        shared = await embeddings.share(actor_of(interaction), self.value("embedding"))
         await interaction.response.send_message(
             f"**{shared.name}** is in the shared library now; anyone can write "
             f"`<{shared.name_folded}>`.",
@@ -216,8 +127,8 @@ def result_view(job_id: int, indices: list[int]) -> discord.ui.View:
     single = len(indices) == 1
     for row, idx in enumerate(indices[:4]):
         suffix = "" if single else f" {idx + 1}"
-        view.add_item(RerollButton(job_id, idx, f"Reroll{suffix}", row=0 if single else row))
-        view.add_item(InfoButton(job_id, idx, f"Info{suffix}", row=0 if single else row))
+        view.add_item(RerollButton(job_id, idx, label=f"Reroll{suffix}", row=0 if single else row))
+        view.add_item(InfoButton(job_id, idx, label=f"Info{suffix}", row=0 if single else row))
     view.add_item(DeleteButton(job_id, row=0 if single else min(len(indices), 4)))
     return view
 
@@ -231,7 +142,7 @@ def card_view(embedding: Embedding) -> discord.ui.View | None:
     return view if view.children else None
 
 
-PERSISTENT_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
+PERSISTENT_BUTTONS: tuple[type[PersistentButton], ...] = (
     CancelButton,
     RerollButton,
     InfoButton,
@@ -240,3 +151,11 @@ PERSISTENT_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     ShareButton,
     LibraryPageButton,
 )
+
+
+async def setup(bot: LexiconBot) -> None:
+    bot.add_dynamic_items(*PERSISTENT_BUTTONS)
+
+
+async def teardown(bot: LexiconBot) -> None:
+    bot.remove_dynamic_items(*PERSISTENT_BUTTONS)

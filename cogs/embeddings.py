@@ -7,27 +7,24 @@ ones); these commands turn the answers into private messages.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 
+from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
-from cogs._cards import embedding_card
-from cogs._common import RateLimitedCog, actor_of, lexicon_bot
-from cogs._library import QUERY_MAX, library_page
-
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
+from cogs.cards import embedding_card
+from cogs.common import RateLimitedCog, actor_of
+from cogs.library import QUERY_MAX, library_page
 
 NAME_OPTION = "An embedding name"
 
 
 async def usable_name_choices(
-    interaction: discord.Interaction[Any], current: str
+    interaction: discord.Interaction[LexiconBot], current: str
 ) -> list[app_commands.Choice[str]]:
     """Autocomplete: the names this user may use, their own first (at most 25)."""
-    names = await lexicon_bot(interaction).app.library.usable_names(
+    names = await interaction.client.app.library.usable_names(
         interaction.user.id, current.strip(), limit=25
     )
     return [app_commands.Choice(name=name, value=name) for name in names[:25]]
@@ -44,7 +41,7 @@ class Embeddings(RateLimitedCog):
     embeddings = app_commands.Group(name="embeddings", description="Your embeddings")
 
     @embeddings.command(name="list", description="List your embeddings")
-    async def list_(self, interaction: discord.Interaction[Any]) -> None:
+    async def list_(self, interaction: discord.Interaction[LexiconBot]) -> None:
         owned = await self.bot.app.library.list_owned(interaction.user.id)
         if not owned:
             await interaction.response.send_message(
@@ -64,14 +61,14 @@ class Embeddings(RateLimitedCog):
     @embeddings.command(name="info", description="Show an embedding's card")
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
-    async def info(self, interaction: discord.Interaction[Any], name: str) -> None:
+    async def info(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
         embedding = await self.bot.app.library.info(interaction.user.id, name)
         await interaction.response.send_message(embed=embedding_card(embedding), ephemeral=True)
 
     @embeddings.command(name="share", description="Put one of your embeddings in the library")
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
-    async def share(self, interaction: discord.Interaction[Any], name: str) -> None:
+    async def share(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
         embedding = await self.bot.app.library.share(actor_of(interaction), name)
         await interaction.response.send_message(
             f"**{embedding.name}** is shared: anyone can write `<{embedding.name_folded}>`.",
@@ -81,7 +78,7 @@ class Embeddings(RateLimitedCog):
     @embeddings.command(name="unshare", description="Take an embedding out of the library")
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
-    async def unshare(self, interaction: discord.Interaction[Any], name: str) -> None:
+    async def unshare(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
         embedding = await self.bot.app.library.unshare(actor_of(interaction), name)
         await interaction.response.send_message(
             f"**{embedding.name}** is private again.", ephemeral=True
@@ -92,7 +89,7 @@ class Embeddings(RateLimitedCog):
     @app_commands.autocomplete(name=usable_name_choices)
     async def rename(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: discord.Interaction[LexiconBot],
         name: str,
         new_name: app_commands.Range[str, 2, 32],
     ) -> None:
@@ -105,14 +102,14 @@ class Embeddings(RateLimitedCog):
     @embeddings.command(name="delete", description="Delete one of your embeddings")
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
-    async def delete(self, interaction: discord.Interaction[Any], name: str) -> None:
+    async def delete(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
         embedding = await self.bot.app.library.delete(actor_of(interaction), name)
         await interaction.response.send_message(f"Deleted **{embedding.name}**.", ephemeral=True)
 
     @embeddings.command(name="export", description="Download an embedding (A1111/diffusers format)")
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
-    async def export(self, interaction: discord.Interaction[Any], name: str) -> None:
+    async def export(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
         filename, data = await self.bot.app.library.export(interaction.user.id, name)
         await interaction.response.send_message(
             f"`{filename}` loads in A1111, kohya and diffusers as it is.",
@@ -129,7 +126,7 @@ class Embeddings(RateLimitedCog):
     )
     async def import_(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: discord.Interaction[LexiconBot],
         file: discord.Attachment,
         name: app_commands.Range[str, 2, 32],
         negative: bool = False,
@@ -158,7 +155,7 @@ class Embeddings(RateLimitedCog):
     @app_commands.describe(query="Words to look for in names and descriptions")
     async def library(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: discord.Interaction[LexiconBot],
         query: app_commands.Range[str, 0, QUERY_MAX] = "",
     ) -> None:
         embed, view = await library_page(self.bot.app, query.strip(), 1)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import discord
 from discord import app_commands
 
+from bot.discord_bot import LexiconBot
 from bot.services import MAX_SEED
-from cogs._common import RateLimitedCog, offer_choices
-from cogs._flows import queue_imagine
-
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
+from cogs.common import RateLimitedCog, offer_choices
+from cogs.queueing import queue_imagine
 
 
 class Imagine(RateLimitedCog):
@@ -32,7 +28,7 @@ class Imagine(RateLimitedCog):
     )
     async def imagine(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: discord.Interaction[LexiconBot],
         prompt: app_commands.Range[str, 1, 1500],
         negative: app_commands.Range[str, 0, 1500] | None = None,
         count: app_commands.Range[int, 1, 4] = 1,

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import discord
 from discord import app_commands
 
+from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
-from cogs._common import RateLimitedCog, duration, lexicon_bot, shorten
-from cogs._flows import cancel_job
+from cogs.common import RateLimitedCog, duration, shorten
+from cogs.queueing import cancel_job
 from storage.models import Job, JobKind, JobState
-
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
 
 
 def _describe(job: Job) -> str:
@@ -23,10 +19,10 @@ def _describe(job: Job) -> str:
 
 
 async def active_job_choices(
-    interaction: discord.Interaction[Any], current: str
+    interaction: discord.Interaction[LexiconBot], current: str
 ) -> list[app_commands.Choice[int]]:
     """Autocomplete: the user's waiting and running jobs, newest first."""
-    jobs = await lexicon_bot(interaction).app.storage.jobs.list_for_user(interaction.user.id)
+    jobs = await interaction.client.app.storage.jobs.list_for_user(interaction.user.id)
     choices = []
     for job in jobs:
         label = shorten(f"#{job.id} {_describe(job).replace('**', '')} ({job.state.value})", 100)
@@ -40,7 +36,7 @@ class Jobs(RateLimitedCog):
         self.bot = bot
 
     @app_commands.command(name="queue", description="Your waiting and running jobs")
-    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+    async def queue(self, interaction: discord.Interaction[LexiconBot]) -> None:
         app = self.bot.app
         jobs = await app.storage.jobs.list_for_user(interaction.user.id)
         if not jobs:
@@ -69,7 +65,9 @@ class Jobs(RateLimitedCog):
     @app_commands.describe(job="The job number (see /queue)")
     @app_commands.autocomplete(job=active_job_choices)
     async def cancel(
-        self, interaction: discord.Interaction[Any], job: app_commands.Range[int, 1] | None = None
+        self,
+        interaction: discord.Interaction[LexiconBot],
+        job: app_commands.Range[int, 1] | None = None,
     ) -> None:
         if job is None:
             active = await self.bot.app.storage.jobs.list_for_user(interaction.user.id, limit=1)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import discord
 from discord import app_commands
 
+from bot.discord_bot import LexiconBot
 from bot.services import ServiceError, Submitted
-from cogs._common import RateLimitedCog, lexicon_bot
-from cogs._errors import defer_public
-from cogs._flows import queue_job
+from cogs.common import RateLimitedCog
+from cogs.errors import defer_public
+from cogs.queueing import queue_job
 from storage.models import Delivery
-
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
 
 
 def _size(size: int) -> str:
@@ -52,7 +50,7 @@ class Train(RateLimitedCog):
     )
     async def train(
         self,
-        interaction: discord.Interaction[Any],
+        interaction: discord.Interaction[LexiconBot],
         name: app_commands.Range[str, 2, 32],
         photo1: discord.Attachment,
         photo2: discord.Attachment,
@@ -68,7 +66,7 @@ class Train(RateLimitedCog):
         photos = [p for p in (photo1, photo2, photo3, photo4, photo5) if p is not None]
         refuse_oversized(photos, self.bot.settings.max_photo_bytes)
         files = [(photo.filename, await photo.read()) for photo in photos]
-        app = lexicon_bot(interaction).app
+        app = interaction.client.app
 
         async def submit(delivery: Delivery) -> Submitted:
             return await app.train.submit(

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from bot.discord_bot import LexiconBot
+from cogs.delivery._cog import EDIT_INTERVAL, DeliveryCog
 
-from cogs.delivery._cog import EDIT_INTERVAL, Delivery
-
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
-
-__all__ = ["EDIT_INTERVAL", "Delivery", "setup"]
+__all__ = ["EDIT_INTERVAL", "DeliveryCog", "setup"]
 
 
 async def setup(bot: LexiconBot) -> None:
-    await bot.add_cog(Delivery(bot))
+    await bot.add_cog(DeliveryCog(bot))

@@ -23,20 +23,18 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord.ext import commands, tasks
 
+from bot.discord_bot import LexiconBot
 from bot.hub import JobUpdate
-from cogs._flows import progress_view
-from cogs._text import job_title, progress_text
 from cogs.delivery._render import Outgoing, render_final
+from cogs.queueing import progress_view
+from cogs.text import job_title, progress_text
 from storage.errors import StorageError
 from storage.models import Job
-
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
 
 log = logging.getLogger("lexicon.discord.delivery")
 
@@ -58,7 +56,7 @@ class _Live:
     flush: asyncio.Task[None] | None = None
 
 
-class Delivery(commands.Cog):
+class DeliveryCog(commands.Cog, name="Delivery"):
     def __init__(self, bot: LexiconBot) -> None:
         self.bot = bot
         self._live: dict[int, _Live] = {}

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import discord
 
 from bot.app import Lexicon
-from cogs._cards import embedding_card
-from cogs._images import Upload, fit_uploads
-from cogs._text import cancelled_text, failed_text, job_title
 from cogs.buttons import card_view, result_view
+from cogs.cards import embedding_card
+from cogs.images import Upload, fit_uploads
+from cogs.text import cancelled_text, failed_text, job_title
 from storage.errors import NotFound
 from storage.models import Image, Job, JobKind, JobState, SafetyMode
 

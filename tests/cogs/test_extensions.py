@@ -16,10 +16,9 @@ from discord.ext import commands
 import bot.discord_bot as discord_bot
 from bot.app import Lexicon
 from bot.config import Settings
-from bot.discord_bot import create_bot
+from bot.discord_bot import EXTENSIONS, create_bot
 from bot.health import heartbeat_path
 from bot.transport import LocalTransport
-from cogs import EXTENSIONS
 
 CONTRACT = {"train", "imagine", "embeddings", "library", "queue", "cancel", "admin"}
 

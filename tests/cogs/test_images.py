@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import numpy as np
 from PIL import Image as PILImage
 
-from cogs._images import Upload, fit_upload, fit_uploads, parse_parameters
 from cogs.delivery._render import FLAGGED_KEY, Outgoing, safe_uploads
+from cogs.images import Upload, fit_upload, fit_uploads, parse_parameters
 from engine.png import ImageParameters, encode_png, format_parameters
 from storage.models import Image, SafetyMode
 

@@ -11,8 +11,8 @@ from simcord.actors import MemberActor
 from simcord.results import InteractionResult
 
 from bot.config import Settings
-from bot.testing import Simulation, simulated
 from tests.bot.conftest import _no_operator_env, make_settings, three_photos, tiny_model_path
+from tests.simulation import Simulation, simulated
 
 __all__ = ["_no_operator_env", "tiny_model_path"]
 

@@ -8,8 +8,8 @@ import struct
 import pytest
 import simcord
 
-from bot.testing import Simulation
 from tests.e2e.conftest import refusal, train
+from tests.simulation import Simulation
 
 
 async def _share_many(sim: Simulation, owner_id: int, count: int) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from PIL import Image
 
 from bot.hub import JobUpdate
-from bot.testing import Simulation, simulated
 from cogs.delivery import EDIT_INTERVAL
 from tests.e2e.conftest import SLOW_STEP_SECONDS, photo_options, standin_settings
+from tests.simulation import Simulation, simulated
 
 
 async def test_buttons_on_old_results_work_after_a_restart(sim: Simulation) -> None:

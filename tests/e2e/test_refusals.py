@@ -6,9 +6,9 @@ import pytest
 import simcord
 
 from bot.services import ServiceError
-from bot.testing import Simulation
 from tests.bot.conftest import three_photos
 from tests.e2e.conftest import SLOW_STEP_SECONDS, photo_options, refusal, standin_settings, train
+from tests.simulation import Simulation
 
 
 async def test_two_photos_cannot_be_sent_and_the_service_says_why(sim: Simulation) -> None:
@@ -45,7 +45,7 @@ async def test_an_oversized_attachment_is_refused_before_download(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A photo over the limit is refused by its size; no attachment is ever downloaded."""
-    from bot.testing import simulated
+    from tests.simulation import simulated
 
     settings = standin_settings(tmp_path / "data", max_photo_bytes=200 * 1024)
     async with simulated(settings) as sim:

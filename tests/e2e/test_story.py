@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from bot.testing import Simulation, simulated
-from cogs._images import parse_parameters
+from cogs.images import parse_parameters
 from engine.embedding_files import write_embedding
 from engine.png import read_parameters
 from tests.bot.conftest import make_settings, three_photos
+from tests.simulation import Simulation, simulated
 
 
 async def _png_parameters(sim: Simulation, message_id: int) -> str:

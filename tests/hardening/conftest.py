@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from bot.app import Lexicon
-from bot.testing import Simulation
 from storage.facade import files_root
 from tests.bot.conftest import _no_operator_env, tiny_model_path
 from tests.e2e.conftest import settings, sim, standin_settings
+from tests.simulation import Simulation
 
 __all__ = ["_no_operator_env", "settings", "sim", "standin_settings", "tiny_model_path"]
 

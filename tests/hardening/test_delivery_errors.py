@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import discord
 
-from bot.testing import Simulation
 from cogs.delivery._cog import SWEEP_SECONDS
 from storage.models import Job
+from tests.simulation import Simulation
 
 
 def _results(sim: Simulation, job: Job) -> list[discord.Message]:

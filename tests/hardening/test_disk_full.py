@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 import storage.files
-from bot.testing import Simulation
 from storage.maintenance import check
 from storage.models import FileKind
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import stored, stored_files
+from tests.simulation import Simulation
 
 
 class _FullDisk:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.testing import Simulation
 from tests.e2e.conftest import refusal
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import NOTHING, stored
+from tests.simulation import Simulation
 
 UNSAFE = "This file contains code or objects other than tensors, so it was refused for safety."
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.testing import Simulation
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import NOTHING, stored
+from tests.simulation import Simulation
 
 RULE = "use 2 to 32 characters from a-z, 0-9, '-' and '_', starting with a letter or a digit"
 

@@ -9,12 +9,12 @@ import pytest
 import simcord
 
 from bot.services import ServiceError
-from bot.testing import Simulation, simulated
 from engine.photos import load_photos
 from tests.bot.conftest import photo_bytes, three_photos
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import NOTHING, record_downloads, standin_settings, stored
+from tests.simulation import Simulation, simulated
 
 PhotoCase = tuple[str, Callable[[], bytes], str]
 

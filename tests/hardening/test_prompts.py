@@ -12,10 +12,10 @@ import simcord
 from PIL import Image
 
 from bot.services import ServiceError
-from bot.testing import Simulation, simulated
 from tests.bot.conftest import make_settings
 from tests.e2e.conftest import refusal
 from tests.hardening.conftest import NOTHING, stored
+from tests.simulation import Simulation, simulated
 
 LONG_PROMPT = "a photo of a cat " * 589 + "!!!"  # 10,016 characters
 

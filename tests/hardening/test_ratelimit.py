@@ -9,10 +9,10 @@ import pytest
 
 from bot.config import Settings
 from bot.ratelimit import RateLimiter
-from bot.testing import Simulation, simulated
 from tests.bot.conftest import make_settings
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening.conftest import NOTHING, record_downloads, standin_settings, stored
+from tests.simulation import Simulation, simulated
 
 
 class FakeClock:

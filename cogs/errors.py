@@ -1,6 +1,7 @@
 """The one error path: every failure a user meets ends here as one private sentence.
 
-Order of handling, for app commands (through `LexiconTree.on_error`) and buttons alike:
+Order of handling, for app commands (this extension's `setup` makes `report_error` the command
+tree's error handler) and buttons (`cogs.persistent`) alike:
 
 1. unwrap discord.py's `CommandInvokeError` to the error the code raised;
 2. a refusal the user can act on — `ServiceError`, `StorageError`, `WorkerUnavailable` — shows
@@ -22,6 +23,7 @@ import discord
 from discord import app_commands
 
 from bot.app import WorkerUnavailable
+from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
 from storage.errors import StorageError
 
@@ -67,7 +69,7 @@ def is_user_error(error: BaseException) -> bool:
     return user_sentence(error) is not None
 
 
-async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
+async def report_error(interaction: discord.Interaction[LexiconBot], error: BaseException) -> None:
     """Show the user one sentence; log the traceback when it is a bug."""
     sentence = user_sentence(error)
     if sentence is None:
@@ -85,7 +87,7 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
         log.warning("could not tell the user %r: %s", sentence, http_error)
 
 
-async def defer_public(interaction: discord.Interaction[Any]) -> int | None:
+async def defer_public(interaction: discord.Interaction[LexiconBot]) -> int | None:
     """Acknowledge with a public "thinking…" message; returns that message's id."""
     callback = await interaction.response.defer(thinking=True)
     interaction.extras[PUBLIC_DEFER] = True
@@ -95,7 +97,9 @@ async def defer_public(interaction: discord.Interaction[Any]) -> int | None:
     return message_id
 
 
-async def send_private(interaction: discord.Interaction[Any], text: str, **kwargs: Any) -> None:
+async def send_private(
+    interaction: discord.Interaction[LexiconBot], text: str, **kwargs: Any
+) -> None:
     """Send `text` only the user sees, whatever state the interaction is in."""
     if not interaction.response.is_done():
         await interaction.response.send_message(text, ephemeral=True, **kwargs)
@@ -110,3 +114,12 @@ async def send_private(interaction: discord.Interaction[Any], text: str, **kwarg
             log.info("could not remove the public placeholder: %s", error)
         return
     await interaction.followup.send(text, ephemeral=True, **kwargs)
+
+
+async def setup(bot: LexiconBot) -> None:
+    """Make `report_error` the command tree's error handler (buttons call it themselves)."""
+    bot.tree.error(report_error)
+
+
+async def teardown(bot: LexiconBot) -> None:
+    del bot.tree.on_error  # back to discord.py's own handler, which logs

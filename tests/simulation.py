@@ -37,7 +37,7 @@ from bot.app import Lexicon, default_transport
 from bot.config import Settings
 from bot.discord_bot import LexiconBot, create_bot
 from bot.transport import LocalTransport
-from cogs._errors import is_user_error
+from cogs.errors import is_user_error
 from storage.models import Job
 
 if TYPE_CHECKING:

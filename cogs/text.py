@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.hub import JobUpdate
-from cogs._common import duration, shorten
+from cogs.common import duration, shorten
 from storage.models import Job, JobKind
 
 PROMPT_SHOWN = 200

@@ -11,58 +11,57 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, cast
 
 import discord
 
+from bot.discord_bot import LexiconBot
 from bot.services import Submitted
-from cogs._common import actor_of, delivery_for, lexicon_bot
-from cogs._errors import PUBLIC_DEFER, defer_public, report_error
-from cogs._text import queued_text
+from cogs.common import actor_of, delivery_for
+from cogs.errors import PUBLIC_DEFER, defer_public
+from cogs.persistent import PersistentButton
+from cogs.text import queued_text
 from storage.models import Delivery
 
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
-    from cogs.delivery import Delivery as DeliveryCog
-
-log = logging.getLogger("lexicon.discord.flows")
+log = logging.getLogger("lexicon.discord.queueing")
 
 Submit = Callable[[Delivery], Awaitable[Submitted]]
 
-
-async def guarded(interaction: discord.Interaction[Any], work: Awaitable[None]) -> None:
-    """Run a button's work; any failure goes to the one error path (buttons have no tree)."""
-    try:
-        await work
-    except Exception as error:
-        await report_error(interaction, error)
+# The delivery cog's name. It is found by name, not imported: the delivery cog renders results
+# with buttons that queue jobs through this module, so an import would close a circle.
+DELIVERY_COG = "Delivery"
 
 
-def delivery_cog(bot: LexiconBot) -> DeliveryCog | None:
-    from cogs.delivery import Delivery
+class DeliveryGuard(Protocol):
+    """What queueing needs of the delivery cog (`cogs.delivery.DeliveryCog`)."""
 
-    cog = bot.get_cog(Delivery.__cog_name__)
-    return cog if isinstance(cog, Delivery) else None
+    def submitting(self, user_id: int) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+    def note_edit(self, job_id: int) -> None: ...
+
+
+def delivery_guard(bot: LexiconBot) -> DeliveryGuard | None:
+    cog = bot.get_cog(DELIVERY_COG)
+    return cast("DeliveryGuard", cog) if cog is not None else None
 
 
 @contextlib.asynccontextmanager
 async def _submitting(bot: LexiconBot, user_id: int) -> AsyncIterator[None]:
-    cog = delivery_cog(bot)
-    if cog is None:
+    guard = delivery_guard(bot)
+    if guard is None:
         yield
         return
-    async with cog.submitting(user_id):
+    async with guard.submitting(user_id):
         yield
 
 
 async def queue_job(
-    interaction: discord.Interaction[Any], submit: Submit, *, message_id: int | None = None
+    interaction: discord.Interaction[LexiconBot], submit: Submit, *, message_id: int | None = None
 ) -> Submitted:
     """Acknowledge (unless the caller did: `message_id`), submit with this interaction as the
     delivery address, announce."""
-    bot = lexicon_bot(interaction)
+    bot = interaction.client
     if message_id is None:
         message_id = await defer_public(interaction)
     async with _submitting(bot, interaction.user.id):
@@ -78,14 +77,14 @@ async def queue_job(
             # The job is queued: never answer it with an error now. Progress edits and the
             # delivery (or its channel fallback) reach the user later.
             log.warning("job %d is queued but its announcement failed: %s", job.id, error)
-        cog = delivery_cog(bot)
-        if cog is not None:
-            cog.note_edit(job.id)
+        guard = delivery_guard(bot)
+        if guard is not None:
+            guard.note_edit(job.id)
     return submitted
 
 
 async def queue_imagine(
-    interaction: discord.Interaction[Any],
+    interaction: discord.Interaction[LexiconBot],
     prompt: str,
     *,
     negative: str = "",
@@ -96,7 +95,7 @@ async def queue_imagine(
     size: str | None = None,
     scheduler: str | None = None,
 ) -> Submitted:
-    app = lexicon_bot(interaction).app
+    app = interaction.client.app
     extra = {"scheduler": scheduler} if scheduler else {}
 
     async def submit(delivery: Delivery) -> Submitted:
@@ -117,34 +116,20 @@ async def queue_imagine(
     return await queue_job(interaction, submit)
 
 
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"lexicon:cancel:(?P<job>[0-9]+)"
-):
+class CancelButton(PersistentButton, action="cancel", fields=("job",)):
     """Cancel a queued or running job: its owner, or a manager of the server it came from."""
 
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"lexicon:cancel:{job_id}",
-            )
-        )
-        self.job_id = job_id
+    label = "Cancel"
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> CancelButton:
-        return cls(int(match["job"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await guarded(interaction, cancel_job(interaction, self.job_id, quiet=True))
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await cancel_job(interaction, self.value("job"), quiet=True)
 
 
-async def cancel_job(interaction: discord.Interaction[Any], job_id: int, *, quiet: bool) -> None:
+async def cancel_job(
+    interaction: discord.Interaction[LexiconBot], job_id: int, *, quiet: bool
+) -> None:
     """Cancel in the database, then tell the worker; the delivery cog updates the message."""
-    app = lexicon_bot(interaction).app
+    app = interaction.client.app
     cancellation = await app.storage.jobs.cancel(actor_of(interaction), job_id)
     await app.scheduler.cancel(cancellation.job, cancellation.stopped_worker)
     if quiet:

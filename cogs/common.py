@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.ratelimit import RateLimiter
+from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
 from storage.models import Actor, Delivery
 
-if TYPE_CHECKING:
-    from bot.discord_bot import LexiconBot
-
 TOKEN_LIFETIME = timedelta(minutes=15)
-
-
-def lexicon_bot(interaction: discord.Interaction[Any]) -> LexiconBot:
-    from bot.discord_bot import LexiconBot
-
-    client = interaction.client
-    assert isinstance(client, LexiconBot)
-    return client
 
 
 class RateLimited(ServiceError, app_commands.CheckFailure):
@@ -34,19 +22,9 @@ class RateLimited(ServiceError, app_commands.CheckFailure):
     sentence; a `CheckFailure`, so a cog's `interaction_check` may raise it."""
 
 
-_limiters: weakref.WeakKeyDictionary[LexiconBot, RateLimiter] = weakref.WeakKeyDictionary()
-
-
-def _discord_now() -> float:
-    return discord.utils.utcnow().timestamp()
-
-
-def check_rate(interaction: discord.Interaction[Any]) -> None:
+def check_rate(interaction: discord.Interaction[LexiconBot]) -> None:
     """Count this command against the member's `LEXICON_RATE_LIMIT`, or refuse it."""
-    bot = lexicon_bot(interaction)
-    limiter = _limiters.get(bot)
-    if limiter is None:
-        limiter = _limiters[bot] = RateLimiter(bot.settings.rate_limit, clock=_discord_now)
+    limiter = interaction.client.rate_limiter
     retry_after = limiter.acquire(interaction.user.id)
     if retry_after:
         raise RateLimited(limiter.refusal(retry_after))
@@ -60,7 +38,7 @@ class RateLimitedCog(commands.Cog):
         return True
 
 
-def actor_of(interaction: discord.Interaction[Any]) -> Actor:
+def actor_of(interaction: discord.Interaction[LexiconBot]) -> Actor:
     """The storage `Actor` for whoever triggered the interaction: a manager is someone with
     Manage Server in the server the interaction came from."""
     guild_id = interaction.guild_id
@@ -68,7 +46,7 @@ def actor_of(interaction: discord.Interaction[Any]) -> Actor:
     return Actor(interaction.user.id, is_manager=is_manager, guild_id=guild_id)
 
 
-def delivery_for(interaction: discord.Interaction[Any], message_id: int | None) -> Delivery:
+def delivery_for(interaction: discord.Interaction[LexiconBot], message_id: int | None) -> Delivery:
     """Where a job's progress and result go: the response message, and the interaction token
     for as long as Discord honours it (15 minutes from the interaction)."""
     return Delivery(
