@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bot.services import ImagineOptions
+
 RESULTS: dict[str, Any] = {}
 SIZE, STEPS, GUIDANCE = 512, 25, 7.5
 
@@ -282,7 +284,11 @@ def bench_served(
                 )
             # warm-up batch (first-call costs are not steady-state service)
             warm = [
-                (await app.imagine.submit(100 + u, "warm up", steps=STEPS, seed=u)).job.id
+                (
+                    await app.imagine.submit(
+                        100 + u, ImagineOptions("warm up", steps=STEPS, seed=u)
+                    )
+                ).job.id
                 for u in range(8)
             ]
             await asyncio.gather(*(app.wait_for_job(j) for j in warm))
@@ -292,9 +298,9 @@ def bench_served(
                 for user in range(1, users + 1):
                     submitted = await app.imagine.submit(
                         user,
-                        f"a photo of word{user} on a beach",
-                        steps=STEPS,
-                        guidance=GUIDANCE,
+                        ImagineOptions(
+                            f"a photo of word{user} on a beach", steps=STEPS, guidance=GUIDANCE
+                        ),
                     )
                     ids.append(submitted.job.id)
             jobs = await asyncio.gather(*(app.wait_for_job(j) for j in ids))
@@ -309,7 +315,9 @@ def bench_served(
             submitted_to_stored, in_worker = [], []
             for attempt in range(3):
                 before = worker_seconds._sum.get()
-                single = (await app.imagine.submit(1, f"one alone {attempt}", steps=STEPS)).job.id
+                single = (
+                    await app.imagine.submit(1, ImagineOptions(f"one alone {attempt}", steps=STEPS))
+                ).job.id
                 started = time.perf_counter()
                 await app.wait_for_job(single)
                 submitted_to_stored.append(round(time.perf_counter() - started, 3))

@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bot.services import ImagineOptions
+
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 10
 
@@ -108,7 +110,7 @@ async def one_run(
                 ids = []
                 for i in range(jobs):
                     submitted = await app.imagine.submit(
-                        i % users + 1, f"job {i}", seed=i, steps=STEPS
+                        i % users + 1, ImagineOptions(f"job {i}", seed=i, steps=STEPS)
                     )
                     ids.append(submitted.job.id)
             started, cpu = time.perf_counter(), time.process_time()

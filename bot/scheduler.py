@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from bot import metrics
 from bot.hub import JobHub, JobUpdate
 from bot.transport import Transport
-from engine.jobs import EmbeddingPayload, GenerateRequest, TrainRequest
+from engine.jobs import GenerateRequest, TrainRequest
 from engine.protocol import (
     FromWorker,
     GenerateBatch,
@@ -223,48 +223,28 @@ class Scheduler:
         except (NotFound, OSError):
             await self._fail(job.id, job.user_id, "The photos for this training were lost.", False)
             return False
-        params = job.params
-        request = TrainRequest(
-            name=params["name"],
-            photos=tuple(photos),
-            kind=params["kind"],
-            init_word=params.get("init_word"),
-            n_vectors=params["n_vectors"],
-            steps=params["steps"],
-            seed=params["seed"],
-            negative=params.get("negative", False),
-        )
+        request = TrainRequest.from_params(job.params).with_photos(tuple(photos))
         worker.jobs.add(job.id)
         await self.transport.submit(TrainJob(job.id, job.attempts, request, checkpoint))
         return True
 
     async def _generate_request(self, job: Job, worker_id: str) -> GenerateRequest | None:
-        params = job.params
-        payloads = []
-        for used in params.get("embeddings", []):
+        request = GenerateRequest.from_params(job.params)
+        files: dict[str, bytes] = {}
+        for used in request.embeddings:
             try:
-                data = await asyncio.to_thread(self.files.read, FileKind.EMBEDDINGS, used["sha256"])
+                files[used.sha256] = await asyncio.to_thread(
+                    self.files.read, FileKind.EMBEDDINGS, used.sha256
+                )
             except (NotFound, OSError):
                 await self._fail(
                     job.id,
                     job.user_id,
-                    f"The embedding '{used['name']}' was deleted before this image started.",
+                    f"The embedding '{used.name}' was deleted before this image started.",
                     False,
                 )
                 return None
-            payloads.append(EmbeddingPayload(used["name"], data, used["sha256"]))
-        return GenerateRequest(
-            prompt=params["prompt"],
-            negative=params.get("negative", ""),
-            seed=params["seed"],
-            steps=params["steps"],
-            guidance=params["guidance"],
-            width=params["width"],
-            height=params["height"],
-            scheduler=params["scheduler"],
-            count=params["count"],
-            embeddings=tuple(payloads),
-        )
+        return request.with_files(files.__getitem__)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -351,7 +331,7 @@ class Scheduler:
         metrics.RUN_SECONDS.labels("generate").observe(event.seconds)
         job = await self.jobs.get(event.job_id)
         images = [NewImage(image.index, image.seed, image.png) for image in event.images]
-        used = [int(e["id"]) for e in job.params.get("embeddings", [])]
+        used = [e.id for e in GenerateRequest.from_params(job.params).embeddings if e.id]
         job = await self.jobs.complete(
             job.id, {"images": len(images)}, images=images, attempt=event.attempt
         )
@@ -364,18 +344,18 @@ class Scheduler:
         self.durations.record("train", event.seconds)
         metrics.RUN_SECONDS.labels("train").observe(event.seconds)
         job = await self.jobs.get(event.job_id)
-        params, result = job.params, event.result
+        request, result = TrainRequest.from_params(job.params), event.result
         try:
             embedding = await self.embeddings.create(
                 job.user_id,
-                params["name"],
+                request.name,
                 result.embedding,
                 n_vectors=result.n_vectors,
                 width=result.width,
                 family=result.family,
                 source="trained",
-                kind="negative" if params.get("negative") else "positive",
-                shared=bool(params.get("share")),
+                kind="negative" if request.negative else "positive",
+                shared=request.share,
                 job_id=job.id,
             )
         except (NameTaken, StorageError) as error:
@@ -487,7 +467,7 @@ def choose_batch(candidates: list[Job], max_images: int) -> list[Job]:
     for job in candidates:
         if job.batch_key != head.batch_key or job.user_id in users:
             continue
-        count = int(job.params.get("count", 1))
+        count = GenerateRequest.from_params(job.params).count
         if chosen and images + count > max_images:
             continue
         chosen.append(job)

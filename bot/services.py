@@ -9,18 +9,26 @@ the queue. Nothing here waits for the GPU.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
 import logging
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from bot.config import Settings
 from bot.hub import JobHub, JobUpdate
 from bot.scheduler import Scheduler
-from engine.jobs import DEFAULT_SCHEDULER, SCHEDULERS
+from engine.jobs import (
+    DEFAULT_SAMPLER,
+    MAX_SEED,
+    EmbeddingPayload,
+    GenerateRequest,
+    RequestError,
+    TrainKind,
+    TrainRequest,
+)
 from engine.photos import PhotoError, load_photos
 from engine.vocabulary import is_single_token
 from storage.embeddings import EmbeddingRepository
@@ -31,9 +39,6 @@ from storage.models import Delivery, Embedding, Job, JobKind
 from storage.names import NameRules, fold_for_lookup
 from storage.users import UserRepository
 
-MAX_PROMPT_CHARS = 1500
-MAX_SEED = 2**32 - 1
-TRAIN_KINDS = ("object", "style", "face")
 GUILD_MAX_QUEUED = "max_queued_per_user"  # the key of `GuildSettings.limits` managers may set
 
 _EXPLICIT_NAME = re.compile(r"<([^<>\s]{1,64})>")
@@ -57,6 +62,46 @@ def disk_failure(what: str, error: OSError) -> ServiceError:
     return ServiceError(
         f"Lexicon could not save the {what} ({reason}), so nothing was stored; try again later."
     )
+
+
+@dataclass(frozen=True)
+class ImagineOptions:
+    """What a member asked `/imagine` for; None means "the default" (the operator's)."""
+
+    prompt: str
+    negative: str = ""
+    count: int = 1
+    steps: int | None = None
+    guidance: float = 7.5
+    seed: int | None = None
+    size: str | None = None  # "WIDTHxHEIGHT", one of LEXICON_ALLOWED_SIZES
+    sampler: str | None = None
+
+    @classmethod
+    def again(cls, request: GenerateRequest) -> ImagineOptions:
+        """The options behind `request`, with a new seed: a reroll."""
+        return cls(
+            prompt=request.prompt,
+            negative=request.negative,
+            steps=request.steps,
+            guidance=request.guidance,
+            size=f"{request.width}x{request.height}",
+            sampler=request.sampler,
+        )
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a member asked `/train` for; `photos` are (filename, bytes) in the order attached."""
+
+    name: str
+    photos: Sequence[tuple[str, bytes]]
+    kind: TrainKind = "object"
+    init_word: str | None = None
+    vectors: int | None = None
+    share: bool = False
+    negative: bool = False
+    steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -146,109 +191,63 @@ class ImagineService(_QueueingService):
     async def submit(
         self,
         user_id: int,
-        prompt: str,
+        options: ImagineOptions,
         *,
-        negative: str = "",
-        count: int = 1,
-        steps: int | None = None,
-        guidance: float = 7.5,
-        seed: int | None = None,
-        size: str | None = None,
-        scheduler: str = DEFAULT_SCHEDULER,
         guild_id: int | None = None,
         delivery: Delivery | None = None,
     ) -> Submitted:
         await self.checks.allowed(user_id)
-        params = await self.build_params(
-            user_id,
-            prompt,
-            negative=negative,
-            count=count,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            size=size,
-            scheduler=scheduler,
-            guild_id=guild_id,
-        )
-        batch_key = f"{params['width']}x{params['height']}:{params['steps']}:{params['scheduler']}"
+        request = await self.build_request(user_id, options, guild_id=guild_id)
         job = await self.checks.jobs.enqueue(
             user_id,
             JobKind.GENERATE,
-            params,
+            request.to_params(),
             guild_id=guild_id,
-            batch_key=batch_key,
+            batch_key=request.batch_key,
             delivery=delivery,
             max_active=await self.checks.max_active(user_id, guild_id),
         )
         return await _queued(job, self.scheduler, self.hub)
 
-    async def build_params(
-        self,
-        user_id: int,
-        prompt: str,
-        *,
-        negative: str,
-        count: int,
-        steps: int | None,
-        guidance: float,
-        seed: int | None,
-        size: str | None,
-        scheduler: str,
-        guild_id: int | None,
-    ) -> dict[str, Any]:
-        """Validate a request and turn it into the job's stored parameters."""
+    async def build_request(
+        self, user_id: int, options: ImagineOptions, *, guild_id: int | None
+    ) -> GenerateRequest:
+        """Fill in the defaults, check every limit, resolve the embeddings the prompt names."""
         settings = self.settings
-        prompt, negative = prompt.strip(), negative.strip()
-        if not prompt:
-            raise ServiceError("The prompt is empty; describe the image you want.")
-        for label, text in (("prompt", prompt), ("negative prompt", negative)):
-            if len(text) > MAX_PROMPT_CHARS:
-                raise ServiceError(
-                    f"The {label} is {len(text)} characters long; the most is {MAX_PROMPT_CHARS}."
-                )
-            if any(ord(c) < 32 and c not in "\n\t" for c in text):
-                raise ServiceError(f"The {label} contains control characters; remove them.")
-        if not 1 <= count <= 4:
-            raise ServiceError(f"count must be between 1 and 4; you asked for {count}.")
-        steps = settings.default_steps if steps is None else steps
-        if not 1 <= steps <= settings.max_steps:
-            raise ServiceError(f"steps must be between 1 and {settings.max_steps}; got {steps}.")
-        if not 0.0 <= guidance <= 30.0:
-            raise ServiceError(f"guidance must be between 0 and 30; got {guidance:g}.")
-        if seed is None:
-            seed = secrets.randbelow(MAX_SEED + 1)
-        if not 0 <= seed <= MAX_SEED:
-            raise ServiceError(f"seed must be between 0 and {MAX_SEED}; got {seed}.")
-        size = size or settings.allowed_sizes[0]
+        size = options.size or settings.allowed_sizes[0]
         if size not in settings.allowed_sizes:
             raise ServiceError(
                 f"size {size} is not offered here; choose one of "
                 f"{', '.join(settings.allowed_sizes)}."
             )
-        if scheduler not in SCHEDULERS:
-            raise ServiceError(
-                f"Unknown sampler '{scheduler}'; choose one of {', '.join(SCHEDULERS)}."
-            )
-        await self.checks.refuse_blocked(guild_id, prompt, negative)
+        width, height = (int(side) for side in size.split("x"))
+        request = GenerateRequest(
+            prompt=options.prompt.strip(),
+            negative=options.negative.strip(),
+            count=options.count,
+            steps=settings.default_steps if options.steps is None else options.steps,
+            guidance=options.guidance,
+            seed=secrets.randbelow(MAX_SEED + 1) if options.seed is None else options.seed,
+            width=width,
+            height=height,
+            sampler=options.sampler or DEFAULT_SAMPLER,
+        )
+        try:
+            request.check(max_steps=settings.max_steps)
+        except RequestError as error:
+            raise ServiceError(str(error)) from None
+        negative = request.negative
+        await self.checks.refuse_blocked(guild_id, request.prompt, negative)
         if guild_id is not None:
             default_negative = (await self.checks.guilds.get(guild_id)).default_negative_prompt
             if default_negative and default_negative not in negative:
                 negative = f"{negative}, {default_negative}" if negative else default_negative
-        used = await self.resolve_names(user_id, prompt, negative)
-        width, height = (int(side) for side in size.split("x"))
-        return {
-            "prompt": prompt,
-            "negative": negative,
-            "count": count,
-            "steps": steps,
-            "guidance": guidance,
-            "seed": seed,
-            "width": width,
-            "height": height,
-            "scheduler": scheduler,
-            "embeddings": [{"id": e.id, "name": e.name_folded, "sha256": e.sha256} for e in used],
-        }
+        used = await self.resolve_names(user_id, request.prompt, negative)
+        return dataclasses.replace(
+            request,
+            negative=negative,
+            embeddings=tuple(EmbeddingPayload(e.name_folded, b"", e.sha256, e.id) for e in used),
+        )
 
     async def resolve_names(self, user_id: int, *texts: str) -> list[Embedding]:
         """The embeddings a prompt names; `<unknown>` is refused with a suggestion."""
@@ -282,49 +281,37 @@ class TrainService(_QueueingService):
     async def submit(
         self,
         user_id: int,
-        name: str,
-        photos: Sequence[tuple[str, bytes]],
+        options: TrainOptions,
         *,
-        kind: str = "object",
-        init_word: str | None = None,
-        vectors: int | None = None,
-        share: bool = False,
-        negative: bool = False,
-        steps: int | None = None,
         guild_id: int | None = None,
         delivery: Delivery | None = None,
     ) -> Submitted:
-        """Queue training; `photos` are (filename, bytes) pairs in the order attached."""
+        """Check and queue a training; nothing is stored for a refused one."""
         await self.checks.allowed(user_id)
-        await self.checks.refuse_blocked(guild_id, name)
-        checked = NAME_RULES.check(name)
-        await self.refuse_taken(user_id, checked.folded, share)
-        if kind not in TRAIN_KINDS:
-            raise ServiceError(f"kind must be one of {', '.join(TRAIN_KINDS)}; got '{kind}'.")
-        n_vectors = 1 if vectors is None else vectors
-        if not 1 <= n_vectors <= 8:
-            raise ServiceError(f"vectors must be between 1 and 8; got {n_vectors}.")
-        if init_word is not None and not re.fullmatch(r"[A-Za-z][A-Za-z ]{0,31}", init_word):
-            raise ServiceError("init_word must be one or two plain English words, like 'dog'.")
-        steps = self.settings.train_steps if steps is None else steps
-        if not 1 <= steps <= 20_000:
-            raise ServiceError(f"steps must be between 1 and 20000; got {steps}.")
+        await self.checks.refuse_blocked(guild_id, options.name)
+        checked = NAME_RULES.check(options.name)
+        await self.refuse_taken(user_id, checked.folded, options.share)
+        request = TrainRequest(
+            name=checked.display,
+            kind=options.kind,
+            init_word=options.init_word,
+            n_vectors=1 if options.vectors is None else options.vectors,
+            steps=self.settings.train_steps if options.steps is None else options.steps,
+            seed=secrets.randbelow(2**31),
+            share=options.share,
+            negative=options.negative,
+        )
+        try:
+            request.check()
+        except RequestError as error:
+            raise ServiceError(str(error)) from None
+        photos = options.photos
         await self.check_photos(photos)
-        params = {
-            "name": checked.display,
-            "kind": kind,
-            "init_word": init_word,
-            "n_vectors": n_vectors,
-            "steps": steps,
-            "seed": secrets.randbelow(2**31),
-            "share": share,
-            "negative": negative,
-        }
         try:
             job = await self.checks.jobs.enqueue(
                 user_id,
                 JobKind.TRAIN,
-                params,
+                request.to_params(),
                 guild_id=guild_id,
                 delivery=delivery,
                 photos=[data for _, data in photos],

@@ -6,12 +6,13 @@ from __future__ import annotations
 import discord
 
 from bot.discord_bot import LexiconBot
-from bot.services import ServiceError
+from bot.services import ImagineOptions, ServiceError
 from cogs.common import actor_of, check_rate, shorten
 from cogs.images import parse_parameters
 from cogs.library import LibraryPageButton
 from cogs.persistent import PersistentButton
 from cogs.queueing import CancelButton, queue_imagine
+from engine.jobs import GenerateRequest, TrainRequest
 from engine.png import read_parameters
 from storage.models import Embedding, EmbeddingKind
 
@@ -30,16 +31,8 @@ class RerollButton(PersistentButton, action="reroll", fields=("job", "idx")):
     async def _reroll(self, interaction: discord.Interaction[LexiconBot]) -> None:
         check_rate(interaction)
         job = await interaction.client.app.storage.jobs.get(self.value("job"))
-        params = job.params
         await queue_imagine(
-            interaction,
-            str(params["prompt"]),
-            negative=str(params.get("negative", "")),
-            count=1,
-            steps=int(params["steps"]),
-            guidance=float(params["guidance"]),
-            size=f"{params['width']}x{params['height']}",
-            scheduler=str(params["scheduler"]),
+            interaction, ImagineOptions.again(GenerateRequest.from_params(job.params))
         )
 
 
@@ -98,9 +91,9 @@ class TryButton(PersistentButton, action="try", fields=("embedding",)):
         app = interaction.client.app
         embedding = await app.storage.embeddings.get(self.value("embedding"), interaction.user.id)
         job = await app.storage.jobs.get(embedding.job_id) if embedding.job_id else None
-        kind = str(job.params.get("kind", "object")) if job is not None else "object"
+        kind = TrainRequest.from_params(job.params).kind if job is not None else "object"
         prompt = TRY_PROMPTS.get(kind, "a photo of <{}>").format(embedding.name_folded)
-        await queue_imagine(interaction, prompt)
+        await queue_imagine(interaction, ImagineOptions(prompt))
 
 
 class ShareButton(PersistentButton, action="share", fields=("embedding",)):

@@ -6,9 +6,10 @@ import discord
 from discord import app_commands
 
 from bot.discord_bot import LexiconBot
-from bot.services import MAX_SEED
+from bot.services import ImagineOptions
 from cogs.common import RateLimitedCog, offer_choices
 from cogs.queueing import queue_imagine
+from engine.jobs import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
 
 
 class Imagine(RateLimitedCog):
@@ -29,16 +30,15 @@ class Imagine(RateLimitedCog):
     async def imagine(
         self,
         interaction: discord.Interaction[LexiconBot],
-        prompt: app_commands.Range[str, 1, 1500],
-        negative: app_commands.Range[str, 0, 1500] | None = None,
-        count: app_commands.Range[int, 1, 4] = 1,
-        steps: app_commands.Range[int, 1, 150] | None = None,
-        guidance: app_commands.Range[float, 0.0, 30.0] = 7.5,
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
+        negative: app_commands.Range[str, 0, MAX_PROMPT_CHARS] | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
+        guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] = 7.5,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         size: str | None = None,
     ) -> None:
-        await queue_imagine(
-            interaction,
+        options = ImagineOptions(
             prompt,
             negative=negative or "",
             count=count,
@@ -47,6 +47,7 @@ class Imagine(RateLimitedCog):
             seed=seed,
             size=size,
         )
+        await queue_imagine(interaction, options)
 
 
 async def setup(bot: LexiconBot) -> None:

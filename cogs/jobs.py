@@ -9,13 +9,14 @@ from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
 from cogs.common import RateLimitedCog, duration, shorten
 from cogs.queueing import cancel_job
+from engine.jobs import GenerateRequest, TrainRequest
 from storage.models import Job, JobKind, JobState
 
 
 def _describe(job: Job) -> str:
     if job.kind is JobKind.TRAIN:
-        return f"train **{job.params.get('name', '?')}**"
-    return f"imagine “{shorten(str(job.params.get('prompt', '')), 60)}”"
+        return f"train **{TrainRequest.from_params(job.params).name}**"
+    return f"imagine “{shorten(GenerateRequest.from_params(job.params).prompt, 60)}”"
 
 
 async def active_job_choices(

@@ -17,7 +17,7 @@ from typing import Protocol, cast
 import discord
 
 from bot.discord_bot import LexiconBot
-from bot.services import Submitted
+from bot.services import ImagineOptions, Submitted
 from cogs.common import actor_of, delivery_for
 from cogs.errors import PUBLIC_DEFER, defer_public
 from cogs.persistent import PersistentButton
@@ -84,33 +84,14 @@ async def queue_job(
 
 
 async def queue_imagine(
-    interaction: discord.Interaction[LexiconBot],
-    prompt: str,
-    *,
-    negative: str = "",
-    count: int = 1,
-    steps: int | None = None,
-    guidance: float = 7.5,
-    seed: int | None = None,
-    size: str | None = None,
-    scheduler: str | None = None,
+    interaction: discord.Interaction[LexiconBot], options: ImagineOptions
 ) -> Submitted:
+    """Queue an `/imagine` (or a button's) for whoever interacted."""
     app = interaction.client.app
-    extra = {"scheduler": scheduler} if scheduler else {}
 
     async def submit(delivery: Delivery) -> Submitted:
         return await app.imagine.submit(
-            interaction.user.id,
-            prompt,
-            negative=negative,
-            count=count,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            size=size,
-            guild_id=interaction.guild_id,
-            delivery=delivery,
-            **extra,
+            interaction.user.id, options, guild_id=interaction.guild_id, delivery=delivery
         )
 
     return await queue_job(interaction, submit)

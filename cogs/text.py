@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.hub import JobUpdate
 from cogs.common import duration, shorten
+from engine.jobs import GenerateRequest, TrainRequest
 from storage.models import Job, JobKind
 
 PROMPT_SHOWN = 200
@@ -11,11 +12,10 @@ PROMPT_SHOWN = 200
 
 def job_title(job: Job) -> str:
     """`training **zorb**` or `**a photo of zorb**` — what the job is about, in a few words."""
-    params = job.params
     if job.kind is JobKind.TRAIN:
-        return f"training of **{params.get('name', '?')}**"
-    prompt = shorten(str(params.get("prompt", "")), PROMPT_SHOWN).replace("*", "\\*")
-    return f"**{prompt}**"
+        return f"training of **{TrainRequest.from_params(job.params).name}**"
+    prompt = shorten(GenerateRequest.from_params(job.params).prompt, PROMPT_SHOWN)
+    return "**" + prompt.replace("*", "\\*") + "**"
 
 
 def queued_text(job: Job, position: int | None, eta_seconds: float | None) -> str:
@@ -39,7 +39,11 @@ def progress_text(job: Job, update: JobUpdate) -> str:
     if update.eta_seconds is not None:
         parts.append(f"{duration(update.eta_seconds)} left")
     verb = "Training" if job.kind is JobKind.TRAIN else "Imagining"
-    subject = f"**{job.params.get('name', '?')}**" if job.kind is JobKind.TRAIN else job_title(job)
+    subject = (
+        f"**{TrainRequest.from_params(job.params).name}**"
+        if job.kind is JobKind.TRAIN
+        else job_title(job)
+    )
     return f"{verb} {subject} (job #{job.id}) — {', '.join(parts)}."
 
 

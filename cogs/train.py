@@ -8,10 +8,11 @@ import discord
 from discord import app_commands
 
 from bot.discord_bot import LexiconBot
-from bot.services import ServiceError, Submitted
+from bot.services import ServiceError, Submitted, TrainOptions
 from cogs.common import RateLimitedCog
 from cogs.errors import defer_public
 from cogs.queueing import queue_job
+from engine.jobs import MAX_VECTORS
 from storage.models import Delivery
 
 
@@ -59,7 +60,7 @@ class Train(RateLimitedCog):
         photo5: discord.Attachment | None = None,
         kind: Literal["object", "style", "face"] = "object",
         init_word: app_commands.Range[str, 1, 32] | None = None,
-        vectors: app_commands.Range[int, 1, 8] | None = None,
+        vectors: app_commands.Range[int, 1, MAX_VECTORS] | None = None,
         share: bool = False,
     ) -> None:
         message_id = await defer_public(interaction)
@@ -68,17 +69,13 @@ class Train(RateLimitedCog):
         files = [(photo.filename, await photo.read()) for photo in photos]
         app = interaction.client.app
 
+        options = TrainOptions(
+            name, files, kind=kind, init_word=init_word, vectors=vectors, share=share
+        )
+
         async def submit(delivery: Delivery) -> Submitted:
             return await app.train.submit(
-                interaction.user.id,
-                name,
-                files,
-                kind=kind,
-                init_word=init_word,
-                vectors=vectors,
-                share=share,
-                guild_id=interaction.guild_id,
-                delivery=delivery,
+                interaction.user.id, options, guild_id=interaction.guild_id, delivery=delivery
             )
 
         await queue_job(interaction, submit, message_id=message_id)

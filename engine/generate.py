@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,18 +35,12 @@ import torch
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
 from engine.encode import PromptEncoder
 from engine.errors import Cancelled
-from engine.jobs import GeneratedImage, GenerateRequest
+from engine.jobs import GeneratedImage, GenerateRequest, RequestError
 from engine.model import LoadedModel
 from engine.png import ImageParameters, close_deflate_pool, encode_png, format_parameters
 from engine.previews import preview_png
-from engine.schedulers import check_scheduler_name, make_scheduler, sampler_label
+from engine.schedulers import make_scheduler, sampler_label
 
-MIN_SIDE, MAX_SIDE = 64, 2048
-MAX_STEPS = 150
-MAX_GUIDANCE = 30.0
-MAX_COUNT = 4
-MAX_PROMPT_CHARS = 2000
-MAX_SEED = 2**63 - 1 - MAX_COUNT
 DECODE_BATCH = 4
 _PNG_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="png")
 
@@ -77,27 +70,10 @@ def validate_requests(model: LoadedModel, requests: Sequence[GenerateRequest]) -
 
 
 def _validate(model: LoadedModel, request: GenerateRequest) -> _Prepared:
-    check_scheduler_name(request.scheduler)
-    for side, value in (("width", request.width), ("height", request.height)):
-        if value % 8 or not MIN_SIDE <= value <= MAX_SIDE:
-            raise InvalidRequest(
-                f"The {side} {value} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}."
-            )
-    if not 1 <= request.steps <= MAX_STEPS:
-        raise InvalidRequest(f"Steps must be from 1 to {MAX_STEPS}, not {request.steps}.")
-    if not (math.isfinite(request.guidance) and 0 <= request.guidance <= MAX_GUIDANCE):
-        raise InvalidRequest(
-            f"Guidance must be from 0 to {MAX_GUIDANCE:g}, not {request.guidance}."
-        )
-    if not 1 <= request.count <= MAX_COUNT:
-        raise InvalidRequest(f"Count must be from 1 to {MAX_COUNT}, not {request.count}.")
-    if not 0 <= request.seed <= MAX_SEED:
-        raise InvalidRequest(f"The seed must be from 0 to {MAX_SEED}, not {request.seed}.")
-    for label, text in (("prompt", request.prompt), ("negative prompt", request.negative)):
-        if len(text) > MAX_PROMPT_CHARS:
-            raise InvalidRequest(
-                f"The {label} has {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed."
-            )
+    try:
+        request.check()
+    except RequestError as error:
+        raise InvalidRequest(str(error)) from None
     vectors: dict[str, torch.Tensor] = {}
     hashes: dict[str, str] = {}
     for payload in request.embeddings:
@@ -135,7 +111,7 @@ def generate(
     """
     prepared = validate_requests(model, requests)
     first = prepared[0].request
-    scheduler = make_scheduler(first.scheduler, model.scheduler_config)
+    scheduler = make_scheduler(first.sampler, model.scheduler_config)
     encoder = PromptEncoder(model)
 
     with torch.inference_mode():
@@ -390,7 +366,7 @@ def _package(
                 prompt=request.prompt,
                 negative=request.negative,
                 steps=request.steps,
-                sampler=sampler_label(request.scheduler),
+                sampler=sampler_label(request.sampler),
                 cfg_scale=request.guidance,
                 seed=request.seed + i,
                 width=request.width,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.jobs import DEFAULT_SCHEDULER, SCHEDULERS
+from engine.jobs import SAMPLERS, check_sampler
 
 # name → (diffusers class name, overrides, A1111 sampler label for PNG parameters)
 _SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -37,32 +37,18 @@ _SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
     ),
     "pndm": ("PNDMScheduler", {"timestep_spacing": "leading", "skip_prk_steps": True}, "PLMS"),
 }
-assert tuple(_SPECS) == SCHEDULERS, "engine.jobs.SCHEDULERS and engine.schedulers disagree"
-
-
-class UnknownScheduler(ValueError):
-    """A sampler name that is not offered; the message lists the valid ones."""
-
-
-def check_scheduler_name(name: str) -> str:
-    """Return `name` if it is offered, else raise one sentence listing the valid names."""
-    if name not in _SPECS:
-        raise UnknownScheduler(
-            f"Unknown sampler {name!r}; choose one of {', '.join(SCHEDULERS)} "
-            f"(default {DEFAULT_SCHEDULER})."
-        )
-    return name
+assert tuple(_SPECS) == SAMPLERS, "engine.jobs.SAMPLERS and engine.schedulers disagree"
 
 
 def make_scheduler(name: str, model_config: Mapping[str, Any]) -> Any:
     """A fresh diffusers scheduler for `name`, built from the model's scheduler config."""
     import diffusers
 
-    class_name, overrides, _label = _SPECS[check_scheduler_name(name)]
+    class_name, overrides, _label = _SPECS[check_sampler(name)]
     scheduler_class = getattr(diffusers, class_name)
     return scheduler_class.from_config(dict(model_config), **overrides)
 
 
 def sampler_label(name: str) -> str:
     """The A1111 sampler name written into PNG parameters ("DPM++ 2M Karras")."""
-    return _SPECS[check_scheduler_name(name)][2]
+    return _SPECS[check_sampler(name)][2]

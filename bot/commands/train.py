@@ -29,6 +29,7 @@ async def _train(args: argparse.Namespace) -> int:
     from bot.commands._runner import wait_for_success
     from bot.config import load_settings
     from bot.logging_setup import configure_logging
+    from bot.services import TrainOptions
 
     photos = []
     for name in args.photos:
@@ -41,13 +42,15 @@ async def _train(args: argparse.Namespace) -> int:
     async with await Lexicon.open(settings) as app:
         submitted = await app.train.submit(
             args.user,
-            args.name,
-            photos,
-            kind=args.kind,
-            init_word=args.init_word,
-            vectors=args.vectors,
-            share=args.shared,
-            steps=args.steps,
+            TrainOptions(
+                args.name,
+                photos,
+                kind=args.kind,
+                init_word=args.init_word,
+                vectors=args.vectors,
+                share=args.shared,
+                steps=args.steps,
+            ),
         )
         await wait_for_success(app, submitted.job.id, "train")
         embedding = await app.library.info(args.user, args.name)

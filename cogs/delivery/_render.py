@@ -18,6 +18,7 @@ from cogs.buttons import card_view, result_view
 from cogs.cards import embedding_card
 from cogs.images import Upload, fit_uploads
 from cogs.text import cancelled_text, failed_text, job_title
+from engine.jobs import GenerateRequest, TrainRequest
 from storage.errors import NotFound
 from storage.models import Image, Job, JobKind, JobState, SafetyMode
 
@@ -84,10 +85,10 @@ async def _generate_result(app: Lexicon, job: Job, upload_limit: int) -> Outgoin
     images = await _images_of(app, job)
     uploads, withheld = safe_uploads(images, await _safety_mode(app, job), f"lexicon-{job.id}")
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
-    params = job.params
+    request = GenerateRequest.from_params(job.params)
     lines = [job_title(job)]
-    details = [f"seed {params.get('seed')}", f"{params.get('steps')} steps"]
-    details.append(f"{params.get('width')}x{params.get('height')}")
+    details = [f"seed {request.seed}", f"{request.steps} steps"]
+    details.append(f"{request.width}x{request.height}")
     lines.append(" · ".join(details))
     if withheld:
         lines.append(f"{withheld} image(s) withheld by this server's safety setting.")
@@ -107,7 +108,9 @@ async def _train_card(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
     uploads, _ = safe_uploads(images, await _safety_mode(app, job), f"{embedding.name_folded}")
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
     embed = embedding_card(
-        embedding, final_loss=result.get("final_loss"), steps=job.params.get("steps")
+        embedding,
+        final_loss=result.get("final_loss"),
+        steps=TrainRequest.from_params(job.params).steps,
     )
     if uploads and not uploads[0].spoiler:
         embed.set_image(url=f"attachment://{uploads[0].filename}")

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from bot.app import Lexicon
+from bot.services import ImagineOptions
 from tests.bot.conftest import make_settings
 
 
@@ -24,7 +25,7 @@ async def test_metrics_endpoint_reports_queue_batches_and_times(tmp_path: Path) 
     app = await Lexicon.open(settings)
     try:
         await app.wait_for_worker(limit_seconds=60)
-        job = (await app.imagine.submit(1, "a cat")).job
+        job = (await app.imagine.submit(1, ImagineOptions("a cat"))).job
         await app.wait_for_job(job.id)
         url = f"http://127.0.0.1:{port}/metrics"
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())

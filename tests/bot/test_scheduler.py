@@ -17,6 +17,7 @@ import torch
 
 from bot.app import Lexicon
 from bot.hub import JobUpdate
+from bot.services import ImagineOptions, TrainOptions
 from engine.embedding_files import write_embedding
 from engine.png import read_parameters
 from storage.models import Actor, JobState
@@ -38,9 +39,12 @@ def started_order(updates: list[JobUpdate]) -> list[int]:
 async def test_round_robin_fairness(open_app: AppFactory) -> None:
     """One user's 20 jobs, then two users' one each: both start before the first's third."""
     async with open_app() as app, recording(app) as updates:
-        first = [(await app.imagine.submit(1, f"a red cube {i}", seed=i)).job.id for i in range(20)]
-        second = (await app.imagine.submit(2, "a blue ball", seed=1)).job.id
-        third = (await app.imagine.submit(3, "a green cone", seed=1)).job.id
+        first = [
+            (await app.imagine.submit(1, ImagineOptions(f"a red cube {i}", seed=i))).job.id
+            for i in range(20)
+        ]
+        second = (await app.imagine.submit(2, ImagineOptions("a blue ball", seed=1))).job.id
+        third = (await app.imagine.submit(3, ImagineOptions("a green cone", seed=1))).job.id
         await wait_all(app, [*first, second, third])
         order = started_order(updates)
         assert order.index(second) < order.index(first[2])
@@ -51,7 +55,9 @@ async def test_round_robin_fairness(open_app: AppFactory) -> None:
 async def test_compatible_requests_share_one_batch(open_app: AppFactory) -> None:
     """8 requests from 8 users with their own embeddings run as one engine batch."""
     async with open_app() as app, recording(app) as updates:
-        blocker = (await app.imagine.submit(99, "a slow warm-up image", steps=40)).job.id
+        blocker = (
+            await app.imagine.submit(99, ImagineOptions("a slow warm-up image", steps=40))
+        ).job.id
         await until(lambda: any(u.job_id == blocker and u.kind == "started" for u in updates))
         jobs = {}
         for user in range(1, 9):
@@ -64,7 +70,9 @@ async def test_compatible_requests_share_one_batch(open_app: AppFactory) -> None
             await app.storage.embeddings.create(
                 user, f"word{user}", data, n_vectors=1, width=32, family="tiny", source="imported"
             )
-            submitted = await app.imagine.submit(user, f"a photo of word{user}", seed=user)
+            submitted = await app.imagine.submit(
+                user, ImagineOptions(f"a photo of word{user}", seed=user)
+            )
             jobs[user] = submitted.job.id
         await wait_all(app, [blocker, *jobs.values()])
         starts = [u for u in updates if u.kind == "started" and u.job_id in jobs.values()]
@@ -86,7 +94,7 @@ async def test_imagine_starts_within_one_training_slice(open_app: AppFactory) ->
         open_app(train_steps=60, train_slice_steps=slice_steps) as app,
         recording(app) as updates,
     ):
-        train = (await app.train.submit(1, "zorb", three_photos())).job.id
+        train = (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
 
         def train_step() -> int:
             steps = [u.step or 0 for u in updates if u.job_id == train and u.kind == "progress"]
@@ -94,7 +102,7 @@ async def test_imagine_starts_within_one_training_slice(open_app: AppFactory) ->
 
         await until(lambda: train_step() >= slice_steps)
         at_submit = train_step()
-        imagine = (await app.imagine.submit(2, "a photo of a dog")).job.id
+        imagine = (await app.imagine.submit(2, ImagineOptions("a photo of a dog"))).job.id
         await until(lambda: any(u.job_id == imagine and u.kind == "started" for u in updates))
         assert train_step() <= at_submit + slice_steps
         await wait_all(app, [train, imagine])
@@ -104,8 +112,11 @@ async def test_imagine_starts_within_one_training_slice(open_app: AppFactory) ->
 async def test_worker_sigkill_mid_generation_and_training(open_app: AppFactory) -> None:
     """SIGKILL the worker twice mid-work: every job finishes once; training resumes."""
     async with open_app(train_steps=40) as app, recording(app) as updates:
-        train = (await app.train.submit(1, "zorb", three_photos())).job.id
-        images = [(await app.imagine.submit(2, f"a cat {i}", steps=30)).job.id for i in range(4)]
+        train = (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
+        images = [
+            (await app.imagine.submit(2, ImagineOptions(f"a cat {i}", steps=30))).job.id
+            for i in range(4)
+        ]
 
         def train_steps() -> list[int]:
             return [u.step for u in updates if u.job_id == train and u.step is not None]
@@ -138,13 +149,13 @@ async def test_worker_sigkill_mid_generation_and_training(open_app: AppFactory) 
 async def test_cancel_queued_and_running(open_app: AppFactory) -> None:
     """Cancel works for a queued job at once and for a running one at the next step."""
     async with open_app() as app, recording(app) as updates:
-        running = (await app.imagine.submit(1, "a long image", steps=50)).job.id
-        queued = (await app.imagine.submit(1, "a queued image")).job.id
+        running = (await app.imagine.submit(1, ImagineOptions("a long image", steps=50))).job.id
+        queued = (await app.imagine.submit(1, ImagineOptions("a queued image"))).job.id
         await until(lambda: any(u.job_id == running and u.kind == "progress" for u in updates))
         for job_id in (queued, running):
             cancellation = await app.storage.jobs.cancel(Actor(1), job_id)
             await app.scheduler.cancel(cancellation.job, cancellation.stopped_worker)
-        follow_up = (await app.imagine.submit(2, "after the cancel")).job.id
+        follow_up = (await app.imagine.submit(2, ImagineOptions("after the cancel"))).job.id
         await wait_all(app, [follow_up])
         for job_id in (queued, running):
             assert (await app.storage.jobs.get(job_id)).state is JobState.CANCELLED
@@ -154,7 +165,10 @@ async def test_cancel_queued_and_running(open_app: AppFactory) -> None:
 async def test_event_loop_stays_responsive(open_app: AppFactory) -> None:
     """While the worker is busy, the bot's event loop lag stays under 50 ms at p99."""
     async with open_app() as app:
-        jobs = [(await app.imagine.submit(u, "busy work", steps=20)).job.id for u in range(1, 7)]
+        jobs = [
+            (await app.imagine.submit(u, ImagineOptions("busy work", steps=20))).job.id
+            for u in range(1, 7)
+        ]
         lags: list[float] = []
         done = asyncio.ensure_future(wait_all(app, jobs))
         while not done.done():
@@ -230,9 +244,9 @@ async def test_refusals_store_nothing(open_app: AppFactory, bad_size: str) -> No
 
     async with open_app() as app:
         with pytest.raises(ServiceError, match="size"):
-            await app.imagine.submit(1, "a cat", size=bad_size)
+            await app.imagine.submit(1, ImagineOptions("a cat", size=bad_size))
         with pytest.raises(ServiceError, match="<zorp>"):
-            await app.imagine.submit(1, "a photo of <zorp>")
+            await app.imagine.submit(1, ImagineOptions("a photo of <zorp>"))
         assert await app.storage.jobs.list_for_user(1, states=None) == []
 
 

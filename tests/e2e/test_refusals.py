@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import simcord
 
-from bot.services import ServiceError
+from bot.services import ServiceError, TrainOptions
 from tests.bot.conftest import three_photos
 from tests.e2e.conftest import SLOW_STEP_SECONDS, photo_options, refusal, standin_settings, train
 from tests.simulation import Simulation
@@ -17,7 +17,7 @@ async def test_two_photos_cannot_be_sent_and_the_service_says_why(sim: Simulatio
     with pytest.raises(simcord.OptionError, match="photo3"):
         await alice.slash(sim.channel, "train", name="zorb", **photo_options(count=2))
     with pytest.raises(ServiceError, match=r"Training needs 3 to 5 photos; 2 were attached\."):
-        await sim.app.train.submit(alice.id, "zorb", three_photos()[:2])
+        await sim.app.train.submit(alice.id, TrainOptions("zorb", three_photos()[:2]))
     assert await sim.app.storage.jobs.list_for_user(alice.id, states=None) == []
 
 
@@ -26,7 +26,7 @@ async def test_six_photos_are_refused_by_the_service(sim: Simulation) -> None:
     alice = sim.member("alice")
     six = three_photos(0) + three_photos(1)
     with pytest.raises(ServiceError, match=r"Training needs 3 to 5 photos; 6 were attached\."):
-        await sim.app.train.submit(alice.id, "zorb", six)
+        await sim.app.train.submit(alice.id, TrainOptions("zorb", six))
     assert await sim.app.storage.jobs.list_for_user(alice.id, states=None) == []
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from engine.embedding_files import write_embedding
 from engine.generate import Cancelled, InvalidRequest, bucket, generate
-from engine.jobs import SCHEDULERS, EmbeddingPayload, GenerateRequest
+from engine.jobs import SAMPLERS, EmbeddingPayload, GenerateRequest
 from engine.model import LoadedModel
 from engine.png import read_parameters
 from engine.schedulers import make_scheduler
@@ -66,14 +66,14 @@ def stock(
     return pipe
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULERS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
 def test_seeded_image_equals_stock_pipeline(
-    tiny_model: LoadedModel, stock: Any, scheduler: str
+    tiny_model: LoadedModel, stock: Any, sampler: str
 ) -> None:
-    """Each scheduler's seeded image with embeddings equals stock StableDiffusionPipeline's."""
-    request = _request(scheduler=scheduler, count=2)
+    """Each sampler's seeded image with embeddings equals stock StableDiffusionPipeline's."""
+    request = _request(sampler=sampler, count=2)
     ours = generate(tiny_model, [request])[0]
-    stock.scheduler = make_scheduler(scheduler, tiny_model.scheduler_config)
+    stock.scheduler = make_scheduler(sampler, tiny_model.scheduler_config)
     for image in ours:
         reference = stock(
             request.prompt,
@@ -100,20 +100,20 @@ def test_embedding_changes_the_image(tiny_model: LoadedModel) -> None:
 def test_batch_of_six_users_equals_each_alone(tiny_model: LoadedModel) -> None:
     """Six requests with different embeddings, seeds, guidance and prompts batch invariantly."""
     requests = [
-        _request(scheduler="euler_a", seed=1, count=2),
-        _request(scheduler="euler_a", seed=2, guidance=3.0, embeddings=(), prompt="a red house"),
+        _request(sampler="euler_a", seed=1, count=2),
+        _request(sampler="euler_a", seed=2, guidance=3.0, embeddings=(), prompt="a red house"),
         _request(
-            scheduler="euler_a",
+            sampler="euler_a",
             seed=3,
             guidance=1.0,
             prompt="quux on a hill",
             negative="",
             embeddings=(_payload("quux", 3, 5),),
         ),
-        _request(scheduler="euler_a", seed=4, prompt="(zorb:1.3) BREAK at night", count=3),
-        _request(scheduler="euler_a", seed=5, guidance=12.0, prompt="zorb " + "cat " * 100),
+        _request(sampler="euler_a", seed=4, prompt="(zorb:1.3) BREAK at night", count=3),
+        _request(sampler="euler_a", seed=5, guidance=12.0, prompt="zorb " + "cat " * 100),
         _request(
-            scheduler="euler_a",
+            sampler="euler_a",
             seed=6,
             prompt="a zorb",
             negative="zorb",
@@ -135,14 +135,14 @@ def test_batch_of_six_users_equals_each_alone(tiny_model: LoadedModel) -> None:
     [
         ({"width": 60}, "width 60 must be a multiple of 8"),
         ({"height": 4096}, "height 4096"),
-        ({"steps": 0}, "Steps must be from 1 to 150"),
-        ({"steps": 151}, "Steps must be from 1 to 150"),
-        ({"guidance": 31.0}, "Guidance must be from 0 to 30"),
-        ({"guidance": float("nan")}, "Guidance"),
-        ({"count": 5}, "Count must be from 1 to 4"),
+        ({"steps": 0}, "steps must be between 1 and 150"),
+        ({"steps": 151}, "steps must be between 1 and 150"),
+        ({"guidance": 31.0}, "guidance must be between 0 and 30"),
+        ({"guidance": float("nan")}, "guidance"),
+        ({"count": 5}, "count must be between 1 and 4"),
         ({"seed": -1}, "seed"),
-        ({"prompt": "x" * 2001}, "prompt has 2001 characters"),
-        ({"scheduler": "lms"}, "Unknown sampler 'lms'"),
+        ({"prompt": "x" * 1501}, "prompt is 1501 characters long"),
+        ({"sampler": "lms"}, "Unknown sampler 'lms'"),
         ({"embeddings": (dataclasses.replace(ZORB, sha256="0" * 64),)}, "does not match"),
         ({"embeddings": (ZORB, ZORB)}, "attached twice"),
     ],

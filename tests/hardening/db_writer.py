@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import Lexicon
+from bot.services import ImagineOptions, TrainOptions
 from tests.bot.conftest import make_settings, photo_bytes
 from tests.hardening.hostile_files import good_embedding
 
@@ -42,9 +43,11 @@ async def write_forever(data_dir: Path, run: int) -> None:
         index += 1
         user = index
         photos = [(f"p{n}.png", photo_bytes(index * 3 + n, side=256)) for n in range(3)]
-        job = (await app.train.submit(user, f"w{index}", photos)).job
+        job = (await app.train.submit(user, TrainOptions(f"w{index}", photos))).job
         print(f"job {job.id}", flush=True)
-        job = (await app.imagine.submit(user, f"a cube number {index}", seed=index)).job
+        job = (
+            await app.imagine.submit(user, ImagineOptions(f"a cube number {index}", seed=index))
+        ).job
         print(f"job {job.id}", flush=True)
         vectors = good_embedding()[:-4] + index.to_bytes(4, "little")  # a new file each time
         embedding = await app.storage.embeddings.create(

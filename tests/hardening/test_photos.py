@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import simcord
 
-from bot.services import ServiceError
+from bot.services import ServiceError, TrainOptions
 from engine.photos import load_photos
 from tests.bot.conftest import photo_bytes, three_photos
 from tests.e2e.conftest import photo_options, refusal
@@ -112,7 +112,7 @@ async def test_two_photos_never_reach_the_bot_and_the_service_refuses_them(
     with pytest.raises(simcord.OptionError, match="photo3"):
         await alice.slash(sim.channel, "train", name="zorb", **photo_options(count=2))
     with pytest.raises(ServiceError) as refused:
-        await sim.app.train.submit(alice.id, "zorb", three_photos()[:2])
+        await sim.app.train.submit(alice.id, TrainOptions("zorb", three_photos()[:2]))
     assert str(refused.value) == "Training needs 3 to 5 photos; 2 were attached."
     assert await stored(sim.app) == NOTHING
 
@@ -121,7 +121,7 @@ async def test_six_photos_are_refused_by_the_service(sim: Simulation) -> None:
     """The command offers five photo options; a sixth photo sent another way is refused."""
     six = [(f"p{i}.png", photo_bytes(40 + i)) for i in range(6)]
     with pytest.raises(ServiceError) as refused:
-        await sim.app.train.submit(7, "zorb", six)
+        await sim.app.train.submit(7, TrainOptions("zorb", six))
     assert str(refused.value) == "Training needs 3 to 5 photos; 6 were attached."
     assert await stored(sim.app) == NOTHING
 
@@ -161,7 +161,7 @@ async def test_an_oversized_photo_is_refused_by_the_service_without_decoding(
     async with simulated(settings) as sim:
         photos = [*three_photos()[:2], ("bomb.png", hostile.bomb_png() + b"\0" * (300 * 1024))]
         with pytest.raises(ServiceError) as refused:
-            await sim.app.train.submit(3, "zorb", photos)
+            await sim.app.train.submit(3, TrainOptions("zorb", photos))
         assert str(refused.value).startswith("Photo 3 (bomb.png) is ")
         assert str(refused.value).endswith("over the 256 KiB limit; send a smaller file.")
         assert await stored(sim.app) == NOTHING

@@ -11,7 +11,7 @@ import pytest
 import simcord
 from PIL import Image
 
-from bot.services import ServiceError
+from bot.services import ImagineOptions, ServiceError
 from tests.bot.conftest import make_settings
 from tests.e2e.conftest import refusal
 from tests.hardening.conftest import NOTHING, stored
@@ -27,7 +27,7 @@ async def test_a_10000_character_prompt_is_refused(sim: Simulation) -> None:
     with pytest.raises(simcord.OptionError, match="prompt"):
         await alice.slash(sim.channel, "imagine", prompt=LONG_PROMPT)
     with pytest.raises(ServiceError) as refused:
-        await sim.app.imagine.submit(alice.id, LONG_PROMPT)
+        await sim.app.imagine.submit(alice.id, ImagineOptions(LONG_PROMPT))
     assert str(refused.value) == "The prompt is 10016 characters long; the most is 1500."
     assert await stored(sim.app) == NOTHING
 
@@ -108,7 +108,7 @@ async def test_out_of_range_options_never_reach_the_bot(
             "size 64x64'; DROP TABLE jobs;-- is not offered here; choose one of 64x64, 128x128.",
         ),
         (
-            {"scheduler": "../../euler"},
+            {"sampler": "../../euler"},
             "Unknown sampler '../../euler'; choose one of ",
         ),
     ],
@@ -131,7 +131,7 @@ async def test_out_of_range_values_are_refused_by_the_service(
 ) -> None:
     """The service (CLI, buttons, any caller) checks every number itself: one sentence."""
     with pytest.raises(ServiceError) as refused:
-        await sim.app.imagine.submit(5, "a red cube", **options)
+        await sim.app.imagine.submit(5, ImagineOptions("a red cube", **options))
     assert str(refused.value).startswith(sentence)
     assert str(refused.value).count(". ") == 0 and str(refused.value).endswith(".")
     assert await stored(sim.app) == NOTHING

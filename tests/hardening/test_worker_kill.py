@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 from bot.app import Lexicon, default_transport
+from bot.services import ImagineOptions, TrainOptions
 from bot.transport import LocalTransport
 from storage.maintenance import check
 from storage.models import JobKind, JobState
@@ -43,11 +44,15 @@ async def test_worker_sigkill_at_random_points_loses_and_repeats_nothing(tmp_pat
         for run in range(RUNS):
             users = [run * 10 + offset for offset in range(4)]
             jobs = [
-                (await app.imagine.submit(user, f"a cube {run}", seed=user, steps=8, count=2)).job
+                (
+                    await app.imagine.submit(
+                        user, ImagineOptions(f"a cube {run}", seed=user, steps=8, count=2)
+                    )
+                ).job
                 for user in users[:3]
             ]
             photos = [(name, data) for name, data in three_photos(seed=run)]
-            jobs.append((await app.train.submit(users[3], f"word{run}", photos)).job)
+            jobs.append((await app.train.submit(users[3], TrainOptions(f"word{run}", photos))).job)
             await asyncio.sleep(rng.uniform(0.0, 0.35))
             running = await app.storage.jobs.list_for_user(users[3], states=[JobState.RUNNING])
             kills_while_running += bool(running)

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from bot.app import Lexicon
+from bot.services import ImagineOptions, TrainOptions
 from engine.protocol import (
     GenerateDone,
     JobCancelled,
@@ -45,7 +46,11 @@ async def queue_forty(app: Lexicon, steps: int = 4) -> dict[int, list[int]]:
     jobs: dict[int, list[int]] = {}
     for user in USERS:
         jobs[user] = [
-            (await app.imagine.submit(user, f"user {user} image {i}", seed=i, steps=steps)).job.id
+            (
+                await app.imagine.submit(
+                    user, ImagineOptions(f"user {user} image {i}", seed=i, steps=steps)
+                )
+            ).job.id
             for i in range(8)
         ]
     return jobs
@@ -143,7 +148,7 @@ async def test_sigkill_worker_mid_job_is_reclaimed_and_finished(
         events = observe_events(app)
         async with recording(app) as updates:
             await app.wait_for_worker(60)
-            train = (await app.train.submit(1, "zorb", three_photos())).job.id
+            train = (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
 
             def train_progress() -> list[int]:
                 return [u.step or 0 for u in updates if u.job_id == train and u.kind == "progress"]
@@ -153,7 +158,8 @@ async def test_sigkill_worker_mid_job_is_reclaimed_and_finished(
 
             await until(lambda: trained_steps() >= 15)
             images = [
-                (await app.imagine.submit(u, f"a cat {u}", steps=30)).job.id for u in (2, 3, 4)
+                (await app.imagine.submit(u, ImagineOptions(f"a cat {u}", steps=30))).job.id
+                for u in (2, 3, 4)
             ]
             all_ids = [train, *images]
             await until(lambda: any(u.kind == "progress" and u.job_id in images for u in updates))
@@ -203,7 +209,11 @@ async def test_redis_restart_mid_run_loses_no_job(
         async with recording(app) as updates:
             await app.wait_for_worker(60)
             ids = [
-                (await app.imagine.submit(u % 5 + 1, f"image {u}", seed=u, steps=10)).job.id
+                (
+                    await app.imagine.submit(
+                        u % 5 + 1, ImagineOptions(f"image {u}", seed=u, steps=10)
+                    )
+                ).job.id
                 for u in range(30)
             ]
             await until(lambda: sum(u.kind == "succeeded" for u in updates) >= 6)
@@ -241,7 +251,7 @@ async def test_work_that_vanished_with_redis_is_sent_again(
         events = observe_events(app)
         register_ghost(redis_server.client())
         await app.wait_for_worker(10)
-        job_id = (await app.imagine.submit(1, "a lost image", seed=1)).job.id
+        job_id = (await app.imagine.submit(1, ImagineOptions("a lost image", seed=1))).job.id
         await until(lambda: redis_server.client().xlen("lexicon:work:generate") == 1, limit=10)
         assert (await app.storage.jobs.get(job_id)).lease_owner == "ghost"
         redis_server.kill()
@@ -267,7 +277,7 @@ async def test_bot_restart_leaves_running_jobs_to_live_workers(
     async with open_bot(data, redis_server.url) as app:
         await app.wait_for_worker(60)
         ids = [
-            (await app.imagine.submit(u, f"image {u}", seed=u, steps=20)).job.id
+            (await app.imagine.submit(u, ImagineOptions(f"image {u}", seed=u, steps=20))).job.id
             for u in range(1, 11)
         ]
 
@@ -299,7 +309,7 @@ async def test_sigterm_releases_work_and_exits_cleanly(
         events = observe_events(app)
         async with recording(app) as updates:
             await app.wait_for_worker(60)
-            train = (await app.train.submit(1, "zorb", three_photos())).job.id
+            train = (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
             await until(lambda: any(u.job_id == train and (u.step or 0) >= 10 for u in updates))
             leaving.kill(signal.SIGTERM)
             assert await asyncio.to_thread(leaving.wait, 30) == 0
@@ -328,7 +338,8 @@ async def test_cancel_reaches_the_worker_running_the_job(
         async with recording(app) as updates:
             await app.wait_for_worker(60)
             long_jobs = [
-                (await app.imagine.submit(u, "a long image", steps=50)).job.id for u in (1, 2)
+                (await app.imagine.submit(u, ImagineOptions("a long image", steps=50))).job.id
+                for u in (1, 2)
             ]
 
             def progressing(job_id: int) -> bool:
@@ -345,7 +356,7 @@ async def test_cancel_reaches_the_worker_running_the_job(
                 lambda: {e.job_id for e in events if isinstance(e, JobCancelled)} == set(long_jobs)
             )
             assert time.monotonic() - asked < 3.0  # 50 steps would take 5 s
-            follow_up = (await app.imagine.submit(3, "after the cancel")).job.id
+            follow_up = (await app.imagine.submit(3, ImagineOptions("after the cancel"))).job.id
             await wait_all(app, [follow_up], limit=30)
             for job_id in long_jobs:
                 assert (await app.storage.jobs.get(job_id)).state is JobState.CANCELLED
