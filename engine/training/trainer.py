@@ -183,10 +183,6 @@ class Trainer:
 
     # --- data -----------------------------------------------------------------------------
 
-    @property
-    def n_views(self) -> int:
-        return int(self.latents.shape[0])
-
     def draw_batch(
         self, generator: torch.Generator | None = None, size: int | None = None
     ) -> TrainBatch:
