@@ -102,7 +102,7 @@ def main(quick: bool) -> None:
     torch.cuda.synchronize()
     started = time.perf_counter()
     trainer = Trainer(parts, request)
-    trainer.run()
+    trainer.run_steps(trainer.total)
     result = trainer.finish()
     torch.cuda.synchronize()
     report(

@@ -21,23 +21,15 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from engine.checkpoint import CheckpointError, decode_checkpoint
 from engine.embedding_files import read_embedding
-from engine.errors import Cancelled
-from engine.jobs import Progress
+from engine.encode import encode_embeds, token_embeddings
 from engine.model import LoadedModel
 from engine.photos import PhotoError
-from engine.training import (
-    TrainComponents,
-    Trainer,
-    TrainRecipe,
-    TrainRequestError,
-    encode_embeds,
-    splice,
-    token_embeddings,
-    tokenize_templates,
-    train,
-)
+from engine.runtime import DiffusersEngine
+from engine.training import CheckpointError, Trainer, TrainRecipe, TrainRequestError
+from engine.training.checkpoint import decode_checkpoint
+from engine.training.components import TrainComponents
+from engine.training.data import splice, tokenize_templates
 from tests.engine import train_helpers as helpers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,7 +109,7 @@ def test_shared_model_is_never_changed_or_given_gradients(
     """After training, no weight has a gradient or requires one, and the vocabulary is intact."""
     before = token_embeddings(tiny_model.text_encoder, torch.arange(49408)).detach().clone()
     trainer = Trainer(parts, helpers.request(steps=3))
-    trainer.run()
+    trainer.run_steps(trainer.total)
     modules = (tiny_model.unet, tiny_model.vae, tiny_model.text_encoder)
     for module in modules:
         assert all(p.grad is None and not p.requires_grad for p in module.parameters())
@@ -184,7 +176,7 @@ def test_distillation_recovers_a_planted_vector(parts: TrainComponents, seed: in
         planted=planted,
     )
     start = trainer.held_out_loss(trainer.vectors_init, samples=32)
-    trainer.run()
+    trainer.run_steps(trainer.total)
     end = trainer.held_out_loss(samples=32)
     assert trainer.held_out_loss(planted, samples=32) == 0.0
     closed = 1 - end / start
@@ -208,7 +200,7 @@ def test_photos_of_a_planted_concept_lower_the_real_loss(
         helpers.request(photos=photos, init_word="cat", steps=30, seed=seed),
         TrainRecipe(batch_size=4),
     )
-    trainer.run()
+    trainer.run_steps(trainer.total)
     before = trainer.held_out_loss(trainer.vectors_init, samples=128, batch_size=32)
     after = trainer.held_out_loss(samples=128, batch_size=32)
     print(f"seed {seed}: held-out loss {before:.6f} → {after:.6f} ({before - after:.2e})")
@@ -224,7 +216,9 @@ def test_result_file_loads_unchanged_in_diffusers(
     """diffusers' load_textual_inversion(path, token=name) loads the file and encodes alike."""
     from diffusers import StableDiffusionPipeline
 
-    result = train(parts, helpers.request(n_vectors=2, steps=2, negative=True))
+    trainer = Trainer(parts, helpers.request(n_vectors=2, steps=2, negative=True))
+    trainer.run_steps(trainer.total)
+    result = trainer.finish()
     assert (result.n_vectors, result.width, result.family, result.steps) == (2, 32, "tiny", 2)
     path = tmp_path / "zorblat.safetensors"
     path.write_bytes(result.embedding)
@@ -248,7 +242,7 @@ def test_result_metadata_records_provenance(parts: TrainComponents) -> None:
     """The file says name, kind, family, steps, base model hash and photo hashes."""
     req = helpers.request(steps=2, kind="style", extra_metadata={"owner": "42"})
     trainer = Trainer(parts, req)
-    trainer.run()
+    trainer.run_steps(trainer.total)
     result = trainer.finish()
     metadata = read_embedding(result.embedding, "x.safetensors").metadata
     assert metadata["name"] == "zorblat" and metadata["kind"] == "positive"
@@ -259,11 +253,14 @@ def test_result_metadata_records_provenance(parts: TrainComponents) -> None:
     assert result.final_loss == pytest.approx(trainer.loss) and result.previews == ()
 
 
-def test_train_renders_previews_of_the_new_word(tiny_model: LoadedModel) -> None:
-    """train() on a LoadedModel returns two native-size PNG renders made with the vectors."""
+def test_training_renders_previews_of_the_new_word(tiny_model: LoadedModel) -> None:
+    """A run the worker's engine starts on a LoadedModel finishes with two native-size PNG
+    renders made with the vectors."""
     from PIL import Image
 
-    result = train(tiny_model, helpers.request(steps=1))
+    run = DiffusersEngine(tiny_model).start_training(helpers.request(steps=1), None)
+    run.run_steps(run.total)
+    result = run.finish()
     assert len(result.previews) == 2 and result.previews[0] != result.previews[1]
     for png in result.previews:
         with Image.open(io.BytesIO(png)) as image:
@@ -277,7 +274,7 @@ def test_a_failing_preview_does_not_lose_the_trained_word(parts: TrainComponents
         raise RuntimeError("out of memory while rendering")
 
     trainer = Trainer(parts, helpers.request(steps=1), previewer=broken)
-    trainer.run()
+    trainer.run_steps(trainer.total)
     result = trainer.finish()
     assert result.previews == () and result.steps == 1 and result.embedding
 
@@ -306,14 +303,14 @@ def test_killed_run_resumes_to_the_same_vectors(
     assert not Path(f"{checkpoint}.finished").exists()
     saved = checkpoint.read_bytes()
     step = decode_checkpoint(saved).step
-    assert 10 <= step < helpers.RESUME_STEPS and step % 10 == 0
+    assert 10 <= step < helpers.RESUME_STEPS and step % helpers.RESUME_SLICE == 0
 
     parts = helpers.small_parts(tiny_model)
     resumed = Trainer(parts, helpers.resume_request(), helpers.RESUME_RECIPE, resume_from=saved)
     assert resumed.step == step
-    resumed.run()
+    resumed.run_steps(resumed.total)
     straight = Trainer(parts, helpers.resume_request(), helpers.RESUME_RECIPE)
-    straight.run()
+    straight.run_steps(straight.total)
     print(f"killed at step {step}; max |Δ| = {(resumed.vectors - straight.vectors).abs().max()}")
     assert torch.equal(resumed.vectors, straight.vectors)
     files = [read_embedding(t.finish().embedding, "z.safetensors") for t in (resumed, straight)]
@@ -321,17 +318,15 @@ def test_killed_run_resumes_to_the_same_vectors(
     assert files[0].metadata == files[1].metadata
 
 
-def test_checkpoints_arrive_every_n_steps_and_resume_in_process(parts: TrainComponents) -> None:
-    """on_checkpoint gets (step, bytes) every N steps; resuming from any one is exact."""
-    recipe = TrainRecipe(batch_size=1, checkpoint_every=3, lr_schedule="cosine")
+def test_checkpoints_between_slices_resume_in_process(parts: TrainComponents) -> None:
+    """Checkpoints taken between slices of N steps are at N, 2N…; resuming from one is exact."""
+    recipe = TrainRecipe(batch_size=1, lr_schedule="cosine")
     saved: list[tuple[int, bytes]] = []
-    straight = Trainer(
-        parts, helpers.request(steps=8), recipe, on_checkpoint=lambda s, d: saved.append((s, d))
-    )
-    straight.run()
+    straight = Trainer(parts, helpers.request(steps=8), recipe)
+    helpers.run_in_slices(straight, 3, lambda s, d: saved.append((s, d)))
     assert [step for step, _ in saved] == [3, 6]
     resumed = Trainer(parts, helpers.request(steps=8), recipe, resume_from=saved[0][1])
-    resumed.run()
+    resumed.run_steps(resumed.total)
     assert torch.equal(resumed.vectors, straight.vectors)
     assert resumed.loss == straight.loss
 
@@ -359,39 +354,14 @@ def test_checkpoint_from_another_run_is_refused(parts: TrainComponents) -> None:
 
 def test_progress_reports_every_step_with_loss_and_eta(parts: TrainComponents) -> None:
     """Progress steps increase one by one to the total; loss and ETA are there, ETA reaches 0."""
-    reports: list[Progress] = []
-    trainer = Trainer(parts, helpers.request(steps=5), on_progress=reports.append)
-    assert trainer.run_steps(2) == reports[-1]
-    trainer.run_steps(10)
+    trainer = Trainer(parts, helpers.request(steps=5))
+    reports = [trainer.run_steps(1) for _ in range(5)]
+    assert trainer.progress() == reports[-1]
     assert [p.step for p in reports] == [1, 2, 3, 4, 5]
     assert all(p.total == 5 and p.loss is not None and p.loss > 0 for p in reports)
     assert all(p.eta_seconds is not None and p.eta_seconds >= 0 for p in reports)
     assert reports[0].eta_seconds > 0 and reports[-1].eta_seconds == 0  # type: ignore[operator]
     assert trainer.done and trainer.run_steps(3).step == 5
-
-
-def test_progress_callback_returning_true_cancels_between_steps(parts: TrainComponents) -> None:
-    """Returning True from on_progress after step 2 raises Cancelled with 2 steps done."""
-    trainer = Trainer(parts, helpers.request(steps=6), on_progress=lambda p: p.step == 2)
-    with pytest.raises(Cancelled):
-        trainer.run_steps(6)
-    assert trainer.step == 2
-
-
-def test_should_stop_cancels_before_the_next_step(parts: TrainComponents) -> None:
-    """should_stop is asked before every step; once it says yes no further step runs."""
-    asked: list[int] = []
-
-    def stop_on_fourth_question() -> bool:
-        asked.append(len(asked))
-        return len(asked) > 3
-
-    trainer = Trainer(parts, helpers.request(steps=6), should_stop=stop_on_fourth_question)
-    with pytest.raises(Cancelled):
-        train(parts, helpers.request(steps=6), should_stop=lambda: True)
-    with pytest.raises(Cancelled):
-        trainer.run()
-    assert trainer.step == 3 and len(asked) == 4
 
 
 def test_bad_requests_are_refused_before_training(parts: TrainComponents) -> None:

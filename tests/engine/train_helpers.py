@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,17 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from engine.encode import encode_embeds, token_embeddings
 from engine.jobs import TrainRequest
-from engine.training import (
-    TrainBatch,
-    TrainComponents,
-    Trainer,
-    TrainRecipe,
-    encode_embeds,
-    splice,
-    token_embeddings,
-    tokenize_templates,
-)
+from engine.training import Trainer, TrainRecipe
+from engine.training.components import TrainComponents
+from engine.training.data import TrainBatch, splice, tokenize_templates
 from tests.engine import photo_files
 
 TRAIN_SIZE = 32  # the tiny UNet is resolution-agnostic; 32 px images make CPU steps 4× cheaper
@@ -194,11 +189,23 @@ def reference_step(
         ref.matrix[keep] = ref.original[keep]
 
 
+def run_in_slices(
+    trainer: Trainer, slice_steps: int, on_checkpoint: Callable[[int, bytes], None]
+) -> None:
+    """Drive `trainer` to the end the way `engine.worker` does: `run_steps` in slices of
+    `slice_steps`, with `on_checkpoint(step, bytes)` after every slice but the last."""
+    while trainer.step < trainer.total:
+        trainer.run_steps(slice_steps)
+        if trainer.step < trainer.total:
+            on_checkpoint(trainer.step, trainer.checkpoint())
+
+
 # --------------------------------------------------------------------------------------------
 # The kill-and-resume case, shared by the test and its child process
 
-RESUME_RECIPE = TrainRecipe(batch_size=1, checkpoint_every=10)
+RESUME_RECIPE = TrainRecipe(batch_size=1)
 RESUME_STEPS = 60
+RESUME_SLICE = 10  # steps per slice; a checkpoint follows every slice but the last
 
 
 def resume_request() -> TrainRequest:
@@ -223,6 +230,6 @@ def train_until_killed(data_dir: str, checkpoint_path: str) -> None:
             os.fsync(handle.fileno())
         os.replace(scratch, checkpoint_path)
 
-    trainer = Trainer(small_parts(model), resume_request(), RESUME_RECIPE, on_checkpoint=save)
-    trainer.run()
+    trainer = Trainer(small_parts(model), resume_request(), RESUME_RECIPE)
+    run_in_slices(trainer, RESUME_SLICE, save)
     Path(f"{checkpoint_path}.finished").write_text("the run was not killed in time")

@@ -21,7 +21,8 @@ A run, in order (`Trainer.__init__`):
 Each step draws, from one seeded CPU `torch.Generator`: which photos (a fresh permutation per
 batch, so every photo is seen equally), mirror or not, which template, timesteps and noise. On CPU
 the whole run is deterministic; checkpoints store the generator so a resumed run continues the
-same sequence and ends on the same vectors.
+same sequence and ends on the same vectors. The worker drives a run in slices (`run_steps`),
+and checkpoints and cancels between them, so `/imagine` batches can run in between.
 
 Precision: fp32 on CPU. On CUDA the frozen nets run under autocast in the model's half dtype
 (bf16 when the model is fp32) while the vectors, AdamW state and loss stay fp32; with fp16 a
@@ -38,229 +39,42 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from engine.checkpoint import (
+from engine.embedding_files import write_embedding
+from engine.encode import encode_embeds, token_embeddings
+from engine.jobs import Progress, TrainRequest, TrainResult
+from engine.photos import Photo, load_photos
+from engine.training.checkpoint import (
     CheckpointError,
     TrainCheckpoint,
     decode_checkpoint,
     encode_checkpoint,
 )
-from engine.embedding_files import family_for_width, write_embedding
-from engine.encode import encode_embeds, token_embeddings
-from engine.errors import Cancelled
-from engine.jobs import EmbeddingPayload, GenerateRequest, Progress, TrainRequest, TrainResult
-from engine.photos import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Photo, load_photos, photo_views
-from engine.templates import DEFAULT_INIT_WORDS, templates_for
+from engine.training.components import TrainComponents, param_dtype
+from engine.training.data import (
+    PromptTable,
+    TrainBatch,
+    encode_views,
+    initial_vectors,
+    latent_identity,
+    splice,
+    tokenize_templates,
+)
+from engine.training.recipe import TrainRecipe, TrainRequestError
+from engine.training.recording import RecordedStep
+from engine.training.templates import DEFAULT_INIT_WORDS, templates_for
 
 log = logging.getLogger("lexicon.training")
 
 MAX_VECTORS = 8
 LOSS_WINDOW = 10  # reported loss = mean of the last this-many step losses
-LATENT_METHOD = "posterior-mean"
 
-ProgressCallback = Callable[[Progress], bool | None]  # return True to cancel
-CheckpointCallback = Callable[[int, bytes], None]  # (step, checkpoint bytes)
 Previewer = Callable[["Trainer"], Sequence[bytes]]  # PNG renders of the trained word
-
-
-class TrainRequestError(ValueError):
-    """The training request itself is unusable; the message is one sentence for the user."""
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How to train (operator settings). What to train, and for how many steps by default,
-    comes from the `TrainRequest`; `steps` here overrides the request's when set.
-
-    The default — 250 steps × batch 4 at a constant 5e-3 — is explained in docs/TRAINING.md:
-    quality plateaus near 250 steps (DVAR), and 5e-3 is the paper's and A1111's rate for the
-    vectors alone.
-    """
-
-    steps: int | None = None
-    batch_size: int = 4
-    learning_rate: float = 5e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    flip: bool = True  # mirrored views as augmentation
-    mixed_precision: bool = True  # on CUDA: frozen nets under autocast (bf16 for fp32 models)
-    checkpoint_every: int = 50  # steps; 0 = never (train()/run_steps hand them to on_checkpoint)
-    max_steps: int = 5000  # a request above this is refused
-    max_photo_bytes: int = DEFAULT_MAX_BYTES
-    max_photo_pixels: int = DEFAULT_MAX_PIXELS
-
-    def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, not {self.learning_rate}.")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be constant or cosine, not {self.lr_schedule!r}.")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.checkpoint_every < 0:
-            raise ValueError("warmup_steps, weight_decay and checkpoint_every cannot be negative.")
-
-    def trajectory_fields(self) -> dict[str, Any]:
-        """The settings that change which vectors a run ends with (checkpoint identity)."""
-        fields_ = asdict(self)
-        for bookkeeping in ("checkpoint_every", "max_steps", "max_photo_bytes", "max_photo_pixels"):
-            fields_.pop(bookkeeping)
-        return fields_
-
-
-@dataclass
-class TrainComponents:
-    """The plain pieces training needs. `from_model` adapts the worker's `LoadedModel`."""
-
-    tokenizer: Any
-    text_encoder: Any
-    unet: Any
-    vae: Any
-    scheduler_config: Any
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    dtype: torch.dtype = torch.float32
-    family: str = ""
-    model_hash: str = ""
-    native_size: int = 0
-    graphs: Any = None  # engine.graphs.ModelGraphs: training steps are recorded as CUDA graphs
-
-    def __post_init__(self) -> None:
-        self.device = torch.device(self.device)
-        width = int(self.text_encoder.config.hidden_size)
-        if not self.family:
-            self.family = family_for_width(width)
-        if not self.native_size:
-            scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-            self.native_size = int(self.unet.config.sample_size) * scale
-
-    @classmethod
-    def from_model(cls, model: Any) -> TrainComponents:
-        """Adapt an `engine.model.LoadedModel` (or anything with the same attributes)."""
-        if isinstance(model, TrainComponents):
-            return model
-        return cls(
-            tokenizer=model.tokenizer,
-            text_encoder=model.text_encoder,
-            # A compiled UNet (LEXICON_COMPILE) would compile its backward too, minutes per
-            # worker; the recorded CUDA-graph step is as fast without it (docs/BENCHMARKS.md).
-            unet=getattr(model.unet, "_orig_mod", model.unet),
-            vae=model.vae,
-            scheduler_config=model.scheduler_config,
-            device=model.device,
-            dtype=model.dtype,
-            family=model.family,
-            model_hash=model.model_hash,
-            native_size=getattr(model, "native_size", 0),
-            graphs=getattr(model, "graphs", None),
-        )
-
-    @property
-    def width(self) -> int:
-        return int(self.text_encoder.config.hidden_size)
-
-
-@dataclass(frozen=True)
-class TrainBatch:
-    """One step's random draws, on CPU: which view, which template, timesteps and noise."""
-
-    view_indices: torch.Tensor  # long [B]
-    template_indices: torch.Tensor  # long [B]
-    timesteps: torch.Tensor  # long [B]
-    noise: torch.Tensor  # float32 [B, C, h, w]
-
-
-# --------------------------------------------------------------------------------------------
-# Prompt encoding with spliced vectors
-
-
-def splice(embeds: torch.Tensor, slots: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """Replace the placeholder positions of `embeds` `[B, L, d]` by `vectors` `[n, d]`.
-
-    `slots` `[B, L]` holds, per position, which vector goes there (0…n-1) or -1 for a normal
-    token. Gradients reach `vectors` through the gather; nothing else is differentiable.
-    """
-    chosen = vectors.to(embeds.dtype)[slots.clamp(min=0)]
-    return torch.where((slots >= 0).unsqueeze(-1), chosen, embeds)
-
-
-@dataclass(frozen=True)
-class PromptTable:
-    """Every template tokenized once: ids `[T, L]` and placeholder slots `[T, L]`."""
-
-    templates: tuple[str, ...]
-    input_ids: torch.Tensor
-    slots: torch.Tensor
-
-
-def tokenize_templates(
-    tokenizer: Any, templates: Sequence[str], n_vectors: int, filler_ids: Sequence[int]
-) -> PromptTable:
-    """Token ids for each template with `n_vectors` placeholder positions where `{}` stands.
-
-    Text around `{}` is tokenized on its own: CLIP splits words before BPE, so this is exactly
-    how the tokenizer would split the full prompt. Placeholder positions get `filler_ids` (the
-    init word's ids); they are replaced before the transformer sees them.
-    """
-    length = int(tokenizer.model_max_length)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    rows, slot_rows = [], []
-    for template in templates:
-        before, after = template.split("{}")
-        head = _words(tokenizer, before)
-        tail = _words(tokenizer, after)
-        ids = [bos, *head]
-        slots = [-1] * len(ids)
-        for k in range(n_vectors):
-            ids.append(filler_ids[k % len(filler_ids)])
-            slots.append(k)
-        ids += [*tail, eos]
-        slots += [-1] * (len(tail) + 1)
-        if len(ids) > length:
-            raise TrainRequestError(
-                f"The template {template!r} is too long for {n_vectors} vectors."
-            )
-        ids += [pad] * (length - len(ids))
-        slots += [-1] * (length - len(slots))
-        rows.append(ids)
-        slot_rows.append(slots)
-    return PromptTable(
-        templates=tuple(templates),
-        input_ids=torch.tensor(rows, dtype=torch.long),
-        slots=torch.tensor(slot_rows, dtype=torch.long),
-    )
-
-
-def _words(tokenizer: Any, text: str) -> list[int]:
-    text = text.strip()
-    return list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
-
-
-def initial_vectors(
-    tokenizer: Any, text_encoder: Any, init_word: str, n_vectors: int
-) -> tuple[torch.Tensor, list[int]]:
-    """`n_vectors` copies of the init word's token embeddings, cycled; and those token ids."""
-    ids = _words(tokenizer, init_word)
-    if not ids:
-        raise TrainRequestError(f"The init word {init_word!r} has no tokens; choose a real word.")
-    table = token_embeddings(text_encoder, torch.tensor(ids, device=_device_of(text_encoder)))
-    rows = [table[k % len(ids)] for k in range(n_vectors)]
-    return torch.stack(rows).detach().to("cpu", torch.float32).clone(), ids
-
-
-def _device_of(module: Any) -> torch.device:
-    return next(module.parameters()).device
-
-
-# --------------------------------------------------------------------------------------------
-# The trainer
 
 
 class Trainer:
@@ -276,11 +90,7 @@ class Trainer:
         request: TrainRequest,
         recipe: TrainRecipe | None = None,
         *,
-        on_progress: ProgressCallback | None = None,
-        on_checkpoint: CheckpointCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
         resume_from: bytes | None = None,
-        photo_names: Sequence[str] = (),
         previewer: Previewer | None = None,
     ) -> None:
         self.parts = TrainComponents.from_model(model)
@@ -288,9 +98,6 @@ class Trainer:
         self.recipe = recipe or TrainRecipe()
         self.recipe.validate()
         self.total = int(self.recipe.steps or request.steps)
-        self.on_progress = on_progress
-        self.on_checkpoint = on_checkpoint
-        self.should_stop = should_stop
         self.previewer = previewer
         self.init_word = request.init_word or DEFAULT_INIT_WORDS.get(request.kind, "object")
         self._check_request()
@@ -298,7 +105,7 @@ class Trainer:
         # 1. Photos: decoded and checked before any GPU work.
         self.photos: list[Photo] = load_photos(
             request.photos,
-            photo_names or request.photo_names,
+            request.photo_names,
             max_bytes=self.recipe.max_photo_bytes,
             max_pixels=self.recipe.max_photo_pixels,
         )
@@ -314,7 +121,7 @@ class Trainer:
                 f"Training supports epsilon and v-prediction models, not {self.prediction_type}."
             )
         self._amp_dtype = _amp_dtype(self.device, parts.dtype, self.recipe.mixed_precision)
-        self._unet_dtype = _param_dtype(parts.unet)
+        self._unet_dtype = param_dtype(parts.unet)
         compute_dtype = self._amp_dtype or self._unet_dtype
 
         # 2. Templates and the vectors' starting point.
@@ -329,8 +136,11 @@ class Trainer:
         )
 
         # 3. Latents of every view, once.
-        self.latents = self._encode_views()
-        self.latent_identity = self._latent_identity()
+        size, flip = parts.native_size, self.recipe.flip
+        self.latents = encode_views(
+            parts.vae, self.photos, size, flip=flip, device=self.device, autocast=self._autocast()
+        )
+        self.latent_identity = latent_identity(parts.model_hash, size, flip, self.photos)
 
         # 4. The trainable vectors, optimizer and the run's one random generator.
         self._vectors = self.vectors_init.clone().to(self.device).requires_grad_(True)
@@ -347,7 +157,7 @@ class Trainer:
         self.loss_scale = 2.0**14 if compute_dtype == torch.float16 else 1.0
         self._seconds = 0.0
         self._steps_timed = 0
-        self._recorded: _RecordedStep | None = None
+        self._recorded: RecordedStep | None = None
 
         # 5. Resume.
         if resume_from is not None:
@@ -372,43 +182,6 @@ class Trainer:
         templates_for(request.kind)  # raises for an unknown kind
 
     # --- data -----------------------------------------------------------------------------
-
-    @property
-    def n_views(self) -> int:
-        return int(self.latents.shape[0])
-
-    def _encode_views(self) -> torch.Tensor:
-        """VAE posterior mean × scaling factor of every view, fp32 on the device."""
-        vae = self.parts.vae
-        pixels = torch.from_numpy(
-            photo_views(self.photos, self.parts.native_size, flip=self.recipe.flip)
-        )
-        chunks = []
-        with torch.no_grad(), self._autocast():
-            for chunk in pixels.split(4):
-                chunk = chunk.to(self.device, dtype=_param_dtype(vae))
-                chunks.append(vae.encode(chunk).latent_dist.mean.float())
-        latents = torch.cat(chunks)
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        latents = (latents - shift) * float(vae.config.scaling_factor)
-        if not torch.isfinite(latents).all():
-            raise RuntimeError(
-                "The VAE returned non-finite latents (fp16 overflow); load the model in bf16."
-            )
-        return latents
-
-    def _latent_identity(self) -> str:
-        """What the cached latents are a function of: photos, model, size, method, flips."""
-        digest = hashlib.sha256()
-        for part in (
-            LATENT_METHOD,
-            self.parts.model_hash,
-            str(self.parts.native_size),
-            str(self.recipe.flip),
-            *(photo.sha256 for photo in self.photos),
-        ):
-            digest.update(part.encode() + b"\0")
-        return digest.hexdigest()
 
     def draw_batch(
         self, generator: torch.Generator | None = None, size: int | None = None
@@ -512,12 +285,18 @@ class Trainer:
             return loss.detach()
         if self._recorded is None:
             try:
-                self._recorded = _RecordedStep(self, batch)
+                self._recorded = RecordedStep(
+                    self.loss_on_batch,
+                    self._vectors,
+                    batch,
+                    self.loss_scale,
+                    self.parts.graphs.pool,
+                )
             except Exception as error:  # correct but slower: this run's steps stay eager
                 log.warning("training steps run eagerly: recording a CUDA graph failed (%s)", error)
                 self.parts = replace(self.parts, graphs=None)
                 return self._loss_and_grad(batch)
-        return self._recorded.run(batch)
+        return self._recorded.run(batch, self.loss_scale)
 
     def held_out_loss(
         self,
@@ -537,7 +316,7 @@ class Trainer:
             while counted < samples:
                 batch = self.draw_batch(generator, batch_size)
                 take = min(len(batch.timesteps), samples - counted)
-                batch = TrainBatch(*(t[:take] for t in _fields(batch)))
+                batch = TrainBatch(*(t[:take] for t in batch.tensors()))
                 total += float(self.loss_on_batch(batch, vectors)) * take
                 counted += take
         return total / samples
@@ -567,25 +346,15 @@ class Trainer:
         return Progress(self.step, self.total, self.loss, self.eta_seconds())
 
     def run_steps(self, n: int) -> Progress:
-        """Run up to `n` steps (fewer at the end); cancellation is checked before each step."""
+        """Run up to `n` steps (fewer at the end). The caller checkpoints and cancels between
+        slices (`engine.worker`)."""
         for _ in range(max(0, min(n, self.total - self.step))):
-            if self.should_stop is not None and self.should_stop():
-                raise Cancelled(f"Training stopped at step {self.step} of {self.total}.")
             started = time.monotonic()
             batch = self.draw_batch()
             self.recent_losses.append(self.step_on_batch(batch))
             self._seconds += time.monotonic() - started
             self._steps_timed += 1
-            every = self.recipe.checkpoint_every
-            if self.on_checkpoint and every and self.step % every == 0 and not self.done:
-                self.on_checkpoint(self.step, self.checkpoint())
-            if self.on_progress is not None and self.on_progress(self.progress()) is True:
-                raise Cancelled(f"Training stopped at step {self.step} of {self.total}.")
         return self.progress()
-
-    def run(self) -> None:
-        """Run to the end."""
-        self.run_steps(self.total - self.step)
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -605,7 +374,7 @@ class Trainer:
         }
 
     def checkpoint(self) -> bytes:
-        """Everything needed to resume exactly, as bytes (see `engine.checkpoint`)."""
+        """Everything needed to resume exactly, as bytes (see `engine.training.checkpoint`)."""
         state = self.optimizer.state.get(self._vectors, {})
         zeros = torch.zeros_like(self._vectors)
         return encode_checkpoint(
@@ -673,15 +442,14 @@ class Trainer:
             extra=extra,
         )
 
-    def finish(self, previews: Sequence[bytes] | None = None) -> TrainResult:
+    def finish(self) -> TrainResult:
         """The result: embedding file, its sha256 and preview renders (from `previewer`)."""
-        if previews is None:
-            previews = ()
-            if self.previewer is not None:
-                try:
-                    previews = tuple(self.previewer(self))
-                except Exception:  # a preview is a courtesy; the trained word is the result
-                    log.exception("preview renders for %s failed", self.request.name)
+        previews: tuple[bytes, ...] = ()
+        if self.previewer is not None:
+            try:
+                previews = tuple(self.previewer(self))
+            except Exception:  # a preview is a courtesy; the trained word is the result
+                log.exception("preview renders for %s failed", self.request.name)
         data = self.embedding_bytes()
         loss = self.loss
         return TrainResult(
@@ -692,135 +460,8 @@ class Trainer:
             family=self.parts.family,
             steps=self.step,
             final_loss=float("nan") if loss is None else loss,
-            previews=tuple(previews),
+            previews=previews,
         )
-
-
-class _RecordedStep:
-    """One training step's forward and backward, recorded as a CUDA graph and replayed.
-
-    The eager step issues ~2,800 kernels (text encoder and UNet, forward and input-gradient
-    backward) and costs about the same at batch 1 as at batch 8 because the CPU cannot issue
-    them faster; replaying the recorded step issues them at once. The random draws stay on the
-    CPU generator (they are copied in), and the loss scale is an input, so a replay computes
-    exactly what `loss_on_batch` + `backward` would. The optimizer update stays eager: it is a
-    handful of kernels on one small tensor and needs the overflow check on the host.
-    """
-
-    def __init__(self, trainer: Trainer, batch: TrainBatch) -> None:
-        from engine.graphs import record
-
-        self.trainer = trainer
-        device = trainer.device
-        self.inputs = tuple(t.to(device).clone() for t in _fields(batch))
-        self.scale = torch.tensor(trainer.loss_scale, device=device)
-        self.scale_value = trainer.loss_scale
-        vectors = trainer._vectors
-
-        def forward_backward(*fields: torch.Tensor) -> torch.Tensor:
-            vectors.grad = None  # the recorded backward writes a fresh gradient each replay
-            loss = trainer.loss_on_batch(TrainBatch(*fields))
-            (loss * self.scale).backward()
-            return loss.detach()
-
-        started = time.monotonic()
-        self.graph, self.loss = record(forward_backward, self.inputs, trainer.parts.graphs.pool)
-        self.grad = vectors.grad
-        log.info(
-            "training step recorded as a CUDA graph for batch %d in %.2f s",
-            len(batch.timesteps),
-            time.monotonic() - started,
-        )
-
-    def run(self, batch: TrainBatch) -> torch.Tensor:
-        trainer = self.trainer
-        for static, value in zip(self.inputs, _fields(batch), strict=True):
-            static.copy_(value)
-        if trainer.loss_scale != self.scale_value:
-            self.scale.fill_(trainer.loss_scale)
-            self.scale_value = trainer.loss_scale
-        self.graph.replay()
-        trainer._vectors.grad = self.grad
-        return self.loss
-
-
-PREVIEW_STEPS = 20
-PREVIEW_PROMPTS = {
-    "object": ("a photo of a {}", "a close-up photo of a {}"),
-    "style": ("a painting of a house in the style of {}", "a portrait in the style of {}"),
-    "face": ("a photo of {}", "a close-up portrait of {}"),
-}
-
-
-def render_previews(model: Any, trainer: Trainer, count: int = 2) -> list[bytes]:
-    """`count` seeded renders (PNG) of the new word at the model's native size, through
-    `engine.generate` exactly as `/imagine` would render it. A negative embedding is shown as
-    the negative prompt of a plain picture."""
-    from engine.generate import generate
-
-    data = trainer.embedding_bytes()
-    name = trainer.request.name
-    payload = EmbeddingPayload(name, data, hashlib.sha256(data).hexdigest())
-    side = int(model.native_size)
-    requests = []
-    for index, template in enumerate(PREVIEW_PROMPTS[trainer.request.kind][:count]):
-        prompt, negative = template.format(name), ""
-        if trainer.request.negative:
-            prompt, negative = template.format("cat"), name
-        requests.append(
-            GenerateRequest(
-                prompt=prompt,
-                negative=negative,
-                seed=trainer.request.seed + index,
-                steps=PREVIEW_STEPS,
-                guidance=7.5,
-                width=side,
-                height=side,
-                embeddings=(payload,),
-            )
-        )
-    return [images[0].png for images in generate(model, requests)]
-
-
-def train(
-    model: Any,
-    request: TrainRequest,
-    recipe: TrainRecipe | None = None,
-    on_progress: ProgressCallback | None = None,
-    on_checkpoint: CheckpointCallback | None = None,
-    resume_from: bytes | None = None,
-    *,
-    should_stop: Callable[[], bool] | None = None,
-    photo_names: Sequence[str] = (),
-    previewer: Previewer | None = None,
-    previews: bool = True,
-) -> TrainResult:
-    """Train `request` to the end in one call (see `Trainer` for slices).
-
-    With `previews` and a `LoadedModel`, the result carries two renders of the new word
-    (`render_previews`) unless another `previewer` is given.
-    """
-    if previewer is None and previews and not isinstance(model, TrainComponents):
-
-        def previewer(trainer: Trainer) -> list[bytes]:
-            return render_previews(model, trainer)
-
-    trainer = Trainer(
-        model,
-        request,
-        recipe,
-        on_progress=on_progress,
-        on_checkpoint=on_checkpoint,
-        should_stop=should_stop,
-        resume_from=resume_from,
-        photo_names=photo_names,
-        previewer=previewer,
-    )
-    trainer.run()
-    return trainer.finish()
-
-
-# --------------------------------------------------------------------------------------------
 
 
 def _ddpm(scheduler_config: Any) -> Any:
@@ -834,26 +475,3 @@ def _amp_dtype(device: torch.device, dtype: torch.dtype, enabled: bool) -> torch
     if device.type != "cuda" or not enabled:
         return None
     return dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
-
-
-def _param_dtype(module: Any) -> torch.dtype:
-    return next(module.parameters()).dtype
-
-
-def _fields(batch: TrainBatch) -> tuple[torch.Tensor, ...]:
-    return (batch.view_indices, batch.template_indices, batch.timesteps, batch.noise)
-
-
-__all__ = [
-    "Cancelled",
-    "CheckpointError",
-    "TrainBatch",
-    "TrainComponents",
-    "TrainRecipe",
-    "TrainRequestError",
-    "Trainer",
-    "encode_embeds",
-    "render_previews",
-    "splice",
-    "train",
-]

@@ -1,0 +1,71 @@
+"""The frozen model pieces a training run uses, adapted from the worker's `LoadedModel`.
+
+Training never changes these: the UNet, VAE and text encoder are the worker's one shared model,
+so `/imagine` can run between training slices. Tests and benchmarks build a `TrainComponents`
+directly (e.g. at a smaller training size) without a `LoadedModel`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from engine.embedding_files import family_for_width
+
+
+@dataclass
+class TrainComponents:
+    """The plain pieces training needs. `from_model` adapts the worker's `LoadedModel`."""
+
+    tokenizer: Any
+    text_encoder: Any
+    unet: Any
+    vae: Any
+    scheduler_config: Any
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    family: str = ""
+    model_hash: str = ""
+    native_size: int = 0
+    graphs: Any = None  # engine.graphs.ModelGraphs: training steps are recorded as CUDA graphs
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        width = int(self.text_encoder.config.hidden_size)
+        if not self.family:
+            self.family = family_for_width(width)
+        if not self.native_size:
+            scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+            self.native_size = int(self.unet.config.sample_size) * scale
+
+    @classmethod
+    def from_model(cls, model: Any) -> TrainComponents:
+        """Adapt an `engine.model.LoadedModel` (or anything with the same attributes)."""
+        if isinstance(model, TrainComponents):
+            return model
+        return cls(
+            tokenizer=model.tokenizer,
+            text_encoder=model.text_encoder,
+            # A compiled UNet (LEXICON_COMPILE) would compile its backward too, minutes per
+            # worker; the recorded CUDA-graph step is as fast without it (docs/BENCHMARKS.md).
+            unet=getattr(model.unet, "_orig_mod", model.unet),
+            vae=model.vae,
+            scheduler_config=model.scheduler_config,
+            device=model.device,
+            dtype=model.dtype,
+            family=model.family,
+            model_hash=model.model_hash,
+            native_size=getattr(model, "native_size", 0),
+            graphs=getattr(model, "graphs", None),
+        )
+
+    @property
+    def width(self) -> int:
+        return int(self.text_encoder.config.hidden_size)
+
+
+def param_dtype(module: Any) -> torch.dtype:
+    """The dtype of a frozen module's weights (what its inputs are cast to)."""
+    return next(module.parameters()).dtype

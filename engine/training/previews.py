@@ -1,0 +1,51 @@
+"""Preview renders of a freshly trained word, shown with the result on Discord.
+
+They go through `engine.generate` exactly as `/imagine` would render the word, so what the user
+sees is what the word will do. (`engine.previews` is the other kind: live low-resolution frames
+during generation.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from engine.jobs import EmbeddingPayload, GenerateRequest
+from engine.training.trainer import Trainer
+
+PREVIEW_STEPS = 20
+PREVIEW_PROMPTS = {
+    "object": ("a photo of a {}", "a close-up photo of a {}"),
+    "style": ("a painting of a house in the style of {}", "a portrait in the style of {}"),
+    "face": ("a photo of {}", "a close-up portrait of {}"),
+}
+
+
+def render_previews(model: Any, trainer: Trainer, count: int = 2) -> list[bytes]:
+    """`count` seeded renders (PNG) of the new word at the model's native size, through
+    `engine.generate` exactly as `/imagine` would render it. A negative embedding is shown as
+    the negative prompt of a plain picture."""
+    from engine.generate import generate
+
+    data = trainer.embedding_bytes()
+    name = trainer.request.name
+    payload = EmbeddingPayload(name, data, hashlib.sha256(data).hexdigest())
+    side = int(model.native_size)
+    requests = []
+    for index, template in enumerate(PREVIEW_PROMPTS[trainer.request.kind][:count]):
+        prompt, negative = template.format(name), ""
+        if trainer.request.negative:
+            prompt, negative = template.format("cat"), name
+        requests.append(
+            GenerateRequest(
+                prompt=prompt,
+                negative=negative,
+                seed=trainer.request.seed + index,
+                steps=PREVIEW_STEPS,
+                guidance=7.5,
+                width=side,
+                height=side,
+                embeddings=(payload,),
+            )
+        )
+    return [images[0].png for images in generate(model, requests)]
