@@ -81,9 +81,7 @@ def job_from_row(row: sqlite3.Row) -> Job:
     )
 
 
-def _fair_queue_sql(
-    kinds: Collection[JobKind | str] | None, batch_key: bool
-) -> tuple[str, list[Any]]:
+def _fair_queue_sql(kinds: Collection[JobKind | str] | None) -> tuple[str, list[Any]]:
     """A query of queued jobs in fair order: `SELECT id, position FROM fair ORDER BY position`.
 
     A user's place is the moment their last job started (never: first of all), so whoever has
@@ -96,8 +94,6 @@ def _fair_queue_sql(
         kind_values = sorted(JobKind(kind).value for kind in kinds)
         filters.append(f"kind IN ({', '.join('?' for _ in kind_values)})")
         params.extend(kind_values)
-    if batch_key:
-        filters.append("batch_key = ?")
     sql = f"""
         WITH queued AS (
             SELECT id, user_id, created_at,
@@ -222,19 +218,11 @@ class JobRepository:
         rows = await self._db.fetch_all(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [job_from_row(row) for row in rows]
 
-    async def queued_count_for_user(self, user_id: int) -> int:
-        """Jobs of this user that are not finished (queued or running): what a limit counts."""
-        value = await self._db.fetch_value(
-            "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')",
-            (user_id,),
-        )
-        return int(value)
-
     async def fair_order(
         self, limit: int = 50, kinds: Collection[JobKind | str] | None = None
     ) -> list[Job]:
-        """Queued jobs in the order `claim_next` would hand them out (nothing is claimed)."""
-        fair, params = _fair_queue_sql(kinds, batch_key=False)
+        """Queued jobs in fair order, for the scheduler to pick from (nothing is claimed)."""
+        fair, params = _fair_queue_sql(kinds)
         rows = await self._db.fetch_all(
             f"""{fair}
             SELECT jobs.* FROM fair JOIN jobs ON jobs.id = fair.id
@@ -246,46 +234,13 @@ class JobRepository:
 
     async def queue_position(self, job_id: int) -> int | None:
         """1 for the job that would be claimed next; None when the job is not queued."""
-        fair, params = _fair_queue_sql(None, batch_key=False)
+        fair, params = _fair_queue_sql(None)
         value = await self._db.fetch_value(
             f"{fair} SELECT position FROM fair WHERE id = ?", (*params, job_id)
         )
         return None if value is None else int(value)
 
     # -- claiming ------------------------------------------------------------------------------
-
-    async def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        kinds: Collection[JobKind | str] | None = None,
-    ) -> Job | None:
-        """Atomically lease the fairly-next queued job to `worker_id`, or None if none waits."""
-        async with self._db.transaction() as transaction:
-            return await self._claim_one(transaction, worker_id, lease_seconds, kinds, None)
-
-    async def claim_batch(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        max_n: int,
-        kinds: Collection[JobKind | str] | None = None,
-    ) -> list[Job]:
-        """Lease the fairly-next job plus up to `max_n - 1` more with the same `batch_key`,
-        each picked in fair order among the jobs that could share its GPU batch."""
-        async with self._db.transaction() as transaction:
-            first = await self._claim_one(transaction, worker_id, lease_seconds, kinds, None)
-            if first is None:
-                return []
-            claimed = [first]
-            while first.batch_key is not None and len(claimed) < max_n:
-                more = await self._claim_one(
-                    transaction, worker_id, lease_seconds, kinds, first.batch_key
-                )
-                if more is None:
-                    break
-                claimed.append(more)
-            return claimed
 
     async def claim_ids(
         self, job_ids: Sequence[int], worker_id: str, lease_seconds: float
@@ -357,34 +312,6 @@ class JobRepository:
             )
         assert row is not None
         return job_from_row(row)
-
-    async def _claim_one(
-        self,
-        transaction: Transaction,
-        worker_id: str,
-        lease_seconds: float,
-        kinds: Collection[JobKind | str] | None,
-        batch_key: str | None,
-    ) -> Job | None:
-        fair, params = _fair_queue_sql(kinds, batch_key=batch_key is not None)
-        if batch_key is not None:
-            params.append(batch_key)
-        now = self._clock()
-        row = await transaction.fetch_one(
-            f"""{fair}
-            UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
-                lease_expires_at = ?, started_at = ?
-            WHERE id = (SELECT id FROM fair ORDER BY position LIMIT 1)
-            RETURNING *
-            """,
-            (
-                *params,
-                worker_id,
-                to_seconds(now + timedelta(seconds=lease_seconds)),
-                to_seconds(now),
-            ),
-        )
-        return None if row is None else job_from_row(row)
 
     # -- the worker's side ---------------------------------------------------------------------
 
@@ -580,26 +507,6 @@ class JobRepository:
                         ),
                     )
         return requeued
-
-    async def set_delivery(self, job_id: int, delivery: Delivery) -> Job:
-        """Remember where the result goes (the progress message, the interaction token)."""
-        async with self._db.transaction() as transaction:
-            row = await transaction.fetch_one(
-                """
-                UPDATE jobs SET channel_id = ?, message_id = ?, interaction_token = ?,
-                    token_expires_at = ? WHERE id = ? RETURNING *
-                """,
-                (
-                    delivery.channel_id,
-                    delivery.message_id,
-                    delivery.interaction_token,
-                    _maybe_seconds(delivery.token_expires_at),
-                    job_id,
-                ),
-            )
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
-        return job_from_row(row)
 
     async def mark_delivered(self, job_id: int) -> None:
         async with self._db.transaction() as transaction:
