@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from storage.clock import Clock, from_seconds, maybe_from_seconds, to_seconds, utc_now
-from storage.db import Database, Params, Transaction
+from storage.db import Database, Params, Queries, Transaction
 from storage.errors import Forbidden, JobFinished, LeaseLost, NotFound, QuotaExceeded
 from storage.files import FileStore
 from storage.images import insert_image
@@ -79,6 +79,21 @@ def job_from_row(row: sqlite3.Row) -> Job:
         started_at=maybe_from_seconds(row["started_at"]),
         finished_at=maybe_from_seconds(row["finished_at"]),
     )
+
+
+async def _job(queries: Queries, job_id: int) -> Job:
+    """The job, or NotFound."""
+    row = await queries.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    if row is None:
+        raise NotFound(f"There is no job #{job_id}.")
+    return job_from_row(row)
+
+
+async def _updated(transaction: Transaction, sql: str, params: Params) -> Job:
+    """Run an `UPDATE jobs … RETURNING *` of one job known to exist; the job as it is now."""
+    row = await transaction.fetch_one(sql, params)
+    assert row is not None
+    return job_from_row(row)
 
 
 def _fair_queue_sql(kinds: Collection[JobKind | str] | None) -> tuple[str, list[Any]]:
@@ -184,15 +199,10 @@ class JobRepository:
                     "INSERT INTO job_photos (job_id, idx, sha256) VALUES (?, ?, ?)",
                     (job_id, idx, sha),
                 )
-            row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        assert row is not None
-        return job_from_row(row)
+            return await _job(transaction, job_id)
 
     async def get(self, job_id: int) -> Job:
-        row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
-        return job_from_row(row)
+        return await _job(self._db, job_id)
 
     async def photos(self, job_id: int) -> list[str]:
         """The sha256s of a training job's photos, in the order they were given."""
@@ -286,9 +296,7 @@ class JobRepository:
                 (worker_id, expires, job_id, attempt),
             )
             if row is None:
-                row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
+                return await _job(transaction, job_id)
         return job_from_row(row)
 
     async def leased_to(self, worker_id: str) -> list[Job]:
@@ -306,12 +314,11 @@ class JobRepository:
         async with self._db.transaction() as transaction:
             current = await self._leased(transaction, job_id, worker_id, attempt)
             await self._back_to_queue(transaction, current, current.error)
-            row = await transaction.fetch_one(
+            return await _updated(
+                transaction,
                 "UPDATE jobs SET attempts = max(attempts - 1, 0) WHERE id = ? RETURNING *",
                 (job_id,),
             )
-        assert row is not None
-        return job_from_row(row)
 
     # -- the worker's side ---------------------------------------------------------------------
 
@@ -322,12 +329,11 @@ class JobRepository:
         async with self._db.transaction() as transaction:
             await self._leased(transaction, job_id, worker_id, attempt)
             expires = self._clock() + timedelta(seconds=lease_seconds)
-            row = await transaction.fetch_one(
+            return await _updated(
+                transaction,
                 "UPDATE jobs SET lease_expires_at = ? WHERE id = ? RETURNING *",
                 (to_seconds(expires), job_id),
             )
-        assert row is not None
-        return job_from_row(row)
 
     async def set_progress(
         self,
@@ -348,14 +354,14 @@ class JobRepository:
             progress_json = json.dumps(
                 {"step": progress.step, "total": progress.total, "eta": progress.eta_seconds}
             )
-            row = await transaction.fetch_one(
+            job = await _updated(
+                transaction,
                 "UPDATE jobs SET progress = ?, preview_sha256 = ? WHERE id = ? RETURNING *",
                 (progress_json, preview, job_id),
             )
             if previous != preview:
                 await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, previous)
-        assert row is not None
-        return job_from_row(row)
+        return job
 
     async def save_checkpoint(
         self,
@@ -431,10 +437,7 @@ class JobRepository:
         """Only the job's owner, or a manager of the server it came from, cancels it."""
         now = self._clock()
         async with self._db.transaction() as transaction:
-            row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-            if row is None:
-                raise NotFound(f"There is no job #{job_id}.")
-            current = job_from_row(row)
+            current = await _job(transaction, job_id)
             manages_it = actor.is_manager and (
                 actor.guild_id is None or actor.guild_id == current.guild_id
             )
@@ -544,10 +547,7 @@ class JobRepository:
     ) -> Job:
         """The running job, or LeaseLost if it is not running, not leased to `worker_id`, or
         no longer on attempt number `attempt` (a late report from an earlier attempt)."""
-        row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
-        job = job_from_row(row)
+        job = await _job(transaction, job_id)
         holder = worker_id or "its worker"
         if job.state is not JobState.RUNNING or (
             worker_id is not None and job.lease_owner != worker_id
@@ -566,7 +566,8 @@ class JobRepository:
         self, transaction: Transaction, current: Job, error: str | None
     ) -> Job:
         """Queue a running job again (keeping its checkpoint, dropping its stale progress)."""
-        row = await transaction.fetch_one(
+        job = await _updated(
+            transaction,
             """
             UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                 error = ?, progress = NULL, preview_sha256 = NULL
@@ -574,10 +575,9 @@ class JobRepository:
             """,
             (error, current.id),
         )
-        assert row is not None
         preview = current.progress.preview_sha256 if current.progress else None
         await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
-        return job_from_row(row)
+        return job
 
     async def _finish(
         self,
@@ -590,7 +590,8 @@ class JobRepository:
         error: str | None,
     ) -> Job:
         """Move to a final state and free the preview and checkpoint files it no longer needs."""
-        row = await transaction.fetch_one(
+        job = await _updated(
+            transaction,
             """
             UPDATE jobs SET state = ?, finished_at = ?, lease_owner = NULL,
                 lease_expires_at = NULL, result = ?, error = ?, preview_sha256 = NULL,
@@ -599,13 +600,12 @@ class JobRepository:
             """,
             (state.value, to_seconds(now), result, error, current.id),
         )
-        assert row is not None
         preview = current.progress.preview_sha256 if current.progress else None
         await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
         await remove_if_unreferenced(
             transaction, self._files, FileKind.CHECKPOINTS, current.checkpoint_sha256
         )
-        return job_from_row(row)
+        return job
 
 
 def _maybe_seconds(moment: datetime | None) -> float | None:
