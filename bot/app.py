@@ -12,8 +12,6 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from bot import metrics
 from bot.config import Settings
@@ -25,6 +23,7 @@ from bot.transport import LocalTransport, Transport
 from engine.local_worker import EngineSpec, warm_up_batch_sizes
 from engine.vocabulary import is_single_token
 from engine.worker import WorkerConfig
+from storage.db import AsyncClosing
 from storage.facade import Storage
 from storage.models import Job
 
@@ -71,7 +70,7 @@ def default_transport(settings: Settings) -> Transport:
 
 
 @dataclass
-class Lexicon:
+class Lexicon(AsyncClosing):
     settings: Settings
     storage: Storage
     hub: JobHub
@@ -132,17 +131,6 @@ class Lexicon:
     async def close(self) -> None:
         await self.scheduler.close()
         await self.storage.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def wait_for_worker(self, limit_seconds: float = 600.0) -> None:
         """Until a worker has loaded its model; WorkerUnavailable if it cannot start."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,13 +54,3 @@ class JobHub:
             yield queue
         finally:
             self._subscribers.discard(queue)
-
-    async def follow(self, job_id: int) -> AsyncIterator[JobUpdate]:
-        """Updates of one job, ending after its final one. Subscribe before it can finish."""
-        with self.subscribe() as queue:
-            while True:
-                update = await queue.get()
-                if update.job_id == job_id:
-                    yield update
-                    if update.is_final:
-                        return

@@ -10,6 +10,7 @@ half-finished transaction.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import re
@@ -77,7 +78,44 @@ def _is_locked(error: sqlite3.OperationalError) -> bool:
     return "locked" in str(error) or "busy" in str(error)
 
 
-class Transaction:
+class AsyncClosing(abc.ABC):
+    """`async with` for what has an async `close()`: the block gets the object, then closes it."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release what opening took."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Queries(abc.ABC):
+    """The reads a transaction and the database share: one row or one value from `fetch_all`."""
+
+    @abc.abstractmethod
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        """Rows of the query."""
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    async def fetch_value(self, sql: str, params: Params = ()) -> Any:
+        row = await self.fetch_one(sql, params)
+        return None if row is None else row[0]
+
+
+class Transaction(Queries):
     """One `BEGIN IMMEDIATE … COMMIT` on the writer connection; see `Database.transaction`."""
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
@@ -108,20 +146,12 @@ class Transaction:
         """Rows of a SELECT, or of a statement with RETURNING."""
         return list(await self._connection.execute_fetchall(sql, params))
 
-    async def fetch_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
-
-    async def fetch_value(self, sql: str, params: Params = ()) -> Any:
-        row = await self.fetch_one(sql, params)
-        return None if row is None else row[0]
-
     def after_commit(self, callback: Callable[[], object]) -> None:
         """Run `callback` once this transaction has committed (never if it rolls back)."""
         self._after_commit.append(callback)
 
 
-class Database:
+class Database(AsyncClosing, Queries):
     """An open Lexicon database. Use `await Database.open(path)` or `async with`."""
 
     def __init__(
@@ -173,17 +203,6 @@ class Database:
             await self._reader.close()
             await self._writer.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """`BEGIN IMMEDIATE`; commit when the block ends, roll back if it raises.
@@ -226,14 +245,6 @@ class Database:
     async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Rows of a read-only query, from committed data."""
         return list(await self._reader.execute_fetchall(sql, params))
-
-    async def fetch_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
-
-    async def fetch_value(self, sql: str, params: Params = ()) -> Any:
-        row = await self.fetch_one(sql, params)
-        return None if row is None else row[0]
 
     async def schema_version(self) -> int:
         return int(await self.fetch_value("PRAGMA user_version"))

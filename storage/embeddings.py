@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from storage.clock import Clock, from_seconds, to_seconds, utc_now
-from storage.db import Database, Transaction
+from storage.db import Database, Params, Queries, Transaction
 from storage.errors import Forbidden, NameTaken, NotFound, QuotaExceeded
 from storage.files import FileStore
 from storage.models import (
@@ -116,47 +116,37 @@ class EmbeddingRepository:
                         "delete one before adding another."
                     )
             sha = await asyncio.to_thread(self._files.put, FileKind.EMBEDDINGS, data)
-            try:
-                row = await transaction.fetch_one(
-                    """
-                    INSERT INTO embeddings (owner_id, name, name_folded, kind, visibility,
-                        n_vectors, width, family, sha256, source, description, created_at, job_id)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    RETURNING *
-                    """,
-                    (
-                        owner_id,
-                        checked.display,
-                        checked.folded,
-                        kind.value,
-                        (Visibility.SHARED if shared else Visibility.PRIVATE).value,
-                        n_vectors,
-                        width,
-                        family.value,
-                        sha,
-                        source.value,
-                        description,
-                        to_seconds(now),
-                        job_id,
-                    ),
-                )
-            except sqlite3.IntegrityError as error:
-                _raise_if_unique_violation(checked, error)
-                raise
-        assert row is not None
-        return embedding_from_row(row)
+            return await _write_named(
+                transaction,
+                checked,
+                """
+                INSERT INTO embeddings (owner_id, name, name_folded, kind, visibility,
+                    n_vectors, width, family, sha256, source, description, created_at, job_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                RETURNING *
+                """,
+                (
+                    owner_id,
+                    checked.display,
+                    checked.folded,
+                    kind.value,
+                    (Visibility.SHARED if shared else Visibility.PRIVATE).value,
+                    n_vectors,
+                    width,
+                    family.value,
+                    sha,
+                    source.value,
+                    description,
+                    to_seconds(now),
+                    job_id,
+                ),
+            )
 
     # -- reading -------------------------------------------------------------------------------
 
     async def get(self, embedding_id: int, viewer_id: int) -> Embedding:
         """The embedding if `viewer_id` may see it (owner, or shared), else NotFound."""
-        row = await self._db.fetch_one(
-            "SELECT * FROM embeddings WHERE id = ? AND (owner_id = ? OR visibility = 'shared')",
-            (embedding_id, viewer_id),
-        )
-        if row is None:
-            raise NotFound(f"There is no embedding #{embedding_id} that you can see.")
-        return embedding_from_row(row)
+        return await _visible(self._db, viewer_id, embedding_id)
 
     async def get_by_name(self, viewer_id: int, name: str) -> Embedding:
         """The viewer's own embedding of that name, else the shared one, else NotFound."""
@@ -254,27 +244,23 @@ class EmbeddingRepository:
         """Only the owner renames; a shared embedding keeps its place in the library."""
         checked = self._rules.check(new_name)
         async with self._db.transaction() as transaction:
-            current = await self._visible(transaction, actor, embedding_id)
+            current = await _visible(transaction, actor.user_id, embedding_id)
             if current.owner_id != actor.user_id:
                 raise Forbidden(f"Only the owner of '{current.name}' can rename it.")
             await self._refuse_taken(
                 transaction, current.owner_id, checked, shared=current.is_shared, ignore=current.id
             )
-            try:
-                row = await transaction.fetch_one(
-                    "UPDATE embeddings SET name = ?, name_folded = ? WHERE id = ? RETURNING *",
-                    (checked.display, checked.folded, embedding_id),
-                )
-            except sqlite3.IntegrityError as error:
-                _raise_if_unique_violation(checked, error)
-                raise
-        assert row is not None
-        return embedding_from_row(row)
+            return await _write_named(
+                transaction,
+                checked,
+                "UPDATE embeddings SET name = ?, name_folded = ? WHERE id = ? RETURNING *",
+                (checked.display, checked.folded, embedding_id),
+            )
 
     async def share(self, actor: Actor, embedding_id: int) -> Embedding:
         """Only the owner shares; a name another shared embedding has is refused."""
         async with self._db.transaction() as transaction:
-            current = await self._visible(transaction, actor, embedding_id)
+            current = await _visible(transaction, actor.user_id, embedding_id)
             if current.owner_id != actor.user_id:
                 raise Forbidden(f"Only the owner of '{current.name}' can share it.")
             if current.is_shared:
@@ -283,21 +269,17 @@ class EmbeddingRepository:
             await self._refuse_taken(
                 transaction, current.owner_id, name, shared=True, ignore=current.id
             )
-            try:
-                row = await transaction.fetch_one(
-                    "UPDATE embeddings SET visibility = 'shared' WHERE id = ? RETURNING *",
-                    (embedding_id,),
-                )
-            except sqlite3.IntegrityError as error:
-                _raise_if_unique_violation(name, error)
-                raise
-        assert row is not None
-        return embedding_from_row(row)
+            return await _write_named(
+                transaction,
+                name,
+                "UPDATE embeddings SET visibility = 'shared' WHERE id = ? RETURNING *",
+                (embedding_id,),
+            )
 
     async def unshare(self, actor: Actor, embedding_id: int) -> Embedding:
         """The owner, or a server manager (moderation), takes it out of the library."""
         async with self._db.transaction() as transaction:
-            current = await self._visible(transaction, actor, embedding_id)
+            current = await _visible(transaction, actor.user_id, embedding_id)
             if current.owner_id != actor.user_id and not actor.is_manager:
                 raise Forbidden(
                     f"Only the owner of '{current.name}' or a server manager can unshare it."
@@ -315,7 +297,7 @@ class EmbeddingRepository:
         """The owner, or a server manager for a shared one, deletes it; its file goes with the
         last row that names it."""
         async with self._db.transaction() as transaction:
-            current = await self._visible(transaction, actor, embedding_id)
+            current = await _visible(transaction, actor.user_id, embedding_id)
             if current.owner_id != actor.user_id and not actor.is_manager:
                 raise Forbidden(
                     f"Only the owner of '{current.name}' or a server manager can delete it."
@@ -348,16 +330,6 @@ class EmbeddingRepository:
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    async def _visible(transaction: Transaction, actor: Actor, embedding_id: int) -> Embedding:
-        row = await transaction.fetch_one(
-            "SELECT * FROM embeddings WHERE id = ? AND (owner_id = ? OR visibility = 'shared')",
-            (embedding_id, actor.user_id),
-        )
-        if row is None:
-            raise NotFound(f"There is no embedding #{embedding_id} that you can see.")
-        return embedding_from_row(row)
-
-    @staticmethod
     async def _refuse_taken(
         transaction: Transaction,
         owner_id: int,
@@ -385,10 +357,32 @@ class EmbeddingRepository:
             )
 
 
-def _raise_if_unique_violation(name: EmbeddingName, error: sqlite3.IntegrityError) -> None:
-    """Turn a unique-index violation into NameTaken; other constraint failures are bugs.
+async def _visible(queries: Queries, viewer_id: int, embedding_id: int) -> Embedding:
+    """The embedding if `viewer_id` owns it or it is shared, else NotFound (never Forbidden)."""
+    row = await queries.fetch_one(
+        "SELECT * FROM embeddings WHERE id = ? AND (owner_id = ? OR visibility = 'shared')",
+        (embedding_id, viewer_id),
+    )
+    if row is None:
+        raise NotFound(f"There is no embedding #{embedding_id} that you can see.")
+    return embedding_from_row(row)
 
-    The explicit checks run inside the same write transaction, so this is a last line only.
+
+async def _write_named(
+    transaction: Transaction, name: EmbeddingName, sql: str, params: Params
+) -> Embedding:
+    """Run the `INSERT` or `UPDATE … RETURNING *` that gives a row `name`.
+
+    A unique-index violation becomes NameTaken; other constraint failures are bugs. The explicit
+    checks run first inside the same write transaction, so this is a last line only.
     """
-    if "UNIQUE" in str(error):
-        raise NameTaken(f"The name '{name.folded}' is already taken; pick another one.") from error
+    try:
+        row = await transaction.fetch_one(sql, params)
+    except sqlite3.IntegrityError as error:
+        if "UNIQUE" in str(error):
+            raise NameTaken(
+                f"The name '{name.folded}' is already taken; pick another one."
+            ) from error
+        raise
+    assert row is not None
+    return embedding_from_row(row)

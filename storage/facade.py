@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from storage.clock import Clock, utc_now
-from storage.db import DEFAULT_BUSY_TIMEOUT, Database
+from storage.db import DEFAULT_BUSY_TIMEOUT, AsyncClosing, Database
 from storage.embeddings import EmbeddingRepository
 from storage.files import FileStore
 from storage.guilds import GuildSettingsRepository
@@ -32,7 +30,7 @@ def files_root(data_dir: Path) -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class Storage:
+class Storage(AsyncClosing):
     db: Database
     files: FileStore
     users: UserRepository
@@ -75,14 +73,3 @@ class Storage:
 
     async def close(self) -> None:
         await self.db.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -18,14 +18,9 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from storage.errors import InvalidFileId, NotFound
 from storage.models import FileKind
-
-if TYPE_CHECKING:
-    from storage.db import Database
-    from storage.maintenance import SweepReport
 
 TEMP_PREFIX = ".tmp-"
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
@@ -115,12 +110,6 @@ class FileStore:
             else:
                 scan.foreign.append(path)
         return scan
-
-    async def sweep(self, db: Database) -> SweepReport:
-        """Start-up repair: see `storage.maintenance.sweep`."""
-        from storage.maintenance import sweep
-
-        return await sweep(db, self)
 
     @staticmethod
     def _walk(folder: Path) -> Iterator[Path]:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from storage.clock import Clock, from_seconds, maybe_from_seconds, to_seconds, utc_now
-from storage.db import Database, Params, Transaction
+from storage.db import Database, Params, Queries, Transaction
 from storage.errors import Forbidden, JobFinished, LeaseLost, NotFound, QuotaExceeded
 from storage.files import FileStore
 from storage.images import insert_image
@@ -81,9 +81,22 @@ def job_from_row(row: sqlite3.Row) -> Job:
     )
 
 
-def _fair_queue_sql(
-    kinds: Collection[JobKind | str] | None, batch_key: bool
-) -> tuple[str, list[Any]]:
+async def _job(queries: Queries, job_id: int) -> Job:
+    """The job, or NotFound."""
+    row = await queries.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    if row is None:
+        raise NotFound(f"There is no job #{job_id}.")
+    return job_from_row(row)
+
+
+async def _updated(transaction: Transaction, sql: str, params: Params) -> Job:
+    """Run an `UPDATE jobs … RETURNING *` of one job known to exist; the job as it is now."""
+    row = await transaction.fetch_one(sql, params)
+    assert row is not None
+    return job_from_row(row)
+
+
+def _fair_queue_sql(kinds: Collection[JobKind | str] | None) -> tuple[str, list[Any]]:
     """A query of queued jobs in fair order: `SELECT id, position FROM fair ORDER BY position`.
 
     A user's place is the moment their last job started (never: first of all), so whoever has
@@ -96,8 +109,6 @@ def _fair_queue_sql(
         kind_values = sorted(JobKind(kind).value for kind in kinds)
         filters.append(f"kind IN ({', '.join('?' for _ in kind_values)})")
         params.extend(kind_values)
-    if batch_key:
-        filters.append("batch_key = ?")
     sql = f"""
         WITH queued AS (
             SELECT id, user_id, created_at,
@@ -188,15 +199,10 @@ class JobRepository:
                     "INSERT INTO job_photos (job_id, idx, sha256) VALUES (?, ?, ?)",
                     (job_id, idx, sha),
                 )
-            row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        assert row is not None
-        return job_from_row(row)
+            return await _job(transaction, job_id)
 
     async def get(self, job_id: int) -> Job:
-        row = await self._db.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
-        return job_from_row(row)
+        return await _job(self._db, job_id)
 
     async def photos(self, job_id: int) -> list[str]:
         """The sha256s of a training job's photos, in the order they were given."""
@@ -222,19 +228,11 @@ class JobRepository:
         rows = await self._db.fetch_all(f"{sql} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [job_from_row(row) for row in rows]
 
-    async def queued_count_for_user(self, user_id: int) -> int:
-        """Jobs of this user that are not finished (queued or running): what a limit counts."""
-        value = await self._db.fetch_value(
-            "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')",
-            (user_id,),
-        )
-        return int(value)
-
     async def fair_order(
         self, limit: int = 50, kinds: Collection[JobKind | str] | None = None
     ) -> list[Job]:
-        """Queued jobs in the order `claim_next` would hand them out (nothing is claimed)."""
-        fair, params = _fair_queue_sql(kinds, batch_key=False)
+        """Queued jobs in fair order, for the scheduler to pick from (nothing is claimed)."""
+        fair, params = _fair_queue_sql(kinds)
         rows = await self._db.fetch_all(
             f"""{fair}
             SELECT jobs.* FROM fair JOIN jobs ON jobs.id = fair.id
@@ -246,46 +244,13 @@ class JobRepository:
 
     async def queue_position(self, job_id: int) -> int | None:
         """1 for the job that would be claimed next; None when the job is not queued."""
-        fair, params = _fair_queue_sql(None, batch_key=False)
+        fair, params = _fair_queue_sql(None)
         value = await self._db.fetch_value(
             f"{fair} SELECT position FROM fair WHERE id = ?", (*params, job_id)
         )
         return None if value is None else int(value)
 
     # -- claiming ------------------------------------------------------------------------------
-
-    async def claim_next(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        kinds: Collection[JobKind | str] | None = None,
-    ) -> Job | None:
-        """Atomically lease the fairly-next queued job to `worker_id`, or None if none waits."""
-        async with self._db.transaction() as transaction:
-            return await self._claim_one(transaction, worker_id, lease_seconds, kinds, None)
-
-    async def claim_batch(
-        self,
-        worker_id: str,
-        lease_seconds: float,
-        max_n: int,
-        kinds: Collection[JobKind | str] | None = None,
-    ) -> list[Job]:
-        """Lease the fairly-next job plus up to `max_n - 1` more with the same `batch_key`,
-        each picked in fair order among the jobs that could share its GPU batch."""
-        async with self._db.transaction() as transaction:
-            first = await self._claim_one(transaction, worker_id, lease_seconds, kinds, None)
-            if first is None:
-                return []
-            claimed = [first]
-            while first.batch_key is not None and len(claimed) < max_n:
-                more = await self._claim_one(
-                    transaction, worker_id, lease_seconds, kinds, first.batch_key
-                )
-                if more is None:
-                    break
-                claimed.append(more)
-            return claimed
 
     async def claim_ids(
         self, job_ids: Sequence[int], worker_id: str, lease_seconds: float
@@ -331,9 +296,7 @@ class JobRepository:
                 (worker_id, expires, job_id, attempt),
             )
             if row is None:
-                row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
+                return await _job(transaction, job_id)
         return job_from_row(row)
 
     async def leased_to(self, worker_id: str) -> list[Job]:
@@ -351,40 +314,11 @@ class JobRepository:
         async with self._db.transaction() as transaction:
             current = await self._leased(transaction, job_id, worker_id, attempt)
             await self._back_to_queue(transaction, current, current.error)
-            row = await transaction.fetch_one(
+            return await _updated(
+                transaction,
                 "UPDATE jobs SET attempts = max(attempts - 1, 0) WHERE id = ? RETURNING *",
                 (job_id,),
             )
-        assert row is not None
-        return job_from_row(row)
-
-    async def _claim_one(
-        self,
-        transaction: Transaction,
-        worker_id: str,
-        lease_seconds: float,
-        kinds: Collection[JobKind | str] | None,
-        batch_key: str | None,
-    ) -> Job | None:
-        fair, params = _fair_queue_sql(kinds, batch_key=batch_key is not None)
-        if batch_key is not None:
-            params.append(batch_key)
-        now = self._clock()
-        row = await transaction.fetch_one(
-            f"""{fair}
-            UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
-                lease_expires_at = ?, started_at = ?
-            WHERE id = (SELECT id FROM fair ORDER BY position LIMIT 1)
-            RETURNING *
-            """,
-            (
-                *params,
-                worker_id,
-                to_seconds(now + timedelta(seconds=lease_seconds)),
-                to_seconds(now),
-            ),
-        )
-        return None if row is None else job_from_row(row)
 
     # -- the worker's side ---------------------------------------------------------------------
 
@@ -395,12 +329,11 @@ class JobRepository:
         async with self._db.transaction() as transaction:
             await self._leased(transaction, job_id, worker_id, attempt)
             expires = self._clock() + timedelta(seconds=lease_seconds)
-            row = await transaction.fetch_one(
+            return await _updated(
+                transaction,
                 "UPDATE jobs SET lease_expires_at = ? WHERE id = ? RETURNING *",
                 (to_seconds(expires), job_id),
             )
-        assert row is not None
-        return job_from_row(row)
 
     async def set_progress(
         self,
@@ -421,14 +354,14 @@ class JobRepository:
             progress_json = json.dumps(
                 {"step": progress.step, "total": progress.total, "eta": progress.eta_seconds}
             )
-            row = await transaction.fetch_one(
+            job = await _updated(
+                transaction,
                 "UPDATE jobs SET progress = ?, preview_sha256 = ? WHERE id = ? RETURNING *",
                 (progress_json, preview, job_id),
             )
             if previous != preview:
                 await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, previous)
-        assert row is not None
-        return job_from_row(row)
+        return job
 
     async def save_checkpoint(
         self,
@@ -504,10 +437,7 @@ class JobRepository:
         """Only the job's owner, or a manager of the server it came from, cancels it."""
         now = self._clock()
         async with self._db.transaction() as transaction:
-            row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-            if row is None:
-                raise NotFound(f"There is no job #{job_id}.")
-            current = job_from_row(row)
+            current = await _job(transaction, job_id)
             manages_it = actor.is_manager and (
                 actor.guild_id is None or actor.guild_id == current.guild_id
             )
@@ -581,26 +511,6 @@ class JobRepository:
                     )
         return requeued
 
-    async def set_delivery(self, job_id: int, delivery: Delivery) -> Job:
-        """Remember where the result goes (the progress message, the interaction token)."""
-        async with self._db.transaction() as transaction:
-            row = await transaction.fetch_one(
-                """
-                UPDATE jobs SET channel_id = ?, message_id = ?, interaction_token = ?,
-                    token_expires_at = ? WHERE id = ? RETURNING *
-                """,
-                (
-                    delivery.channel_id,
-                    delivery.message_id,
-                    delivery.interaction_token,
-                    _maybe_seconds(delivery.token_expires_at),
-                    job_id,
-                ),
-            )
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
-        return job_from_row(row)
-
     async def mark_delivered(self, job_id: int) -> None:
         async with self._db.transaction() as transaction:
             changed = await transaction.execute(
@@ -637,10 +547,7 @@ class JobRepository:
     ) -> Job:
         """The running job, or LeaseLost if it is not running, not leased to `worker_id`, or
         no longer on attempt number `attempt` (a late report from an earlier attempt)."""
-        row = await transaction.fetch_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if row is None:
-            raise NotFound(f"There is no job #{job_id}.")
-        job = job_from_row(row)
+        job = await _job(transaction, job_id)
         holder = worker_id or "its worker"
         if job.state is not JobState.RUNNING or (
             worker_id is not None and job.lease_owner != worker_id
@@ -659,7 +566,8 @@ class JobRepository:
         self, transaction: Transaction, current: Job, error: str | None
     ) -> Job:
         """Queue a running job again (keeping its checkpoint, dropping its stale progress)."""
-        row = await transaction.fetch_one(
+        job = await _updated(
+            transaction,
             """
             UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
                 error = ?, progress = NULL, preview_sha256 = NULL
@@ -667,10 +575,9 @@ class JobRepository:
             """,
             (error, current.id),
         )
-        assert row is not None
         preview = current.progress.preview_sha256 if current.progress else None
         await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
-        return job_from_row(row)
+        return job
 
     async def _finish(
         self,
@@ -683,7 +590,8 @@ class JobRepository:
         error: str | None,
     ) -> Job:
         """Move to a final state and free the preview and checkpoint files it no longer needs."""
-        row = await transaction.fetch_one(
+        job = await _updated(
+            transaction,
             """
             UPDATE jobs SET state = ?, finished_at = ?, lease_owner = NULL,
                 lease_expires_at = NULL, result = ?, error = ?, preview_sha256 = NULL,
@@ -692,13 +600,12 @@ class JobRepository:
             """,
             (state.value, to_seconds(now), result, error, current.id),
         )
-        assert row is not None
         preview = current.progress.preview_sha256 if current.progress else None
         await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
         await remove_if_unreferenced(
             transaction, self._files, FileKind.CHECKPOINTS, current.checkpoint_sha256
         )
-        return job_from_row(row)
+        return job
 
 
 def _maybe_seconds(moment: datetime | None) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import statistics
@@ -17,10 +18,13 @@ import torch
 
 from bot.app import Lexicon
 from bot.hub import JobUpdate
+from bot.scheduler import choose_batch
 from bot.services import ImagineOptions, TrainOptions
 from engine.embedding_files import write_embedding
+from engine.jobs import GenerateRequest
 from engine.png import read_parameters
-from storage.models import Actor, JobState
+from storage import Storage
+from storage.models import Actor, JobKind, JobState
 from tests.bot.conftest import (
     AppFactory,
     make_settings,
@@ -85,6 +89,27 @@ async def test_compatible_requests_share_one_batch(open_app: AppFactory) -> None
             parameters = read_parameters(await app.storage.images.read_png(image))
             assert f"a photo of word{user}" in parameters
             assert f"word{user}:" in parameters  # its own embedding, by name and hash
+
+
+async def test_a_batch_takes_the_fairly_next_job_and_compatible_ones(tmp_path: Path) -> None:
+    """A batch starts with the fairly-next job and adds only other users' jobs of its batch key."""
+    a, b, c = 1, 2, 3
+    square = GenerateRequest("a cube", seed=1, steps=10, guidance=7.5, width=512, height=512)
+    wide = dataclasses.replace(square, width=768)
+    async with await Storage.open(tmp_path / "data") as store:
+        for user, request in ((a, square), (a, square), (b, wide), (c, square)):
+            await store.jobs.enqueue(
+                user, "generate", request.to_params(), batch_key=request.batch_key
+            )
+        chosen = choose_batch(await store.jobs.fair_order(kinds=[JobKind.GENERATE]), 3)
+        batch = await store.jobs.claim_ids([job.id for job in chosen], "worker-1", 60)
+        assert [(job.user_id, job.batch_key) for job in batch] == [
+            (a, square.batch_key),
+            (c, square.batch_key),
+        ]
+        assert all(job.state is JobState.RUNNING and job.lease_owner == "worker-1" for job in batch)
+        rest = choose_batch(await store.jobs.fair_order(kinds=[JobKind.GENERATE]), 3)
+        assert [job.user_id for job in rest] == [b]
 
 
 async def test_imagine_starts_within_one_training_slice(open_app: AppFactory) -> None:

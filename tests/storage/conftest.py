@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import pytest
 
-from storage import Embedding, Storage
+from storage import Embedding, Job, JobKind, Storage
 
 RESERVED = frozenset({"cat", "dog", "photo"})
 
@@ -51,6 +51,18 @@ async def make_embedding(
         source="trained",
         shared=shared,
     )
+
+
+async def claim_next(
+    store: Storage,
+    worker_id: str,
+    lease_seconds: float = 60,
+    kinds: Collection[JobKind | str] | None = None,
+) -> Job | None:
+    """Lease the fairly-next queued job as the scheduler does: `fair_order`, then `claim_ids`."""
+    candidates = await store.jobs.fair_order(limit=1, kinds=kinds)
+    claimed = await store.jobs.claim_ids([job.id for job in candidates], worker_id, lease_seconds)
+    return claimed[0] if claimed else None
 
 
 def stored_hashes(store: Storage, kind: str = "embeddings") -> set[str]:

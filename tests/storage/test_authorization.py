@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from storage import Actor, Forbidden, JobState, NotFound, Storage, Visibility
-from tests.storage.conftest import make_embedding
+from tests.storage.conftest import claim_next, make_embedding
 
 OWNER, OTHER, MANAGER = 1, 2, 3
 GUILD = 100
@@ -126,7 +126,7 @@ async def test_cancel_job_matrix(
     """Only the job's owner or a manager of the server it came from cancels it."""
     job = await store.jobs.enqueue(OWNER, "generate", {"prompt": "a zorb"}, guild_id=GUILD)
     if running:
-        claimed = await store.jobs.claim_next("worker-1", lease_seconds=30)
+        claimed = await claim_next(store, "worker-1", lease_seconds=30)
         assert claimed is not None and claimed.id == job.id
     if expected is None:
         cancellation = await store.jobs.cancel(actor, job.id)

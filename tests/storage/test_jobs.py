@@ -19,7 +19,7 @@ from storage import (
 )
 from storage.clock import utc_now
 from storage.files import sha256_of
-from tests.storage.conftest import stored_hashes
+from tests.storage.conftest import claim_next, stored_hashes
 
 A, B, C = 1, 2, 3
 
@@ -27,7 +27,7 @@ A, B, C = 1, 2, 3
 async def _claim_users(store: Storage, count: int) -> list[int]:
     claimed: list[int] = []
     for _ in range(count):
-        job = await store.jobs.claim_next("worker-1", lease_seconds=60)
+        job = await claim_next(store, "worker-1", lease_seconds=60)
         assert job is not None
         claimed.append(job.user_id)
     return claimed
@@ -41,7 +41,7 @@ async def test_claims_are_round_robin_across_users(store: Storage) -> None:
     predicted = [job.user_id for job in await store.jobs.fair_order(limit=100)]
     claimed_jobs = []
     for _ in range(22):
-        job = await store.jobs.claim_next("worker-1", lease_seconds=60)
+        job = await claim_next(store, "worker-1", lease_seconds=60)
         assert job is not None
         claimed_jobs.append(job)
     order = [job.user_id for job in claimed_jobs]
@@ -50,7 +50,7 @@ async def test_claims_are_round_robin_across_users(store: Storage) -> None:
     assert order[:4] == [A, B, C, A]
     assert order == predicted
     assert [job.id for job in claimed_jobs if job.user_id == A] == [job.id for job in a_jobs]
-    assert await store.jobs.claim_next("worker-1", lease_seconds=60) is None
+    assert await claim_next(store, "worker-1", lease_seconds=60) is None
 
 
 async def test_a_newcomer_goes_before_a_user_who_just_had_a_turn(store: Storage) -> None:
@@ -68,7 +68,7 @@ async def test_queue_position_follows_the_fair_order(store: Storage) -> None:
     a2 = await store.jobs.enqueue(A, "generate", {})
     b1 = await store.jobs.enqueue(B, "generate", {})
     assert [await store.jobs.queue_position(j.id) for j in (a1, b1, a2)] == [1, 2, 3]
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     assert await store.jobs.queue_position(a1.id) is None
     assert await store.jobs.queue_position(b1.id) == 1
 
@@ -77,39 +77,22 @@ async def test_claims_can_be_limited_to_kinds(store: Storage) -> None:
     """A worker that only trains is never handed a generate job."""
     await store.jobs.enqueue(A, "generate", {})
     train = await store.jobs.enqueue(B, "train", {})
-    claimed = await store.jobs.claim_next("trainer", lease_seconds=60, kinds=["train"])
+    claimed = await claim_next(store, "trainer", lease_seconds=60, kinds=["train"])
     assert claimed is not None and claimed.id == train.id
-    assert await store.jobs.claim_next("trainer", lease_seconds=60, kinds=["train"]) is None
-
-
-async def test_claim_batch_takes_compatible_jobs_in_fair_order(store: Storage) -> None:
-    """A batch starts with the fairly-next job and adds only jobs with the same batch key."""
-    await store.jobs.enqueue(A, "generate", {}, batch_key="512x512")
-    await store.jobs.enqueue(A, "generate", {}, batch_key="512x512")
-    await store.jobs.enqueue(B, "generate", {}, batch_key="768x512")
-    await store.jobs.enqueue(C, "generate", {}, batch_key="512x512")
-    batch = await store.jobs.claim_batch("worker-1", lease_seconds=60, max_n=3)
-    assert [(job.user_id, job.batch_key) for job in batch] == [
-        (A, "512x512"),
-        (C, "512x512"),
-        (A, "512x512"),
-    ]
-    assert all(job.state is JobState.RUNNING and job.lease_owner == "worker-1" for job in batch)
-    rest = await store.jobs.claim_batch("worker-1", lease_seconds=60, max_n=3)
-    assert [job.user_id for job in rest] == [B]
+    assert await claim_next(store, "trainer", lease_seconds=60, kinds=["train"]) is None
 
 
 async def test_expired_leases_are_requeued_until_attempts_run_out(store: Storage) -> None:
     """A silent worker's job returns to the queue, then fails with a sentence at the limit."""
     job = await store.jobs.enqueue(A, "train", {}, max_attempts=2)
-    first = await store.jobs.claim_next("worker-1", lease_seconds=30)
+    first = await claim_next(store, "worker-1", lease_seconds=30)
     assert first is not None and first.attempts == 1
     later = utc_now() + timedelta(seconds=60)
     assert await store.jobs.requeue_expired_leases(utc_now()) == []
     assert await store.jobs.requeue_expired_leases(later) == [job.id]
     requeued = await store.jobs.get(job.id)
     assert requeued.state is JobState.QUEUED and requeued.lease_owner is None
-    second = await store.jobs.claim_next("worker-2", lease_seconds=30)
+    second = await claim_next(store, "worker-2", lease_seconds=30)
     assert second is not None and second.attempts == 2
     with pytest.raises(LeaseLost, match="no longer leased to worker-1"):
         await store.jobs.complete(job.id, {"late": True}, worker_id="worker-1")
@@ -123,7 +106,7 @@ async def test_expired_leases_are_requeued_until_attempts_run_out(store: Storage
 async def test_heartbeat_extends_the_lease(store: Storage) -> None:
     """A heartbeat moves the lease's expiry forward; a requeue check then leaves the job alone."""
     job = await store.jobs.enqueue(A, "generate", {})
-    claimed = await store.jobs.claim_next("worker-1", lease_seconds=1)
+    claimed = await claim_next(store, "worker-1", lease_seconds=1)
     assert claimed is not None and claimed.lease_expires_at is not None
     beaten = await store.jobs.heartbeat(job.id, "worker-1", lease_seconds=120)
     assert beaten.lease_expires_at is not None
@@ -136,14 +119,14 @@ async def test_heartbeat_extends_the_lease(store: Storage) -> None:
 async def test_fail_retries_while_attempts_remain(store: Storage) -> None:
     """A retryable failure requeues until max_attempts; a non-retryable one is final at once."""
     retried = await store.jobs.enqueue(A, "generate", {}, max_attempts=2)
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     again = await store.jobs.fail(retried.id, "The GPU ran out of memory.", retryable=True)
     assert again.state is JobState.QUEUED and again.error == "The GPU ran out of memory."
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     final = await store.jobs.fail(retried.id, "The GPU ran out of memory.", retryable=True)
     assert final.state is JobState.FAILED and final.attempts == 2
     hopeless = await store.jobs.enqueue(B, "generate", {"size": "bad"})
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     refused = await store.jobs.fail(hopeless.id, "That size is not allowed.", retryable=False)
     assert refused.state is JobState.FAILED and refused.attempts == 1
 
@@ -151,7 +134,7 @@ async def test_fail_retries_while_attempts_remain(store: Storage) -> None:
 async def test_complete_stores_images_and_frees_progress_files(store: Storage) -> None:
     """Completion stores images with the result; the preview and checkpoint files are freed."""
     job = await store.jobs.enqueue(A, "generate", {"prompt": "a zorb"})
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     with_preview = await store.jobs.set_progress(
         job.id, JobProgress(step=5, total=25, eta_seconds=3.5), preview_png=b"preview-1"
     )
@@ -178,7 +161,7 @@ async def test_a_requeued_training_job_keeps_its_checkpoint_and_photos(store: St
     """Photos are stored at enqueue; a checkpoint survives a lost lease so the retry resumes."""
     job = await store.jobs.enqueue(A, "train", {"name": "zorb"}, photos=[b"p1", b"p2", b"p3"])
     assert await store.jobs.photos(job.id) == [sha256_of(p) for p in (b"p1", b"p2", b"p3")]
-    await store.jobs.claim_next("worker-1", lease_seconds=1)
+    await claim_next(store, "worker-1", lease_seconds=1)
     await store.jobs.save_checkpoint(job.id, b"step 100", worker_id="worker-1")
     sha = await store.jobs.save_checkpoint(job.id, b"step 200", worker_id="worker-1")
     assert stored_hashes(store, "checkpoints") == {sha}
@@ -190,7 +173,7 @@ async def test_a_requeued_training_job_keeps_its_checkpoint_and_photos(store: St
 async def test_cancelling_a_finished_job_is_refused(store: Storage) -> None:
     """A job that already succeeded cannot be cancelled; the sentence says why."""
     job = await store.jobs.enqueue(A, "generate", {})
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     await store.jobs.complete(job.id, {})
     with pytest.raises(JobFinished) as caught:
         await store.jobs.cancel(Actor(A), job.id)
@@ -200,7 +183,7 @@ async def test_cancelling_a_finished_job_is_refused(store: Storage) -> None:
 async def test_a_cancelled_running_job_tells_its_worker_to_stop(store: Storage) -> None:
     """After a cancel, the worker's next heartbeat or result is refused with LeaseLost."""
     job = await store.jobs.enqueue(A, "generate", {})
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     await store.jobs.cancel(Actor(A), job.id)
     with pytest.raises(LeaseLost, match="it is cancelled"):
         await store.jobs.heartbeat(job.id, "worker-1", lease_seconds=60)
@@ -213,18 +196,17 @@ async def test_delivery_ids_survive_until_delivered(store: Storage) -> None:
     """Delivery ids are stored with the job; finished jobs stay listed until marked delivered."""
     expires = utc_now() + timedelta(minutes=15)
     job = await store.jobs.enqueue(
-        A, "generate", {}, delivery=Delivery(channel_id=7, interaction_token="secret-xyz")
-    )
-    job = await store.jobs.set_delivery(
-        job.id,
-        Delivery(
+        A,
+        "generate",
+        {},
+        delivery=Delivery(
             channel_id=7, message_id=8, interaction_token="secret-xyz", token_expires_at=expires
         ),
     )
     assert (job.channel_id, job.message_id, job.interaction_token) == (7, 8, "secret-xyz")
     assert "secret-xyz" not in repr(job)
     assert await store.jobs.list_undelivered_finished() == []
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     await store.jobs.complete(job.id, {"ok": True})
     pending = await store.jobs.list_undelivered_finished()
     assert [j.id for j in pending] == [job.id] and pending[0].token_expires_at == expires
@@ -236,10 +218,9 @@ async def test_active_job_limit_and_counts(store: Storage) -> None:
     """`max_active` refuses a job beyond the limit; counts include running jobs."""
     await store.jobs.enqueue(A, "generate", {}, max_active=2)
     await store.jobs.enqueue(A, "generate", {}, max_active=2)
-    await store.jobs.claim_next("worker-1", lease_seconds=60)
+    await claim_next(store, "worker-1", lease_seconds=60)
     with pytest.raises(QuotaExceeded, match="2 jobs waiting or running"):
         await store.jobs.enqueue(A, "generate", {}, max_active=2)
-    assert await store.jobs.queued_count_for_user(A) == 2
     assert [j.state for j in await store.jobs.list_for_user(A)] == [
         JobState.QUEUED,
         JobState.RUNNING,
@@ -261,13 +242,13 @@ async def test_claim_ids_leases_only_jobs_still_queued(store: Storage) -> None:
 async def test_a_released_job_is_queued_again_without_using_an_attempt(store: Storage) -> None:
     """`release` returns a job the worker never ran; a stale attempt number is refused."""
     job = await store.jobs.enqueue(A, "generate", {}, max_attempts=1)
-    claimed = await store.jobs.claim_next("worker-1", lease_seconds=60)
+    claimed = await claim_next(store, "worker-1", lease_seconds=60)
     assert claimed is not None and claimed.attempts == 1
     with pytest.raises(LeaseLost, match="report from attempt 2 was ignored"):
         await store.jobs.release(job.id, attempt=2)
     released = await store.jobs.release(job.id, worker_id="worker-1", attempt=1)
     assert released.state is JobState.QUEUED and released.attempts == 0
-    again = await store.jobs.claim_next("worker-1", lease_seconds=60)
+    again = await claim_next(store, "worker-1", lease_seconds=60)
     assert again is not None and again.attempts == 1
 
 
