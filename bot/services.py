@@ -21,12 +21,12 @@ from bot.config import Settings
 from bot.hub import JobHub, JobUpdate
 from bot.scheduler import Scheduler
 from engine.jobs import DEFAULT_SCHEDULER, SCHEDULERS
-from engine.photos import PhotoError, load_photos
+from engine.photos import PhotoError, normalise_photos
 from engine.vocabulary import is_single_token
 from storage.embeddings import EmbeddingRepository
 from storage.errors import NotFound
 from storage.guilds import GuildSettingsRepository
-from storage.jobs import JobRepository
+from storage.jobs import JobRepository, over_quota
 from storage.models import Delivery, Embedding, Job, JobKind
 from storage.names import NameRules, fold_for_lookup
 from storage.users import UserRepository
@@ -279,6 +279,19 @@ class ImagineService(_QueueingService):
 
 
 class TrainService(_QueueingService):
+    def __init__(
+        self,
+        settings: Settings,
+        checks: _Checks,
+        embeddings: EmbeddingRepository,
+        scheduler: Scheduler,
+        hub: JobHub,
+    ) -> None:
+        super().__init__(settings, checks, embeddings, scheduler, hub)
+        # Photo decodes at once: each holds at most `max_photo_decode_bytes`, and the rest of
+        # the default thread pool stays free for everyone else's work.
+        self.decodes = asyncio.Semaphore(settings.photo_decodes)
+
     async def submit(
         self,
         user_id: int,
@@ -309,7 +322,11 @@ class TrainService(_QueueingService):
         steps = self.settings.train_steps if steps is None else steps
         if not 1 <= steps <= 20_000:
             raise ServiceError(f"steps must be between 1 and 20000; got {steps}.")
-        await self.check_photos(photos)
+        max_active = await self.checks.max_active(user_id, guild_id)
+        active = await self.checks.jobs.queued_count_for_user(user_id)
+        if active >= max_active:  # refused before the photos cost a decode; enqueue rechecks
+            raise over_quota(active)
+        stored = await self.check_photos(photos)
         params = {
             "name": checked.display,
             "kind": kind,
@@ -327,8 +344,8 @@ class TrainService(_QueueingService):
                 params,
                 guild_id=guild_id,
                 delivery=delivery,
-                photos=[data for _, data in photos],
-                max_active=await self.checks.max_active(user_id, guild_id),
+                photos=stored,
+                max_active=max_active,
             )
         except OSError as error:
             raise disk_failure("photos", error) from None
@@ -348,17 +365,20 @@ class TrainService(_QueueingService):
                 return
             raise ServiceError(f"The shared library already has an embedding called '{folded}'.")
 
-    async def check_photos(self, photos: Sequence[tuple[str, bytes]]) -> None:
-        """Decode every photo now, so a bad one is refused before anything is stored."""
+    async def check_photos(self, photos: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """Decode every photo now, so a bad one is refused before anything is stored; what to
+        store is each photo's normalised PNG, so the worker never decodes the original."""
         settings = self.settings
         try:
-            await asyncio.to_thread(
-                load_photos,
-                [data for _, data in photos],
-                filenames=[filename for filename, _ in photos],
-                max_bytes=settings.max_photo_bytes,
-                max_pixels=settings.max_photo_pixels,
-            )
+            async with self.decodes:
+                return await asyncio.to_thread(
+                    normalise_photos,
+                    [data for _, data in photos],
+                    filenames=[filename for filename, _ in photos],
+                    max_bytes=settings.max_photo_bytes,
+                    max_pixels=settings.max_photo_pixels,
+                    max_decode_bytes=settings.max_photo_decode_bytes,
+                )
         except PhotoError as error:
             raise ServiceError(str(error)) from None
 

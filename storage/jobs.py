@@ -118,6 +118,14 @@ def _fair_queue_sql(
     return sql, params
 
 
+def over_quota(active: int) -> QuotaExceeded:
+    """The refusal for a user who already has `active` jobs, the most allowed."""
+    return QuotaExceeded(
+        f"You already have {active} jobs waiting or running, the most allowed; "
+        "wait for one to finish or cancel one."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Cancellation:
     """A cancelled job, and the worker that was running it (to be told to stop), if any."""
@@ -158,10 +166,7 @@ class JobRepository:
             if max_active is not None:
                 active = await self._active_count(transaction, user_id)
                 if active >= max_active:
-                    raise QuotaExceeded(
-                        f"You already have {active} jobs waiting or running, the most allowed; "
-                        "wait for one to finish or cancel one."
-                    )
+                    raise over_quota(active)
             job_id = await transaction.insert(
                 """
                 INSERT INTO jobs (user_id, guild_id, kind, params, batch_key, max_attempts,
