@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import logging
 import re
 import secrets
@@ -279,18 +280,11 @@ class ImagineService(_QueueingService):
 
 
 class TrainService(_QueueingService):
-    def __init__(
-        self,
-        settings: Settings,
-        checks: _Checks,
-        embeddings: EmbeddingRepository,
-        scheduler: Scheduler,
-        hub: JobHub,
-    ) -> None:
-        super().__init__(settings, checks, embeddings, scheduler, hub)
-        # Photo decodes at once: each holds at most `max_photo_decode_bytes`, and the rest of
-        # the default thread pool stays free for everyone else's work.
-        self.decodes = asyncio.Semaphore(settings.photo_decodes)
+    @functools.cached_property
+    def decodes(self) -> asyncio.Semaphore:
+        """Photo decodes at once: each holds at most `max_photo_decode_bytes`, and the rest of
+        the default thread pool stays free for everyone else's work."""
+        return asyncio.Semaphore(self.settings.photo_decodes)
 
     async def submit(
         self,
