@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     max_photo_pixels: int = Field(
         default=40_000_000, ge=65_536, le=200_000_000, alias="LEXICON_MAX_PHOTO_PIXELS"
     )
+    # Memory one photo may take to decode, predicted from its header (engine/photos.py), and how
+    # many photos the bot decodes at once: together they bound what /train can cost the bot.
+    max_photo_decode_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=16 * 1024 * 1024,
+        le=4096 * 1024 * 1024,
+        alias="LEXICON_MAX_PHOTO_DECODE_BYTES",
+    )
+    photo_decodes: int = Field(default=2, ge=1, le=16, alias="LEXICON_PHOTO_DECODES")
     max_embedding_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, alias="LEXICON_MAX_EMBEDDING_BYTES"
     )

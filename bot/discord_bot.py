@@ -42,8 +42,8 @@ EXTENSIONS: tuple[str, ...] = (
 )
 
 # How the bot waits for input from outside Discord (the scheduler's job updates). Production
-# awaits it plainly; `bot.testing` swaps in SimCord's `env.external_wait` so the simulated world
-# knows the wait is intentional.
+# awaits it plainly; `tests.simulation` swaps in SimCord's `env.external_wait` so the simulated
+# world knows the wait is intentional.
 ExternalWait = Callable[[Awaitable[Any], str], Awaitable[Any]]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import difflib
+import functools
 import logging
 import re
 import secrets
@@ -29,12 +30,12 @@ from engine.jobs import (
     TrainKind,
     TrainRequest,
 )
-from engine.photos import PhotoError, load_photos
+from engine.photos import PhotoError, normalise_photos
 from engine.vocabulary import is_single_token
 from storage.embeddings import EmbeddingRepository
 from storage.errors import NotFound
 from storage.guilds import GuildSettingsRepository
-from storage.jobs import JobRepository
+from storage.jobs import JobRepository, over_quota
 from storage.models import Delivery, Embedding, Job, JobKind
 from storage.names import NameRules, fold_for_lookup
 from storage.users import UserRepository
@@ -278,6 +279,12 @@ class ImagineService(_QueueingService):
 
 
 class TrainService(_QueueingService):
+    @functools.cached_property
+    def decodes(self) -> asyncio.Semaphore:
+        """Photo decodes at once: each holds at most `max_photo_decode_bytes`, and the rest of
+        the default thread pool stays free for everyone else's work."""
+        return asyncio.Semaphore(self.settings.photo_decodes)
+
     async def submit(
         self,
         user_id: int,
@@ -305,8 +312,11 @@ class TrainService(_QueueingService):
             request.check()
         except RequestError as error:
             raise ServiceError(str(error)) from None
-        photos = options.photos
-        await self.check_photos(photos)
+        max_active = await self.checks.max_active(user_id, guild_id)
+        active = await self.checks.jobs.active_count(user_id)
+        if active >= max_active:  # refused before the photos cost a decode; enqueue rechecks
+            raise over_quota(active)
+        stored = await self.check_photos(options.photos)
         try:
             job = await self.checks.jobs.enqueue(
                 user_id,
@@ -314,8 +324,8 @@ class TrainService(_QueueingService):
                 request.to_params(),
                 guild_id=guild_id,
                 delivery=delivery,
-                photos=[data for _, data in photos],
-                max_active=await self.checks.max_active(user_id, guild_id),
+                photos=stored,
+                max_active=max_active,
             )
         except OSError as error:
             raise disk_failure("photos", error) from None
@@ -335,17 +345,20 @@ class TrainService(_QueueingService):
                 return
             raise ServiceError(f"The shared library already has an embedding called '{folded}'.")
 
-    async def check_photos(self, photos: Sequence[tuple[str, bytes]]) -> None:
-        """Decode every photo now, so a bad one is refused before anything is stored."""
+    async def check_photos(self, photos: Sequence[tuple[str, bytes]]) -> list[bytes]:
+        """Decode every photo now, so a bad one is refused before anything is stored; what to
+        store is each photo's normalised PNG, so the worker never decodes the original."""
         settings = self.settings
         try:
-            await asyncio.to_thread(
-                load_photos,
-                [data for _, data in photos],
-                filenames=[filename for filename, _ in photos],
-                max_bytes=settings.max_photo_bytes,
-                max_pixels=settings.max_photo_pixels,
-            )
+            async with self.decodes:
+                return await asyncio.to_thread(
+                    normalise_photos,
+                    [data for _, data in photos],
+                    filenames=[filename for filename, _ in photos],
+                    max_bytes=settings.max_photo_bytes,
+                    max_pixels=settings.max_photo_pixels,
+                    max_decode_bytes=settings.max_photo_decode_bytes,
+                )
         except PhotoError as error:
             raise ServiceError(str(error)) from None
 

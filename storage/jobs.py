@@ -129,6 +129,14 @@ def _fair_queue_sql(kinds: Collection[JobKind | str] | None) -> tuple[str, list[
     return sql, params
 
 
+def over_quota(active: int) -> QuotaExceeded:
+    """The refusal for a user who already has `active` jobs, the most allowed."""
+    return QuotaExceeded(
+        f"You already have {active} jobs waiting or running, the most allowed; "
+        "wait for one to finish or cancel one."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Cancellation:
     """A cancelled job, and the worker that was running it (to be told to stop), if any."""
@@ -169,10 +177,7 @@ class JobRepository:
             if max_active is not None:
                 active = await self._active_count(transaction, user_id)
                 if active >= max_active:
-                    raise QuotaExceeded(
-                        f"You already have {active} jobs waiting or running, the most allowed; "
-                        "wait for one to finish or cancel one."
-                    )
+                    raise over_quota(active)
             job_id = await transaction.insert(
                 """
                 INSERT INTO jobs (user_id, guild_id, kind, params, batch_key, max_attempts,
@@ -210,6 +215,10 @@ class JobRepository:
             "SELECT sha256 FROM job_photos WHERE job_id = ? ORDER BY idx", (job_id,)
         )
         return [row[0] for row in rows]
+
+    async def active_count(self, user_id: int) -> int:
+        """Jobs of this user that are not finished (queued or running): what a limit counts."""
+        return await self._active_count(self._db, user_id)
 
     async def list_for_user(
         self,
@@ -534,7 +543,7 @@ class JobRepository:
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    async def _active_count(transaction: Transaction, user_id: int) -> int:
+    async def _active_count(transaction: Queries, user_id: int) -> int:
         value = await transaction.fetch_value(
             "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')",
             (user_id,),

@@ -47,7 +47,17 @@ def bilevel_png(width: int, height: int) -> bytes:
     Megapixels cost a few bytes each after compression, which is what makes a decompression
     bomb: 20000×20000 is 400 MP in well under a megabyte.
     """
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)  # filter byte + packed pixels
+    return flat_png(width, height, bit_depth=1, colour_type=0)
+
+
+def flat_png(
+    width: int, height: int, *, bit_depth: int, colour_type: int, palette: bytes = b""
+) -> bytes:
+    """A real PNG of one flat colour in any PNG pixel format (colour type 0 grey, 2 RGB,
+    3 palette, 4 grey+alpha, 6 RGBA), compressed row by row without allocating its pixels.
+    `palette` is the PLTE payload (and, for colour type 3, a fully transparent tRNS)."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[colour_type]
+    row = b"\x00" * (1 + (width * channels * bit_depth + 7) // 8)  # filter byte + pixels
     compressor = zlib.compressobj(9)
     block = row * max(1, min(height, (1 << 20) // len(row)))
     rows_per_block = len(block) // len(row)
@@ -58,10 +68,12 @@ def bilevel_png(width: int, height: int) -> bytes:
         parts.append(compressor.compress(block[: take * len(row)]))
         remaining -= take
     parts.append(compressor.flush())
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    colours = _chunk(b"PLTE", palette) + _chunk(b"tRNS", b"\x00") if palette else b""
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
+        + colours
         + _chunk(b"IDAT", b"".join(parts))
         + _chunk(b"IEND", b"")
     )

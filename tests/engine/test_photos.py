@@ -54,7 +54,7 @@ def test_photo_over_pixel_limit_is_refused_with_its_size() -> None:
     big = files.bilevel_png(8000, 8000)
     with pytest.raises(PhotoError, match=r"8000×8000 pixels, over the 40 megapixel limit"):
         load_photo(big, 1, "big.png")
-    assert load_photo(big, 1, "big.png", max_pixels=70_000_000).image.size == (8000, 8000)
+    assert load_photo(big, 1, "big.png", max_pixels=70_000_000).image.size == (1024, 1024)
 
 
 def test_small_photo_is_refused() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 from safetensors.numpy import save as save_numpy
 
-from tests.engine.photo_files import bilevel_png, encode, gradient, jpeg, png
+from tests.engine.photo_files import bilevel_png, encode, flat_png, gradient, jpeg, png
 
 
 def truncated_jpeg() -> bytes:
@@ -57,6 +57,30 @@ def png16_picture() -> bytes:
     pixels = np.full((256, 320), 65535, dtype=np.uint16)
     pixels[128:] = 32896
     return encode(Image.fromarray(pixels), "PNG")
+
+
+def deep_png(colour_type: int, bit_depth: int = 16, palette: bytes = b"") -> bytes:
+    """8000×5000 (40 MP, at the pixel limit) of one colour in a few hundred KB: a 16-bit,
+    alpha or palette PNG, which Pillow expands to 2–4 bytes a pixel and more while converting."""
+    return flat_png(8000, 5000, bit_depth=bit_depth, colour_type=colour_type, palette=palette)
+
+
+def palette_png() -> bytes:
+    """A 40 MP palette PNG with a transparent entry: widened to RGBA to be read."""
+    return deep_png(3, bit_depth=8, palette=bytes(range(256)) * 3)
+
+
+def huge_webp() -> bytes:
+    """A lossless WebP of 8000×5000 (40 MP) in a few dozen bytes."""
+    return encode(Image.new("RGB", (8000, 5000), (10, 200, 30)), "WEBP", lossless=True, method=0)
+
+
+def scan_bomb_jpeg(repeats: int = 1000) -> bytes:
+    """A 6000×6000 progressive JPEG whose last scan is repeated `repeats` times before EOI:
+    each repeat is ~60 bytes but makes the decoder walk all 36 MP of coefficients again."""
+    data = encode(Image.new("RGB", (6000, 6000), (120, 130, 140)), "JPEG", progressive=True)
+    last_scan = data[data.rfind(b"\xff\xda") : -2]
+    return data[:-2] + last_scan * repeats + b"\xff\xd9"
 
 
 # --- embedding files -----------------------------------------------------------------------

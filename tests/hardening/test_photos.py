@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 import simcord
+from PIL import Image
 
 from bot.services import ServiceError, TrainOptions
-from engine.photos import load_photos
+from engine.photos import load_photos, normalise_photos
 from tests.bot.conftest import photo_bytes, three_photos
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening import hostile_files as hostile
@@ -127,7 +129,7 @@ async def test_six_photos_are_refused_by_the_service(sim: Simulation) -> None:
 
 
 async def test_cmyk_and_16_bit_photos_are_accepted_and_read_correctly(sim: Simulation) -> None:
-    """CMYK JPEG and 16-bit PNG train a word; intake turns them into the right 8-bit RGB."""
+    """CMYK JPEG and 16-bit PNG train a word; what is stored is their right 8-bit RGB, as PNG."""
     cmyk, grey16 = hostile.cmyk_jpeg_picture(), hostile.png16_picture()
     alice = sim.member("alice")
     options = photo_options() | {"photo1": ("cmyk.jpg", cmyk), "photo2": ("deep.png", grey16)}
@@ -141,7 +143,10 @@ async def test_cmyk_and_16_bit_photos_are_accepted_and_read_correctly(sim: Simul
         sim.app.storage.files.read("photos", sha)
         for sha in await sim.app.storage.jobs.photos(job.id)
     ]
-    assert stored_photos[:2] == [cmyk, grey16]  # kept exactly as uploaded
+    # Stored is what the bot decoded, as PNG: the worker never decodes the upload itself.
+    uploads = [data for _, data in options.values()]
+    assert stored_photos == normalise_photos(uploads)
+    assert [Image.open(io.BytesIO(data)).format for data in stored_photos] == ["PNG"] * 3
 
     first, second, _ = load_photos(stored_photos, ["cmyk.jpg", "deep.png", "p.png"])
     assert first.image.mode == "RGB" and second.image.mode == "RGB"
