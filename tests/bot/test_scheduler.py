@@ -211,13 +211,17 @@ import asyncio, os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from bot.app import Lexicon
+from bot.services import ImagineOptions
 from tests.bot.conftest import make_settings
 
 async def main():
     settings = make_settings(Path({data!r}), {model!r})
     app = await Lexicon.open(settings)
     await app.wait_for_worker(limit_seconds=180)
-    ids = [(await app.imagine.submit(u % 4 + 1, f"job {{u}}", steps=8)).job.id for u in range(20)]
+    ids = [
+        (await app.imagine.submit(u % 4 + 1, ImagineOptions(f"job {{u}}", steps=8))).job.id
+        for u in range(20)
+    ]
     print("queued", *ids, flush=True)
     while not await app.storage.jobs.list_for_user(1, states=["running"]):
         await asyncio.sleep(0.01)
