@@ -213,9 +213,9 @@ def bench_lexicon(
         return GenerateRequest(prompt, seed, STEPS, GUIDANCE, SIZE, SIZE, embeddings=embeddings)
 
     if compile_mode != "off" or graphs:
-        from engine.local_worker import warm_up_batch_sizes
         from engine.runtime import DiffusersEngine
         from engine.speed import apply_speedups
+        from engine.worker_config import warm_up_batch_sizes
 
         plain = generate(model, [request(7, user=1)])[0][0].png
         apply_speedups(model, compile_mode, graphs)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""`DiffusersEngine`: the real engine behind the worker loop (`engine.worker.Engine`).
+"""`DiffusersEngine`: the real engine behind the worker loop (`engine.worker.loop.Engine`).
 
 It holds the one loaded model and adapts `engine.generate` and `engine.training.Trainer` to the
 worker's protocol: user-input errors become `UserInputError` (the job fails with that sentence,
@@ -28,7 +28,7 @@ from engine.training import (
     TrainRequestError,
     render_previews,
 )
-from engine.worker import StepCallback, UserInputError
+from engine.worker.loop import StepCallback, UserInputError
 
 log = logging.getLogger("lexicon.engine")
 

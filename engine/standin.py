@@ -20,7 +20,7 @@ from safetensors.numpy import save as save_safetensors
 
 from engine.errors import Cancelled
 from engine.jobs import GeneratedImage, GenerateRequest, Progress, TrainRequest, TrainResult
-from engine.worker import StepCallback, UserInputError
+from engine.worker.loop import StepCallback, UserInputError
 
 STANDIN_WIDTH = 32
 

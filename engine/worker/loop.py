@@ -35,9 +35,9 @@ from engine.protocol import (
     Heartbeat,
     JobCancelled,
     JobFailed,
-    JobProgress,
     JobReleased,
     JobStarted,
+    ProgressReport,
     Shutdown,
     SlotFree,
     ToWorker,
@@ -46,6 +46,7 @@ from engine.protocol import (
     TrainJob,
     WorkerReady,
 )
+from engine.worker_config import WorkerConfig
 
 log = logging.getLogger("lexicon.worker")
 
@@ -104,16 +105,6 @@ class Channel(Protocol):
     def poll(self, timeout: float) -> ToWorker | None:
         """The next message, waiting up to `timeout` seconds; None when none came."""
         ...
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    worker_id: str
-    max_batch: int = 8
-    train_slice_steps: int = 10
-    checkpoint_every: int = 50
-    progress_interval: float = 1.0
-    heartbeat_interval: float = 2.0
 
 
 @dataclass
@@ -266,7 +257,7 @@ class Worker:
                     if job.job_id not in self._cancelled:
                         preview = previews[index] if previews else None
                         progress = Progress(step, total, None, eta, preview)
-                        self.send(JobProgress(job.job_id, job.attempt, progress))
+                        self.send(ProgressReport(job.job_id, job.attempt, progress))
             if self._stopping.is_set():
                 return True  # shutting down: give the batch back rather than finish it
             return all(job.job_id in self._cancelled for job in jobs)
@@ -330,7 +321,7 @@ class Worker:
         try:
             steps = min(self.config.train_slice_steps, run.total - run.step)
             progress = run.run_steps(steps) if steps > 0 else Progress(run.step, run.total)
-            self.send(JobProgress(job.job_id, job.attempt, progress))
+            self.send(ProgressReport(job.job_id, job.attempt, progress))
             if run.step >= run.total:
                 result = run.finish()
                 seconds = time.monotonic() - training.started
