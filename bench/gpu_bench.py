@@ -215,9 +215,9 @@ def bench_lexicon(
         return GenerateRequest(prompt, seed, STEPS, GUIDANCE, SIZE, SIZE, embeddings=embeddings)
 
     if compile_mode != "off" or graphs:
-        from engine.local_worker import warm_up_batch_sizes
-        from engine.runtime import DiffusersEngine
+        from engine.diffusers_engine import DiffusersEngine
         from engine.speed import apply_speedups
+        from engine.worker_config import warm_up_batch_sizes
 
         plain = generate(model, [request(7, user=1)])[0][0].png
         apply_speedups(model, compile_mode, graphs)  # type: ignore[arg-type]
@@ -399,8 +399,8 @@ def bench_stock_ti_step(folder: Path, batch: int, steps: int = 10) -> float:
 def bench_lexicon_ti(model: Any) -> None:
     """The product's default recipe (Settings' defaults), from 4 photos to the saved file."""
     from bot.config import Settings
+    from engine.diffusers_engine import DiffusersEngine
     from engine.jobs import TrainRequest
-    from engine.runtime import DiffusersEngine
     from engine.training import TrainRecipe
 
     defaults = Settings()

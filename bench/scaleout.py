@@ -3,7 +3,7 @@
     python -m bench.scaleout [--workers 1 2 4 8] [--jobs 400] [--step-seconds 0.02 0] [--repeat 3]
 
 Each run starts its own redis-server (no persistence) and N stand-in worker processes
-(`engine.redis_worker.serve` with the torch-free stand-in engine, which sleeps a fixed time per
+(`engine.worker.redis.serve` with the torch-free stand-in engine, which sleeps a fixed time per
 denoising step, as a GPU of fixed speed would), queues `--jobs` one-image /imagine jobs from
 `--users` users, then opens the bot core (scheduler + RedisTransport, in this process) and times
 until every job has succeeded. The bot's CPU time is measured on this process alone: when it
@@ -67,9 +67,9 @@ def redis_server(directory: Path) -> Iterator[str]:
 
 def serve_worker(url: str, worker_id: str, step_seconds: float, max_batch: int) -> int:
     """The worker side, in a child process."""
-    from engine.local_worker import EngineSpec
-    from engine.redis_worker import liveness_for, serve
-    from engine.worker import WorkerConfig
+    from engine.redis_wire import liveness_for
+    from engine.worker.redis import serve
+    from engine.worker_config import EngineSpec, WorkerConfig
 
     heartbeat, ttl = liveness_for(30.0)
     spec = EngineSpec("standin", "standin", "cpu", Path(tempfile.gettempdir()), step_seconds)

@@ -20,9 +20,8 @@ from bot.library import LibraryService
 from bot.scheduler import Scheduler
 from bot.services import ImagineService, TrainService, _Checks
 from bot.transport import LocalTransport, Transport
-from engine.local_worker import EngineSpec, warm_up_batch_sizes
 from engine.vocabulary import is_single_token
-from engine.worker import WorkerConfig
+from engine.worker_config import EngineSpec, WorkerConfig, warm_up_batch_sizes
 from storage.db import AsyncClosing
 from storage.facade import Storage
 from storage.models import Job

@@ -2,7 +2,8 @@
 
 Like the local transport it only moves `engine.protocol` messages; SQLite stays the single source
 of truth and the scheduler still hands out work only when a worker reports a free slot. The key
-layout is `engine.redis_worker.RedisLayout`; docs/SCALING.md explains the design. In short:
+layout, shared with the workers, is `engine.redis_wire`; docs/SCALING.md explains the design.
+In short:
 
 - `submit` stores the encoded batch or training job in a payload key with a TTL (bounded by
   `max_payload_bytes`; a bigger job fails with a sentence instead) and appends a small entry
@@ -41,9 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.protocol import (
     CancelJob,
@@ -64,25 +63,25 @@ from engine.protocol import (
     decode,
     encode,
 )
-from engine.redis_worker import (
+from engine.redis_wire import (
     BOT_GROUP,
     CONTROL_MAXLEN,
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PAYLOAD_TTL,
+    REDIS_DOWN,
     SLOTS,
     WORK_GROUP,
+    WORK_MAXLEN,
     RedisLayout,
+    as_text,
     format_jobs,
     slot_of,
 )
 
 log = logging.getLogger("lexicon.redis_transport")
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 BOT_CONSUMER = "bot"
 JANITOR = "janitor"
-# A safety bound only: the scheduler never has more entries out than there are free slots.
-WORK_MAXLEN = 10_000
 # Events this big are decoded off the event loop (images, embeddings, checkpoints).
 DECODE_IN_THREAD_BYTES = 256 * 1024
 _FORGET_AFTER = 3600.0
@@ -101,10 +100,6 @@ class _Wake:
 
 _WAKE = _Wake()
 _Item = tuple[FromWorker, str | None] | _Wake
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisTransport:
@@ -295,10 +290,10 @@ class RedisTransport:
                 if not entries:
                     backlog = None
                     continue
-                backlog = _text(entries[-1][0])
+                backlog = as_text(entries[-1][0])
             for entry_id, fields in entries:
                 try:
-                    await self._receive(_text(entry_id), fields)
+                    await self._receive(as_text(entry_id), fields)
                 except (RedisError, OSError):
                     log.exception("could not route event %s", entry_id)
 
@@ -380,7 +375,7 @@ class RedisTransport:
         seq = dict(self._submit_seq)
         await self._check_restart()
         layout = self.layout
-        members = {_text(m) for m in await self.client.smembers(layout.workers)}
+        members = {as_text(m) for m in await self.client.smembers(layout.workers)}
         workers = sorted(members | set(self._known))
         pipe = self.client.pipeline(transaction=True)
         for slot in SLOTS:
@@ -396,7 +391,7 @@ class RedisTransport:
             length = length if isinstance(length, int) else 0
             if isinstance(pending, dict):
                 unread[slot] = length - int(pending.get("pending", 0))
-                holding[slot] = {_text(c["name"]) for c in pending.get("consumers") or []}
+                holding[slot] = {as_text(c["name"]) for c in pending.get("consumers") or []}
             else:  # no group yet: everything in the stream is unread
                 unread[slot], holding[slot] = length, set()
         in_grace = time.monotonic() - self._outage_at < self.reconnect_grace
@@ -418,7 +413,7 @@ class RedisTransport:
                 self._queue.put_nowait((announcement, None))
             if beat != known.beat:
                 known.beat = beat
-                ids = tuple(int(j) for j in _text(jobs or b"").split(",") if j)
+                ids = tuple(int(j) for j in as_text(jobs or b"").split(",") if j)
                 peak = int(memory or 0)
                 self._queue.put_nowait((Heartbeat(worker, ids, peak), None))
             if stopping or worker not in self._announced:
@@ -452,7 +447,7 @@ class RedisTransport:
                 pending = await self.client.xpending_range(
                     stream, WORK_GROUP, min="-", max="+", count=1000, consumername=worker
                 )
-                ids = [_text(p["message_id"]) for p in pending]
+                ids = [as_text(p["message_id"]) for p in pending]
                 if ids:
                     await self._drop_entries(stream, ids)
                 await self.client.xgroup_delconsumer(stream, WORK_GROUP, worker)
@@ -477,10 +472,10 @@ class RedisTransport:
                     response = await self.client.xautoclaim(
                         stream, WORK_GROUP, JANITOR, min_idle, start_id=start, count=100
                     )
-                    start, claimed = _text(response[0]), response[1]
+                    start, claimed = as_text(response[0]), response[1]
                     if claimed:
-                        keys = [_text(f[b"p"]) for _, f in claimed if f and b"p" in f]
-                        ids = [_text(entry_id) for entry_id, _ in claimed]
+                        keys = [as_text(f[b"p"]) for _, f in claimed if f and b"p" in f]
+                        ids = [as_text(entry_id) for entry_id, _ in claimed]
                         log.warning("reclaimed %d orphaned %s entries: %s", len(ids), slot, ids)
                         await self._drop_entries(stream, ids, keys)
                     if start == "0-0":

@@ -34,9 +34,9 @@ from engine.protocol import (
     Heartbeat,
     JobCancelled,
     JobFailed,
-    JobProgress,
     JobReleased,
     JobStarted,
+    ProgressReport,
     SlotFree,
     TrainCheckpoint,
     TrainDone,
@@ -49,8 +49,7 @@ from storage.embeddings import EmbeddingRepository
 from storage.errors import LeaseLost, NameTaken, NotFound, StorageError
 from storage.files import FileStore
 from storage.jobs import JobRepository
-from storage.models import FileKind, Job, JobKind, JobState, NewImage
-from storage.models import JobProgress as StoredProgress
+from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewImage
 
 log = logging.getLogger("lexicon.scheduler")
 
@@ -304,11 +303,11 @@ class Scheduler:
             )
         )
 
-    async def _on_progress(self, event: JobProgress) -> None:
+    async def _on_progress(self, event: ProgressReport) -> None:
         progress = event.progress
         job = await self.jobs.set_progress(
             event.job_id,
-            StoredProgress(progress.step, progress.total, progress.eta_seconds),
+            JobProgress(progress.step, progress.total, progress.eta_seconds),
         )
         self.hub.publish(
             JobUpdate(
@@ -414,7 +413,7 @@ class Scheduler:
         WorkerReady: _on_ready,
         SlotFree: _on_slot_free,
         JobStarted: _on_started,
-        JobProgress: _on_progress,
+        ProgressReport: _on_progress,
         TrainCheckpoint: _on_checkpoint,
         GenerateDone: _on_generate_done,
         TrainDone: _on_train_done,

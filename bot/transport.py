@@ -4,16 +4,18 @@ A transport moves protocol messages (`engine.protocol`) and nothing else: it doe
 order or retry — the scheduler does that from SQLite. `submit` is only called when some worker
 has reported a free slot, so a transport never holds a backlog of its own.
 
-The local transport runs one worker as a spawned child process (the bot never imports torch)
-and talks to it over a pipe. A reader thread turns pipe messages into an asyncio queue, so the
-event loop never blocks on the worker. If the child dies the transport reports `WorkerLost`
-(the scheduler requeues its jobs) and starts a fresh child.
+The local transport runs one worker as a spawned child process (the bot never imports torch,
+nor any worker code: the child loads `engine.worker.local` by name) and talks to it over a
+pipe. A reader thread turns pipe messages into an asyncio queue, so the event loop never blocks
+on the worker. If the child dies the transport reports `WorkerLost` (the scheduler requeues its
+jobs) and starts a fresh child.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import threading
@@ -22,7 +24,6 @@ from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from typing import Protocol
 
-from engine.local_worker import EngineSpec, child_main
 from engine.protocol import (
     CancelJob,
     FromWorker,
@@ -33,7 +34,7 @@ from engine.protocol import (
     WorkerLost,
     WorkerReady,
 )
-from engine.worker import WorkerConfig
+from engine.worker_config import EngineSpec, WorkerConfig
 
 log = logging.getLogger("lexicon.transport")
 
@@ -50,6 +51,16 @@ class Transport(Protocol):
     async def cancel(self, job_id: int) -> None: ...
 
     def events(self) -> AsyncIterator[FromWorker]: ...
+
+
+# The embedded worker's entry point, named rather than imported: the bot process never loads
+# worker code (nor, through it, torch); only the spawned child imports it.
+WORKER_MODULE = "engine.worker.local"
+
+
+def _child_main(connection: Connection, spec: EngineSpec, config: WorkerConfig) -> None:
+    """The spawned child's target: import the worker there, and run it."""
+    importlib.import_module(WORKER_MODULE).child_main(connection, spec, config)
 
 
 class WorkerStartError(RuntimeError):
@@ -94,7 +105,7 @@ class LocalTransport:
         worker_id = f"{self.config.worker_id}-{self._generation}-{uuid.uuid4().hex[:6]}"
         config = WorkerConfig(**{**self.config.__dict__, "worker_id": worker_id})
         process = context.Process(
-            target=child_main, args=(child, self.spec, config), name=worker_id, daemon=True
+            target=_child_main, args=(child, self.spec, config), name=worker_id, daemon=True
         )
         process.start()
         child.close()

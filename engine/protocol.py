@@ -91,7 +91,9 @@ class JobStarted:
 
 
 @dataclass(frozen=True)
-class JobProgress:
+class ProgressReport:
+    """How far a running job is (a worker's report; the scheduler stores it as a job's progress)."""
+
     job_id: int
     attempt: int
     progress: Progress
@@ -172,7 +174,7 @@ ToWorker = GenerateBatch | TrainJob | CancelJob | Shutdown
 FromWorker = (
     WorkerReady
     | JobStarted
-    | JobProgress
+    | ProgressReport
     | TrainCheckpoint
     | GenerateDone
     | TrainDone
@@ -196,7 +198,7 @@ _TYPES: dict[str, type] = {
         Shutdown,
         WorkerReady,
         JobStarted,
-        JobProgress,
+        ProgressReport,
         TrainCheckpoint,
         GenerateDone,
         TrainDone,

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 from safetensors.numpy import save as save_safetensors
 
+from engine.engine_api import StepCallback, UserInputError
 from engine.errors import Cancelled
 from engine.jobs import GeneratedImage, GenerateRequest, Progress, TrainRequest, TrainResult
-from engine.worker import StepCallback, UserInputError
 
 STANDIN_WIDTH = 32
 

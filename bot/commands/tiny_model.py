@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
+
+# The tiny model is built with torch and diffusers, which the bot process never loads; this
+# command's own process does, so it names the module instead of importing it (as `lexicon
+# worker` does).
+TINY_MODULE = "engine.tiny"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,8 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from engine.tiny import make_tiny_model
-
-    folder = make_tiny_model(Path(args.folder), seed=args.seed)
+    make_tiny_model = importlib.import_module(TINY_MODULE).make_tiny_model
+    folder: Path = make_tiny_model(Path(args.folder), seed=args.seed)
     print(f"wrote the tiny model to {folder}")
     return 0

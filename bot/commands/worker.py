@@ -10,6 +10,7 @@ as the model cache: the bot alone owns the database and files.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import socket
@@ -17,6 +18,10 @@ import uuid
 from urllib.parse import urlsplit
 
 from bot.cli import CommandError
+
+# `lexicon worker` turns its own process into a GPU worker. It names the worker module instead
+# of importing it: nothing in `bot` imports `engine.worker`, and a bot process never loads it.
+WORKER_MODULE = "engine.worker.redis"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     from bot.app import engine_spec, worker_config
     from bot.config import load_settings
     from bot.logging_setup import configure_logging
-    from engine.redis_worker import liveness_for, serve
+    from engine.redis_wire import liveness_for
 
     overrides: dict[str, object] = {}
     if args.queue:
@@ -50,4 +55,6 @@ def main(args: argparse.Namespace) -> int:
     heartbeat, ttl = liveness_for(settings.lease_seconds)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     config = worker_config(settings, worker_id, heartbeat_interval=heartbeat)
-    return serve(settings.queue, engine_spec(settings), config, ttl=ttl)
+    serve = importlib.import_module(WORKER_MODULE).serve
+    status: int = serve(settings.queue, engine_spec(settings), config, ttl=ttl)
+    return status

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from bot.transport import LocalTransport
 from engine.jobs import GenerateRequest, TrainRequest
-from engine.local_worker import EngineSpec
 from engine.protocol import (
     GenerateBatch,
     GenerateDone,
@@ -21,7 +20,7 @@ from engine.protocol import (
     WorkerLost,
     WorkerReady,
 )
-from engine.worker import WorkerConfig
+from engine.worker_config import EngineSpec, WorkerConfig
 
 
 def _transport(tmp_path: Path, step_seconds: float = 0.0) -> LocalTransport:

@@ -21,11 +21,11 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
+from engine.diffusers_engine import DiffusersEngine
 from engine.embedding_files import read_embedding
 from engine.encode import encode_embeds, token_embeddings
 from engine.model import LoadedModel
 from engine.photos import PhotoError
-from engine.runtime import DiffusersEngine
 from engine.training import CheckpointError, Trainer, TrainRecipe, TrainRequestError
 from engine.training.checkpoint import decode_checkpoint
 from engine.training.components import TrainComponents

@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.diffusers_engine import DiffusersEngine
 from engine.generate import generate
 from engine.jobs import EmbeddingPayload, GenerateRequest, TrainRequest
 from engine.model import load_model
 from engine.png import read_parameters
-from engine.runtime import DiffusersEngine
 from engine.training import TrainRecipe
 from tests.bot.conftest import photo_bytes
 

@@ -116,9 +116,9 @@ import logging, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
 logging.basicConfig(level=logging.INFO, format="%(asctime)s {worker_id} %(name)s: %(message)s")
-from engine.local_worker import EngineSpec
-from engine.redis_worker import liveness_for, serve
-from engine.worker import WorkerConfig
+from engine.redis_wire import liveness_for
+from engine.worker.redis import serve
+from engine.worker_config import EngineSpec, WorkerConfig
 heartbeat, ttl = liveness_for({lease!r})
 spec = EngineSpec("standin", "standin", "cpu", Path({data!r}), standin_step_seconds={step!r})
 config = WorkerConfig({worker_id!r}, max_batch={max_batch!r}, train_slice_steps=5,
@@ -159,7 +159,7 @@ class Workers:
     def standin(
         self, worker_id: str, *, step_seconds: float = 0.0, max_batch: int = 8
     ) -> WorkerProcess:
-        """A worker with the stand-in engine, started through `engine.redis_worker.serve`."""
+        """A worker with the stand-in engine, started through `engine.worker.redis.serve`."""
         script = _STANDIN_WORKER.format(
             root=str(REPO_ROOT),
             worker_id=worker_id,

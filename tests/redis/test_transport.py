@@ -26,7 +26,7 @@ from engine.protocol import (
     WorkerReady,
     encode,
 )
-from engine.redis_worker import split_batch
+from engine.worker.redis import split_batch
 from tests.redis.conftest import (
     RedisServer,
     Workers,

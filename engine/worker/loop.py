@@ -1,9 +1,9 @@
 """The GPU worker loop: run what the scheduler hands over, report everything back.
 
-The loop knows nothing about torch; it drives an `Engine` (the real one in `engine.runtime`,
-or a fast stand-in for load tests) and talks through a `Channel` (a multiprocessing pipe for the
-embedded worker, Redis streams for remote ones). One thread runs the loop; a second thread sends
-heartbeats so the bot can tell a busy worker from a dead one.
+The loop knows nothing about torch; it drives an `Engine` (`engine.engine_api`: the real one in
+`engine.diffusers_engine`, or a fast stand-in for load tests) and talks through a `Channel` (a
+multiprocessing pipe for the embedded worker, Redis streams for remote ones). One thread runs
+the loop; a second thread sends heartbeats so the bot can tell a busy worker from a dead one.
 
 Scheduling inside a worker is deliberately simple, because fairness lives in the bot:
 - a generate batch runs as soon as it arrives, ahead of training;
@@ -20,12 +20,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.engine_api import Engine, TrainingRun, UserInputError
 from engine.errors import Cancelled
-from engine.jobs import GeneratedImage, GenerateRequest, Progress, TrainRequest, TrainResult
+from engine.jobs import Progress
 from engine.protocol import (
     CancelJob,
     FromWorker,
@@ -35,9 +35,9 @@ from engine.protocol import (
     Heartbeat,
     JobCancelled,
     JobFailed,
-    JobProgress,
     JobReleased,
     JobStarted,
+    ProgressReport,
     Shutdown,
     SlotFree,
     ToWorker,
@@ -46,54 +46,9 @@ from engine.protocol import (
     TrainJob,
     WorkerReady,
 )
+from engine.worker_config import WorkerConfig
 
 log = logging.getLogger("lexicon.worker")
-
-# Called by the engine after each denoising step with (step, total, one preview PNG per request
-# when previews were rendered at this step, else None); returns True to cancel the batch.
-StepCallback = Callable[[int, int, list[bytes] | None], bool]
-
-
-class UserInputError(ValueError):
-    """The request itself is bad (retrying cannot help); the message is for the user."""
-
-
-class TrainingRun(Protocol):
-    """One training job, advanced in slices."""
-
-    @property
-    def step(self) -> int: ...
-
-    @property
-    def total(self) -> int: ...
-
-    def run_steps(self, n: int) -> Progress: ...
-
-    def checkpoint(self) -> bytes: ...
-
-    def finish(self) -> TrainResult: ...
-
-
-class Engine(Protocol):
-    """What the worker loop needs from the model side."""
-
-    device: str
-    family: str
-    model_hash: str
-
-    def generate(
-        self, requests: Sequence[GenerateRequest], on_step: StepCallback
-    ) -> list[list[GeneratedImage]]: ...
-
-    def start_training(self, request: TrainRequest, resume_from: bytes | None) -> TrainingRun: ...
-
-    def close(self) -> None:
-        """Release threads and memory before the process exits."""
-        ...
-
-    def peak_memory_bytes(self) -> int:
-        """Peak accelerator memory allocated so far (0 where there is none)."""
-        ...
 
 
 class Channel(Protocol):
@@ -104,16 +59,6 @@ class Channel(Protocol):
     def poll(self, timeout: float) -> ToWorker | None:
         """The next message, waiting up to `timeout` seconds; None when none came."""
         ...
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    worker_id: str
-    max_batch: int = 8
-    train_slice_steps: int = 10
-    checkpoint_every: int = 50
-    progress_interval: float = 1.0
-    heartbeat_interval: float = 2.0
 
 
 @dataclass
@@ -266,7 +211,7 @@ class Worker:
                     if job.job_id not in self._cancelled:
                         preview = previews[index] if previews else None
                         progress = Progress(step, total, None, eta, preview)
-                        self.send(JobProgress(job.job_id, job.attempt, progress))
+                        self.send(ProgressReport(job.job_id, job.attempt, progress))
             if self._stopping.is_set():
                 return True  # shutting down: give the batch back rather than finish it
             return all(job.job_id in self._cancelled for job in jobs)
@@ -330,7 +275,7 @@ class Worker:
         try:
             steps = min(self.config.train_slice_steps, run.total - run.step)
             progress = run.run_steps(steps) if steps > 0 else Progress(run.step, run.total)
-            self.send(JobProgress(job.job_id, job.attempt, progress))
+            self.send(ProgressReport(job.job_id, job.attempt, progress))
             if run.step >= run.total:
                 result = run.finish()
                 seconds = time.monotonic() - training.started

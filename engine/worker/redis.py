@@ -1,8 +1,8 @@
-"""A standalone GPU worker that serves a Redis queue (scale-out), and the Redis key layout.
+"""A standalone GPU worker that serves a Redis queue (scale-out).
 
-Torch-free at import time: the bot imports `RedisLayout` from here, and `lexicon worker` imports
-the engine (and with it torch) only once the connection is set up. The worker loop is the same
-`engine.worker.Worker` the embedded worker runs; only its `Channel` differs.
+The worker loop is the same `engine.worker.loop.Worker` the embedded worker runs; only its
+`Channel` differs. The key layout it shares with the bot's transport is `engine.redis_wire`.
+`lexicon worker` imports the engine (and with it torch) only once the connection is set up.
 
 How a worker uses Redis (docs/SCALING.md has the whole picture):
 - work arrives on one stream per slot kind (`lexicon:work:generate`, `lexicon:work:train`) that
@@ -35,14 +35,12 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.protocol import (
     CancelJob,
@@ -52,8 +50,8 @@ from engine.protocol import (
     Heartbeat,
     JobCancelled,
     JobFailed,
-    JobProgress,
     JobReleased,
+    ProgressReport,
     Shutdown,
     SlotFree,
     SlotKind,
@@ -65,17 +63,22 @@ from engine.protocol import (
     decode,
     encode,
 )
+from engine.redis_wire import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    EVENTS_MAXLEN,
+    REDIS_DOWN,
+    SLOTS,
+    WORK_GROUP,
+    RedisLayout,
+    as_text,
+    parse_jobs,
+)
+from engine.worker.local import build_engine, quiet_libraries
+from engine.worker.loop import Worker
+from engine.worker_config import EngineSpec, WorkerConfig
 
 log = logging.getLogger("lexicon.redis_worker")
 
-SLOTS: tuple[SlotKind, SlotKind] = ("generate", "train")
-WORK_GROUP = "workers"
-BOT_GROUP = "bot"
-# Photos of one /train: 5 x 10 MB (LEXICON_MAX_PHOTO_BYTES) grow by 4/3 in the JSON codec.
-DEFAULT_MAX_PAYLOAD_BYTES = 128 * 1024 * 1024
-DEFAULT_PAYLOAD_TTL = 3600.0
-EVENTS_MAXLEN = 100_000
-CONTROL_MAXLEN = 100
 # Between denoising steps the worker talks to Redis at most this often (cancels, new training).
 PEEK_INTERVAL = 0.05
 # Longest single blocking read, so SIGTERM and cancels are noticed quickly.
@@ -84,63 +87,8 @@ MAX_BLOCK = 0.25
 OUTCOMES = (GenerateDone, TrainDone, JobFailed, JobCancelled, JobReleased)
 # Errors a busy or failing-over Redis answers with; worth waiting out like a dropped connection.
 TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RedisLayout:
-    """Every key Lexicon uses in Redis. One bot (a stable `bot_id`) per prefix and database."""
-
-    prefix: str = "lexicon"
-    bot_id: str = "bot"
-
-    def work(self, slot: str) -> str:
-        return f"{self.prefix}:work:{slot}"
-
-    def payload(self, token: str) -> str:
-        return f"{self.prefix}:payload:{token}"
-
-    def events(self, bot_id: str | None = None) -> str:
-        return f"{self.prefix}:events:{bot_id or self.bot_id}"
-
-    def control(self, worker_id: str) -> str:
-        return f"{self.prefix}:control:{worker_id}"
-
-    def cancel(self, job_id: int) -> str:
-        return f"{self.prefix}:cancel:{job_id}"
-
-    def worker(self, worker_id: str) -> str:
-        return f"{self.prefix}:worker:{worker_id}"
-
-    @property
-    def workers(self) -> str:
-        return f"{self.prefix}:workers"
-
-
-def slot_of(message: GenerateBatch | TrainJob) -> SlotKind:
-    return "generate" if isinstance(message, GenerateBatch) else "train"
-
-
-def format_jobs(pairs: Iterable[tuple[int, int]]) -> str:
-    """Job ids and attempts of a work entry, readable without its payload: `12:1,13:2`."""
-    return ",".join(f"{job}:{attempt}" for job, attempt in pairs)
-
-
-def parse_jobs(text: str) -> list[tuple[int, int]]:
-    pairs = []
-    for part in filter(None, text.split(",")):
-        job, _, attempt = part.partition(":")
-        pairs.append((int(job), int(attempt)))
-    return pairs
-
-
-def liveness_for(lease_seconds: float) -> tuple[float, float]:
-    """(heartbeat interval, liveness TTL) for the bot's job lease: a dead worker is noticed
-    (TTL) well before its jobs' leases run out, and a busy one beats five times per TTL."""
-    heartbeat = min(2.0, max(0.2, lease_seconds / 15))
-    return heartbeat, 5 * heartbeat
 
 
 # Free a slot: take the oldest waiting entry if there is one (returned as XREADGROUP returns
@@ -172,20 +120,16 @@ class _Entry:
     outstanding: set[tuple[int, int]] = field(default_factory=set)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _fields(raw: Any) -> dict[str, Any]:
     """Entry fields as a dict, whether redis-py parsed them or a script returned a flat list."""
     if isinstance(raw, dict):
-        return {_text(k): v for k, v in raw.items()}
+        return {as_text(k): v for k, v in raw.items()}
     items = list(raw or [])
-    return {_text(k): v for k, v in zip(items[::2], items[1::2], strict=True)}
+    return {as_text(k): v for k, v in zip(items[::2], items[1::2], strict=True)}
 
 
 class RedisChannel:
-    """A `Channel` (engine.worker) over Redis streams. Thread-safe where the worker needs it:
+    """A `Channel` (engine.worker.loop) over Redis streams. Thread-safe where the worker needs it:
     the worker loop sends and polls, its heartbeat thread sends heartbeats."""
 
     def __init__(
@@ -272,7 +216,7 @@ class RedisChannel:
             self._slot_free(message)
         elif isinstance(message, Heartbeat):
             self._heartbeat(message)
-        elif isinstance(message, JobProgress):
+        elif isinstance(message, ProgressReport):
             self._progress(message)
         elif isinstance(message, OUTCOMES):
             self._outcome(message)
@@ -345,7 +289,7 @@ class RedisChannel:
         except REDIS_DOWN as error:
             self._note_outage(error)
 
-    def _progress(self, message: JobProgress) -> None:
+    def _progress(self, message: ProgressReport) -> None:
         """Best effort: a progress report is never worth waiting for Redis."""
         data = self._bounded(message)
         if data is None:
@@ -441,7 +385,7 @@ class RedisChannel:
         response: Any = self.client.xread({stream: self._control_last}, count=16, block=block_ms)
         for _stream, entries in response or []:
             for entry_id, fields in entries:
-                self._control_last = _text(entry_id)
+                self._control_last = as_text(entry_id)
                 try:
                     message = decode(_fields(fields)["m"])
                 except (KeyError, ValueError, TypeError):
@@ -473,10 +417,10 @@ class RedisChannel:
 
     def _accept_entries(self, response: Any) -> None:
         for stream, entries in response or []:
-            stream_name = _text(stream)
+            stream_name = as_text(stream)
             slot: SlotKind = "generate" if stream_name == self.layout.work("generate") else "train"
             for entry_id, fields in entries:
-                self._accept(stream_name, slot, _text(entry_id), fields)
+                self._accept(stream_name, slot, as_text(entry_id), fields)
 
     def _accept(self, stream: str, slot: SlotKind, entry_id: str, fields: Any) -> None:
         """Take one work entry: its payload (GETDEL), cancels, and hand it to the worker."""
@@ -484,9 +428,9 @@ class RedisChannel:
         if "p" not in fields:  # trimmed or deleted under us: nothing to run
             self._retry(lambda: self._ack(stream, entry_id))
             return
-        jobs = parse_jobs(_text(fields.get("jobs", b"")))
-        bot_id = _text(fields.get("bot", self.layout.bot_id))
-        payload_key = _text(fields["p"])
+        jobs = parse_jobs(as_text(fields.get("jobs", b"")))
+        bot_id = as_text(fields.get("bot", self.layout.bot_id))
+        payload_key = as_text(fields["p"])
 
         def fetch() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -619,21 +563,15 @@ def connect(url: str) -> redis.Redis:
 
 def serve(
     url: str,
-    spec: Any,
-    config: Any,
+    spec: EngineSpec,
+    config: WorkerConfig,
     *,
     ttl: float,
     layout: RedisLayout | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     install_signals: bool = True,
 ) -> int:
-    """Load the engine once, register, serve until SIGTERM; returns the exit status.
-
-    `spec` is an `engine.local_worker.EngineSpec`, `config` an `engine.worker.WorkerConfig`.
-    """
-    from engine.local_worker import build_engine, quiet_libraries
-    from engine.worker import Worker
-
+    """Load the engine once, register, serve until SIGTERM; returns the exit status."""
     quiet_libraries()
     channel = RedisChannel(
         connect(url),

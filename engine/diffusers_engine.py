@@ -1,4 +1,4 @@
-"""`DiffusersEngine`: the real engine behind the worker loop (`engine.worker.Engine`).
+"""`DiffusersEngine`: the real engine behind the worker loop (`engine.worker.loop.Engine`).
 
 It holds the one loaded model and adapts `engine.generate` and `engine.training.Trainer` to the
 worker's protocol: user-input errors become `UserInputError` (the job fails with that sentence,
@@ -17,6 +17,7 @@ import torch
 
 from engine import generate as generation
 from engine.embedding_files import EmbeddingFileError
+from engine.engine_api import StepCallback, UserInputError
 from engine.jobs import GeneratedImage, GenerateRequest, TrainRequest
 from engine.model import LoadedModel, load_model
 from engine.photos import PhotoError
@@ -28,7 +29,6 @@ from engine.training import (
     TrainRequestError,
     render_previews,
 )
-from engine.worker import StepCallback, UserInputError
 
 log = logging.getLogger("lexicon.engine")
 

@@ -1,41 +1,20 @@
 """Entry point of the embedded GPU worker: a child process of the bot, spoken to over a pipe.
 
-Torch-free at import time (the bot imports this module to spawn the child); the engine and with
-it torch are imported inside the child only.
+Only the spawned child imports this module (`bot.transport` names it by its module name), and
+the engine, with it torch, is imported by `build_engine` only. The Redis worker builds its
+engine here too.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from pathlib import Path
 
+from engine.engine_api import Engine
 from engine.protocol import FromWorker, Shutdown, ToWorker, WorkerLost
-from engine.worker import Engine, Worker, WorkerConfig
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """Which engine a worker builds, and from what. Picklable, so it crosses the spawn."""
-
-    kind: str  # "diffusers" (the real one) or "standin" (fast, torch-free, for tests)
-    model: str
-    device: str
-    data_dir: Path
-    standin_step_seconds: float = 0.0
-    torch_threads: int | None = None
-    compile_mode: str = "off"
-    cuda_graphs: bool = False
-    warm_up_batches: tuple[int, ...] = ()
-    train_batch_size: int = 8
-
-
-def warm_up_batch_sizes(max_batch: int) -> tuple[int, ...]:
-    """Batch sizes recorded (CUDA graphs) or compiled before the first user waits: one request,
-    two (training's previews), four, and a full batch."""
-    return tuple(sorted({1, 2, min(4, max_batch), max_batch}))
+from engine.worker.loop import Worker
+from engine.worker_config import EngineSpec, WorkerConfig
 
 
 def build_engine(spec: EngineSpec) -> Engine:
@@ -47,7 +26,7 @@ def build_engine(spec: EngineSpec) -> Engine:
         import torch
 
         torch.set_num_threads(spec.torch_threads)
-    from engine.runtime import DiffusersEngine
+    from engine.diffusers_engine import DiffusersEngine
     from engine.training import TrainRecipe
 
     return DiffusersEngine.load(

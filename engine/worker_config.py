@@ -1,0 +1,45 @@
+"""How a GPU worker is set up: which engine it builds and how its loop runs.
+
+The bot builds these from its settings and hands them to a worker (across the spawn of the
+embedded child, or to `lexicon worker`), so they live outside `engine.worker`: plain, picklable
+and torch-free, the bot imports them without loading any worker code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine a worker builds, and from what. Picklable, so it crosses the spawn."""
+
+    kind: str  # "diffusers" (the real one) or "standin" (fast, torch-free, for tests)
+    model: str
+    device: str
+    data_dir: Path
+    standin_step_seconds: float = 0.0
+    torch_threads: int | None = None
+    compile_mode: str = "off"
+    cuda_graphs: bool = False
+    warm_up_batches: tuple[int, ...] = ()
+    train_batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How the worker loop runs: its id, batch size, training slices and report intervals."""
+
+    worker_id: str
+    max_batch: int = 8
+    train_slice_steps: int = 10
+    checkpoint_every: int = 50
+    progress_interval: float = 1.0
+    heartbeat_interval: float = 2.0
+
+
+def warm_up_batch_sizes(max_batch: int) -> tuple[int, ...]:
+    """Batch sizes recorded (CUDA graphs) or compiled before the first user waits: one request,
+    two (training's previews), four, and a full batch."""
+    return tuple(sorted({1, 2, min(4, max_batch), max_batch}))
