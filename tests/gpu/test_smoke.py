@@ -35,7 +35,7 @@ def test_generate_and_train_on_cuda(tmp_path: Path) -> None:
     stock = StableDiffusionPipeline.from_pretrained(
         tmp_path / "models" / "tiny", torch_dtype=torch.float16
     ).to("cuda")
-    stock.scheduler = make_scheduler(request.scheduler, stock.scheduler.config)
+    stock.scheduler = make_scheduler(request.sampler, stock.scheduler.config)
     theirs = stock(
         request.prompt,
         num_inference_steps=8,
