@@ -252,7 +252,8 @@ class Scheduler:
                     False,
                 )
                 return None
-            payloads.append(EmbeddingPayload(used["name"], data, used["sha256"]))
+            source = used.get("source_sha256", "")  # absent in jobs queued before it was kept
+            payloads.append(EmbeddingPayload(used["name"], data, used["sha256"], source))
         return GenerateRequest(
             prompt=params["prompt"],
             negative=params.get("negative", ""),

@@ -247,7 +247,11 @@ class ImagineService(_QueueingService):
             "width": width,
             "height": height,
             "scheduler": scheduler,
-            "embeddings": [{"id": e.id, "name": e.name_folded, "sha256": e.sha256} for e in used],
+            "embeddings": [
+                {"id": e.id, "name": e.name_folded, "sha256": e.sha256}
+                | ({"source_sha256": e.source_sha256} if e.source_sha256 else {})
+                for e in used
+            ],
         }
 
     async def resolve_names(self, user_id: int, *texts: str) -> list[Embedding]:

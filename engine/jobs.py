@@ -23,6 +23,8 @@ class EmbeddingPayload:
     name: str
     data: bytes  # a safetensors file in Lexicon's format ({"emb_params": float32[n, d]})
     sha256: str
+    # sha256 of the file the member imported (A1111's `TI hashes`); "" = that of `data`
+    source_sha256: str = ""
 
 
 @dataclass(frozen=True)
