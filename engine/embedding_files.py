@@ -24,6 +24,7 @@ import struct
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import PurePath
 from typing import Any, Literal
 
@@ -208,7 +209,7 @@ def _check_zip(data: bytes) -> None:
         raise EmbeddingFileError("This .pt/.bin file is damaged and cannot be read.") from None
     unpacked = sum(entry.file_size for entry in entries)
     spans = sorted((e.header_offset, e.header_offset + e.compress_size) for e in entries)
-    overlap = any(start < end for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
+    overlap = any(start < end for (_, end), (start, _) in pairwise(spans))
     if overlap or unpacked > UNPACK_RATIO * len(data) + UNPACK_SLACK:
         raise EmbeddingFileError(
             f"This .pt file would unpack to {unpacked / 2**20:,.1f} MiB from "

@@ -395,7 +395,8 @@ def _package(
                 seed=request.seed + i,
                 width=request.width,
                 height=request.height,
-                model_hash=model.model_hash,
+                model_hash=model.checkpoint_hash,
+                model_name=model.name,
                 ti_hashes=ti_hashes,
             )
             jobs.append((number, i, pixels[image].numpy(), format_parameters(parameters)))

@@ -231,9 +231,7 @@ def _zip(entries: list[tuple[str, bytes, int, int, int]], aliases: dict[str, str
         )
         central += raw
     count = len(entries) + len(aliases)
-    end = struct.pack(
-        "<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), len(local), 0
-    )
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), len(local), 0)
     return bytes(local + central + end)
 
 
