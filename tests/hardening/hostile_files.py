@@ -262,3 +262,13 @@ def zip_bomb_pt(inflated: int, storages: int = 1, overlap: bool = False) -> byte
         else:
             entries.append((name, zeros, crc, inflated, 8))
     return _zip(entries, aliases)
+
+
+def a1111_pt(value: float = 0.05, n_vectors: int = 2, width: int = 32) -> bytes:
+    """A plain A1111 `.pt` (what its trainer saves), for imports that should succeed."""
+    import torch
+
+    buffer = io.BytesIO()
+    vectors = torch.full((n_vectors, width), value)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}}, buffer)
+    return buffer.getvalue()
