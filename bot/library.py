@@ -1,15 +1,20 @@
 """The embedding library: a user's own words and the shared ones — list, import, export, share.
 
 Authorization lives in storage (only owners change their embeddings; managers may remove shared
-ones); this service adds what needs more than the database: normalising uploaded files (in a
-throw-away child process, see `engine.convert`), size limits, and family checks against the
-model the workers have loaded.
+ones); this service adds what needs more than the database: normalising uploaded files and
+writing A1111 `.pt` exports (in a throw-away child process, see `engine.convert`, which caps its
+own memory and CPU time; here each child gets a wall-clock limit and at most
+`MAX_CONVERT_CHILDREN` run at once), size limits, and family checks against the model the workers
+have loaded. An import keeps the sha256 of the member's own file, which is what A1111 writes as
+the `TI hashes` of an image; an export to anyone but the owner leaves out the owner's private
+training metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -18,11 +23,14 @@ from typing import Any
 from bot.config import Settings
 from bot.scheduler import Scheduler
 from bot.services import NAME_RULES, ServiceError, disk_failure
+from engine.embedding_metadata import without_private_metadata
 from storage.errors import NotFound
 from storage.facade import Storage
 from storage.models import Actor, Embedding, FileKind
 
-CONVERT_TIMEOUT_SECONDS = 120.0
+CONVERT_TIMEOUT_SECONDS = 60.0
+MAX_CONVERT_CHILDREN = 2  # each may use engine.convert.MEMORY_LIMIT_BYTES
+EXPORT_SUFFIXES = (".safetensors", ".pt", ".bin")
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class LibraryService:
         self.settings = settings
         self.storage = storage
         self.scheduler = scheduler
+        self._children = asyncio.Semaphore(MAX_CONVERT_CHILDREN)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -70,15 +79,30 @@ class LibraryService:
                 names.append(embedding.name_folded)
         return names[:limit]
 
-    async def export(self, viewer_id: int, name: str) -> tuple[str, bytes]:
-        """(file name, bytes) of an embedding in Lexicon's format, loadable by A1111/diffusers."""
+    async def export(
+        self, viewer_id: int, name: str, suffix: str = ".safetensors"
+    ) -> tuple[str, bytes]:
+        """(file name, bytes) of an embedding: Lexicon's safetensors, or A1111's `.pt` layout
+        for `.pt`/`.bin`. Only the owner gets the training metadata (photo hashes, seed)."""
+        if suffix not in EXPORT_SUFFIXES:
+            raise ServiceError(
+                f"Embeddings can be exported as {', '.join(EXPORT_SUFFIXES)}, not "
+                f"{suffix or 'a file without a suffix'}; pick one of those."
+            )
         embedding = await self.storage.embeddings.get_by_name(viewer_id, name)
         if not embedding.usable:
             raise ServiceError(f"The file of '{embedding.name}' is missing; it cannot be exported.")
         data = await asyncio.to_thread(
             self.storage.files.read, FileKind.EMBEDDINGS, embedding.sha256
         )
-        return f"{embedding.name_folded}.safetensors", data
+        if embedding.owner_id != viewer_id:
+            data = without_private_metadata(data)
+        if suffix != ".safetensors":
+            answer = await self._child(data, "a1111", embedding.name_folded)
+            if not answer["ok"]:
+                raise ServiceError(answer["error"])
+            data = base64.b64decode(answer["data"])
+        return f"{embedding.name_folded}{suffix}", data
 
     # --- changing (authorization is checked by storage) ---------------------------------------
 
@@ -127,7 +151,10 @@ class LibraryService:
             )
         checked = NAME_RULES.check(name)
         family = await self.model_family()
-        answer = await _convert(data, filename, checked.display, negative, family)
+        kind = "negative" if negative else "positive"
+        answer = await self._child(
+            data, "import", filename[:200] or "upload", checked.display, kind, family
+        )
         if not answer["ok"]:
             raise ServiceError(answer["error"])
         try:
@@ -139,8 +166,9 @@ class LibraryService:
                 width=answer["width"],
                 family=answer["family"],
                 source="imported",
-                kind="negative" if negative else "positive",
+                kind=kind,
                 shared=share,
+                source_sha256=hashlib.sha256(data).hexdigest(),
             )
         except OSError as error:
             raise disk_failure("embedding", error) from None
@@ -158,32 +186,33 @@ class LibraryService:
         assert family is not None
         return family
 
+    async def _child(self, data: bytes, *args: str) -> dict[str, Any]:
+        """Run `python -m engine.convert ARGS` on `data`, one of at most MAX_CONVERT_CHILDREN."""
+        async with self._children:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "engine.convert",
+                *args,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                stdout, _ = await asyncio.wait_for(
+                    process.communicate(data), CONVERT_TIMEOUT_SECONDS
+                )
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                raise ServiceError(
+                    "Reading that embedding file took too long; it was refused."
+                ) from None
+        if process.returncode != 0:
+            raise ServiceError("That embedding file could not be read; it was refused.")
+        answer: dict[str, Any] = json.loads(stdout)
+        return answer
+
 
 def _shown(filename: str) -> str:
     return repr(filename[:60])
-
-
-async def _convert(
-    data: bytes, filename: str, name: str, negative: bool, family: str
-) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "engine.convert",
-        filename[:200] or "upload",
-        name,
-        "negative" if negative else "positive",
-        family,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        stdout, _ = await asyncio.wait_for(process.communicate(data), CONVERT_TIMEOUT_SECONDS)
-    except TimeoutError:
-        process.kill()
-        raise ServiceError("Reading that embedding file took too long; it was refused.") from None
-    if process.returncode != 0:
-        raise ServiceError("That embedding file could not be read; it was refused.")
-    answer: dict[str, Any] = json.loads(stdout)
-    return answer

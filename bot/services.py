@@ -247,7 +247,10 @@ class ImagineService(_QueueingService):
         return dataclasses.replace(
             request,
             negative=negative,
-            embeddings=tuple(EmbeddingPayload(e.name_folded, b"", e.sha256, e.id) for e in used),
+            embeddings=tuple(
+                EmbeddingPayload(e.name_folded, b"", e.sha256, e.id, e.source_sha256 or "")
+                for e in used
+            ),
         )
 
     async def resolve_names(self, user_id: int, *texts: str) -> list[Embedding]:

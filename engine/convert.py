@@ -1,24 +1,39 @@
-"""`python -m engine.convert FILENAME NAME KIND MODEL_FAMILY`: normalise an uploaded embedding.
+"""`python -m engine.convert`: read an uploaded embedding, or write one as an A1111 `.pt`.
 
 The bot never imports torch, yet an uploaded `.pt` file can only be read with
-`torch.load(weights_only=True)`. So the bot runs this module as a short-lived child process:
-the file's bytes arrive on stdin, a JSON answer leaves on stdout — either the embedding
-rewritten in Lexicon's own safetensors format (which is all that workers ever parse), or the one
-sentence that says why it was refused. A hostile pickle is therefore parsed in a separate,
-throw-away process, under the strict loader, and never in the bot.
+`torch.load(weights_only=True)`, and an A1111 `.pt` can only be written with `torch.save`. So the
+bot runs this module as a short-lived child process: a file's bytes arrive on stdin, a JSON answer
+leaves on stdout — the converted file, or the one sentence that says why it was refused.
+
+- `import FILENAME NAME KIND MODEL_FAMILY`: an upload, rewritten in Lexicon's own safetensors
+  format (which is all that workers ever parse).
+- `a1111 NAME`: a stored Lexicon file, as A1111's `.pt` layout (`string_to_param {'*': T}`).
+
+A hostile pickle is therefore parsed in a separate, throw-away process, under the strict loader,
+and never in the bot. The child caps its own memory and CPU time before it reads anything (a
+hard limit it cannot raise again), so a file that slips past the checks in
+`engine.embedding_files` costs at most those limits; the bot adds a wall-clock timeout and caps
+how many children run at once.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
+import resource
 import sys
 from typing import Any
 
 WIDTH_BY_FAMILY = {"sd1": 768, "sd2": 1024, "tiny": 32}
+# Private writable memory (RLIMIT_DATA: heap and anonymous maps, not the mapped torch libraries,
+# whose size differs between CPU and CUDA builds). torch itself takes ~220 MiB of it.
+MEMORY_LIMIT_BYTES = 1024 * 1024 * 1024
+CPU_LIMIT_SECONDS = 30  # importing torch takes ~2-3 s of it
 
 
 def convert(data: bytes, filename: str, name: str, kind: str, model_family: str) -> dict[str, Any]:
+    """An upload in Lexicon's format with what the bot stores about it, or the refusal."""
     from engine.embedding_files import (
         EmbeddingFileError,
         check_family,
@@ -48,9 +63,47 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
     }
 
 
+def to_a1111(data: bytes, name: str) -> dict[str, Any]:
+    """A Lexicon file as the `.pt` A1111 writes (`torch.save` of its dict layout)."""
+    import torch
+
+    from engine.embedding_files import EmbeddingFileError, read_embedding
+
+    try:
+        parsed = read_embedding(data, f"{name}.safetensors")
+    except EmbeddingFileError as error:
+        return {"ok": False, "error": str(error)}
+    steps = parsed.metadata.get("steps", "")
+    layout = {
+        "string_to_token": {"*": 265},  # A1111's placeholder token id, the same in every file
+        "string_to_param": {"*": parsed.vectors},
+        "name": name,
+        "step": int(steps) if steps.isdigit() else None,
+        "sd_checkpoint": parsed.metadata.get("base_model_hash") or None,
+        "sd_checkpoint_name": None,
+    }
+    buffer = io.BytesIO()
+    torch.save(layout, buffer)
+    return {"ok": True, "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
+
+
+def limit_resources() -> None:
+    """Cap this process's memory and CPU time, soft and hard alike."""
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_LIMIT_SECONDS, CPU_LIMIT_SECONDS))
+
+
 def main(argv: list[str]) -> int:
-    filename, name, kind, model_family = argv
-    answer = convert(sys.stdin.buffer.read(), filename, name, kind, model_family)
+    limit_resources()
+    data = sys.stdin.buffer.read()
+    match argv:
+        case ["import", filename, name, kind, model_family]:
+            answer = convert(data, filename, name, kind, model_family)
+        case ["a1111", name]:
+            answer = to_a1111(data, name)
+        case _:
+            sys.stderr.write("usage: engine.convert import FILE NAME KIND FAMILY | a1111 NAME\n")
+            return 2
     sys.stdout.write(json.dumps(answer))
     return 0
 

@@ -5,9 +5,13 @@ under one key is what A1111, kohya and diffusers (`load_textual_inversion(path, 
 load unchanged, so an exported embedding works everywhere.
 
 Reading accepts that format, diffusers' `{token: T}`, A1111's pickled `.pt`/`.bin` with
-`string_to_param`, kohya's `emb_params` and SDXL's `{clip_l, clip_g}`. A pickle is never trusted:
-it only goes through `torch.load(weights_only=True)`, which refuses anything but tensors and plain
-containers, so a file that carries code is refused before that code can run. Every failure is an
+`string_to_param` (a dict, or the original textual-inversion repo's `nn.ParameterDict`), kohya's
+`emb_params` and SDXL's `{clip_l, clip_g}`. A pickle is never trusted: it only goes through
+`torch.load(weights_only=True)`, which refuses anything but tensors, plain containers and
+`ParameterDict` (the one class A1111's own safe loader adds), so a file that carries code is
+refused before that code can run. A `.pt` zip is measured before it is loaded: its entries'
+declared sizes may not overlap or add up to more than twice the file, because `torch.load` inflates
+every storage a pickle names — a 1 MB file could otherwise claim gigabytes. Every failure is an
 `EmbeddingFileError` whose message is one sentence a Discord user can act on.
 """
 
@@ -17,8 +21,10 @@ import io
 import json
 import pickle
 import struct
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import PurePath
 from typing import Any, Literal
 
@@ -27,6 +33,11 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 FORMAT_TAG = "lexicon-ti/1"
+# What a .pt zip may unpack to: its entries' declared sizes, summed. torch.save stores entries
+# uncompressed, so an honest file unpacks to less than its own size; the slack covers tiny files
+# whose pickle was deflated by another zip tool.
+UNPACK_RATIO = 2
+UNPACK_SLACK = 64 * 1024
 MAX_VECTORS = 75
 SDXL_WIDTHS = (768, 1280)
 SDXL_WIDTH = sum(SDXL_WIDTHS)  # what `EmbeddingFile.width` says for an SDXL pair
@@ -159,6 +170,8 @@ def read_embedding(data: bytes, filename: str) -> EmbeddingFile:
     if _looks_like_safetensors(data):
         tensors, metadata = _load_safetensors(data)
         return _interpret(tensors, metadata, stem)
+    if data[:4] == b"PK\x03\x04":
+        _check_zip(data)
     if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
         loaded = _load_pickle_safely(data)
         return _interpret_pickle(loaded, stem)
@@ -187,10 +200,30 @@ def _load_safetensors(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, s
     return dict(tensors), {str(k): str(v) for k, v in metadata.items()}
 
 
-def _load_pickle_safely(data: bytes) -> Any:
-    """`torch.load` restricted to tensors and plain containers: a pickle is never trusted."""
+def _check_zip(data: bytes) -> None:
+    """Refuse a zip whose entries overlap or would unpack to far more than the file's size."""
     try:
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        raise EmbeddingFileError("This .pt/.bin file is damaged and cannot be read.") from None
+    unpacked = sum(entry.file_size for entry in entries)
+    spans = sorted((e.header_offset, e.header_offset + e.compress_size) for e in entries)
+    overlap = any(start < end for (_, end), (start, _) in pairwise(spans))
+    if overlap or unpacked > UNPACK_RATIO * len(data) + UNPACK_SLACK:
+        raise EmbeddingFileError(
+            f"This .pt file would unpack to {unpacked / 2**20:,.1f} MiB from "
+            f"{len(data) / 2**10:,.0f} KiB{' through overlapping entries' if overlap else ''}, "
+            "so it was refused; save the embedding again with torch.save or as .safetensors."
+        )
+
+
+def _load_pickle_safely(data: bytes) -> Any:
+    """`torch.load` restricted to tensors, plain containers and `ParameterDict`: a pickle is
+    never trusted."""
+    try:
+        with torch.serialization.safe_globals([torch.nn.ParameterDict]):
+            return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError:
         raise EmbeddingFileError(
             "This file contains code or objects other than tensors, so it was refused for safety."
@@ -206,6 +239,8 @@ def _interpret_pickle(loaded: Any, stem: str) -> EmbeddingFile:
         raise EmbeddingFileError("This file holds no embedding vectors.")
     if "string_to_param" in loaded:
         params = loaded["string_to_param"]
+        if isinstance(params, torch.nn.ParameterDict):  # the original textual-inversion repo
+            params = dict(params.items())
         if not isinstance(params, dict) or len(params) != 1:
             raise EmbeddingFileError(
                 "This A1111 embedding must hold exactly one vector set under string_to_param."

@@ -56,7 +56,7 @@ class InvalidRequest(ValueError):
 class _Prepared:
     request: GenerateRequest
     vectors: dict[str, torch.Tensor]  # embedding name → float32 [n, d] on CPU
-    hashes: dict[str, str]  # embedding name → sha256
+    hashes: dict[str, str]  # embedding name → sha256 of the file its owner brought
 
 
 def validate_requests(model: LoadedModel, requests: Sequence[GenerateRequest]) -> list[_Prepared]:
@@ -88,7 +88,7 @@ def _validate(model: LoadedModel, request: GenerateRequest) -> _Prepared:
         except EmbeddingFileError as error:
             raise InvalidRequest(f"Embedding {payload.name}: {error}") from None
         vectors[payload.name] = parsed.vectors
-        hashes[payload.name] = digest
+        hashes[payload.name] = payload.source_sha256 or digest
     return _Prepared(request, vectors, hashes)
 
 
@@ -371,7 +371,8 @@ def _package(
                 seed=request.seed + i,
                 width=request.width,
                 height=request.height,
-                model_hash=model.model_hash,
+                model_hash=model.checkpoint_hash,
+                model_name=model.name,
                 ti_hashes=ti_hashes,
             )
             jobs.append((number, i, pixels[image].numpy(), format_parameters(parameters)))

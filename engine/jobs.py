@@ -71,6 +71,8 @@ class EmbeddingPayload:
     data: bytes  # a safetensors file in Lexicon's format ({"emb_params": float32[n, d]})
     sha256: str
     id: int | None = None  # the embedding's row, when it is a stored one
+    # sha256 of the file the member imported (A1111's `TI hashes`); "" = that of `data`
+    source_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ class GenerateRequest:
             "height": self.height,
             "sampler": self.sampler,
             "embeddings": [
-                {"id": e.id, "name": e.name, "sha256": e.sha256} for e in self.embeddings
+                {"id": e.id, "name": e.name, "sha256": e.sha256}
+                | ({"source_sha256": e.source_sha256} if e.source_sha256 else {})
+                for e in self.embeddings
             ],
         }
 
@@ -155,7 +159,13 @@ class GenerateRequest:
             height=int(params["height"]),
             sampler=str(params.get("sampler", params.get("scheduler", DEFAULT_SAMPLER))),
             embeddings=tuple(
-                EmbeddingPayload(str(e["name"]), b"", str(e["sha256"]), e.get("id"))
+                EmbeddingPayload(
+                    str(e["name"]),
+                    b"",
+                    str(e["sha256"]),
+                    e.get("id"),
+                    str(e.get("source_sha256", "")),  # absent in jobs queued before it was kept
+                )
                 for e in params.get("embeddings", ())
             ),
         )

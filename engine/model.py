@@ -63,9 +63,14 @@ class LoadedModel:
     dtype: torch.dtype
     family: str  # "sd1" | "sd2" | "tiny"
     hidden_size: int
-    model_hash: str  # 10 hex digits, A1111's "Model hash" for single files
+    model_hash: str  # 10 hex digits that identify the weights (workers report it)
     native_size: int  # pixels; the side the model was trained at
     source: str = ""
+    # What PNG infotext says: A1111's `Model: name` and `Model hash` (sha256[:10] of the
+    # checkpoint file). Folders and hub models have no such file, so their checkpoint_hash is ""
+    # and images carry no `Model hash` rather than one that matches no checkpoint anywhere.
+    name: str = ""
+    checkpoint_hash: str = ""
     graphs: Any = None  # engine.graphs.ModelGraphs once CUDA graphs are on (engine.speed)
     pad_batches: bool = False  # pad UNet/VAE batches to powers of two (compiled models)
 
@@ -127,11 +132,12 @@ def load_model(
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
     data_dir = Path(data_dir)
+    checkpoint_hash = ""  # A1111's "Model hash" exists only for a single-file checkpoint
 
     if spec == "tiny":
         folder = ensure_tiny_model(data_dir / "models" / "tiny")
         pipeline = _from_folder(folder, torch_dtype)
-        model_hash = _folder_hash(folder)
+        model_hash, name = _folder_hash(folder), "tiny"
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser()
         if not (folder / "model_index.json").is_file():
@@ -139,7 +145,7 @@ def load_model(
                 f"LEXICON_MODEL folder {folder} is not a diffusers model (no model_index.json)."
             )
         pipeline = _from_folder(folder, torch_dtype)
-        model_hash = _folder_hash(folder)
+        model_hash, name = _folder_hash(folder), folder.name
     elif Path(spec).expanduser().suffix in _SINGLE_FILE_SUFFIXES:
         checkpoint = Path(spec).expanduser()
         if not checkpoint.is_file():
@@ -148,10 +154,14 @@ def load_model(
             checkpoint, _single_file_config(checkpoint, config, data_dir), torch_dtype
         )
         model_hash = _file_hash(checkpoint)
+        name, checkpoint_hash = checkpoint.stem, model_hash
     else:
         pipeline, model_hash = _from_hub(spec, torch_dtype)
+        name = spec
 
-    return _assemble(pipeline, target, torch_dtype, model_hash, spec)
+    loaded = _assemble(pipeline, target, torch_dtype, model_hash, spec)
+    loaded.name, loaded.checkpoint_hash = name, checkpoint_hash
+    return loaded
 
 
 def ensure_tiny_model(folder: Path, seed: int = 0) -> Path:

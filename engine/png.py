@@ -41,7 +41,8 @@ class ImageParameters:
     seed: int
     width: int
     height: int
-    model_hash: str = ""
+    model_hash: str = ""  # sha256[:10] of a checkpoint file; "" = none to name
+    model_name: str = ""
     ti_hashes: Mapping[str, str] = field(default_factory=dict)  # name → short sha256
     version: str = field(default_factory=_version)
 
@@ -67,6 +68,8 @@ def format_parameters(p: ImageParameters) -> str:
     ]
     if p.model_hash:
         settings.append(("Model hash", p.model_hash))
+    if p.model_name:
+        settings.append(("Model", p.model_name))
     if p.ti_hashes:
         hashes = ", ".join(
             f"{name.replace(':', '').replace(',', '')}: {short}"

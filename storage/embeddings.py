@@ -50,6 +50,7 @@ def embedding_from_row(row: sqlite3.Row) -> Embedding:
         use_count=row["use_count"],
         usable=bool(row["usable"]),
         job_id=row["job_id"],
+        source_sha256=row["source_sha256"],
     )
 
 
@@ -88,11 +89,13 @@ class EmbeddingRepository:
         description: str = "",
         job_id: int | None = None,
         max_owned: int | None = None,
+        source_sha256: str | None = None,
     ) -> Embedding:
         """Store the file, then commit the row that names it, in one write transaction.
 
         With `job_id`, creating is idempotent: a retried training job that already produced its
         embedding gets that row back. `max_owned` is checked atomically with the insert.
+        `source_sha256` is the hash of an imported file as the member had it, before rewriting.
         """
         checked = self._rules.check(name)
         kind, family, source = EmbeddingKind(kind), Family(family), EmbeddingSource(source)
@@ -121,8 +124,9 @@ class EmbeddingRepository:
                 checked,
                 """
                 INSERT INTO embeddings (owner_id, name, name_folded, kind, visibility,
-                    n_vectors, width, family, sha256, source, description, created_at, job_id)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    n_vectors, width, family, sha256, source, description, created_at, job_id,
+                    source_sha256)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 RETURNING *
                 """,
                 (
@@ -139,6 +143,7 @@ class EmbeddingRepository:
                     description,
                     to_seconds(now),
                     job_id,
+                    source_sha256,
                 ),
             )
 

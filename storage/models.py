@@ -120,6 +120,8 @@ class Embedding:
     use_count: int
     usable: bool  # False when its file is missing; the row is kept so the owner can see why
     job_id: int | None  # the training job that produced it, if any
+    # sha256 of the file the member imported, before it was rewritten; None when `sha256` is it
+    source_sha256: str | None = None
 
     @property
     def is_shared(self) -> bool:

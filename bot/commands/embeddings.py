@@ -16,9 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imported.add_argument("--negative", action="store_true", help="a negative embedding")
     imported.add_argument("--shared", action="store_true", help="share it in the library")
     imported.add_argument("--user", type=int, default=0)
-    exported = actions.add_parser("export", help="write an embedding to a .safetensors file")
+    exported = actions.add_parser("export", help="write an embedding to a file")
     exported.add_argument("name")
-    exported.add_argument("--out", required=True)
+    exported.add_argument(
+        "--out", required=True, help=".safetensors (Lexicon's file) or .pt/.bin (A1111's layout)"
+    )
     exported.add_argument("--user", type=int, default=0)
     shared = actions.add_parser("share", help="share an embedding in the library")
     shared.add_argument("name")
@@ -70,11 +72,12 @@ async def _embeddings(args: argparse.Namespace) -> int:
                 f"{embedding.kind.value}, {embedding.visibility.value}) for user {args.user}"
             )
         elif args.action == "export":
-            _, data = await library.export(args.user, args.name)
             out = Path(args.out)
+            _, data = await library.export(args.user, args.name, out.suffix.lower())
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(data)
-            print(f"wrote {out} ({len(data)} bytes, loads in A1111, kohya and diffusers)")
+            layout = "safetensors" if out.suffix.lower() == ".safetensors" else "A1111 .pt layout"
+            print(f"wrote {out} ({len(data)} bytes, {layout}; loads in A1111, kohya and diffusers)")
         elif args.action == "share":
             embedding = await library.share(Actor(args.user), args.name)
             print(f"'{embedding.name}' is now shared in the library")

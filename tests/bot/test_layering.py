@@ -39,9 +39,10 @@ def test_bot_cogs_storage_do_not_import_torch() -> None:
 
 
 def test_engine_job_types_are_torch_free() -> None:
-    """engine.jobs and engine.vocabulary (imported by the bot) do not pull in torch."""
+    """engine.jobs, engine.vocabulary and engine.embedding_metadata (imported by the bot) do not
+    pull in torch."""
     code = (
-        "import sys, engine.jobs, engine.vocabulary\n"
+        "import sys, engine.jobs, engine.vocabulary, engine.embedding_metadata\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
     )
     result = subprocess.run(

@@ -129,6 +129,16 @@ def test_every_listed_format_imports(filename, make, source, name) -> None:  # t
     assert torch.equal(parsed.vectors, vectors)
 
 
+def test_a_parameter_dict_string_to_param_imports() -> None:
+    """The original textual-inversion repo's `nn.ParameterDict` layout reads like A1111's dict."""
+    vectors = _vectors(3, 768)
+    params = torch.nn.ParameterDict({"*": torch.nn.Parameter(vectors)})
+    data = _torch_bytes({"string_to_token": {"*": 265}, "string_to_param": params, "name": "x"})
+    parsed = read_embedding(data, "original-repo.pt")
+    assert (parsed.source_format, parsed.name, parsed.n_vectors) == ("a1111", "original-repo", 3)
+    assert torch.equal(parsed.vectors, vectors)
+
+
 def test_sdxl_pair_imports_with_both_halves() -> None:
     """An SDXL {clip_l, clip_g} file keeps both halves and is family sdxl."""
     clip_l, clip_g = _vectors(2, 768), _vectors(2, 1280, seed=1)

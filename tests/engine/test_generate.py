@@ -166,6 +166,17 @@ def test_payload_without_hash_is_hashed_here(tiny_model: LoadedModel) -> None:
     assert f'TI hashes: "zorb: {ZORB.sha256[:12]}"' in read_parameters(image.png)
 
 
+def test_an_imported_embedding_is_named_by_its_original_files_hash(
+    tiny_model: LoadedModel,
+) -> None:
+    """`TI hashes` gives the sha256 of the file the member imported, which A1111 and Civitai know,
+    not that of Lexicon's rewrite."""
+    original = hashlib.sha256(b"the member's own easyneg.pt").hexdigest()
+    imported = dataclasses.replace(ZORB, source_sha256=original)
+    image = generate(tiny_model, [_request(embeddings=(imported,), negative="")])[0][0]
+    assert f'TI hashes: "zorb: {original[:12]}"' in read_parameters(image.png)
+
+
 def test_wrong_family_embedding_is_refused(tiny_model: LoadedModel) -> None:
     """An SD 1.x (768-wide) embedding in a request for the tiny model names both families."""
     data = write_embedding(torch.ones(1, 768), name="wide", kind="positive", family="sd1")
@@ -237,14 +248,15 @@ def test_padded_batches_render_the_same_images(tiny_model: LoadedModel) -> None:
 
 
 def test_png_carries_a1111_parameters(tiny_model: LoadedModel) -> None:
-    """The PNG's parameters chunk holds prompt, negative, settings, model and TI hashes."""
+    """The PNG's parameters chunk holds prompt, negative, settings, model and TI hashes; a folder
+    model has no checkpoint file, so no `Model hash`."""
     image = generate(tiny_model, [_request(seed=41, count=2)])[0][1]
     text = read_parameters(image.png)
     assert text == (
         "a photo of zorb on a beach\n"
         "Negative prompt: negblot, blurry\n"
         f"Steps: {STEPS}, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 42, Size: 64x64, "
-        f'Model hash: {tiny_model.model_hash}, TI hashes: "negblot: {BLOT.sha256[:12]}, '
+        f'Model: {tiny_model.name}, TI hashes: "negblot: {BLOT.sha256[:12]}, '
         f'zorb: {ZORB.sha256[:12]}", Version: {text.rsplit("Version: ", 1)[1]}'
     )
     assert text.rsplit("Version: ", 1)[1].startswith("lexicon")

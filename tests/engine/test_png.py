@@ -24,6 +24,7 @@ def _parameters(**changes: object) -> ImageParameters:
         "width": 512,
         "height": 512,
         "model_hash": "abcd1234ef",
+        "model_name": "v1-5-pruned",
         "ti_hashes": {"zorb": "1a2b3c4d5e6f", "easyneg": "0f0f0f0f0f0f"},
         "version": "lexicon 0.1.0",
     }
@@ -37,18 +38,21 @@ def test_parameters_follow_a1111_infotext() -> None:
         "a (zorb:1.2), oil painting\n"
         "Negative prompt: blurry\n"
         "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 1, Size: 512x512, "
-        'Model hash: abcd1234ef, TI hashes: "easyneg: 0f0f0f0f0f0f, zorb: 1a2b3c4d5e6f", '
-        "Version: lexicon 0.1.0"
+        "Model hash: abcd1234ef, Model: v1-5-pruned, "
+        'TI hashes: "easyneg: 0f0f0f0f0f0f, zorb: 1a2b3c4d5e6f", Version: lexicon 0.1.0'
     )
 
 
 def test_empty_negative_and_no_embeddings_are_omitted() -> None:
-    """Without a negative or embeddings, those parts are left out; CFG 7.0 prints as 7."""
-    text = format_parameters(_parameters(negative="", ti_hashes={}, cfg_scale=7.0))
+    """Without a negative, embeddings or a checkpoint hash, those parts are left out; CFG 7.0
+    prints as 7."""
+    text = format_parameters(
+        _parameters(negative="", ti_hashes={}, cfg_scale=7.0, model_hash="", model_name="tiny")
+    )
     assert text == (
         "a (zorb:1.2), oil painting\n"
         "Steps: 25, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512, "
-        "Model hash: abcd1234ef, Version: lexicon 0.1.0"
+        "Model: tiny, Version: lexicon 0.1.0"
     )
 
 

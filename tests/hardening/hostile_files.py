@@ -6,6 +6,7 @@ import io
 import json
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,131 @@ def two_tensors() -> bytes:
 
 def good_embedding() -> bytes:
     return safetensors_file(np.full((2, 32), 0.05, dtype=np.float32))
+
+
+# --- zip bombs in torch's .pt container ------------------------------------------------------
+
+
+class _Storage:
+    """A storage `torch.load` will read from the zip entry `archive/data/<key>`."""
+
+    def __init__(self, key: str, floats: int) -> None:
+        self.key, self.floats = key, floats
+
+
+class _Vectors:
+    """Unpickles as a `[2, 32]` view at the start of `storage`, as `torch.save` writes it."""
+
+    def __init__(self, storage: _Storage) -> None:
+        self.storage = storage
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        import collections
+
+        import torch
+
+        rebuild = torch._utils._rebuild_tensor_v2
+        return (rebuild, (self.storage, 0, (2, 32), (32, 1), False, collections.OrderedDict()))
+
+
+class _TorchPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> object:
+        if isinstance(obj, _Storage):
+            import torch
+
+            return ("storage", torch.FloatStorage, obj.key, "cpu", obj.floats)
+        return None
+
+
+def _zeros_deflated(size: int) -> tuple[bytes, int]:
+    """`size` zero bytes as raw deflate, and their CRC-32, without holding them in memory."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    chunk = bytes(1024 * 1024)
+    parts, crc, left = [], 0, size
+    while left:
+        piece = chunk[: min(left, len(chunk))]
+        parts.append(compressor.compress(piece))
+        crc = zlib.crc32(piece, crc)
+        left -= len(piece)
+    parts.append(compressor.flush())
+    return b"".join(parts), crc
+
+
+def _zip(entries: list[tuple[str, bytes, int, int, int]], aliases: dict[str, str]) -> bytes:
+    """A zip of (name, stored bytes, crc, uncompressed size, method) entries, written by hand
+    so that each `aliases` name gets a central-directory entry pointing at another entry's
+    local data: the overlapping-entries trick."""
+    local, central, offsets = bytearray(), bytearray(), {}
+    for name, payload, crc, size, method in entries:
+        offsets[name] = (len(local), payload, crc, size, method)
+        raw = name.encode()
+        local += struct.pack(
+            "<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0, crc, len(payload), size, len(raw), 0
+        )
+        local += raw + payload
+    for name, target in [*((n, n) for n, *_ in entries), *aliases.items()]:
+        offset, payload, crc, size, method = offsets[target]
+        raw = name.encode()
+        central += struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            20,
+            20,
+            0,
+            method,
+            0,
+            0,
+            crc,
+            len(payload),
+            size,
+            len(raw),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        central += raw
+    count = len(entries) + len(aliases)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central), len(local), 0)
+    return bytes(local + central + end)
+
+
+def zip_bomb_pt(inflated: int, storages: int = 1, overlap: bool = False) -> bytes:
+    """An A1111-shaped .pt whose storage entries inflate to `inflated` bytes each, while the
+    vectors are a small [2, 32] view: `torch.load` inflates everything, then the file passes.
+
+    With `overlap`, every storage after the first is a central-directory alias of the first
+    entry's compressed bytes, so the file stays small however many storages it names.
+    """
+    keys = [_Storage(str(i), inflated // 4) for i in range(storages)]
+    buffer = io.BytesIO()
+    payload = {"string_to_param": {"*": _Vectors(keys[0])}, "name": "bomb", "step": 1}
+    payload["extra"] = [_Vectors(s) for s in keys[1:]]  # type: ignore[assignment]
+    _TorchPickler(buffer, protocol=2).dump(payload)
+    pickled = buffer.getvalue()
+    zeros, crc = _zeros_deflated(inflated)
+    entries = [
+        ("archive/data.pkl", pickled, zlib.crc32(pickled), len(pickled), 0),
+        ("archive/byteorder", b"little", zlib.crc32(b"little"), 6, 0),
+        ("archive/version", b"3", zlib.crc32(b"3"), 1, 0),
+    ]
+    aliases = {}
+    for storage in keys:
+        name = f"archive/data/{storage.key}"
+        if overlap and storage is not keys[0]:
+            aliases[name] = "archive/data/0"
+        else:
+            entries.append((name, zeros, crc, inflated, 8))
+    return _zip(entries, aliases)
+
+
+def a1111_pt(value: float = 0.05, n_vectors: int = 2, width: int = 32) -> bytes:
+    """A plain A1111 `.pt` (what its trainer saves), for imports that should succeed."""
+    import torch
+
+    buffer = io.BytesIO()
+    vectors = torch.full((n_vectors, width), value)
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}}, buffer)
+    return buffer.getvalue()

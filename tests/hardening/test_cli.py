@@ -106,3 +106,34 @@ def test_cli_import_of_a_pickle_that_writes_a_file(tmp_path: Path) -> None:
     )
     assert not target.exists()
     _nothing_stored(tmp_path)
+
+
+def test_cli_export_to_pt_writes_a1111s_layout(tmp_path: Path) -> None:
+    """`embeddings export --out x.pt` writes a pickle that `torch.load(weights_only=True)` reads
+    as A1111's dict, with the imported vectors; `.ckpt` is refused in one sentence."""
+    import torch
+
+    source = tmp_path / "zorb.safetensors"
+    source.write_bytes(hostile.good_embedding())
+    assert _cli(tmp_path, "embeddings", "import", str(source), "--name", "zorb").returncode == 0
+    out = tmp_path / "out" / "zorb.pt"
+    result = _cli(tmp_path, "embeddings", "export", "zorb", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    loaded = torch.load(out, weights_only=True)
+    assert loaded.keys() == {
+        "string_to_token",
+        "string_to_param",
+        "name",
+        "step",
+        "sd_checkpoint",
+        "sd_checkpoint_name",
+    }
+    assert loaded["string_to_token"] == {"*": 265} and loaded["name"] == "zorb"
+    assert list(loaded["string_to_param"]) == ["*"]
+    assert torch.equal(loaded["string_to_param"]["*"], torch.full((2, 32), 0.05))
+
+    refused = _cli(tmp_path, "embeddings", "export", "zorb", "--out", str(tmp_path / "z.ckpt"))
+    assert _refused(refused, "embeddings") == (
+        "Embeddings can be exported as .safetensors, .pt, .bin, not .ckpt; pick one of those."
+    )
+    assert not (tmp_path / "z.ckpt").exists()
