@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from bot.testing import Simulation, simulated
 
 from engine.embedding_files import write_embedding
 from engine.png import read_parameters
@@ -27,6 +26,7 @@ from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import refusal
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import NOTHING, stored
+from tests.simulation import Simulation, simulated
 
 MiB = 1024 * 1024
 
