@@ -55,6 +55,6 @@ def main(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     print(
         f"compiled and warmed up for batches {', '.join(map(str, spec.warm_up_batches))} "
-        f"in {seconds:.0f} s; the cache is in {folder}"
+        f"in {seconds:.1f} s; the cache is in {folder}"
     )
     return 0
