@@ -1,6 +1,7 @@
 """Stock diffusers and Lexicon side by side on one GPU, same random-weight SD 1.5 model.
 
     python -m bench.gpu_bench [--out results.json] [--quick] [--compile MODE] [--graphs on|off]
+                              [--skip SECTIONS] [--startup]
 
 Builds the real SD 1.5 architecture (UNet 860M, KL VAE, CLIP ViT-L/14 text encoder with the real
 tokenizer) with random weights — a UNet pass costs the same whatever the weights hold — saves it
@@ -9,11 +10,27 @@ once as a diffusers folder, then measures, in this one process:
 - single-image latency (512x512, 25 steps, CFG 7.5, DPM++ 2M Karras), stock vs Lexicon;
 - throughput at batch 1/4/8/16 (stock: one prompt list; Lexicon: that many requests from
   different users with different embeddings);
+- stock compiled (`stock_compiled`): diffusers' own documented speed-up — channels_last UNet and
+  VAE, `torch.compile` of the UNet and the VAE decoder with `fullgraph=True` — in fp16 like the
+  stock column. The guide's `mode="max-autotune"` tunes for tens of minutes, so the compile mode
+  is inductor's default (`mode=None`), as Lexicon's is: one image and batch 16;
+- the UNet's FLOPs (`flops`: counted once on the eager UNet at one latent row, x2 for CFG, x25
+  steps) and from them each configuration's achieved UNet TFLOP/s (`*_unet_tflops`: all of an
+  image's time charged to its UNet, so a lower bound);
 - served throughput: 64 requests from 8 users through the real scheduler, local transport and
   worker process (Lexicon only);
 - textual inversion: the stock diffusers example's training step (samples/s) and Lexicon's
   default recipe from 4 photos to a saved embedding (seconds and samples/s);
+- worker start-up (`startup`, alone with `--startup`): the bench's compile cache emptied, one
+  `Lexicon.open` + `wait_for_worker` (cold: compiles every warm-up shape), closed, then another
+  on the same data dir (warm: loads the cache);
 - peak GPU memory of each phase, and the pixel difference between stock and Lexicon images.
+
+Lexicon's side runs with the settings' defaults (`--compile default --graphs on`). Every section
+keeps its compiled artefacts in one compile cache (`<tmp>/lexicon-bench/data/compile-cache`), so
+a later call on the same machine skips compiling; `--skip` leaves sections out so that each GPU
+call stays short (docs/BENCHMARKS.md lists the calls). The results file is rewritten after each
+figure, so a call cut short keeps what it measured.
 
 The stock side is plain diffusers as its documentation shows it: fp16, SDPA (the default
 attention processor on torch 2), `pipe(...)`.
@@ -31,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +58,9 @@ import torch
 from bot.services import ImagineOptions
 
 RESULTS: dict[str, Any] = {}
+RESULTS_FILE: list[Path] = []  # where record() keeps the results (set by main)
 SIZE, STEPS, GUIDANCE = 512, 25, 7.5
+SECTIONS = ("stock", "stock_compiled", "flops", "lexicon", "ti", "served", "startup")
 
 
 def log(*parts: object) -> None:
@@ -50,6 +70,8 @@ def log(*parts: object) -> None:
 def record(key: str, value: Any) -> None:
     RESULTS[key] = value
     log(f"{key}: {value}")
+    for path in RESULTS_FILE:
+        path.write_text(json.dumps(RESULTS, indent=2))
 
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -166,21 +188,29 @@ def random_embedding(seed: int, n: int = 1) -> bytes:
 # --- stock diffusers ---------------------------------------------------------------------------
 
 
-def bench_stock(folder: Path, batches: list[int]) -> Any:
+def stock_pipeline(folder: Path) -> Any:
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float16).to("cuda")
     pipe.set_progress_bar_config(disable=True)
+    return pipe
 
-    def run(batch: int, seed: int = 1) -> Any:
-        return pipe(
-            ["a photo of a cat on a beach"] * batch,
-            num_inference_steps=STEPS,
-            guidance_scale=GUIDANCE,
-            height=SIZE,
-            width=SIZE,
-            generator=torch.Generator("cpu").manual_seed(seed),
-        ).images
+
+def stock_images(pipe: Any, batch: int, seed: int = 1) -> Any:
+    """One `pipe(...)` call for `batch` copies of the bench prompt, as diffusers' docs show it."""
+    return pipe(
+        ["a photo of a cat on a beach"] * batch,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        height=SIZE,
+        width=SIZE,
+        generator=torch.Generator("cpu").manual_seed(seed),
+    ).images
+
+
+def bench_stock(folder: Path, batches: list[int]) -> Any:
+    pipe = stock_pipeline(folder)
+    run = partial(stock_images, pipe)
 
     torch.cuda.reset_peak_memory_stats()
     record("stock_single_s", round(timed(lambda: run(1), repeats=5, warmup=2), 3))
@@ -189,6 +219,60 @@ def bench_stock(folder: Path, batches: list[int]) -> Any:
         record(f"stock_batch{batch}_img_per_s", round(batch / seconds, 2))
     record("stock_peak_gib", peak_gib())
     return np.asarray(run(1, seed=7)[0])
+
+
+def bench_stock_compiled(folder: Path) -> None:
+    """diffusers' documented speed-up (optimization/fp16 + torch2.0 guides), default mode."""
+    pipe = stock_pipeline(folder)
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+    pipe.unet = torch.compile(pipe.unet, mode=None, fullgraph=True)
+    pipe.vae.decoder = torch.compile(pipe.vae.decoder, mode=None, fullgraph=True)
+    run = partial(stock_images, pipe)
+
+    torch.cuda.reset_peak_memory_stats()
+    for batch in (1, 16):  # the first call of each shape compiles it
+        started = time.perf_counter()
+        run(batch)
+        torch.cuda.synchronize()
+        record(f"stock_compiled_first_batch{batch}_s", round(time.perf_counter() - started, 1))
+    record("stock_compiled_single_s", round(timed(lambda: run(1), repeats=5), 3))
+    seconds = timed(lambda: run(16), repeats=2)
+    record("stock_compiled_batch16_img_per_s", round(16 / seconds, 2))
+    record("stock_compiled_peak_gib", peak_gib())
+
+
+def count_unet_flops(folder: Path) -> None:
+    """FLOPs of one image's UNet work: one eager call at one latent row, x2 (CFG), x STEPS."""
+    from diffusers import UNet2DConditionModel
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    unet = UNet2DConditionModel.from_pretrained(
+        folder, subfolder="unet", torch_dtype=torch.float16
+    ).to("cuda")
+    side = SIZE // 8
+    latents = torch.randn(1, unet.config.in_channels, side, side, device="cuda").half()
+    context = torch.randn(1, 77, unet.config.cross_attention_dim, device="cuda").half()
+    counter = FlopCounterMode(display=False)
+    # The math attention is plain matmuls, which the counter counts on every torch build.
+    with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
+        unet(latents, torch.tensor([500], device="cuda"), context)
+    per_row = counter.get_total_flops()
+    record("unet_gflop_per_row", round(per_row / 1e9, 1))
+    record("unet_tflop_per_image", round(per_row * 2 * STEPS / 1e12, 2))
+
+
+def add_unet_tflops() -> None:
+    """Each img/s or seconds-per-image figure as the UNet TFLOP/s it implies."""
+    per_image = RESULTS.get("unet_tflop_per_image")
+    if per_image is None:
+        return
+    for key, value in list(RESULTS.items()):
+        if key.endswith("_img_per_s") and isinstance(value, int | float):
+            record(f"{key.removesuffix('_img_per_s')}_unet_tflops", round(per_image * value, 1))
+        elif key.endswith("_single_s") and isinstance(value, int | float) and value > 0:
+            record(f"{key.removesuffix('_s')}_unet_tflops", round(per_image / value, 1))
 
 
 # --- Lexicon engine ----------------------------------------------------------------------------
@@ -220,9 +304,11 @@ def bench_lexicon(
         from engine.worker_config import warm_up_batch_sizes
 
         plain = generate(model, [request(7, user=1)])[0][0].png
-        apply_speedups(model, compile_mode, graphs)  # type: ignore[arg-type]
+        cache = apply_speedups(model, compile_mode, graphs, data_dir)  # type: ignore[arg-type]
         warm_up = DiffusersEngine(model).warm_up(warm_up_batch_sizes(8))
         record("lexicon_warmup_s", round(warm_up, 1))
+        if cache is not None:
+            cache.save()
         optimized = generate(model, [request(7, user=1)])[0][0].png
         diff = np.abs(_pixels(plain) - _pixels(optimized))
         record("optimized_vs_plain_max_pixel_diff", int(diff.max()))
@@ -331,6 +417,46 @@ def bench_served(
     asyncio.run(main())
 
 
+def with_bench_cache(data_dir: Path, prefix: str) -> Path:
+    """A fresh data dir (its own database) whose compile cache is the bench's shared one."""
+    fresh = Path(tempfile.mkdtemp(prefix=prefix, dir=data_dir.parent))
+    shared = data_dir / "compile-cache"
+    shared.mkdir(parents=True, exist_ok=True)
+    (fresh / "compile-cache").symlink_to(shared, target_is_directory=True)
+    return fresh
+
+
+def bench_startup(folder: Path, data_dir: Path, compile_mode: str, graphs: bool) -> None:
+    """Worker start to ready with the bench's compile cache emptied (cold), then again (warm)."""
+    import shutil
+
+    from bot.app import Lexicon
+    from bot.config import Settings
+
+    shutil.rmtree(data_dir / "compile-cache", ignore_errors=True)
+    settings = Settings(
+        model=str(folder),
+        data_dir=with_bench_cache(data_dir, "startup-"),
+        device="cuda",
+        allowed_sizes=[f"{SIZE}x{SIZE}"],
+        max_batch=8,
+        compile=compile_mode,
+        cuda_graphs=graphs,
+    )
+
+    async def start() -> float:
+        started = time.perf_counter()
+        app = await Lexicon.open(settings)
+        try:
+            await app.wait_for_worker(limit_seconds=900)
+            return time.perf_counter() - started
+        finally:
+            await app.close()
+
+    record("startup_cold_s", round(asyncio.run(start()), 1))
+    record("startup_warm_s", round(asyncio.run(start()), 1))
+
+
 # --- textual inversion ----------------------------------------------------------------------
 
 
@@ -434,7 +560,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="batches 1 and 8 only")
     parser.add_argument(
         "--compile",
-        default="off",
+        default="default",
         choices=["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
         help="LEXICON_COMPILE for Lexicon's side (generation and the served worker)",
     )
@@ -444,13 +570,22 @@ def main() -> int:
         choices=["on", "off"],
         help="LEXICON_CUDA_GRAPHS for Lexicon's side (generation, training and the served worker)",
     )
-    parser.add_argument("--skip", default="", help="comma list: stock,lexicon,served,ti")
+    parser.add_argument("--skip", default="", help=f"comma list of: {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--startup", action="store_true", help="measure worker start-up only (cold, then warm)"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    if unknown := skip - set(SECTIONS):
+        parser.error(f"--skip: unknown sections {sorted(unknown)}; use {','.join(SECTIONS)}")
+    if args.startup:
+        skip = set(SECTIONS) - {"startup"}
     graphs = args.graphs == "on"
     if not torch.cuda.is_available():
         print("gpu_bench needs a CUDA GPU.", file=sys.stderr)
         return 2
+    RESULTS_FILE.append(Path(args.out))
+    torch._dynamo.config.recompile_limit = 64  # stock and Lexicon compile the same UNet code
     record("gpu", torch.cuda.get_device_name())
     record("torch", torch.__version__)
     batches = [1, 8] if args.quick else [1, 4, 8, 16]
@@ -477,7 +612,9 @@ def main() -> int:
             torch.cuda.empty_cache()
 
     try:
+        section("flops", lambda: count_unet_flops(folder))
         stock_image = section("stock", lambda: bench_stock(folder, batches))
+        section("stock_compiled", lambda: bench_stock_compiled(folder))
         both = section(
             "lexicon", lambda: bench_lexicon(folder, batches, data_dir, args.compile, graphs)
         )
@@ -498,8 +635,10 @@ def main() -> int:
         section("ti", lambda: bench_lexicon_ti(model))
         model = None
         torch.cuda.empty_cache()
-        served_dir = Path(tempfile.mkdtemp(prefix="served-", dir=work))  # a fresh database
+        served_dir = with_bench_cache(data_dir, "served-")  # a fresh database
         section("served", lambda: bench_served(folder, served_dir, args.compile, graphs))
+        section("startup", lambda: bench_startup(folder, data_dir, args.compile, graphs))
+        add_unet_tflops()
     finally:
         Path(args.out).write_text(json.dumps(RESULTS, indent=2))
         print(json.dumps(RESULTS, indent=2))

@@ -35,6 +35,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "embeddings": ("list, import, export and share stored embeddings", "bot.commands.embeddings"),
     "make-tiny-model": ("write the tiny random test model to a folder", "bot.commands.tiny_model"),
     "db": ("back up or check the database and its files", "bot.commands.db"),
+    "warm": (
+        "compile the GPU worker's kernels into the cache ahead of its start",
+        "bot.commands.warm",
+    ),
 }
 
 

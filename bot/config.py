@@ -85,8 +85,10 @@ class Settings(BaseSettings):
     # The default recipe: 125 steps x batch 8 = 1,000 samples (docs/TRAINING.md).
     train_steps: int = Field(default=125, ge=1, le=20_000, alias="LEXICON_TRAIN_STEPS")
     train_batch: int = Field(default=8, ge=1, le=64, alias="LEXICON_TRAIN_BATCH")
+    # torch.compile the UNet and VAE decoder (CUDA only, ignored on CPU). Compiled artefacts are
+    # cached under the data dir: the first start on a machine compiles, later ones reuse them.
     compile: Literal["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = Field(
-        default="off", alias="LEXICON_COMPILE"
+        default="default", alias="LEXICON_COMPILE"
     )
     # Record the UNet, VAE decode and training step as CUDA graphs (CUDA only; ~2-3x faster).
     cuda_graphs: bool = Field(default=True, alias="LEXICON_CUDA_GRAPHS")

@@ -21,7 +21,7 @@ from engine.engine_api import StepCallback, UserInputError
 from engine.jobs import GeneratedImage, GenerateRequest, TrainRequest
 from engine.model import LoadedModel, load_model
 from engine.photos import PhotoError
-from engine.speed import CompileMode, apply_speedups
+from engine.speed import CompileMode, apply_speedups, is_compiled
 from engine.training import (
     CheckpointError,
     Trainer,
@@ -56,11 +56,14 @@ class DiffusersEngine:
         warm_up_batches: Sequence[int] = (),
     ) -> DiffusersEngine:
         engine = cls(load_model(spec, device=device, data_dir=data_dir), recipe)
-        apply_speedups(engine.model, compile_mode, cuda_graphs)
-        if (compile_mode != "off" or engine.model.graphs is not None) and warm_up_batches:
+        cache = apply_speedups(engine.model, compile_mode, cuda_graphs, data_dir=data_dir)
+        compiled = is_compiled(engine.model)
+        if (compiled or engine.model.graphs is not None) and warm_up_batches:
             seconds = engine.warm_up(warm_up_batches)
-            log.info("warmed up for batches %s in %.1f s", warm_up_batches, seconds)
-        if compile_mode != "off" and engine.model.device.type == "cuda":
+            log.info("warmed up for batches %s in %.1f s", tuple(warm_up_batches), seconds)
+        if cache is not None:
+            cache.save()  # after the warm-up: every shape the worker serves is in it
+        if compiled:
             # Compiling a new shape stops the worker for about a minute (docs/BENCHMARKS.md).
             # From here on a shape the warm-up did not compile (another size, a long prompt, a
             # big batch) runs eagerly — still as a CUDA graph — and everyone else keeps moving.
@@ -126,17 +129,29 @@ class DiffusersEngine:
 
     def warm_up(self, batch_sizes: Sequence[int]) -> float:
         """Render once at each batch size at the native size, so the compiled kernels and CUDA
-        graphs of those shapes exist before the first user waits on them; seconds. A graph that
-        cannot be recorded here stops the worker (`GraphCaptureError`) rather than run slow."""
+        graphs of those shapes exist before the first user waits on them; seconds. Each shape's
+        progress is logged (a cold compile takes minutes). A graph that cannot be recorded here
+        stops the worker (`GraphCaptureError`) rather than run slow."""
         started = time.perf_counter()
         side = self.model.native_size
         graphs = self.model.graphs
+        doing = "compiling UNet and VAE decoder" if is_compiled(self.model) else "recording"
         if graphs is not None:
             graphs.set_strict(True)
         try:
-            for size in batch_sizes:
+            for index, size in enumerate(batch_sizes, start=1):
+                log.info(
+                    "warm-up: %s for batch %d (%d of %d)…", doing, size, index, len(batch_sizes)
+                )
+                shape_started = time.perf_counter()
                 requests = [GenerateRequest("warm-up", i, 2, 7.5, side, side) for i in range(size)]
                 generation.generate(self.model, requests)
+                log.info(
+                    "warm-up: batch %d ready in %.1f s (%.1f s so far)",
+                    size,
+                    time.perf_counter() - shape_started,
+                    time.perf_counter() - started,
+                )
         finally:
             if graphs is not None:
                 graphs.set_strict(False)

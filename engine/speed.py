@@ -1,17 +1,29 @@
-"""Speed levers for CUDA workers: `torch.compile` and CUDA graphs.
+"""Speed levers for CUDA workers: `torch.compile` (with a persistent cache) and CUDA graphs.
 
 Measured one by one in docs/BENCHMARKS.md (bench/levers.py); what did not help is recorded
 there too. Everything here changes speed only: the equivalence tests run the plain path on CPU,
 and the GPU benchmark reports the pixel difference between plain and optimised images.
+
+Compiling the UNet and VAE decoder costs minutes per start when done from scratch, so compiled
+artefacts are kept under the data dir (`CompileCache`): inductor's FX graph and AOTAutograd
+caches live there, and torch's portable "mega-cache" of them is saved after the warm-up and
+loaded before the next start compiles. Kernels built by one torch version for one GPU model are
+not valid for another, so each pair gets a folder of its own (`compile_cache_dir`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 import torch
+import torch._functorch.config
+import torch._inductor.config
 
 from engine.encode import run_text_encoder
 from engine.generate import decode_pixels, predict_noise
@@ -22,21 +34,104 @@ log = logging.getLogger("lexicon.engine")
 
 CompileMode = Literal["off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"]
 
+ARTIFACTS_FILE = "mega-cache.bin"
+
+
+def compile_cache_dir(data_dir: Path, torch_version: str, device_name: str) -> Path:
+    """`<data dir>/compile-cache/torch-2.13.0-cu128-nvidia-h200`: one folder per torch version
+    and GPU model, each part reduced to lower-case letters, digits, dots and dashes."""
+    return Path(data_dir) / "compile-cache" / f"torch-{_slug(torch_version)}-{_slug(device_name)}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "unknown"
+
+
+@dataclass(frozen=True)
+class CompileCache:
+    """A folder of compiled artefacts: `open` it before the first compile, `save` it after the
+    warm-up has compiled every shape the worker serves."""
+
+    folder: Path
+
+    @classmethod
+    def for_device(cls, data_dir: Path, device: torch.device) -> CompileCache:
+        """The cache of the installed torch on `device`'s GPU model, under `data_dir`."""
+        return cls(
+            compile_cache_dir(data_dir, torch.__version__, torch.cuda.get_device_name(device))
+        )
+
+    @property
+    def artifacts(self) -> Path:
+        return self.folder / ARTIFACTS_FILE
+
+    def open(self) -> None:
+        """Point inductor's on-disk caches at the folder (FX graph and AOTAutograd caches on,
+        unless an operator forces them off through torch's own variables) and load the saved
+        artefacts. An unreadable file only costs a compile from scratch."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.folder)
+        torch._inductor.config.fx_graph_cache = True
+        torch._functorch.config.enable_autograd_cache = True
+        if not self.artifacts.is_file():
+            log.info("compile cache %s is empty: this start compiles from scratch", self.folder)
+            return
+        try:
+            loaded = torch.compiler.load_cache_artifacts(self.artifacts.read_bytes())
+        except Exception as error:  # a torch upgraded in place, a truncated file: recompile
+            loaded, reason = None, str(error)
+        else:
+            reason = "torch could not read it"
+        if loaded is None:
+            log.warning(
+                "compile cache %s not loaded (%s): compiling afresh", self.artifacts, reason
+            )
+        else:
+            log.info("compile cache loaded from %s", self.artifacts)
+
+    def save(self) -> int:
+        """Write what this process compiled or loaded to the artefacts file (atomically);
+        bytes written, 0 when there was nothing to save (an earlier file is then kept)."""
+        saved = torch.compiler.save_cache_artifacts()
+        if saved is None or not saved[0]:
+            return 0
+        data = saved[0]
+        partial_file = self.artifacts.with_name(f"{ARTIFACTS_FILE}.partial-{os.getpid()}")
+        partial_file.write_bytes(data)
+        partial_file.replace(self.artifacts)
+        log.info("compile cache saved to %s (%.1f MiB)", self.artifacts, len(data) / 2**20)
+        return len(data)
+
+
+def is_compiled(model: LoadedModel) -> bool:
+    """Whether `apply_speedups` compiled the model's UNet."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return isinstance(model.unet, OptimizedModule)
+
 
 def apply_speedups(
-    model: LoadedModel, compile_mode: CompileMode = "off", cuda_graphs: bool = False
-) -> None:
+    model: LoadedModel,
+    compile_mode: CompileMode = "off",
+    cuda_graphs: bool = False,
+    data_dir: Path | None = None,
+) -> CompileCache | None:
     """Compile UNet and VAE decoder, then record the text encoder, UNet and VAE-decode calls as
-    CUDA graphs (CUDA only).
+    CUDA graphs (CUDA only). With `data_dir`, compiled artefacts are cached under it; returns
+    that cache, for the caller to `save` once its warm-up has compiled the shapes it serves.
 
     channels_last is not applied: on the H100 it made both generation and training slower
     (docs/BENCHMARKS.md). With both levers on, the graphs record the compiled kernels.
     """
     if model.device.type != "cuda":
-        if compile_mode != "off":  # an explicit choice (graphs are on by default: no news)
-            log.info("LEXICON_COMPILE is ignored on %s", model.device)
-        return
+        if compile_mode != "off":  # the default: not news on a CPU worker
+            log.debug("LEXICON_COMPILE is ignored on %s", model.device)
+        return None
+    cache = None
     if compile_mode != "off":
+        if data_dir is not None:
+            cache = CompileCache.for_device(data_dir, model.device)
+            cache.open()
         mode = None if compile_mode == "default" else compile_mode
         model.unet = torch.compile(model.unet, mode=mode, dynamic=False)
         model.vae.decoder = torch.compile(model.vae.decoder, mode=mode, dynamic=False)
@@ -54,3 +149,4 @@ def apply_speedups(
             decode=GraphCache("VAE decode", partial(decode_pixels, vae), pool),
         )
         log.info("CUDA graphs on: each text-encoder, UNet and VAE-decode shape is recorded once")
+    return cache

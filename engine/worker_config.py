@@ -43,3 +43,7 @@ def warm_up_batch_sizes(max_batch: int) -> tuple[int, ...]:
     """Batch sizes recorded (CUDA graphs) or compiled before the first user waits: one request,
     two (training's previews), four, and a full batch."""
     return tuple(sorted({1, 2, min(4, max_batch), max_batch}))
+
+
+class CannotWarm(Exception):
+    """`lexicon warm` cannot build the compile cache here; the message is one sentence."""

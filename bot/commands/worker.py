@@ -4,7 +4,7 @@ It reads the same settings as the bot for what concerns a worker — `LEXICON_MO
 `LEXICON_ENGINE`, `LEXICON_DEVICE`, `LEXICON_MAX_BATCH`, `LEXICON_TORCH_THREADS`,
 `LEXICON_COMPILE`, `LEXICON_TRAIN_BATCH`, the training slice and checkpoint settings,
 `LEXICON_LEASE_SECONDS` (which sets how often it heartbeats) — and uses `LEXICON_DATA_DIR` only
-as the model cache: the bot alone owns the database and files.
+for the model and compile caches: the bot alone owns the database and files.
 """
 
 from __future__ import annotations

@@ -2,19 +2,22 @@
 
 Only the spawned child imports this module (`bot.transport` names it by its module name), and
 the engine, with it torch, is imported by `build_engine` only. The Redis worker builds its
-engine here too.
+engine here too, and so does `lexicon warm` (`warm`), which starts an engine only to fill the
+compile cache under the data dir ahead of the first worker start.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from engine.engine_api import Engine
 from engine.protocol import FromWorker, Shutdown, ToWorker, WorkerLost
 from engine.worker.loop import Worker
-from engine.worker_config import EngineSpec, WorkerConfig
+from engine.worker_config import CannotWarm, EngineSpec, WorkerConfig
 
 
 def build_engine(spec: EngineSpec) -> Engine:
@@ -38,6 +41,28 @@ def build_engine(spec: EngineSpec) -> Engine:
         cuda_graphs=spec.cuda_graphs,
         warm_up_batches=spec.warm_up_batches,
     )
+
+
+def warm(spec: EngineSpec) -> tuple[Path, float]:
+    """Start the engine as a worker would — load, compile, warm up, save the compile cache —
+    and stop it; (the cache folder, seconds). `CannotWarm` when there is nothing to compile."""
+    quiet_libraries()
+    from engine.model import ModelLoadError, resolve_device
+    from engine.speed import CompileCache
+
+    started = time.perf_counter()
+    try:
+        device = resolve_device(spec.device)
+        if device.type != "cuda":
+            raise CannotWarm(
+                f"compiling needs a CUDA GPU and LEXICON_DEVICE resolves to {device} here, so "
+                "there is nothing to warm; run lexicon warm on the GPU worker's machine."
+            )
+        engine = build_engine(spec)
+    except ModelLoadError as error:
+        raise CannotWarm(str(error)) from None
+    engine.close()
+    return CompileCache.for_device(spec.data_dir, device).folder, time.perf_counter() - started
 
 
 class PipeChannel:

@@ -60,3 +60,26 @@ def test_python_dash_m_bot_is_the_same_cli() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("usage: lexicon")
+
+
+def test_warm_without_cuda_says_so_and_writes_nothing(cli, tmp_path) -> None:
+    """`lexicon warm` on a CPU device exits 1 with one sentence and leaves the data dir alone."""
+    result = cli("warm", LEXICON_DEVICE="cpu", LEXICON_MODEL="tiny")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "lexicon warm: compiling needs a CUDA GPU and LEXICON_DEVICE resolves to cpu here, so "
+        "there is nothing to warm; run lexicon warm on the GPU worker's machine."
+    ], result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_warm_with_compile_off_has_nothing_to_do(cli, tmp_path) -> None:
+    """`lexicon warm` with LEXICON_COMPILE=off says there is nothing to compile and exits 1."""
+    result = cli("warm", LEXICON_COMPILE="off")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "lexicon warm: LEXICON_COMPILE is off, so there is nothing to compile; "
+        "set LEXICON_COMPILE=default to build the cache."
+    )
+    assert not (tmp_path / "data").exists()

@@ -76,6 +76,13 @@ def test_cuda_graphs_are_on_by_default() -> None:
     assert load_settings().cuda_graphs is True
 
 
+def test_compile_is_on_by_default_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LEXICON_COMPILE defaults to `default` (cached under the data dir); `off` turns it off."""
+    assert load_settings().compile == "default"
+    monkeypatch.setenv("LEXICON_COMPILE", "off")
+    assert load_settings().compile == "off"
+
+
 def test_missing_token_says_where_to_get_one() -> None:
     """require_discord_token names DISCORD_TOKEN and the developer portal."""
     with pytest.raises(StartupError) as caught:

@@ -1,0 +1,60 @@
+"""The speed levers on CPU: where compiled artefacts are cached, and that nothing is compiled
+or cached on a CPU worker (compiling, graphs and the cache round trip are tested in tests/gpu)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.model import load_model
+from engine.speed import ARTIFACTS_FILE, CompileCache, apply_speedups, compile_cache_dir
+
+
+@pytest.mark.parametrize(
+    ("version", "device", "folder"),
+    [
+        ("2.13.0+cu128", "NVIDIA H200", "torch-2.13.0-cu128-nvidia-h200"),
+        ("2.13.0", "NVIDIA GeForce RTX 4090", "torch-2.13.0-nvidia-geforce-rtx-4090"),
+        (
+            "2.14.0.dev20260101+cu130",
+            "NVIDIA H100 80GB HBM3",
+            "torch-2.14.0.dev20260101-cu130-nvidia-h100-80gb-hbm3",
+        ),
+        ("2.13.0", "Weird/GPU: (x)", "torch-2.13.0-weird-gpu-x"),
+        ("2.13.0", "", "torch-2.13.0-unknown"),
+    ],
+)
+def test_cache_dir_is_per_torch_version_and_gpu_model(
+    version: str, device: str, folder: str
+) -> None:
+    """The cache folder is `<data dir>/compile-cache/torch-<version>-<gpu>`, one path segment."""
+    assert compile_cache_dir(Path("/data"), version, device) == Path("/data/compile-cache", folder)
+
+
+def test_cpu_worker_compiles_and_caches_nothing(engine_data_dir: Path, tmp_path: Path) -> None:
+    """On CPU the default LEXICON_COMPILE is ignored: no compiled module, no graphs, no cache."""
+    model = load_model("tiny", "cpu", data_dir=engine_data_dir)
+    unet = model.unet
+    assert apply_speedups(model, "default", cuda_graphs=True, data_dir=tmp_path) is None
+    assert model.unet is unet and model.graphs is None and not model.pad_batches
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_cache_file_costs_only_a_recompile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt artefacts file is reported and skipped; inductor still caches in the folder,
+    and saving with nothing compiled keeps the file there rather than emptying it."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))  # restored after
+    cache = CompileCache(tmp_path / "cache")
+    cache.folder.mkdir()
+    cache.artifacts.write_bytes(b"not a cache")
+    with caplog.at_level(logging.WARNING, logger="lexicon.engine"):
+        cache.open()
+    assert "not loaded" in caplog.text and ARTIFACTS_FILE in caplog.text
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache.folder)
+    assert cache.save() == 0
+    assert cache.artifacts.read_bytes() == b"not a cache"
