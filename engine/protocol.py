@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from base64 import b64decode, b64encode
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from engine.jobs import (
     EmbeddingPayload,
@@ -171,16 +171,14 @@ class Heartbeat:
 
 
 ToWorker = GenerateBatch | TrainJob | CancelJob | Shutdown
+# A job attempt's last report: after it the worker holds nothing of that job.
+JobOutcome = GenerateDone | TrainDone | JobFailed | JobCancelled | JobReleased
 FromWorker = (
     WorkerReady
     | JobStarted
     | ProgressReport
     | TrainCheckpoint
-    | GenerateDone
-    | TrainDone
-    | JobFailed
-    | JobCancelled
-    | JobReleased
+    | JobOutcome
     | SlotFree
     | Heartbeat
     | WorkerLost
@@ -192,22 +190,8 @@ _TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         GenerateJob,
-        GenerateBatch,
-        TrainJob,
-        CancelJob,
-        Shutdown,
-        WorkerReady,
-        JobStarted,
-        ProgressReport,
-        TrainCheckpoint,
-        GenerateDone,
-        TrainDone,
-        JobFailed,
-        JobCancelled,
-        JobReleased,
-        WorkerLost,
-        SlotFree,
-        Heartbeat,
+        *get_args(ToWorker),
+        *get_args(FromWorker),
         GenerateRequest,
         TrainRequest,
         EmbeddingPayload,
