@@ -52,6 +52,13 @@ def record(key: str, value: Any) -> None:
     log(f"{key}: {value}")
 
 
+def write_results(path: str) -> None:
+    """Save the figures recorded so far to `path`, and print them."""
+    text = json.dumps(RESULTS, indent=2)
+    Path(path).write_text(text)
+    print(text)
+
+
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     """Median seconds of `fn` after warm-up, synchronised with the GPU."""
     for _ in range(warmup):
@@ -479,8 +486,7 @@ def main() -> int:
         served_dir = Path(tempfile.mkdtemp(prefix="served-", dir=work))  # a fresh database
         section("served", lambda: bench_served(folder, served_dir, args.compile, graphs))
     finally:
-        Path(args.out).write_text(json.dumps(RESULTS, indent=2))
-        print(json.dumps(RESULTS, indent=2))
+        write_results(args.out)
     return 0
 
 
