@@ -74,6 +74,13 @@ def record(key: str, value: Any) -> None:
         path.write_text(json.dumps(RESULTS, indent=2))
 
 
+def write_results(path: str) -> None:
+    """Save the figures recorded so far to `path`, and print them."""
+    text = json.dumps(RESULTS, indent=2)
+    Path(path).write_text(text)
+    print(text)
+
+
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     """Median seconds of `fn` after warm-up, synchronised with the GPU."""
     for _ in range(warmup):
@@ -99,15 +106,10 @@ def build_sd15(folder: Path) -> Path:
     """SD 1.5's exact configs with random weights, saved in fp16 as a diffusers folder."""
     if (folder / "model_index.json").is_file():
         return folder
-    from diffusers import (
-        AutoencoderKL,
-        DPMSolverMultistepScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from engine.tiny import write_clip_tokenizer
+    from engine.tiny import SD15_NOISE_SCHEDULE, save_pipeline, write_clip_tokenizer
 
     write_clip_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
@@ -148,26 +150,9 @@ def build_sd15(folder: Path) -> Path:
         for module in (unet, vae):
             for parameter in module.parameters():
                 parameter.mul_(0.5)
-    scheduler = DPMSolverMultistepScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        use_karras_sigmas=True,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).to(torch.float16)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    del pipe, unet, vae, text_encoder
+    scheduler = DPMSolverMultistepScheduler(**SD15_NOISE_SCHEDULE, use_karras_sigmas=True)
+    save_pipeline(folder, unet, vae, text_encoder, tokenizer, scheduler, torch.float16)
+    del unet, vae, text_encoder
     torch.cuda.empty_cache()
     return folder
 
@@ -640,8 +625,7 @@ def main() -> int:
         section("startup", lambda: bench_startup(folder, data_dir, args.compile, graphs))
         add_unet_tflops()
     finally:
-        Path(args.out).write_text(json.dumps(RESULTS, indent=2))
-        print(json.dumps(RESULTS, indent=2))
+        write_results(args.out)
     return 0
 
 

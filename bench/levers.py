@@ -19,9 +19,7 @@ with `+`: `compile+graphs`, `graphs+sdpa_cudnn`, `compile+tuned+graphs`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -30,14 +28,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.gpu_bench import GUIDANCE, SIZE, STEPS, build_sd15, random_embedding, timed
-
-RESULTS: dict[str, Any] = {}
-
-
-def record(key: str, value: Any) -> None:
-    RESULTS[key] = value
-    print(f"{key}: {value}", file=sys.stderr, flush=True)
+from bench.gpu_bench import (
+    GUIDANCE,
+    SIZE,
+    STEPS,
+    build_sd15,
+    random_embedding,
+    record,
+    timed,
+    write_results,
+)
 
 
 def requests(n: int) -> list[Any]:
@@ -242,8 +242,7 @@ def main() -> int:
         if args.decode:
             decode_batches(load_model(str(folder), device="cuda", data_dir=data_dir))
     finally:
-        Path(args.out).write_text(json.dumps(RESULTS, indent=2))
-        print(json.dumps(RESULTS, indent=2))
+        write_results(args.out)
     return 0
 
 

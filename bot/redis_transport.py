@@ -44,25 +44,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from engine.protocol import (
-    CancelJob,
-    FromWorker,
-    GenerateBatch,
-    GenerateDone,
-    Heartbeat,
-    JobCancelled,
-    JobFailed,
-    JobReleased,
-    JobStarted,
-    SlotFree,
-    SlotKind,
-    TrainDone,
-    TrainJob,
-    WorkerLost,
-    WorkerReady,
-    decode,
-    encode,
-)
+from engine import protocol
 from engine.redis_wire import (
     BOT_GROUP,
     CONTROL_MAXLEN,
@@ -99,7 +81,7 @@ class _Wake:
 
 
 _WAKE = _Wake()
-_Item = tuple[FromWorker, str | None] | _Wake
+_Item = tuple[protocol.FromWorker, str | None] | _Wake
 
 
 class RedisTransport:
@@ -142,8 +124,8 @@ class RedisTransport:
         self._announced: set[str] = set()  # WorkerReady already yielded to the scheduler
         self._lost: dict[str, float] = {}
         self._submit_seq: dict[str, int] = dict.fromkeys(SLOTS, 0)
-        self._offers: dict[tuple[str, SlotKind], int] = {}
-        self._offered: dict[tuple[str, SlotKind], int] = {}
+        self._offers: dict[tuple[str, protocol.SlotKind], int] = {}
+        self._offered: dict[tuple[str, protocol.SlotKind], int] = {}
         self._job_worker: dict[int, str] = {}
         self._unrouted_cancels: dict[int, float] = {}
         self._outage_at = float("-inf")
@@ -185,14 +167,14 @@ class RedisTransport:
 
     # --- Transport ---------------------------------------------------------------------------
 
-    async def submit(self, work: GenerateBatch | TrainJob) -> None:
+    async def submit(self, work: protocol.GenerateBatch | protocol.TrainJob) -> None:
         slot = slot_of(work)
         self._submit_seq[slot] += 1  # first, before any await: invalidates pending offers
-        if isinstance(work, GenerateBatch):
+        if isinstance(work, protocol.GenerateBatch):
             pairs = [(job.job_id, job.attempt) for job in work.jobs]
         else:
             pairs = [(work.job_id, work.attempt)]
-        data = await asyncio.to_thread(encode, work)
+        data = await asyncio.to_thread(protocol.encode, work)
         if len(data) > self.max_payload_bytes:
             sentence = (
                 f"This job carries {len(data) / 1e6:.1f} MB, more than the "
@@ -200,7 +182,7 @@ class RedisTransport:
                 "use fewer or smaller photos."
             )
             for job_id, attempt in pairs:
-                self._queue.put_nowait((JobFailed(job_id, attempt, sentence, False), None))
+                self._queue.put_nowait((protocol.JobFailed(job_id, attempt, sentence, False), None))
             return
         key = self.layout.payload(uuid.uuid4().hex)
         fields = {"p": key, "jobs": format_jobs(pairs), "bot": self.layout.bot_id}
@@ -231,7 +213,7 @@ class RedisTransport:
 
         await self._patiently(write, 10.0)
 
-    async def events(self) -> AsyncIterator[FromWorker]:
+    async def events(self) -> AsyncIterator[protocol.FromWorker]:
         while True:
             offer = self._take_offer()
             if offer is not None:
@@ -241,10 +223,10 @@ class RedisTransport:
             if isinstance(item, _Wake):
                 continue
             message, entry_id = item
-            if isinstance(message, WorkerReady):
+            if isinstance(message, protocol.WorkerReady):
                 self._announced.add(message.worker_id)
                 self._forget_offers(message.worker_id)
-            elif isinstance(message, WorkerLost):
+            elif isinstance(message, protocol.WorkerLost):
                 self._announced.discard(message.worker_id)
                 self._forget_offers(message.worker_id)
             yield message
@@ -303,39 +285,44 @@ class RedisTransport:
             if raw is None:
                 raise ValueError("empty entry")
             if len(raw) > DECODE_IN_THREAD_BYTES:
-                message = await asyncio.to_thread(decode, raw)
+                message = await asyncio.to_thread(protocol.decode, raw)
             else:
-                message = decode(raw)
+                message = protocol.decode(raw)
         except (KeyError, ValueError, TypeError) as error:
             log.warning("dropped an unreadable event %s: %s", entry_id, error)
             self._acks.append(entry_id)
             return
-        if isinstance(message, WorkerReady):
+        if isinstance(message, protocol.WorkerReady):
             worker = message.worker_id
             if worker in self._known or worker in self._lost:
                 self._acks.append(entry_id)  # announced already, or an old one of a dead worker
                 return
             self._known[worker] = _Known()
-        elif isinstance(message, WorkerLost):
+        elif isinstance(message, protocol.WorkerLost):
             self._known.pop(message.worker_id, None)
             self._lost[message.worker_id] = time.monotonic()
             self._forget_routes(message.worker_id)
-        elif isinstance(message, JobStarted):
+        elif isinstance(message, protocol.JobStarted):
             self._job_worker[message.job_id] = message.worker_id
             if self._unrouted_cancels.pop(message.job_id, None) is not None:
                 await self._patiently(lambda: self._route_cancel(message), 10.0)
-        elif isinstance(message, GenerateDone | TrainDone | JobFailed | JobCancelled | JobReleased):
+        elif isinstance(message, protocol.JobOutcome):
             self._job_worker.pop(message.job_id, None)
         self._queue.put_nowait((message, entry_id))
 
-    async def _route_cancel(self, started: JobStarted) -> None:
+    async def _route_cancel(self, started: protocol.JobStarted) -> None:
         pipe = self.client.pipeline(transaction=False)
         self._control(pipe, started.worker_id, started.job_id)
         await pipe.execute()
 
     def _control(self, pipe: Any, worker: str, job_id: int) -> None:
         stream = self.layout.control(worker)
-        pipe.xadd(stream, {"m": encode(CancelJob(job_id))}, maxlen=CONTROL_MAXLEN, approximate=True)
+        pipe.xadd(
+            stream,
+            {"m": protocol.encode(protocol.CancelJob(job_id))},
+            maxlen=CONTROL_MAXLEN,
+            approximate=True,
+        )
         pipe.expire(stream, int(self.cancel_ttl))
 
     async def _flush_acks(self) -> None:
@@ -404,7 +391,7 @@ class RedisTransport:
             known = self._known.get(worker)
             if known is None:
                 try:
-                    announcement = decode(ready)
+                    announcement = protocol.decode(ready)
                 except (KeyError, ValueError, TypeError):
                     log.warning("worker %s has an unreadable registration; ignored", worker)
                     continue
@@ -415,7 +402,7 @@ class RedisTransport:
                 known.beat = beat
                 ids = tuple(int(j) for j in as_text(jobs or b"").split(",") if j)
                 peak = int(memory or 0)
-                self._queue.put_nowait((Heartbeat(worker, ids, peak), None))
+                self._queue.put_nowait((protocol.Heartbeat(worker, ids, peak), None))
             if stopping or worker not in self._announced:
                 continue
             for slot in SLOTS:
@@ -425,12 +412,12 @@ class RedisTransport:
                     self._offers[key] = self._offered[key] = seq[slot]
                     self._queue.put_nowait(_WAKE)
 
-    def _take_offer(self) -> SlotFree | None:
+    def _take_offer(self) -> protocol.SlotFree | None:
         while self._offers:
             (worker, slot), seq = self._offers.popitem()
             # Valid only if nothing was submitted since the snapshot that found the slot free.
             if seq == self._submit_seq[slot] and worker in self._announced:
-                return SlotFree(worker, slot)
+                return protocol.SlotFree(worker, slot)
         return None
 
     def _forget_offers(self, worker: str) -> None:
@@ -460,7 +447,7 @@ class RedisTransport:
         self._forget_routes(worker)
         self._forget_offers(worker)
         log.warning("worker %s lost: %s", worker, reason)
-        self._queue.put_nowait((WorkerLost(worker, reason), None))
+        self._queue.put_nowait((protocol.WorkerLost(worker, reason), None))
 
     async def _janitor(self) -> None:
         """XAUTOCLAIM entries idle longer than `reclaim_idle_seconds` and drop them."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from base64 import b64decode, b64encode
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from engine.jobs import (
     EmbeddingPayload,
@@ -28,15 +28,22 @@ from engine.jobs import (
 SlotKind = Literal["generate", "train"]
 
 
+@dataclass(frozen=True)
+class JobAttempt:
+    """The job, and which run of it, a message is about: a retried job runs as a new attempt, and
+    the bot stores a report only while its attempt is the job's current one."""
+
+    job_id: int
+    attempt: int
+
+
 # --- bot → worker -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class GenerateJob:
+class GenerateJob(JobAttempt):
     """One queued `/imagine` inside a batch."""
 
-    job_id: int
-    attempt: int
     request: GenerateRequest
 
 
@@ -48,11 +55,9 @@ class GenerateBatch:
 
 
 @dataclass(frozen=True)
-class TrainJob:
+class TrainJob(JobAttempt):
     """One `/train`; `resume_from` is the last checkpoint when this is a retry."""
 
-    job_id: int
-    attempt: int
     request: TrainRequest
     resume_from: bytes | None = None
 
@@ -82,69 +87,59 @@ class WorkerReady:
 
 
 @dataclass(frozen=True)
-class JobStarted:
-    job_id: int
-    attempt: int
+class JobStarted(JobAttempt):
     worker_id: str
     batch_size: int = 1  # how many jobs share this engine batch (for tests and metrics)
     batch_job_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
-class ProgressReport:
+class ProgressReport(JobAttempt):
     """How far a running job is (a worker's report; the scheduler stores it as a job's progress)."""
 
-    job_id: int
-    attempt: int
     progress: Progress
 
 
 @dataclass(frozen=True)
-class TrainCheckpoint:
-    job_id: int
-    attempt: int
+class TrainCheckpoint(JobAttempt):
+    """Training state at `step`, so that a retry resumes there rather than at step 0."""
+
     step: int
     data: bytes
 
 
 @dataclass(frozen=True)
-class GenerateDone:
-    job_id: int
-    attempt: int
+class GenerateDone(JobAttempt):
+    """The job's images; `seconds`: how long its engine batch ran, for start estimates."""
+
     images: tuple[GeneratedImage, ...]
     seconds: float
 
 
 @dataclass(frozen=True)
-class TrainDone:
-    job_id: int
-    attempt: int
+class TrainDone(JobAttempt):
+    """The trained embedding; `seconds`: how long training ran, for start estimates."""
+
     result: TrainResult
     seconds: float
 
 
 @dataclass(frozen=True)
-class JobFailed:
+class JobFailed(JobAttempt):
     """`retryable` is False when retrying cannot help (bad input); the error is for the user."""
 
-    job_id: int
-    attempt: int
     error: str
     retryable: bool = False
 
 
 @dataclass(frozen=True)
-class JobCancelled:
-    job_id: int
-    attempt: int
+class JobCancelled(JobAttempt):
+    """The job stopped because it was cancelled."""
 
 
 @dataclass(frozen=True)
-class JobReleased:
+class JobReleased(JobAttempt):
     """The worker gave the job back unfinished (it is shutting down); run it elsewhere."""
-
-    job_id: int
-    attempt: int
 
 
 @dataclass(frozen=True)
@@ -171,16 +166,14 @@ class Heartbeat:
 
 
 ToWorker = GenerateBatch | TrainJob | CancelJob | Shutdown
+# A job attempt's last report: after it the worker holds nothing of that job.
+JobOutcome = GenerateDone | TrainDone | JobFailed | JobCancelled | JobReleased
 FromWorker = (
     WorkerReady
     | JobStarted
     | ProgressReport
     | TrainCheckpoint
-    | GenerateDone
-    | TrainDone
-    | JobFailed
-    | JobCancelled
-    | JobReleased
+    | JobOutcome
     | SlotFree
     | Heartbeat
     | WorkerLost
@@ -192,22 +185,8 @@ _TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         GenerateJob,
-        GenerateBatch,
-        TrainJob,
-        CancelJob,
-        Shutdown,
-        WorkerReady,
-        JobStarted,
-        ProgressReport,
-        TrainCheckpoint,
-        GenerateDone,
-        TrainDone,
-        JobFailed,
-        JobCancelled,
-        JobReleased,
-        WorkerLost,
-        SlotFree,
-        Heartbeat,
+        *get_args(ToWorker),
+        *get_args(FromWorker),
         GenerateRequest,
         TrainRequest,
         EmbeddingPayload,

@@ -14,12 +14,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.vocabulary import CLIP_VOCAB_SIZE, clip_vocab_and_merges
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import AutoencoderKL, SchedulerMixin, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
 TINY_HIDDEN_SIZE = 32
 TINY_IMAGE_SIZE = 64
 _MARKER = "lexicon-tiny.json"
+# SD 1.5's noise schedule, so timesteps and noise levels of a random model are the real ones.
+SD15_NOISE_SCHEDULE: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "steps_offset": 1,
+}
 
 
 def write_clip_tokenizer(folder: Path) -> None:
@@ -60,12 +74,7 @@ def make_tiny_model(folder: Path, seed: int = 0) -> Path:
     file appears, so a half-written folder is never mistaken for a model.
     """
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
@@ -112,16 +121,24 @@ def make_tiny_model(folder: Path, seed: int = 0) -> Path:
             projection_dim=TINY_HIDDEN_SIZE,
         )
     )
-    # SD 1.5's scheduler config, so timesteps and noise levels are the real ones.
-    scheduler = PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        set_alpha_to_one=False,
-        skip_prk_steps=True,
-        steps_offset=1,
-    )
+    scheduler = PNDMScheduler(**SD15_NOISE_SCHEDULE, set_alpha_to_one=False, skip_prk_steps=True)
+    save_pipeline(folder, unet, vae, text_encoder, tokenizer, scheduler)
+    (folder / _MARKER).write_text(json.dumps({"seed": seed}), encoding="utf-8")
+    return folder
+
+
+def save_pipeline(
+    folder: Path,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    scheduler: SchedulerMixin,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Assemble SD 1.x components (no safety checker) and save them as a diffusers folder."""
+    from diffusers import StableDiffusionPipeline
+
     pipeline = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -132,6 +149,6 @@ def make_tiny_model(folder: Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    if dtype is not None:
+        pipeline = pipeline.to(dtype)
     pipeline.save_pretrained(folder, safe_serialization=True)
-    (folder / _MARKER).write_text(json.dumps({"seed": seed}), encoding="utf-8")
-    return folder

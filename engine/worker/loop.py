@@ -23,29 +23,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine import protocol
 from engine.engine_api import Engine, TrainingRun, UserInputError
 from engine.errors import Cancelled
 from engine.jobs import Progress
-from engine.protocol import (
-    CancelJob,
-    FromWorker,
-    GenerateBatch,
-    GenerateDone,
-    GenerateJob,
-    Heartbeat,
-    JobCancelled,
-    JobFailed,
-    JobReleased,
-    JobStarted,
-    ProgressReport,
-    Shutdown,
-    SlotFree,
-    ToWorker,
-    TrainCheckpoint,
-    TrainDone,
-    TrainJob,
-    WorkerReady,
-)
 from engine.worker_config import WorkerConfig
 
 log = logging.getLogger("lexicon.worker")
@@ -54,16 +35,16 @@ log = logging.getLogger("lexicon.worker")
 class Channel(Protocol):
     """A duplex message link to the bot."""
 
-    def send(self, message: FromWorker) -> None: ...
+    def send(self, message: protocol.FromWorker) -> None: ...
 
-    def poll(self, timeout: float) -> ToWorker | None:
+    def poll(self, timeout: float) -> protocol.ToWorker | None:
         """The next message, waiting up to `timeout` seconds; None when none came."""
         ...
 
 
 @dataclass
 class _Training:
-    job: TrainJob
+    job: protocol.TrainJob
     run: TrainingRun
     started: float
     last_checkpoint_step: int
@@ -75,8 +56,8 @@ class Worker:
         self.channel = channel
         self.config = config
         self._send_lock = threading.Lock()
-        self._batches: deque[GenerateBatch] = deque()
-        self._trainings: deque[TrainJob] = deque()
+        self._batches: deque[protocol.GenerateBatch] = deque()
+        self._trainings: deque[protocol.TrainJob] = deque()
         self._training: _Training | None = None
         self._cancelled: set[int] = set()
         self._running_ids: tuple[int, ...] = ()
@@ -84,7 +65,7 @@ class Worker:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def send(self, message: FromWorker) -> None:
+    def send(self, message: protocol.FromWorker) -> None:
         with self._send_lock:
             self.channel.send(message)
 
@@ -93,18 +74,18 @@ class Worker:
             ids = self._running_ids + ((self._training.job.job_id,) if self._training else ())
             try:
                 memory = self.engine.peak_memory_bytes()
-                self.send(Heartbeat(self.config.worker_id, ids, memory))
+                self.send(protocol.Heartbeat(self.config.worker_id, ids, memory))
             except (OSError, EOFError):
                 return
 
-    def _accept(self, message: ToWorker) -> None:
-        if isinstance(message, GenerateBatch):
+    def _accept(self, message: protocol.ToWorker) -> None:
+        if isinstance(message, protocol.GenerateBatch):
             self._batches.append(message)
-        elif isinstance(message, TrainJob):
+        elif isinstance(message, protocol.TrainJob):
             self._trainings.append(message)
-        elif isinstance(message, CancelJob):
+        elif isinstance(message, protocol.CancelJob):
             self._cancelled.add(message.job_id)
-        elif isinstance(message, Shutdown):
+        elif isinstance(message, protocol.Shutdown):
             self._stopping.set()
 
     def _drain(self, timeout: float = 0.0) -> None:
@@ -121,7 +102,7 @@ class Worker:
         """Serve until a Shutdown arrives; returns after releasing unfinished work."""
         engine = self.engine
         self.send(
-            WorkerReady(
+            protocol.WorkerReady(
                 self.config.worker_id,
                 engine.device,
                 self.config.max_batch,
@@ -129,8 +110,8 @@ class Worker:
                 engine.family,
             )
         )
-        self.send(SlotFree(self.config.worker_id, "generate"))
-        self.send(SlotFree(self.config.worker_id, "train"))
+        self.send(protocol.SlotFree(self.config.worker_id, "generate"))
+        self.send(protocol.SlotFree(self.config.worker_id, "train"))
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
         beat.start()
         try:
@@ -158,22 +139,24 @@ class Worker:
     def _release_unfinished(self) -> None:
         pending = [job for batch in self._batches for job in batch.jobs]
         for job in pending:
-            self.send(JobReleased(job.job_id, job.attempt))
+            self.send(protocol.JobReleased(job.job_id, job.attempt))
         if self._training:
             run = self._training
             self.send(
-                TrainCheckpoint(run.job.job_id, run.job.attempt, run.run.step, run.run.checkpoint())
+                protocol.TrainCheckpoint(
+                    run.job.job_id, run.job.attempt, run.run.step, run.run.checkpoint()
+                )
             )
-            self.send(JobReleased(run.job.job_id, run.job.attempt))
+            self.send(protocol.JobReleased(run.job.job_id, run.job.attempt))
         for train_job in self._trainings:
-            self.send(JobReleased(train_job.job_id, train_job.attempt))
+            self.send(protocol.JobReleased(train_job.job_id, train_job.attempt))
 
     # --- generate --------------------------------------------------------------------------
 
-    def _run_batch(self, batch: GenerateBatch) -> None:
+    def _run_batch(self, batch: protocol.GenerateBatch) -> None:
         jobs = [job for job in batch.jobs if job.job_id not in self._cancelled]
-        outcomes: list[FromWorker] = [
-            JobCancelled(job.job_id, job.attempt)
+        outcomes: list[protocol.FromWorker] = [
+            protocol.JobCancelled(job.job_id, job.attempt)
             for job in batch.jobs
             if job.job_id in self._cancelled
         ]
@@ -186,17 +169,19 @@ class Worker:
                     outcomes += self._generate([job])
         # Free the slot before sending the results: the scheduler can hand over the next batch
         # while it stores these images, so the GPU does not wait on the bot's disk writes.
-        self.send(SlotFree(self.config.worker_id, "generate"))
+        self.send(protocol.SlotFree(self.config.worker_id, "generate"))
         for outcome in outcomes:
             self.send(outcome)
 
-    def _generate(self, jobs: list[GenerateJob]) -> list[FromWorker]:
+    def _generate(self, jobs: list[protocol.GenerateJob]) -> list[protocol.FromWorker]:
         """Run one engine batch; returns each job's outcome message (not yet sent)."""
         ids = tuple(job.job_id for job in jobs)
         self._running_ids = ids
         started = time.monotonic()
         for job in jobs:
-            self.send(JobStarted(job.job_id, job.attempt, self.config.worker_id, len(jobs), ids))
+            self.send(
+                protocol.JobStarted(job.job_id, job.attempt, self.config.worker_id, len(jobs), ids)
+            )
         last_report = 0.0
 
         def on_step(step: int, total: int, previews: list[bytes] | None) -> bool:
@@ -211,7 +196,7 @@ class Worker:
                     if job.job_id not in self._cancelled:
                         preview = previews[index] if previews else None
                         progress = Progress(step, total, None, eta, preview)
-                        self.send(ProgressReport(job.job_id, job.attempt, progress))
+                        self.send(protocol.ProgressReport(job.job_id, job.attempt, progress))
             if self._stopping.is_set():
                 return True  # shutting down: give the batch back rather than finish it
             return all(job.job_id in self._cancelled for job in jobs)
@@ -220,27 +205,30 @@ class Worker:
             results = self.engine.generate([job.request for job in jobs], on_step)
         except Cancelled:
             return [
-                JobCancelled(job.job_id, job.attempt)
+                protocol.JobCancelled(job.job_id, job.attempt)
                 if job.job_id in self._cancelled
-                else JobReleased(job.job_id, job.attempt)
+                else protocol.JobReleased(job.job_id, job.attempt)
                 for job in jobs
             ]
         except UserInputError as error:
             if len(jobs) > 1:
                 raise
-            return [JobFailed(jobs[0].job_id, jobs[0].attempt, str(error), retryable=False)]
+            return [
+                protocol.JobFailed(jobs[0].job_id, jobs[0].attempt, str(error), retryable=False)
+            ]
         except Exception as error:  # an engine fault: log it, let the bot retry elsewhere
             log.exception("generate batch %s failed", ids)
             return [
-                JobFailed(job.job_id, job.attempt, _fault_sentence(error), True) for job in jobs
+                protocol.JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
+                for job in jobs
             ]
         finally:
             self._running_ids = ()
         seconds = time.monotonic() - started
         return [
-            JobCancelled(job.job_id, job.attempt)
+            protocol.JobCancelled(job.job_id, job.attempt)
             if job.job_id in self._cancelled
-            else GenerateDone(job.job_id, job.attempt, tuple(images), seconds)
+            else protocol.GenerateDone(job.job_id, job.attempt, tuple(images), seconds)
             for job, images in zip(jobs, results, strict=True)
         ]
 
@@ -250,19 +238,25 @@ class Worker:
         if self._training is None:
             job = self._trainings.popleft()
             if job.job_id in self._cancelled:
-                self.send(JobCancelled(job.job_id, job.attempt))
-                self.send(SlotFree(self.config.worker_id, "train"))
+                self.send(protocol.JobCancelled(job.job_id, job.attempt))
+                self.send(protocol.SlotFree(self.config.worker_id, "train"))
                 return
-            self.send(JobStarted(job.job_id, job.attempt, self.config.worker_id, 1, (job.job_id,)))
+            self.send(
+                protocol.JobStarted(
+                    job.job_id, job.attempt, self.config.worker_id, 1, (job.job_id,)
+                )
+            )
             try:
                 run = self.engine.start_training(job.request, job.resume_from)
             except UserInputError as error:
-                self._end_training(job, JobFailed(job.job_id, job.attempt, str(error), False))
+                self._end_training(
+                    job, protocol.JobFailed(job.job_id, job.attempt, str(error), False)
+                )
                 return
             except Exception as error:
                 log.exception("training job %s could not start", job.job_id)
                 self._end_training(
-                    job, JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
+                    job, protocol.JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
                 )
                 return
             self._training = _Training(job, run, time.monotonic(), run.step)
@@ -270,33 +264,37 @@ class Worker:
         training = self._training
         job, run = training.job, training.run
         if job.job_id in self._cancelled:
-            self._end_training(job, JobCancelled(job.job_id, job.attempt))
+            self._end_training(job, protocol.JobCancelled(job.job_id, job.attempt))
             return
         try:
             steps = min(self.config.train_slice_steps, run.total - run.step)
             progress = run.run_steps(steps) if steps > 0 else Progress(run.step, run.total)
-            self.send(ProgressReport(job.job_id, job.attempt, progress))
+            self.send(protocol.ProgressReport(job.job_id, job.attempt, progress))
             if run.step >= run.total:
                 result = run.finish()
                 seconds = time.monotonic() - training.started
-                self._end_training(job, TrainDone(job.job_id, job.attempt, result, seconds))
+                self._end_training(
+                    job, protocol.TrainDone(job.job_id, job.attempt, result, seconds)
+                )
             elif run.step - training.last_checkpoint_step >= self.config.checkpoint_every:
-                self.send(TrainCheckpoint(job.job_id, job.attempt, run.step, run.checkpoint()))
+                self.send(
+                    protocol.TrainCheckpoint(job.job_id, job.attempt, run.step, run.checkpoint())
+                )
                 training.last_checkpoint_step = run.step
         except Cancelled:
-            self._end_training(job, JobCancelled(job.job_id, job.attempt))
+            self._end_training(job, protocol.JobCancelled(job.job_id, job.attempt))
         except UserInputError as error:
-            self._end_training(job, JobFailed(job.job_id, job.attempt, str(error), False))
+            self._end_training(job, protocol.JobFailed(job.job_id, job.attempt, str(error), False))
         except Exception as error:
             log.exception("training job %s failed", job.job_id)
             self._end_training(
-                job, JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
+                job, protocol.JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
             )
 
-    def _end_training(self, job: TrainJob, outcome: FromWorker) -> None:
+    def _end_training(self, job: protocol.TrainJob, outcome: protocol.FromWorker) -> None:
         self._training = None
         self.send(outcome)
-        self.send(SlotFree(self.config.worker_id, "train"))
+        self.send(protocol.SlotFree(self.config.worker_id, "train"))
 
 
 def _fault_sentence(error: BaseException) -> str:

@@ -42,27 +42,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import RedisError, ResponseError
 
-from engine.protocol import (
-    CancelJob,
-    FromWorker,
-    GenerateBatch,
-    GenerateDone,
-    Heartbeat,
-    JobCancelled,
-    JobFailed,
-    JobReleased,
-    ProgressReport,
-    Shutdown,
-    SlotFree,
-    SlotKind,
-    ToWorker,
-    TrainDone,
-    TrainJob,
-    WorkerLost,
-    WorkerReady,
-    decode,
-    encode,
-)
+from engine import protocol
 from engine.redis_wire import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     EVENTS_MAXLEN,
@@ -84,7 +64,6 @@ PEEK_INTERVAL = 0.05
 # Longest single blocking read, so SIGTERM and cancels are noticed quickly.
 MAX_BLOCK = 0.25
 
-OUTCOMES = (GenerateDone, TrainDone, JobFailed, JobCancelled, JobReleased)
 # Errors a busy or failing-over Redis answers with; worth waiting out like a dropped connection.
 TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN")
 
@@ -115,7 +94,7 @@ class _Entry:
 
     stream: str
     entry_id: str
-    slot: SlotKind
+    slot: protocol.SlotKind
     bot_id: str
     outstanding: set[tuple[int, int]] = field(default_factory=set)
 
@@ -151,7 +130,7 @@ class RedisChannel:
         self.max_payload_bytes = max_payload_bytes
         self.stop_grace = stop_grace
         self._lock = threading.RLock()
-        self._inbox: deque[ToWorker] = deque()
+        self._inbox: deque[protocol.ToWorker] = deque()
         self._free: dict[str, bool] = dict.fromkeys(SLOTS, False)
         self._swallow: dict[str, int] = dict.fromkeys(SLOTS, 0)
         self._entries: dict[str, _Entry] = {}
@@ -181,11 +160,11 @@ class RedisChannel:
             leftovers = list(self._inbox)
             self._inbox.clear()
         for message in leftovers:
-            if isinstance(message, GenerateBatch):
+            if isinstance(message, protocol.GenerateBatch):
                 for job in message.jobs:
-                    self.send(JobReleased(job.job_id, job.attempt))
-            elif isinstance(message, TrainJob):
-                self.send(JobReleased(message.job_id, message.attempt))
+                    self.send(protocol.JobReleased(job.job_id, job.attempt))
+            elif isinstance(message, protocol.TrainJob):
+                self.send(protocol.JobReleased(message.job_id, message.attempt))
         layout = self.layout
 
         def farewell() -> None:
@@ -193,7 +172,7 @@ class RedisChannel:
             if self._ready is not None:
                 pipe.xadd(
                     layout.events(),
-                    {"m": encode(WorkerLost(self.worker_id, reason))},
+                    {"m": protocol.encode(protocol.WorkerLost(self.worker_id, reason))},
                     maxlen=EVENTS_MAXLEN,
                     approximate=True,
                 )
@@ -209,24 +188,24 @@ class RedisChannel:
 
     # --- Channel: send -----------------------------------------------------------------------
 
-    def send(self, message: FromWorker) -> None:
-        if isinstance(message, WorkerReady):
+    def send(self, message: protocol.FromWorker) -> None:
+        if isinstance(message, protocol.WorkerReady):
             self._register(message)
-        elif isinstance(message, SlotFree):
+        elif isinstance(message, protocol.SlotFree):
             self._slot_free(message)
-        elif isinstance(message, Heartbeat):
+        elif isinstance(message, protocol.Heartbeat):
             self._heartbeat(message)
-        elif isinstance(message, ProgressReport):
+        elif isinstance(message, protocol.ProgressReport):
             self._progress(message)
-        elif isinstance(message, OUTCOMES):
+        elif isinstance(message, protocol.JobOutcome):
             self._outcome(message)
         else:  # JobStarted, TrainCheckpoint, WorkerLost (could not start)
             data = self._bounded(message)
             if data is not None:
                 self._retry(lambda: self._xadd_event(self.client, self.layout.events(), data))
 
-    def _register(self, message: WorkerReady) -> None:
-        self._ready = encode(message)
+    def _register(self, message: protocol.WorkerReady) -> None:
+        self._ready = protocol.encode(message)
         self._retry(self._write_registration)
 
     def _write_registration(self, pipe_events: bool = True) -> None:
@@ -243,7 +222,7 @@ class RedisChannel:
             self._xadd_event(pipe, layout.events(), self._ready)
         pipe.execute()
 
-    def _slot_free(self, message: SlotFree) -> None:
+    def _slot_free(self, message: protocol.SlotFree) -> None:
         slot = message.slot
         with self._lock:
             if self._swallow[slot]:
@@ -252,7 +231,7 @@ class RedisChannel:
             self._free[slot] = True
         if self._stop.is_set():
             return
-        data = encode(message)
+        data = protocol.encode(message)
         stream, events = self.layout.work(slot), self.layout.events()
 
         def take_or_announce() -> Any:
@@ -262,7 +241,7 @@ class RedisChannel:
 
         self._accept_entries(self._retry(take_or_announce))
 
-    def _heartbeat(self, message: Heartbeat) -> None:
+    def _heartbeat(self, message: protocol.Heartbeat) -> None:
         """Liveness: refresh the hash and its TTL, and touch the entries this worker holds."""
         with self._lock:
             self._worker_jobs = message.job_ids
@@ -289,7 +268,7 @@ class RedisChannel:
         except REDIS_DOWN as error:
             self._note_outage(error)
 
-    def _progress(self, message: ProgressReport) -> None:
+    def _progress(self, message: protocol.ProgressReport) -> None:
         """Best effort: a progress report is never worth waiting for Redis."""
         data = self._bounded(message)
         if data is None:
@@ -300,15 +279,15 @@ class RedisChannel:
         except REDIS_DOWN as error:
             self._note_outage(error)
 
-    def _outcome(self, message: FromWorker) -> None:
+    def _outcome(self, message: protocol.JobOutcome) -> None:
         """Report an outcome; the entry is acknowledged and deleted in the same MULTI once
         every job of it has one."""
-        job_id, attempt = message.job_id, message.attempt  # type: ignore[union-attr]
+        job_id, attempt = message.job_id, message.attempt
         data = self._bounded(message)
         if data is None:
-            size = len(encode(message)) / 1e6
-            data = encode(
-                JobFailed(
+            size = len(protocol.encode(message)) / 1e6
+            data = protocol.encode(
+                protocol.JobFailed(
                     job_id,
                     attempt,
                     f"The result is {size:.1f} MB, more than the "
@@ -337,7 +316,7 @@ class RedisChannel:
 
     # --- Channel: poll -----------------------------------------------------------------------
 
-    def poll(self, timeout: float) -> ToWorker | None:
+    def poll(self, timeout: float) -> protocol.ToWorker | None:
         """The next message for the worker loop, waiting up to `timeout` seconds.
 
         Between denoising steps (`timeout` 0) Redis is asked at most every PEEK_INTERVAL; an
@@ -353,7 +332,7 @@ class RedisChannel:
                     self._shutdown_sent = True
                     with contextlib.suppress(RedisError, OSError):  # no more offers for us
                         self.client.hset(self.layout.worker(self.worker_id), "stopping", 1)
-                    return Shutdown()
+                    return protocol.Shutdown()
                 return None
             now = time.monotonic()
             remaining = deadline - now
@@ -376,7 +355,7 @@ class RedisChannel:
                 log.exception("reading from Redis failed; retrying")
                 time.sleep(min(max(remaining, 0.0), 0.5))
 
-    def _free_slots(self) -> list[SlotKind]:
+    def _free_slots(self) -> list[protocol.SlotKind]:
         with self._lock:
             return [slot for slot in SLOTS if self._free[slot]]
 
@@ -387,17 +366,17 @@ class RedisChannel:
             for entry_id, fields in entries:
                 self._control_last = as_text(entry_id)
                 try:
-                    message = decode(_fields(fields)["m"])
+                    message = protocol.decode(_fields(fields)["m"])
                 except (KeyError, ValueError, TypeError):
                     log.warning("ignored an unreadable control message %s", entry_id)
                     continue
-                if isinstance(message, CancelJob):
+                if isinstance(message, protocol.CancelJob):
                     with self._lock:
                         self._inbox.append(message)
-                elif isinstance(message, Shutdown):
+                elif isinstance(message, protocol.Shutdown):
                     self.request_stop()
 
-    def _read_work(self, slots: list[SlotKind], block_ms: int | None) -> None:
+    def _read_work(self, slots: list[protocol.SlotKind], block_ms: int | None) -> None:
         streams: dict[Any, Any] = {self.layout.work(slot): ">" for slot in slots}
         try:
             response: Any = self.client.xreadgroup(
@@ -418,11 +397,13 @@ class RedisChannel:
     def _accept_entries(self, response: Any) -> None:
         for stream, entries in response or []:
             stream_name = as_text(stream)
-            slot: SlotKind = "generate" if stream_name == self.layout.work("generate") else "train"
+            slot: protocol.SlotKind = (
+                "generate" if stream_name == self.layout.work("generate") else "train"
+            )
             for entry_id, fields in entries:
                 self._accept(stream_name, slot, as_text(entry_id), fields)
 
-    def _accept(self, stream: str, slot: SlotKind, entry_id: str, fields: Any) -> None:
+    def _accept(self, stream: str, slot: protocol.SlotKind, entry_id: str, fields: Any) -> None:
         """Take one work entry: its payload (GETDEL), cancels, and hand it to the worker."""
         fields = _fields(fields)
         if "p" not in fields:  # trimmed or deleted under us: nothing to run
@@ -449,21 +430,21 @@ class RedisChannel:
         message: Any = None
         if payload is not None:
             try:
-                message = decode(payload)
+                message = protocol.decode(payload)
             except (KeyError, ValueError, TypeError):
                 log.exception("work entry %s has an unreadable payload", entry_id)
-        if not isinstance(message, GenerateBatch | TrainJob):
+        if not isinstance(message, protocol.GenerateBatch | protocol.TrainJob):
             # The payload expired or is corrupt: give the jobs back; the bot sends them again.
             log.warning("work entry %s has no usable payload; releasing %s", entry_id, jobs)
             for job_id, attempt in jobs:
-                self.send(JobReleased(job_id, attempt))
+                self.send(protocol.JobReleased(job_id, attempt))
             return
         with self._lock:
             self._free[slot] = False
             for (job_id, _), is_cancelled in zip(jobs, cancelled, strict=True):
                 if is_cancelled:
-                    self._inbox.append(CancelJob(job_id))
-            if isinstance(message, GenerateBatch):
+                    self._inbox.append(protocol.CancelJob(job_id))
+            if isinstance(message, protocol.GenerateBatch):
                 chunks = split_batch(message, self.max_batch)
                 self._swallow["generate"] += len(chunks) - 1
                 self._inbox.extend(chunks)
@@ -483,8 +464,8 @@ class RedisChannel:
             entry = self._held.get((job_id, attempt))
         return self.layout.events(entry.bot_id if entry else None)
 
-    def _bounded(self, message: FromWorker) -> bytes | None:
-        data = encode(message)
+    def _bounded(self, message: protocol.FromWorker) -> bytes | None:
+        data = protocol.encode(message)
         if len(data) > self.max_payload_bytes:
             log.error(
                 "%s is %d bytes, over the %d-byte limit; not sent",
@@ -536,21 +517,21 @@ class RedisChannel:
                     self._write_registration(pipe_events=False)
 
 
-def split_batch(batch: GenerateBatch, max_images: int) -> list[GenerateBatch]:
+def split_batch(batch: protocol.GenerateBatch, max_images: int) -> list[protocol.GenerateBatch]:
     """Chunks of at most `max_images` images, for a worker smaller than the one the scheduler
     sized the batch for (the work stream is shared)."""
-    chunks: list[GenerateBatch] = []
+    chunks: list[protocol.GenerateBatch] = []
     current: list[Any] = []
     images = 0
     for job in batch.jobs:
         count = job.request.count
         if current and images + count > max_images:
-            chunks.append(GenerateBatch(tuple(current)))
+            chunks.append(protocol.GenerateBatch(tuple(current)))
             current, images = [], 0
         current.append(job)
         images += count
     if current:
-        chunks.append(GenerateBatch(tuple(current)))
+        chunks.append(protocol.GenerateBatch(tuple(current)))
     return chunks
 
 
@@ -591,7 +572,9 @@ def serve(
         log.error("the GPU worker could not start: %s", error)
         with contextlib.suppress(ChannelClosed):
             channel.request_stop()
-            channel.send(WorkerLost(config.worker_id, f"the GPU worker could not start: {error}"))
+            channel.send(
+                protocol.WorkerLost(config.worker_id, f"the GPU worker could not start: {error}")
+            )
         return 1
     if channel._stop.is_set():
         return 0

@@ -6,6 +6,7 @@ import ast
 import pkgutil
 import subprocess
 import sys
+from collections.abc import Sequence
 
 from tests.conftest import REPO_ROOT
 
@@ -20,36 +21,38 @@ def _all_modules(package: str) -> list[str]:
     return names
 
 
+def _loaded_after_importing(modules: Sequence[str], timeout: float = 60) -> list[str]:
+    """Every module in `sys.modules` once a fresh interpreter has imported `modules`."""
+    code = (
+        "import importlib, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('\\n'.join(sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def _heavy(loaded: list[str]) -> list[str]:
+    return [m for m in loaded if m.split(".")[0] in HEAVY]
+
+
 def test_bot_cogs_storage_do_not_import_torch() -> None:
     """Importing every module of bot, cogs and storage leaves torch & co out of sys.modules."""
     modules = [m for p in ("bot", "cogs", "storage") for m in _all_modules(p)]
     modules = [m for m in modules if m not in ("bot.__main__",)]
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert _heavy(_loaded_after_importing(modules, timeout=120)) == []
     assert len(modules) > 5
 
 
 def test_engine_job_types_are_torch_free() -> None:
     """engine.jobs, engine.vocabulary and engine.embedding_metadata (imported by the bot) do not
     pull in torch."""
-    code = (
-        "import sys, engine.jobs, engine.vocabulary, engine.embedding_metadata\n"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    modules = ("engine.jobs", "engine.vocabulary", "engine.embedding_metadata")
+    assert _heavy(_loaded_after_importing(modules)) == []
 
 
 # The worker process's code: `engine.worker.*` and the torch modules it drives.
@@ -85,16 +88,7 @@ def test_bot_and_cogs_never_import_worker_code() -> None:
 def test_contract_modules_load_no_worker_code() -> None:
     """The torch-free modules the bot shares with workers load neither torch nor the worker."""
     contracts = ("engine.protocol", "engine.worker_config", "engine.redis_wire")
-    code = (
-        "import importlib, sys\n"
-        f"for name in {contracts!r}:\n"
-        "    importlib.import_module(name)\n"
-        "print('\\n'.join(sys.modules))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = result.stdout.split()
+    loaded = _loaded_after_importing(contracts)
     assert "engine.redis_wire" in loaded
-    assert [m for m in loaded if m.split(".")[0] in HEAVY or _is_worker_side(m)] == []
+    assert _heavy(loaded) == []
+    assert [m for m in loaded if _is_worker_side(m)] == []

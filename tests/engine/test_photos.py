@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -107,12 +109,23 @@ def test_exif_rotated_jpeg_is_turned_upright() -> None:
     assert np.abs(upright - expected).mean() < 3
 
 
-def test_rgba_png_is_flattened_on_white() -> None:
-    """Transparent pixels become white, opaque ones keep their colour."""
-    image = load_photo(files.rgba_png(), 1).image
+@pytest.mark.parametrize(
+    ("photo", "pixels"),
+    [
+        # Transparent pixels become white, opaque ones keep their colour.
+        (files.rgba_png, {(10, 10): (255, 255, 255), (200, 10): (255, 0, 0)}),
+        # 16-bit grey 65535 → 255 and 32896 → 128 (Pillow's convert would clip both to 255).
+        (files.png16, {(5, 5): (255, 255, 255), (5, 200): (128, 128, 128)}),
+    ],
+    ids=["rgba-flattened-on-white", "16-bit-scaled-not-clipped"],
+)
+def test_png_modes_become_8_bit_rgb(
+    photo: Callable[[], bytes], pixels: dict[tuple[int, int], tuple[int, int, int]]
+) -> None:
+    """RGBA is flattened on white and 16-bit grey is scaled to 8 bits, into plain RGB."""
+    image = load_photo(photo(), 1).image
     assert image.mode == "RGB"
-    assert image.getpixel((10, 10)) == (255, 255, 255)
-    assert image.getpixel((200, 10)) == (255, 0, 0)
+    assert {xy: image.getpixel(xy) for xy in pixels} == pixels
 
 
 def test_cmyk_jpeg_is_converted_to_rgb() -> None:
@@ -121,14 +134,6 @@ def test_cmyk_jpeg_is_converted_to_rgb() -> None:
     assert image.mode == "RGB"
     red, green, blue = image.getpixel((128, 128))  # type: ignore[misc]
     assert red < 10 and green > 245 and blue > 245
-
-
-def test_16_bit_png_is_scaled_not_clipped() -> None:
-    """16-bit grey 65535 → 255 and 32896 → 128 (Pillow's convert would clip both to 255)."""
-    image = load_photo(files.png16(), 1).image
-    assert image.mode == "RGB"
-    assert image.getpixel((5, 5)) == (255, 255, 255)
-    assert image.getpixel((5, 200)) == (128, 128, 128)
 
 
 def test_webp_is_accepted() -> None:

@@ -25,6 +25,22 @@ async def _sweep(sim: Simulation, times: int = 1) -> None:
         await sim.advance_time(SWEEP_SECONDS + 1)
 
 
+async def _finished_while_failing(sim: Simulation, *, status: int, times: int) -> Job:
+    """Alice's `/imagine`, finished while every webhook edit fails and the next `times` channel
+    posts fail with `status`."""
+    alice = sim.member("alice")
+    await alice.slash(sim.channel, "imagine", prompt="a red cube")
+    sim.env.inject_error("PATCH", "/webhooks/*", status=500, times=None)
+    sim.env.inject_error("POST", "/channels/*/messages", status=status, times=times)
+    job = await sim.latest_job(alice)
+    await sim.until(lambda: _finished(sim, job.id), what="the job to finish")
+    return job
+
+
+async def _delivered(sim: Simulation, job: Job) -> bool:
+    return (await sim.app.storage.jobs.get(job.id)).delivered
+
+
 async def test_a_dead_interaction_token_route_falls_back_to_the_channel(sim: Simulation) -> None:
     """Every webhook edit fails (500): the result goes out at once as a channel reply, once."""
     alice = sim.member("alice")
@@ -40,16 +56,11 @@ async def test_a_dead_interaction_token_route_falls_back_to_the_channel(sim: Sim
 
 async def test_a_short_outage_is_retried_by_the_sweep(sim: Simulation) -> None:
     """Both routes fail once: nothing is marked delivered; the next sweep delivers it once."""
-    alice = sim.member("alice")
-    await alice.slash(sim.channel, "imagine", prompt="a red cube")
-    sim.env.inject_error("PATCH", "/webhooks/*", status=500, times=None)
-    sim.env.inject_error("POST", "/channels/*/messages", status=503, times=1)
-    job = await sim.latest_job(alice)
-    await sim.until(lambda: _finished(sim, job.id), what="the job to finish")
-    assert not (await sim.app.storage.jobs.get(job.id)).delivered
+    job = await _finished_while_failing(sim, status=503, times=1)
+    assert not await _delivered(sim, job)
     assert _results(sim, job) == []
     await _sweep(sim)
-    assert (await sim.app.storage.jobs.get(job.id)).delivered
+    assert await _delivered(sim, job)
     assert len(_results(sim, job)) == 1
     await _sweep(sim, 2)
     assert len(_results(sim, job)) == 1
@@ -57,17 +68,12 @@ async def test_a_short_outage_is_retried_by_the_sweep(sim: Simulation) -> None:
 
 async def test_a_long_outage_does_not_drop_the_result(sim: Simulation) -> None:
     """Discord answers 500 for eight sweeps in a row: the result still arrives, once, after."""
-    alice = sim.member("alice")
-    await alice.slash(sim.channel, "imagine", prompt="a red cube")
-    sim.env.inject_error("PATCH", "/webhooks/*", status=500, times=None)
-    sim.env.inject_error("POST", "/channels/*/messages", status=500, times=9)
-    job = await sim.latest_job(alice)
-    await sim.until(lambda: _finished(sim, job.id), what="the job to finish")
+    job = await _finished_while_failing(sim, status=500, times=9)
     await _sweep(sim, 8)
     assert _results(sim, job) == []
-    assert not (await sim.app.storage.jobs.get(job.id)).delivered
+    assert not await _delivered(sim, job)
     await _sweep(sim)
-    assert (await sim.app.storage.jobs.get(job.id)).delivered
+    assert await _delivered(sim, job)
     assert len(_results(sim, job)) == 1
 
 

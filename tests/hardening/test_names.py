@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from simcord.actors import MemberActor
 
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening import hostile_files as hostile
-from tests.hardening.conftest import NOTHING, stored
+from tests.hardening.conftest import NOTHING, Stored, stored
 from tests.simulation import Simulation
 
 RULE = "use 2 to 32 characters from a-z, 0-9, '-' and '_', starting with a letter or a digit"
@@ -31,6 +32,20 @@ BAD_NAMES: dict[str, tuple[str, str]] = {
 
 def _sentence(shown: str) -> str:
     return f"{shown} is not a valid embedding name: {RULE}."
+
+
+async def _alice_with_zorb(sim: Simulation) -> tuple[MemberActor, Stored]:
+    """Alice after she imported an embedding named 'zorb', and what is stored then."""
+    alice = sim.member("alice")
+    await alice.slash(
+        sim.channel,
+        "embeddings import",
+        file=("w.safetensors", hostile.good_embedding()),
+        name="zorb",
+    )
+    before = await stored(sim.app)
+    assert before.embeddings == 1
+    return alice, before
 
 
 @pytest.mark.parametrize("case", BAD_NAMES.values(), ids=BAD_NAMES.keys())
@@ -61,15 +76,7 @@ async def test_a_bad_name_is_refused_by_import(sim: Simulation, name: str) -> No
 
 async def test_a_bad_new_name_is_refused_by_rename(sim: Simulation) -> None:
     """Renaming to a path or a look-alike is refused; the embedding keeps its name and file."""
-    alice = sim.member("alice")
-    await alice.slash(
-        sim.channel,
-        "embeddings import",
-        file=("w.safetensors", hostile.good_embedding()),
-        name="zorb",
-    )
-    before = await stored(sim.app)
-    assert before.embeddings == 1
+    alice, before = await _alice_with_zorb(sim)
     for new_name in ("../../zorb", "z\u043erb", "zorb\x00"):
         result = await alice.slash(sim.channel, "embeddings rename", name="zorb", new_name=new_name)
         assert refusal(result) == _sentence(repr(new_name))
@@ -80,14 +87,7 @@ async def test_a_bad_new_name_is_refused_by_rename(sim: Simulation) -> None:
 
 async def test_a_fullwidth_look_alike_is_the_same_name(sim: Simulation) -> None:
     """'ｚｏｒｂ' folds to 'zorb' (NFKC), so it cannot sit beside an existing 'zorb'."""
-    alice = sim.member("alice")
-    await alice.slash(
-        sim.channel,
-        "embeddings import",
-        file=("w.safetensors", hostile.good_embedding()),
-        name="zorb",
-    )
-    before = await stored(sim.app)
+    alice, before = await _alice_with_zorb(sim)
     result = await alice.slash(
         sim.channel, "train", name="\uff5a\uff4f\uff52\uff42", **photo_options()
     )

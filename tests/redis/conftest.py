@@ -22,9 +22,15 @@ import redis
 from bot.app import Lexicon
 from bot.hub import JobUpdate
 from bot.redis_transport import RedisTransport
-from engine.tiny import make_tiny_model
 from storage.models import JobState
-from tests.bot.conftest import make_settings, recording, until, wait_all  # noqa: F401 - re-exported for the redis tests
+from tests.bot.conftest import (  # noqa: F401 - fixtures and helpers shared with the bot tests
+    _no_operator_env,
+    make_settings,
+    recording,
+    tiny_model_path,
+    until,
+    wait_all,
+)
 from tests.conftest import REPO_ROOT, lexicon_env
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -95,18 +101,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
-
-
-@pytest.fixture(autouse=True)
-def _no_operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("LEXICON_", "DISCORD_")):
-            monkeypatch.delenv(name)
 
 
 # --- worker processes ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from bot.app import Lexicon
+from bot.hub import JobUpdate
 from bot.services import ImagineOptions, TrainOptions
 from engine.protocol import (
     GenerateDone,
@@ -139,6 +140,17 @@ async def test_four_standin_workers_share_40_jobs_fairly(
     await assert_redis_clean(redis_server.client())
 
 
+async def train_zorb(app: Lexicon) -> int:
+    """Once a worker is up, user 1 starts training 'zorb'; the job's id."""
+    await app.wait_for_worker(60)
+    return (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
+
+
+def progress_steps(updates: list[JobUpdate], job_id: int) -> list[int]:
+    """The steps a job's progress updates reported, in order."""
+    return [u.step or 0 for u in updates if u.job_id == job_id and u.kind == "progress"]
+
+
 async def test_sigkill_worker_mid_job_is_reclaimed_and_finished(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
@@ -147,11 +159,10 @@ async def test_sigkill_worker_mid_job_is_reclaimed_and_finished(
     async with open_bot(tmp_path / "data", redis_server.url, train_steps=60) as app:
         events = observe_events(app)
         async with recording(app) as updates:
-            await app.wait_for_worker(60)
-            train = (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
+            train = await train_zorb(app)
 
             def train_progress() -> list[int]:
-                return [u.step or 0 for u in updates if u.job_id == train and u.kind == "progress"]
+                return progress_steps(updates, train)
 
             def trained_steps() -> int:
                 return max(train_progress(), default=0)
@@ -308,20 +319,19 @@ async def test_sigterm_releases_work_and_exits_cleanly(
     async with open_bot(tmp_path / "data", redis_server.url, train_steps=60) as app:
         events = observe_events(app)
         async with recording(app) as updates:
-            await app.wait_for_worker(60)
-            train = (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
+            train = await train_zorb(app)
             await until(lambda: any(u.job_id == train and (u.step or 0) >= 10 for u in updates))
             leaving.kill(signal.SIGTERM)
             assert await asyncio.to_thread(leaving.wait, 30) == 0
             assert "stopped" in leaving.log()
             await until(lambda: any(isinstance(e, WorkerLost) for e in events), limit=10)
             assert (await app.storage.jobs.get(train)).state is JobState.QUEUED
-            before = [u.step or 0 for u in updates if u.job_id == train and u.kind == "progress"]
+            before = progress_steps(updates, train)
             workers.standin("staying", step_seconds=0.01)
             await wait_all(app, [train], limit=60)
             job = await app.storage.jobs.get(train)
             assert job.state is JobState.SUCCEEDED and job.attempts == 1
-            steps = [u.step or 0 for u in updates if u.job_id == train and u.kind == "progress"]
+            steps = progress_steps(updates, train)
             # The checkpoint taken at SIGTERM is the last step reported; one slice (5) later:
             assert steps[len(before)] == before[-1] + 5
     await assert_redis_clean(redis_server.client())

@@ -10,22 +10,8 @@ from typing import Any
 import pytest
 
 from bot.redis_transport import RedisTransport
+from engine import protocol
 from engine.jobs import GenerateRequest, TrainRequest
-from engine.protocol import (
-    FromWorker,
-    GenerateBatch,
-    GenerateDone,
-    GenerateJob,
-    Heartbeat,
-    JobCancelled,
-    JobFailed,
-    JobStarted,
-    SlotFree,
-    TrainDone,
-    TrainJob,
-    WorkerReady,
-    encode,
-)
 from engine.worker.redis import split_batch
 from tests.redis.conftest import (
     RedisServer,
@@ -84,18 +70,23 @@ async def test_batch_round_trip_leaves_nothing_in_redis(
     """A batch reaches a worker, both results come back, and Redis is empty afterwards."""
     workers.standin("w0")
     events = transport.events()
-    ready = await _next(events, WorkerReady)
+    ready = await _next(events, protocol.WorkerReady)
     assert ready.worker_id == "w0" and ready.family == "tiny"
-    await _next(events, SlotFree)
-    jobs = (GenerateJob(1, 1, _request("a", count=2)), GenerateJob(2, 1, _request("b", count=2)))
-    await transport.submit(GenerateBatch(jobs))
+    await _next(events, protocol.SlotFree)
+    jobs = (
+        protocol.GenerateJob(1, 1, _request("a", count=2)),
+        protocol.GenerateJob(2, 1, _request("b", count=2)),
+    )
+    await transport.submit(protocol.GenerateBatch(jobs))
     # The worker frees its slot before it sends the results, and they travel on different
     # streams: wait for both results and the freed slot, in whichever order they arrive.
-    seen = await _collect(events, {GenerateDone: 2, SlotFree: 1})
-    done = seen[GenerateDone]
+    seen = await _collect(events, {protocol.GenerateDone: 2, protocol.SlotFree: 1})
+    done = seen[protocol.GenerateDone]
     assert sorted(d.job_id for d in done) == [1, 2]
     assert all(len(d.images) == 2 and d.images[0].png.startswith(b"\x89PNG") for d in done)
-    heartbeat = await _next(events, Heartbeat)  # liveness reaches the scheduler as a Heartbeat
+    heartbeat = await _next(
+        events, protocol.Heartbeat
+    )  # liveness reaches the scheduler as a Heartbeat
     assert heartbeat.worker_id == "w0" and heartbeat.peak_memory_bytes == 0
     with contextlib.suppress(TimeoutError):  # hand the last event back as handled
         await asyncio.wait_for(events.__anext__(), 0.3)
@@ -108,8 +99,8 @@ async def test_payload_over_the_limit_fails_with_a_sentence(redis_server: RedisS
     await transport.start()
     try:
         photos = tuple(bytes(60_000) for _ in range(3))
-        await transport.submit(TrainJob(7, 1, TrainRequest("zorb", photos, steps=12)))
-        failed = await _next(transport.events(), JobFailed, limit=5)
+        await transport.submit(protocol.TrainJob(7, 1, TrainRequest("zorb", photos, steps=12)))
+        failed = await _next(transport.events(), protocol.JobFailed, limit=5)
         assert failed.job_id == 7 and failed.attempt == 1 and not failed.retryable
         assert "MB" in failed.error and "0 MB a GPU worker accepts" in failed.error
         client = redis_server.client()
@@ -123,28 +114,30 @@ async def test_cancel_before_any_worker_started_the_job(
     transport: RedisTransport, workers: Workers
 ) -> None:
     """A job cancelled while its batch waits in the stream is reported cancelled, never run."""
-    await transport.submit(GenerateBatch((GenerateJob(5, 1, _request("slow", steps=40)),)))
+    await transport.submit(
+        protocol.GenerateBatch((protocol.GenerateJob(5, 1, _request("slow", steps=40)),))
+    )
     await transport.cancel(5)
     workers.standin("w0", step_seconds=0.05)
-    seen: list[FromWorker] = []
+    seen: list[protocol.FromWorker] = []
 
     async def until_free_after_cancel() -> None:
         async for event in transport.events():
             seen.append(event)
-            cancelled = any(isinstance(e, JobCancelled) for e in seen)
-            if cancelled and isinstance(event, SlotFree) and event.slot == "generate":
+            cancelled = any(isinstance(e, protocol.JobCancelled) for e in seen)
+            if cancelled and isinstance(event, protocol.SlotFree) and event.slot == "generate":
                 return
 
     await asyncio.wait_for(until_free_after_cancel(), 30)
-    assert [e.job_id for e in seen if isinstance(e, JobCancelled)] == [5]
-    assert not [e for e in seen if isinstance(e, GenerateDone | JobStarted)]
+    assert [e.job_id for e in seen if isinstance(e, protocol.JobCancelled)] == [5]
+    assert not [e for e in seen if isinstance(e, protocol.GenerateDone | protocol.JobStarted)]
 
 
 async def test_janitor_reclaims_entries_of_a_vanished_consumer(redis_server: RedisServer) -> None:
     """An entry of a vanished consumer is XAUTOCLAIMed after the idle time and dropped."""
     client = redis_server.client()
     client.xgroup_create("lexicon:work:generate", "workers", "0", mkstream=True)
-    client.set("lexicon:payload:orphan", encode(GenerateBatch(())))
+    client.set("lexicon:payload:orphan", protocol.encode(protocol.GenerateBatch(())))
     client.xadd("lexicon:work:generate", {"p": "lexicon:payload:orphan", "jobs": "9:1"})
     client.xreadgroup("workers", "ghost", {"lexicon:work:generate": ">"}, count=1)
     assert client.xpending("lexicon:work:generate", "workers")["pending"] == 1
@@ -167,15 +160,15 @@ async def test_a_long_job_keeps_its_entry_from_the_janitor(
     try:
         workers.standin("w0", step_seconds=0.05)
         events = transport.events()
-        await _next(events, SlotFree)
+        await _next(events, protocol.SlotFree)
         photos = (b"a", b"b", b"c")
-        await transport.submit(TrainJob(4, 1, TrainRequest("zorb", photos, steps=60)))
+        await transport.submit(protocol.TrainJob(4, 1, TrainRequest("zorb", photos, steps=60)))
         await asyncio.sleep(2.0)  # twice the idle limit, a third of the training
         client = redis_server.client()
         pending: Any = client.xpending_range("lexicon:work:train", "workers", "-", "+", 10)
         assert [p["consumer"] for p in pending] == [b"w0"]
         assert pending[0]["time_since_delivered"] < 1000
-        done = await _next(events, TrainDone, limit=30)
+        done = await _next(events, protocol.TrainDone, limit=30)
         assert done.job_id == 4 and done.result.steps == 60
     finally:
         await transport.close()
@@ -189,15 +182,15 @@ async def test_events_not_handled_before_a_bot_crash_are_read_again(
     first = redis_transport(redis_server.url)
     await first.start()
     events = first.events()
-    await _next(events, SlotFree)
-    await first.submit(GenerateBatch((GenerateJob(3, 1, _request("keep me")),)))
-    done = await _next(events, GenerateDone)
+    await _next(events, protocol.SlotFree)
+    await first.submit(protocol.GenerateBatch((protocol.GenerateJob(3, 1, _request("keep me")),)))
+    done = await _next(events, protocol.GenerateDone)
     await first.close()  # "crashes" while storing the result: the generator never resumes
 
     second = redis_transport(redis_server.url)
     await second.start()
     try:
-        again = await _next(second.events(), GenerateDone, limit=10)
+        again = await _next(second.events(), protocol.GenerateDone, limit=10)
         assert again == done
     finally:
         await second.close()
@@ -205,10 +198,12 @@ async def test_events_not_handled_before_a_bot_crash_are_read_again(
 
 def test_batches_too_big_for_a_worker_are_split() -> None:
     """A worker smaller than the batch runs it in chunks of at most its own size."""
-    jobs = tuple(GenerateJob(i, 1, _request(f"p{i}", count=c)) for i, c in enumerate([3, 2, 2, 4]))
-    chunks = split_batch(GenerateBatch(jobs), 4)
+    jobs = tuple(
+        protocol.GenerateJob(i, 1, _request(f"p{i}", count=c)) for i, c in enumerate([3, 2, 2, 4])
+    )
+    chunks = split_batch(protocol.GenerateBatch(jobs), 4)
     assert [[job.job_id for job in chunk.jobs] for chunk in chunks] == [[0], [1, 2], [3]]
-    assert split_batch(GenerateBatch(jobs), 16) == [GenerateBatch(jobs)]
+    assert split_batch(protocol.GenerateBatch(jobs), 16) == [protocol.GenerateBatch(jobs)]
 
 
 def test_transport_needs_only_a_url(tmp_path: Path) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import pytest
 
 from storage import Embedding, Job, JobKind, Storage
+from tests.conftest import REPO_ROOT
 
 RESERVED = frozenset({"cat", "dog", "photo"})
 
@@ -73,3 +76,22 @@ def stored_hashes(store: Storage, kind: str = "embeddings") -> set[str]:
 def raw_connection(path: Path) -> sqlite3.Connection:
     """A plain sqlite3 connection, to look at the database from outside storage."""
     return sqlite3.connect(path)
+
+
+def start_child(script: str, data_dir: Path) -> subprocess.Popen[str]:
+    """Run `script` in another Python process on `data_dir` (its `sys.argv[1]`), output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", script, str(data_dir)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def first_line(child: subprocess.Popen[str]) -> str:
+    """The first line the child prints; fails with the child's errors if it prints none."""
+    assert child.stdout is not None and child.stderr is not None
+    line = child.stdout.readline().strip()
+    assert line, child.stderr.read()
+    return line

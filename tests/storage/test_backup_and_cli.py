@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +13,7 @@ import pytest
 
 from storage import Storage, StorageError, backup, backup_database
 from storage.db import latest_version
-from tests.conftest import REPO_ROOT
-from tests.storage.conftest import make_embedding
+from tests.storage.conftest import first_line, make_embedding, start_child
 
 # Another process that keeps enqueueing jobs until it is killed.
 WRITER = textwrap.dedent(
@@ -54,16 +52,8 @@ def _live_jobs(data_dir: Path) -> int:
 @pytest.fixture
 def writer(data_dir: Path) -> Iterator[subprocess.Popen[str]]:
     """A subprocess writing rows into the data dir's database for as long as the test runs."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(data_dir)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    assert line == "ready", process.stderr.read() if process.stderr else ""
+    process = start_child(WRITER, data_dir)
+    assert first_line(process) == "ready"
     yield process
     process.kill()
     process.wait(timeout=30)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from storage import Storage
 from storage.files import sha256_of
-from tests.conftest import REPO_ROOT
-from tests.storage.conftest import raw_connection
+from tests.storage.conftest import first_line, raw_connection, start_child
 
 DOOMED_BYTES = b"vectors that never get a row"
 
@@ -48,17 +45,10 @@ CHILD = textwrap.dedent(
 
 def test_sigkill_before_commit_leaves_an_orphan_file_that_sweep_removes(data_dir: Path) -> None:
     """After SIGKILL mid-create there is no row without a file, and the sweep removes the file."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(data_dir)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    child = start_child(CHILD, data_dir)
     try:
-        assert child.stdout is not None
-        announced = child.stdout.readline().strip()
-        assert announced == sha256_of(DOOMED_BYTES), child.stderr.read() if child.stderr else ""
+        announced = first_line(child)
+        assert announced == sha256_of(DOOMED_BYTES)
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
     finally:
