@@ -1,5 +1,5 @@
 """`/admin …`: what server managers (Manage Server) control — limits, blocked words, the default
-negative prompt, the safety mode, shared embeddings, and who may use Lexicon at all.
+negative prompt, shared embeddings, and who may use Lexicon at all.
 
 Discord hides the group from members without Manage Server (default permissions), the cog
 checks the permission again on every use (server admins can widen command visibility), and
@@ -9,7 +9,7 @@ storage refuses settings changes from anyone who is not a manager of that server
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -18,7 +18,7 @@ from discord.ext import commands
 from bot.discord_bot import LexiconBot
 from bot.services import GUILD_MAX_QUEUED, ServiceError
 from cogs.common import actor_of, shorten
-from storage.models import GuildSettings, SafetyMode
+from storage.models import GuildSettings
 
 MANAGE_GUILD = discord.Permissions(manage_guild=True)
 
@@ -143,18 +143,6 @@ class Admin(commands.Cog):
         )
         await interaction.response.send_message(reply, ephemeral=True)
 
-    @admin.command(name="safety", description="What happens to images a safety checker flags")
-    @app_commands.describe(mode="off: show; standard: behind a spoiler; strict: withhold")
-    async def safety(
-        self,
-        interaction: discord.Interaction[LexiconBot],
-        mode: Literal["off", "standard", "strict"],
-    ) -> None:
-        await self._update(
-            interaction, lambda current: dataclasses.replace(current, safety_mode=SafetyMode(mode))
-        )
-        await interaction.response.send_message(f"Safety mode: {mode}.", ephemeral=True)
-
     @admin.command(name="remove", description="Take a shared embedding out of the library")
     @app_commands.describe(name="The shared embedding", delete="Delete it instead of unsharing")
     @app_commands.autocomplete(name=shared_name_choices)
@@ -196,7 +184,7 @@ def describe(settings: GuildSettings, bot: LexiconBot) -> str:
     negative = settings.default_negative_prompt or "none"
     return (
         f"**Jobs per user** {limit}\n**Blocked words** {shorten(words, 1200)}\n"
-        f"**Default negative prompt** {negative}\n**Safety mode** {settings.safety_mode.value}"
+        f"**Default negative prompt** {negative}"
     )
 
 

@@ -25,11 +25,10 @@ _MIN_SIDE = 64
 
 @dataclass(frozen=True)
 class Upload:
-    """One file for a message: its name, bytes, and whether it is hidden behind a spoiler."""
+    """One file for a message: its name and bytes."""
 
     filename: str
     data: bytes
-    spoiler: bool = False
 
 
 def fit_upload(upload: Upload, limit: int) -> Upload:
@@ -52,9 +51,9 @@ def fit_upload(upload: Upload, limit: int) -> Upload:
         for quality in _QUALITIES:
             data = _webp(frame, quality, parameters)
             if len(data) <= limit:
-                return Upload(f"{stem}.webp", data, upload.spoiler)
+                return Upload(f"{stem}.webp", data)
         if frame.width <= _MIN_SIDE and frame.height <= _MIN_SIDE:
-            return Upload(f"{stem}.webp", data, upload.spoiler)  # as small as it gets
+            return Upload(f"{stem}.webp", data)  # as small as it gets
         scale *= 0.7
 
 

@@ -26,9 +26,8 @@ from typing import Any
 import torch
 
 from engine.model import LoadedModel
-from engine.prompt import parse_prompt_attention
+from engine.prompt import CHUNK_TOKENS, name_matcher, parse_prompt_attention
 
-CHUNK_TOKENS = 75
 PLACEHOLDER_ID = 0  # the id fed to the tokenizer table at a spliced position; its row is unused
 
 
@@ -89,7 +88,7 @@ class PromptEncoder:
 
     def tokenize(self, prompt: str, embedding_sizes: Mapping[str, int]) -> TokenizedPrompt:
         """Cut `prompt` into 77-token chunks; `embedding_sizes` maps usable names to n_vectors."""
-        matcher = _name_matcher(embedding_sizes)
+        matcher = name_matcher(embedding_sizes)
         chunks: list[Chunk] = []
         current: list[_Slot] = []
         last_comma = -1
@@ -336,14 +335,3 @@ def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # multiplied states unrescaled rather than render a black image.
         return weighted
     return weighted * ratio
-
-
-def _name_matcher(sizes: Mapping[str, int]) -> re.Pattern[str] | None:
-    """Bare `name` or `<name>`, word-bounded, longest name first, case-insensitive."""
-    if not sizes:
-        return None
-    names = "|".join(re.escape(n) for n in sorted(sizes, key=lambda n: (-len(n), n)))
-    return re.compile(
-        rf"(?<![\w<>-])(?:<({names})>|({names}))(?![\w<>-])",
-        re.IGNORECASE,
-    )

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
+from engine.prompt import CHUNK_TOKENS, min_chunks
+
 SAMPLERS = ("euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "pndm")
 DEFAULT_SAMPLER = "dpmpp_2m_karras"
 TrainKind = Literal["object", "style", "face"]
@@ -25,6 +27,11 @@ TRAIN_KINDS: tuple[TrainKind, ...] = ("object", "style", "face")
 # of them further (`LEXICON_MAX_STEPS`, `LEXICON_ALLOWED_SIZES`).
 
 MAX_PROMPT_CHARS = 1500  # per prompt; Discord's option limit is 6000
+# 75-token chunks per prompt (600 tokens, embedding vectors included). Every chunk of any prompt
+# in a batch is cross-attended by every image's UNet rows, so this bounds what one request can
+# cost its batch-mates (docs/RELIABILITY.md). The service refuses what it can count without the
+# tokenizer (`engine.prompt.min_chunks`); the worker counts exactly (`engine.generate`).
+MAX_CHUNKS = 8
 MAX_SEED = 2**32 - 1  # what A1111 and Civitai show; image i of a request uses seed + i
 MAX_COUNT = 4  # images per request (one Discord message shows four comfortably)
 MAX_STEPS = 150  # the engine's ceiling; LEXICON_MAX_STEPS is the operator's
@@ -49,6 +56,14 @@ def check_sampler(name: str) -> str:
     return name
 
 
+def too_many_chunks(label: str) -> RequestError:
+    """The one sentence for a prompt over `MAX_CHUNKS`, from the service or the worker."""
+    return RequestError(
+        f"The {label} is longer than {MAX_CHUNKS} chunks of {CHUNK_TOKENS} tokens (each BREAK "
+        "starts a chunk and each embedding takes one token per vector); shorten it."
+    )
+
+
 def _check_text(label: str, text: str) -> None:
     if len(text) > MAX_PROMPT_CHARS:
         raise RequestError(
@@ -56,6 +71,8 @@ def _check_text(label: str, text: str) -> None:
         )
     if any(ord(c) < 32 and c not in "\n\t" for c in text):
         raise RequestError(f"The {label} contains control characters; remove them.")
+    if min_chunks(text) > MAX_CHUNKS:
+        raise too_many_chunks(label)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,21 @@ brackets), with two deliberate differences that only touch inputs A1111 mishandl
 
 Syntax: `(x)` ×1.1, `((x))` ×1.21, `[x]` ÷1.1, `(x:1.3)` explicit weight, `\\(` `\\)` `\\[` `\\]`
 `\\\\` literal characters, and an unclosed `(` or `[` applies to the end of the prompt.
+
+`min_chunks` is a lower bound on the 75-token chunks the encoder will cut a prompt into, counted
+without the tokenizer, so the bot can refuse an over-long prompt before it is queued; the worker
+counts exactly.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 
+CHUNK_TOKENS = 75  # tokens per chunk; BOS and EOS make it 77
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 
@@ -35,6 +43,12 @@ _TOKEN = re.compile(
     re.X,
 )
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+# Where an embedding name can stand: the encoder's name matcher needs no `\w<>-` on either side,
+# so an embedding is always a whole run of these characters.
+_NAME_RUN = re.compile(r"[\w<>-]+")
+_NAME_SHAPE = re.compile(r"<?[a-z0-9][a-z0-9_-]{1,31}>?")
+# CLIP's pre-tokenizer makes each letter run and each digit a piece of one or more tokens.
+_LETTERS_OR_DIGIT = re.compile(r"[^\W\d_]+|\d")
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,42 @@ def split_on_breaks(fragments: list[Fragment]) -> list[list[Fragment]]:
         else:
             groups[-1].append(fragment)
     return groups
+
+
+def name_matcher(names: Collection[str]) -> re.Pattern[str] | None:
+    """Bare `name` or `<name>`, word-bounded, longest name first, case-insensitive."""
+    if not names:
+        return None
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=lambda n: (-len(n), n)))
+    return re.compile(
+        rf"(?<![\w<>-])(?:<({alternatives})>|({alternatives}))(?![\w<>-])",
+        re.IGNORECASE,
+    )
+
+
+def min_chunks(text: str) -> int:
+    """At least how many chunks the encoder cuts `text` into, whatever embeddings it names.
+
+    Never more than the exact count: a run that could be an embedding name counts one token
+    (an embedding has at least one vector), any other run counts its letter runs and digits
+    after CLIP's NFC and lowercasing (each at least one token), punctuation counts nothing, and
+    every BREAK but a trailing one closes a chunk of its own.
+    """
+    groups = split_on_breaks(parse_prompt_attention(text))
+    chunks = 0
+    for number, group in enumerate(groups):
+        tokens = sum(_min_tokens(fragment.text) for fragment in group)
+        last = number == len(groups) - 1
+        if tokens or not last or len(groups) == 1:
+            chunks += max(1, math.ceil(tokens / CHUNK_TOKENS))
+    return chunks
+
+
+def _min_tokens(text: str) -> int:
+    count = 0
+    for run in _NAME_RUN.findall(unicodedata.normalize("NFC", text).lower()):
+        count += 1 if _NAME_SHAPE.fullmatch(run) else len(_LETTERS_OR_DIGIT.findall(run))
+    return count
 
 
 def _number(text: str | None) -> float | None:

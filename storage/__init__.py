@@ -40,7 +40,6 @@ from storage.models import (
     JobProgress,
     JobState,
     NewImage,
-    SafetyMode,
     User,
     Visibility,
 )
@@ -79,7 +78,6 @@ __all__ = [
     "NewImage",
     "NotFound",
     "QuotaExceeded",
-    "SafetyMode",
     "SchemaTooNew",
     "Storage",
     "StorageBusy",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from storage.clock import Clock, to_seconds, utc_now
 from storage.db import Database, Transaction
 from storage.errors import Forbidden
-from storage.models import Actor, GuildSettings, SafetyMode
+from storage.models import Actor, GuildSettings
 
 
 def settings_from_row(row: sqlite3.Row) -> GuildSettings:
@@ -19,7 +19,6 @@ def settings_from_row(row: sqlite3.Row) -> GuildSettings:
         blocked_words=tuple(json.loads(row["blocked_words"])),
         allowed_channel_ids=tuple(int(value) for value in json.loads(row["allowed_channel_ids"])),
         default_negative_prompt=row["default_negative_prompt"],
-        safety_mode=SafetyMode(row["safety_mode"]),
     )
 
 
@@ -31,7 +30,6 @@ def _normalized(settings: GuildSettings) -> GuildSettings:
         blocked_words=tuple(words),
         allowed_channel_ids=tuple(sorted(set(settings.allowed_channel_ids))),
         default_negative_prompt=settings.default_negative_prompt.strip(),
-        safety_mode=SafetyMode(settings.safety_mode),
     )
 
 
@@ -64,11 +62,10 @@ class GuildSettingsRepository:
             await transaction.execute(
                 """
                 INSERT INTO guild_settings (guild_id, limits, blocked_words, allowed_channel_ids,
-                    default_negative_prompt, safety_mode, updated_at)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    default_negative_prompt, updated_at)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                 ON CONFLICT (guild_id) DO UPDATE SET limits = ?2, blocked_words = ?3,
-                    allowed_channel_ids = ?4, default_negative_prompt = ?5, safety_mode = ?6,
-                    updated_at = ?7
+                    allowed_channel_ids = ?4, default_negative_prompt = ?5, updated_at = ?6
                 """,
                 (
                     guild_id,
@@ -76,7 +73,6 @@ class GuildSettingsRepository:
                     json.dumps(list(updated.blocked_words)),
                     json.dumps(list(updated.allowed_channel_ids)),
                     updated.default_negative_prompt,
-                    updated.safety_mode.value,
                     to_seconds(self._clock()),
                 ),
             )

@@ -55,12 +55,6 @@ class JobState(StrEnum):
 FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
-class SafetyMode(StrEnum):
-    OFF = "off"
-    STANDARD = "standard"
-    STRICT = "strict"
-
-
 class FileKind(StrEnum):
     """The folders of the content-addressed file store, each with its file extension."""
 
@@ -204,4 +198,3 @@ class GuildSettings:
     blocked_words: tuple[str, ...] = ()
     allowed_channel_ids: tuple[int, ...] = ()  # empty: every channel
     default_negative_prompt: str = ""
-    safety_mode: SafetyMode = SafetyMode.STANDARD

@@ -20,9 +20,7 @@ from cogs.images import Upload, fit_uploads
 from cogs.text import cancelled_text, failed_text, job_title
 from engine.jobs import GenerateRequest, TrainRequest
 from storage.errors import NotFound
-from storage.models import Image, Job, JobKind, JobState, SafetyMode
-
-FLAGGED_KEY = "flagged"  # set in an image's metadata when the model's safety checker flags it
+from storage.models import Job, JobKind, JobState
 
 
 @dataclass
@@ -34,30 +32,7 @@ class Outgoing:
     mention_in_channel: bool = True  # after the token expired: post it to the channel
 
     def files(self) -> list[discord.File]:
-        return [
-            discord.File(io.BytesIO(u.data), filename=u.filename, spoiler=u.spoiler)
-            for u in self.uploads
-        ]
-
-
-def safe_uploads(
-    images: list[tuple[Image, bytes]], mode: SafetyMode, stem: str
-) -> tuple[list[Upload], int]:
-    """The uploads for a job's images under a server's safety mode, and how many were withheld.
-
-    off: everything as is; standard: flagged images behind a spoiler; strict: flagged images
-    withheld. (The engine does not flag images yet; this follows what a safety checker reports.)
-    """
-    uploads: list[Upload] = []
-    withheld = 0
-    for image, png in images:
-        flagged = bool(image.metadata.get(FLAGGED_KEY))
-        if flagged and mode is SafetyMode.STRICT:
-            withheld += 1
-            continue
-        spoiler = flagged and mode is SafetyMode.STANDARD
-        uploads.append(Upload(f"{stem}-{image.idx}.png", png, spoiler))
-    return uploads, withheld
+        return [discord.File(io.BytesIO(u.data), filename=u.filename) for u in self.uploads]
 
 
 async def render_final(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
@@ -70,29 +45,24 @@ async def render_final(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
     return await _generate_result(app, job, upload_limit)
 
 
-async def _images_of(app: Lexicon, job: Job) -> list[tuple[Image, bytes]]:
+async def _uploads_of(app: Lexicon, job: Job, stem: str) -> tuple[list[Upload], list[int]]:
+    """A job's images as uploads named `stem-idx.png`, and their indices."""
     images = await app.storage.images.list_for_job(job.id)
-    return [(image, await app.storage.images.read_png(image)) for image in images]
-
-
-async def _safety_mode(app: Lexicon, job: Job) -> SafetyMode:
-    if job.guild_id is None:
-        return SafetyMode.STANDARD
-    return (await app.storage.guilds.get(job.guild_id)).safety_mode
+    uploads = [
+        Upload(f"{stem}-{image.idx}.png", await app.storage.images.read_png(image))
+        for image in images
+    ]
+    return uploads, [image.idx for image in images]
 
 
 async def _generate_result(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
-    images = await _images_of(app, job)
-    uploads, withheld = safe_uploads(images, await _safety_mode(app, job), f"lexicon-{job.id}")
+    uploads, indices = await _uploads_of(app, job, f"lexicon-{job.id}")
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
     request = GenerateRequest.from_params(job.params)
     lines = [job_title(job)]
     details = [f"seed {request.seed}", f"{request.steps} steps"]
     details.append(f"{request.width}x{request.height}")
     lines.append(" · ".join(details))
-    if withheld:
-        lines.append(f"{withheld} image(s) withheld by this server's safety setting.")
-    indices = [image.idx for image, _ in images]
     return Outgoing("\n".join(lines), uploads=uploads, view=lambda: result_view(job.id, indices))
 
 
@@ -104,15 +74,14 @@ async def _train_card(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
         return Outgoing(
             f"The {job_title(job)} (job #{job.id}) finished, but its embedding is gone."
         )
-    images = await _images_of(app, job)
-    uploads, _ = safe_uploads(images, await _safety_mode(app, job), f"{embedding.name_folded}")
+    uploads, _indices = await _uploads_of(app, job, embedding.name_folded)
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
     embed = embedding_card(
         embedding,
         final_loss=result.get("final_loss"),
         steps=TrainRequest.from_params(job.params).steps,
     )
-    if uploads and not uploads[0].spoiler:
+    if uploads:
         embed.set_image(url=f"attachment://{uploads[0].filename}")
     content = f"Trained **{embedding.name}** — write `<{embedding.name_folded}>` in a prompt."
     return Outgoing(content, embed=embed, uploads=uploads, view=lambda: card_view(embedding))

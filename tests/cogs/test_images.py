@@ -1,18 +1,14 @@
-"""Result images fit the upload limit, parameters read back, and flagged images follow the
-server's safety mode."""
+"""Result images fit the upload limit and their parameters read back."""
 
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image as PILImage
 
-from cogs.delivery._render import FLAGGED_KEY, Outgoing, safe_uploads
 from cogs.images import Upload, fit_upload, fit_uploads, parse_parameters
 from engine.png import ImageParameters, encode_png, format_parameters
-from storage.models import Image, SafetyMode
 
 PARAMETERS = format_parameters(
     ImageParameters(
@@ -44,11 +40,11 @@ def test_a_png_under_the_limit_is_sent_as_it_is() -> None:
 
 def test_an_oversized_png_is_re_encoded_to_fit_and_keeps_its_parameters() -> None:
     """A 3 MB noise PNG against a 200 KiB limit becomes a WebP under it, parameters in EXIF."""
-    big = Upload("lexicon-1-0.png", _noise_png(1024), spoiler=True)
+    big = Upload("lexicon-1-0.png", _noise_png(1024))
     assert len(big.data) > 3_000_000
     fitted = fit_upload(big, 200 * 1024)
     assert len(fitted.data) <= 200 * 1024
-    assert fitted.filename == "lexicon-1-0.webp" and fitted.spoiler
+    assert fitted.filename == "lexicon-1-0.webp"
     with PILImage.open(io.BytesIO(fitted.data)) as image:
         assert image.format == "WEBP"
         comment = image.getexif().get_ifd(0x8769)[0x9286]
@@ -84,29 +80,3 @@ def test_the_stand_in_engines_parameters_are_parsed() -> None:
     info = parse_parameters(text)
     assert (info.prompt, info.negative, info.seed) == ("a red cube", "", "9")
     assert info.embeddings == ["zorb", "easyneg"]
-
-
-def _image(idx: int, flagged: bool) -> tuple[Image, bytes]:
-    metadata = {FLAGGED_KEY: True} if flagged else {}
-    row = Image(
-        job_id=1,
-        idx=idx,
-        seed=idx,
-        sha256="0" * 64,
-        metadata=metadata,
-        created_at=datetime.now(UTC),
-    )
-    return row, b"png-bytes"
-
-
-def test_flagged_images_follow_the_safety_mode() -> None:
-    """off shows, standard hides behind a spoiler, strict withholds a flagged image."""
-    images = [_image(0, flagged=False), _image(1, flagged=True)]
-    shown, withheld = safe_uploads(images, SafetyMode.OFF, "r")
-    assert [u.spoiler for u in shown] == [False, False] and withheld == 0
-    spoiled, withheld = safe_uploads(images, SafetyMode.STANDARD, "r")
-    assert [u.spoiler for u in spoiled] == [False, True] and withheld == 0
-    files = Outgoing("x", uploads=spoiled).files()
-    assert [f.filename for f in files] == ["r-0.png", "SPOILER_r-1.png"]
-    strict, withheld = safe_uploads(images, SafetyMode.STRICT, "r")
-    assert [u.filename for u in strict] == ["r-0.png"] and withheld == 1

@@ -136,13 +136,11 @@ async def test_queue_and_cancel(slow_sim: Simulation) -> None:
 
 
 async def test_admin_settings_reach_the_services(sim: Simulation) -> None:
-    """Default negative prompt, safety mode and removal of a shared word, by a manager."""
+    """Default negative prompt and removal of a shared word, by a manager."""
     manager, alice, bob = sim.member("mia", manager=True), sim.member("alice"), sim.member("bob")
     await manager.slash(sim.channel, "admin negative", prompt="lowres")
-    await manager.slash(sim.channel, "admin safety", mode="strict")
     shown = await manager.slash(sim.channel, "admin settings")
     assert "**Default negative prompt** lowres" in shown.response.content
-    assert "**Safety mode** strict" in shown.response.content
 
     await alice.slash(sim.channel, "imagine", prompt="a red cube", negative="blurry")
     job = await sim.job_done(alice)
@@ -153,6 +151,15 @@ async def test_admin_settings_reach_the_services(sim: Simulation) -> None:
     assert removed.response.content == f"Took **zorb** out of the library; <@{alice.id}> keeps it."
     after = await bob.slash(sim.channel, "imagine", prompt="<zorb>")
     assert refusal(after).startswith("You have no embedding called <zorb>")
+
+
+async def test_admin_offers_no_safety_setting_that_does_nothing(sim: Simulation) -> None:
+    """No image is ever flagged, so there is no /admin safety and settings do not show one."""
+    manager = sim.member("mia", manager=True)
+    offered = manager.available_commands(sim.channel)
+    assert "admin settings" in offered and "admin safety" not in offered
+    shown = await manager.slash(sim.channel, "admin settings")
+    assert "safety" not in shown.response.content.lower()
 
 
 async def test_admin_is_hidden_from_members_without_manage_server(sim: Simulation) -> None:

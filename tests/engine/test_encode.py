@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import torch
 from engine.embedding_files import write_embedding
 from engine.encode import PLACEHOLDER_ID, PromptEncoder, Splice
 from engine.model import LoadedModel
+from engine.prompt import min_chunks
 from engine.vocabulary import is_single_token
 
 BOS, EOS = 49406, 49407
@@ -209,3 +211,27 @@ def test_gradients_reach_the_embedding_vectors(
     states.square().mean().backward()
     assert trainable.grad is not None and trainable.grad.abs().sum() > 0
     assert tiny_model.text_encoder.get_input_embeddings().weight.grad is None
+
+
+HOSTILE_WORDS = [
+    *["a", "cat", "photo", "zorb", "<zorb>", "ZORB", "zorb,", "quillix-zorb", "x1-2-3", "BREAK"],
+    *["(", ")", "[", "]", ":1.3)", "\\(", "don't", "a.b", "-", "<", ">", "__", "12345"],
+    *["½", "ß", "İ", "e\u0301", "日本語", "🙂", "<|startoftext|>", "photorealistic"],
+]
+
+
+def test_min_chunks_never_exceeds_the_encoders_count(encoder: PromptEncoder) -> None:
+    """The bot's tokenizer-free bound is at most the exact count, so it never refuses wrongly."""
+    chooser = random.Random(15)
+    sizes = {"zorb": 3, "quillix": 75, "x1-2-3": 1}
+    bound = exact_total = 0
+    for _ in range(400):
+        words = chooser.choices(HOSTILE_WORDS, k=chooser.randint(0, 400))
+        text = (" " if chooser.random() < 0.7 else "").join(words)[:1500]
+        for known in (sizes, {}):
+            exact = len(encoder.tokenize(text, known).chunks)
+            assert min_chunks(text) <= exact, (text, known)
+            bound, exact_total = bound + min_chunks(text), exact_total + exact
+    assert bound > exact_total / 3, (bound, exact_total)  # a useful bound, not a vacuous one
+    breaks = "a dog" + " BREAK" * 249
+    assert min_chunks(breaks) == len(encoder.tokenize(breaks, {}).chunks) == 249

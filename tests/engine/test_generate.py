@@ -16,7 +16,7 @@ from PIL import Image
 
 from engine.embedding_files import write_embedding
 from engine.generate import Cancelled, InvalidRequest, bucket, generate
-from engine.jobs import SAMPLERS, EmbeddingPayload, GenerateRequest
+from engine.jobs import MAX_CHUNKS, SAMPLERS, EmbeddingPayload, GenerateRequest, too_many_chunks
 from engine.model import LoadedModel
 from engine.png import read_parameters
 from engine.schedulers import make_scheduler
@@ -32,6 +32,7 @@ def _payload(name: str, n: int, seed: int) -> EmbeddingPayload:
 
 ZORB = _payload("zorb", 2, 1)
 BLOT = _payload("negblot", 1, 2)
+WIDE = _payload("wideblot", 75, 3)  # one whole chunk per mention
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -153,6 +154,42 @@ def test_invalid_requests_are_refused_before_rendering(
     """Bad sizes, steps, guidance, count, seed, prompt, sampler or files raise one sentence."""
     with pytest.raises(ValueError, match=message):
         generate(tiny_model, [_request(**changes)], on_step=_never_called)
+
+
+@pytest.mark.parametrize(
+    ("changes", "label"),
+    [
+        ({"prompt": "wideblot " * (MAX_CHUNKS + 1), "embeddings": (WIDE,)}, "prompt"),
+        ({"negative": "wideblot " * (MAX_CHUNKS + 1), "embeddings": (WIDE,)}, "negative prompt"),
+    ],
+    ids=["prompt", "negative"],
+)
+def test_a_prompt_over_max_chunks_is_refused_before_rendering(
+    tiny_model: LoadedModel, changes: dict[str, Any], label: str
+) -> None:
+    """A 75-vector embedding written 9 times passes the bot's bound; the worker counts 9 chunks."""
+    request = _request(**changes)
+    request.check()  # the service's tokenizer-free bound cannot see the vectors
+    with pytest.raises(InvalidRequest) as refused:
+        generate(tiny_model, [request], on_step=_never_called)
+    assert str(refused.value) == str(too_many_chunks(label))
+    assert str(refused.value).startswith(f"The {label} is longer than {MAX_CHUNKS} chunks")
+
+
+def test_a_max_chunks_batch_mate_leaves_an_image_unchanged(tiny_model: LoadedModel) -> None:
+    """A normal request renders the same next to the longest allowed prompt as alone."""
+    normal = _request(sampler="euler_a", embeddings=(ZORB,), negative="blurry")
+    longest = _request(
+        sampler="euler_a",
+        seed=99,
+        prompt="wideblot " * MAX_CHUNKS,
+        negative="wideblot BREAK " * (MAX_CHUNKS - 1) + "wideblot",
+        embeddings=(WIDE,),
+    )
+    alone = generate(tiny_model, [normal])[0][0]
+    together = generate(tiny_model, [normal, longest])
+    assert len(together[1]) == 1
+    assert np.abs(_pixels(alone.png) - _pixels(together[0][0].png)).max() <= 2
 
 
 def _never_called(step: int, total: int, latents: torch.Tensor) -> None:

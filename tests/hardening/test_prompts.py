@@ -55,6 +55,30 @@ async def test_a_bad_imagine_is_refused_by_one_sentence(
     assert await stored(sim.app) == NOTHING
 
 
+CHUNK_REFUSAL = (
+    "The {} is longer than 8 chunks of 75 tokens (each BREAK starts a chunk and each embedding "
+    "takes one token per vector); shorten it."
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "label"),
+    [
+        ({"prompt": "a dog" + " BREAK" * 249}, "prompt"),
+        ({"prompt": "a cat", "negative": "bad " * 10 + "x " * 650}, "negative prompt"),
+    ],
+    ids=["250-breaks", "660-word-negative"],
+)
+async def test_a_prompt_over_eight_chunks_is_refused_before_it_is_queued(
+    sim: Simulation, options: dict[str, Any], label: str
+) -> None:
+    """250 BREAKs, or a negative of 660 words, is refused by the bot: nothing is queued."""
+    alice = sim.member("alice")
+    result = await alice.slash(sim.channel, "imagine", **options)
+    assert refusal(result) == CHUNK_REFUSAL.format(label)
+    assert await stored(sim.app) == NOTHING
+
+
 @pytest.mark.parametrize(
     "options",
     [

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from storage import Actor, Forbidden, GuildSettings, NotFound, SafetyMode, Storage
+from storage import Actor, Forbidden, GuildSettings, NotFound, Storage
 
 
 async def test_users_are_created_on_first_sight_and_renamed(store: Storage) -> None:
@@ -43,7 +43,6 @@ async def test_guild_settings_default_then_update_atomically(store: Storage) -> 
             blocked_words=("Gore", "gore ", "nsfw"),
             allowed_channel_ids=(30, 10, 30),
             limits={"max_steps": 30},
-            safety_mode=SafetyMode.STRICT,
             default_negative_prompt=" easynegative ",
         ),
     )
