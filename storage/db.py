@@ -87,6 +87,11 @@ def latest_version() -> int:
     return len(migrations())
 
 
+def restore_advice(database: Path) -> str:
+    """How to get a lost or damaged database back, for the end of a sentence."""
+    return f"stop Lexicon and copy your latest `lexicon db backup` file over {database}"
+
+
 def storage_error(error: sqlite3.Error, path: Path) -> StorageError | None:
     """The one-sentence `StorageError` for a failure of the disk or the file itself, or None
     for an error in how the database is used (a constraint, a bug)."""
@@ -100,8 +105,7 @@ def storage_error(error: sqlite3.Error, path: Path) -> StorageError | None:
         return StorageFull("Lexicon's disk is full, so nothing was saved; try again later.")
     if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         return DatabaseCorrupt(
-            f"The database at {path} is damaged ({error}); stop Lexicon and copy your latest "
-            f"`lexicon db backup` file over {path.name}."
+            f"The database at {path} is damaged ({error}); {restore_advice(path)}."
         )
     if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
         return DatabaseReadOnly(

@@ -57,10 +57,13 @@ class Storage(AsyncClosing):
         """
         data_dir = Path(data_dir)
         db_path = Path(database_path) if database_path else data_dir / DATABASE_FILENAME
-        db = await Database.open(db_path, migrate=False, busy_timeout=busy_timeout)
         files = FileStore(files_root(data_dir))
+        if not db_path.is_file() or db_path.stat().st_size == 0:
+            await refuse_empty_database(db_path, files)  # before opening writes a header
+        db = await Database.open(db_path, migrate=False, busy_timeout=busy_timeout)
         try:
-            await refuse_empty_database(db, files)
+            if await db.schema_version() == 0:
+                await refuse_empty_database(db_path, files)
             await db.migrate()
         except BaseException:
             await db.close()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.clock import from_seconds, to_seconds, utc_now
-from storage.db import Database, latest_version, translated
+from storage.db import Database, latest_version, restore_advice, translated
 from storage.errors import DatabaseEmpty, StorageError
 from storage.files import FileStore, Scan
 from storage.models import FileKind
@@ -62,18 +62,13 @@ class SweepReport:
     foreign: tuple[Path, ...] = ()  # files storage did not write; left alone
 
 
-def restore_advice(database: Path) -> str:
-    """How to get a lost or damaged database back, for the end of a sentence."""
-    return f"stop Lexicon and copy your latest `lexicon db backup` file over {database}"
-
-
 def empty_database_problem(database: Path, stored_files: int) -> str:
     """The sentence for a database with no schema, by whether files say it was not new."""
     if stored_files:
         return (
-            f"The database at {database} is empty but the files folder holds {stored_files} "
-            f"stored files, so the database was lost; {restore_advice(database)} (starting "
-            "Lexicon on the empty one is refused, so nothing is deleted)."
+            f"The database at {database} is missing or empty but the files folder holds "
+            f"{stored_files} stored files, so the database was lost; {restore_advice(database)} "
+            "(a start without it is refused, so nothing is deleted)."
         )
     return (
         f"The database at {database} is empty; start Lexicon to create its tables, or, if "
@@ -86,13 +81,12 @@ def count_stored_files(files: FileStore) -> int:
     return sum(1 for path in files.root.rglob("*") if path.is_file())
 
 
-async def refuse_empty_database(db: Database, files: FileStore) -> None:
-    """Raise `DatabaseEmpty` when the database has no schema but the store holds files."""
-    if await db.schema_version() != 0:
-        return
+async def refuse_empty_database(database: Path, files: FileStore) -> None:
+    """For a database that is missing, empty or without schema: raise `DatabaseEmpty` when the
+    store holds files (the database was lost, not new)."""
     stored_files = await asyncio.to_thread(count_stored_files, files)
     if stored_files:
-        raise DatabaseEmpty(empty_database_problem(db.path, stored_files))
+        raise DatabaseEmpty(empty_database_problem(database, stored_files))
 
 
 @dataclass(frozen=True, slots=True)
