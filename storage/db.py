@@ -132,12 +132,6 @@ def translated(path: Path) -> Iterator[None]:
         raise replacement from error
 
 
-@contextlib.asynccontextmanager
-async def _translated_async(path: Path) -> AsyncIterator[None]:
-    with translated(path):
-        yield
-
-
 class AsyncClosing(abc.ABC):
     """`async with` for what has an async `close()`: the block gets the object, then closes it."""
 
@@ -263,8 +257,9 @@ class Database(AsyncClosing, Queries):
 
     async def migrate(self) -> None:
         """Bring the schema up to date (a no-op when it is); `open` does this unless told not to."""
-        async with self._write_lock, _translated_async(self.path):
-            await _migrate(self._writer, self.path)
+        async with self._write_lock:
+            with translated(self.path):
+                await _migrate(self._writer, self.path)
 
     async def close(self) -> None:
         if self._closed:
@@ -284,23 +279,24 @@ class Database(AsyncClosing, Queries):
         task = asyncio.current_task()
         if task is not None and self._holder is task:
             raise RuntimeError("storage transactions do not nest; pass the open one down")
-        async with self._write_lock, _translated_async(self.path):
-            self._holder = task
-            try:
-                await _execute(self._writer, "BEGIN IMMEDIATE")
-                transaction = Transaction(self._writer)
+        async with self._write_lock:
+            with translated(self.path):
+                self._holder = task
                 try:
-                    yield transaction
-                except BaseException:
-                    await _rollback(self._writer)
-                    raise
-                try:
-                    await asyncio.shield(_execute(self._writer, "COMMIT"))
-                except sqlite3.Error:
-                    await _rollback(self._writer)
-                    raise
-            finally:
-                self._holder = None
+                    await _execute(self._writer, "BEGIN IMMEDIATE")
+                    transaction = Transaction(self._writer)
+                    try:
+                        yield transaction
+                    except BaseException:
+                        await _rollback(self._writer)
+                        raise
+                    try:
+                        await asyncio.shield(_execute(self._writer, "COMMIT"))
+                    except sqlite3.Error:
+                        await _rollback(self._writer)
+                        raise
+                finally:
+                    self._holder = None
         for callback in transaction._after_commit:
             callback()
 
