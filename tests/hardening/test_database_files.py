@@ -29,7 +29,7 @@ from storage.facade import Storage
 from storage.maintenance import check
 from storage.models import JobKind
 from tests.bot.conftest import photo_bytes
-from tests.conftest import lexicon_env
+from tests.conftest import lexicon_env, run_lexicon
 from tests.e2e.conftest import standin_settings
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import stored_files
@@ -70,15 +70,8 @@ def _drop_root_file_override() -> None:
 
 
 def _cli(tmp_path: Path, *args: str, read_only: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        cwd=tmp_path,
-        env=lexicon_env(tmp_path, **STANDIN),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_drop_root_file_override if read_only else None,
-    )
+    preexec = _drop_root_file_override if read_only else None
+    return run_lexicon(list(args), tmp_path, preexec_fn=preexec, **STANDIN)
 
 
 def _refused(result: subprocess.CompletedProcess[str], command: str) -> str:
