@@ -1,8 +1,9 @@
 """`Lexicon`: the application core, opened once and shared by the Discord bot and the CLI.
 
 It owns the storage, the scheduler with its transport, the job hub and the services. Opening it
-sweeps the file store (crash repair), requeues work a previous process left running and starts
-the worker; closing it releases all of that in reverse order.
+takes the data dir's lock (one app core per data dir: `storage.lock`), sweeps the file store
+(crash repair), requeues work a previous process left running and starts the worker; closing it
+releases all of that in reverse order.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from engine.vocabulary import is_single_token
 from engine.worker_config import EngineSpec, WorkerConfig, warm_up_batch_sizes
 from storage.db import AsyncClosing
 from storage.facade import Storage
+from storage.lock import DataDirLock
 from storage.models import Job
 
 log = logging.getLogger("lexicon.app")
@@ -77,6 +79,7 @@ class Lexicon(AsyncClosing):
     imagine: ImagineService
     train: TrainService
     library: LibraryService
+    lock: DataDirLock
 
     @classmethod
     async def open(
@@ -89,12 +92,36 @@ class Lexicon(AsyncClosing):
         """Open storage and services; with `start_worker`, also the scheduler and its worker
         (commands that only read or edit the library leave the GPU alone)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = DataDirLock.acquire(settings.data_dir)
+        try:
+            app = await cls._open(settings, transport, lock)
+        except BaseException:
+            lock.release()
+            raise
+        if start_worker:
+            if settings.metrics_port is not None:
+                metrics.serve(settings.metrics_port)
+            try:
+                await app.scheduler.start()
+            except BaseException:
+                await app.close()
+                raise
+        return app
+
+    @classmethod
+    async def _open(
+        cls, settings: Settings, transport: Transport | None, lock: DataDirLock
+    ) -> Lexicon:
         storage = await Storage.open(
             settings.data_dir,
             database_path=settings.database_path,
             is_reserved_word=is_single_token,
         )
-        report = await storage.sweep()
+        try:
+            report = await storage.sweep()
+        except BaseException:
+            await storage.close()
+            raise
         if report.removed_orphans or report.missing or report.marked_unusable:
             log.warning(
                 "start-up sweep removed %d orphan files; %d rows point at missing files",
@@ -112,7 +139,7 @@ class Lexicon(AsyncClosing):
             lease_seconds=settings.lease_seconds,
         )
         checks = _Checks(settings, storage.users, storage.guilds, storage.jobs)
-        app = cls(
+        return cls(
             settings=settings,
             storage=storage,
             hub=hub,
@@ -120,16 +147,15 @@ class Lexicon(AsyncClosing):
             imagine=ImagineService(settings, checks, storage.embeddings, scheduler, hub),
             train=TrainService(settings, checks, storage.embeddings, scheduler, hub),
             library=LibraryService(settings, storage, scheduler),
+            lock=lock,
         )
-        if start_worker:
-            if settings.metrics_port is not None:
-                metrics.serve(settings.metrics_port)
-            await scheduler.start()
-        return app
 
     async def close(self) -> None:
-        await self.scheduler.close()
-        await self.storage.close()
+        try:
+            await self.scheduler.close()
+            await self.storage.close()
+        finally:
+            self.lock.release()
 
     async def wait_for_worker(self, limit_seconds: float = 600.0) -> None:
         """Until a worker has loaded its model; WorkerUnavailable if it cannot start."""

@@ -10,6 +10,10 @@ Batching vs fairness: a batch takes jobs in fair order that share the head job's
 most one per user. So one user's twenty requests never start before another user's first (not
 even in the same batch), and a busy server with many users still runs full batches. The price
 is that a user alone on an idle GPU gets one request (up to 4 images) per batch.
+
+Survival: the three loops (dispatch, lease expiry, worker events) catch every exception, log
+it, back off and go on, so a full or failing disk stops work only while it lasts. A job whose
+result could not be recorded stays leased until its lease expires and then runs again.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from engine.protocol import (
 )
 from storage.clock import utc_now
 from storage.embeddings import EmbeddingRepository
-from storage.errors import LeaseLost, NameTaken, NotFound, StorageError
+from storage.errors import LeaseLost, NameTaken, NotFound, StorageError, StorageUnavailable
 from storage.files import FileStore
 from storage.jobs import JobRepository
 from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewImage
@@ -54,6 +58,21 @@ from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewIma
 log = logging.getLogger("lexicon.scheduler")
 
 SCHEDULER_OWNER = "scheduler"
+BACKOFF_SECONDS = (0.5, 30.0)  # after a failed dispatch: the first wait, doubling up to the last
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after `failures` consecutive failures."""
+    first, longest = BACKOFF_SECONDS
+    return float(min(longest, first * 2 ** max(0, failures - 1)))
+
+
+def _log_failure(what: str, error: Exception) -> None:
+    """A failing disk is expected and says why in one sentence; anything else is a bug."""
+    if isinstance(error, StorageUnavailable):
+        log.warning("%s failed: %s", what, error)
+    else:
+        log.error("%s failed", what, exc_info=error)
 
 
 @dataclass
@@ -160,15 +179,19 @@ class Scheduler:
     # --- dispatch ----------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self._dispatch()
-            except StorageError:
-                log.exception("dispatch failed; retrying on the next wake-up")
-                await asyncio.sleep(1.0)
+            except Exception as error:  # never let one failure stop the dispatching
+                failures += 1
+                _log_failure("dispatch", error)
+                await asyncio.sleep(backoff(failures))
                 self.wake()
+            else:
+                failures = 0
 
     async def _dispatch(self) -> None:
         for worker in list(self._workers.values()):
@@ -248,16 +271,25 @@ class Scheduler:
     # --- events ------------------------------------------------------------------------------
 
     async def _consume_events(self) -> None:
-        async for event in self.transport.events():
+        failures = 0
+        while True:
             try:
-                await self.handle(event)
-            except LeaseLost as error:
-                # A late report about a job that was requeued, cancelled or finished elsewhere.
-                log.info("ignored a stale report: %s", error)
-            except (StorageError, OSError):
-                log.exception("could not record %s", type(event).__name__)
-            except Exception:  # one bad event must never stop the scheduler from listening
-                log.exception("unexpected error while handling %s", type(event).__name__)
+                async for event in self.transport.events():
+                    await self._record(event)
+                    failures = 0
+            except Exception as error:  # the transport's own stream failed: listen again
+                failures += 1
+                _log_failure("reading worker events", error)
+                await asyncio.sleep(backoff(failures))
+
+    async def _record(self, event: FromWorker) -> None:
+        try:
+            await self.handle(event)
+        except LeaseLost as error:
+            # A late report about a job that was requeued, cancelled or finished elsewhere.
+            log.info("ignored a stale report: %s", error)
+        except Exception as error:  # one bad event must never stop the scheduler listening
+            _log_failure(f"recording {type(event).__name__}", error)
 
     async def handle(self, event: FromWorker) -> None:
         handler = self._handlers.get(type(event))
@@ -357,10 +389,7 @@ class Scheduler:
                 shared=request.share,
                 job_id=job.id,
             )
-        except (NameTaken, StorageError) as error:
-            await self._fail(job.id, job.user_id, str(error), False, attempt=event.attempt)
-            return
-        except OSError:  # the disk is full or failing: a sentence now, a retry may succeed
+        except (StorageUnavailable, OSError):  # a full or failing disk: a retry may succeed
             log.exception("could not store the embedding of job %s", job.id)
             await self._fail(
                 job.id,
@@ -370,6 +399,9 @@ class Scheduler:
                 True,
                 attempt=event.attempt,
             )
+            return
+        except (NameTaken, StorageError) as error:
+            await self._fail(job.id, job.user_id, str(error), False, attempt=event.attempt)
             return
         outcome = {"embedding_id": embedding.id, "final_loss": result.final_loss}
         previews = [NewImage(i, 0, png) for i, png in enumerate(result.previews)]
@@ -446,13 +478,13 @@ class Scheduler:
             await asyncio.sleep(max(0.5, self.lease_seconds / 3))
             try:
                 requeued = await self.jobs.requeue_expired_leases()
-            except StorageError:
-                log.exception("lease check failed")
+                metrics.QUEUE_DEPTH.set(await self.jobs.count_queued())
+            except Exception as error:  # try again at the next tick
+                _log_failure("the lease check", error)
                 continue
             if requeued:
                 log.warning("requeued jobs with expired leases: %s", requeued)
                 self.wake()
-            metrics.QUEUE_DEPTH.set(await self.jobs.count_queued())
 
 
 def choose_batch(candidates: list[Job], max_images: int) -> list[Job]:

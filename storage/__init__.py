@@ -7,6 +7,11 @@ bot process stays light. Start from `Storage.open(data_dir)`; the names below ar
 from storage.db import Database, Transaction
 from storage.embeddings import EmbeddingRepository
 from storage.errors import (
+    AlreadyRunning,
+    DatabaseCorrupt,
+    DatabaseEmpty,
+    DatabaseReadOnly,
+    FileStoreError,
     Forbidden,
     InvalidFileId,
     InvalidName,
@@ -18,6 +23,8 @@ from storage.errors import (
     SchemaTooNew,
     StorageBusy,
     StorageError,
+    StorageFull,
+    StorageUnavailable,
 )
 from storage.facade import Storage, files_root
 from storage.files import FileStore
@@ -48,9 +55,13 @@ from storage.users import UserRepository
 
 __all__ = [
     "Actor",
+    "AlreadyRunning",
     "Cancellation",
     "CheckReport",
     "Database",
+    "DatabaseCorrupt",
+    "DatabaseEmpty",
+    "DatabaseReadOnly",
     "Delivery",
     "Embedding",
     "EmbeddingKind",
@@ -59,6 +70,7 @@ __all__ = [
     "Family",
     "FileKind",
     "FileStore",
+    "FileStoreError",
     "Forbidden",
     "GuildSettings",
     "GuildSettingsRepository",
@@ -82,6 +94,8 @@ __all__ = [
     "Storage",
     "StorageBusy",
     "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
     "SweepReport",
     "Transaction",
     "User",

@@ -6,6 +6,11 @@ transactions) and then `BEGIN IMMEDIATE` (so other processes wait for the file's
 to the busy timeout instead of failing half-way through). Reads outside a transaction use a
 second, query-only connection, so they see committed data only — never another task's
 half-finished transaction.
+
+This is also the boundary where SQLite's own errors end: a full disk, an I/O error, a read-only
+or damaged file leave here as `StorageError` subclasses with one sentence (`translated`), so no
+caller ever has to know `sqlite3` — only constraint errors, which are bugs or handled by the
+repository that caused them, pass through.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import asyncio
 import contextlib
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -25,7 +30,15 @@ from typing import Any, Self
 
 import aiosqlite
 
-from storage.errors import SchemaTooNew, StorageBusy, StorageError
+from storage.errors import (
+    DatabaseCorrupt,
+    DatabaseReadOnly,
+    SchemaTooNew,
+    StorageBusy,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 
 Params = Sequence[Any]
 DEFAULT_BUSY_TIMEOUT = 5.0
@@ -74,8 +87,49 @@ def latest_version() -> int:
     return len(migrations())
 
 
-def _is_locked(error: sqlite3.OperationalError) -> bool:
-    return "locked" in str(error) or "busy" in str(error)
+def restore_advice(database: Path) -> str:
+    """How to get a lost or damaged database back, for the end of a sentence."""
+    return f"stop Lexicon and copy your latest `lexicon db backup` file over {database}"
+
+
+def storage_error(error: sqlite3.Error, path: Path) -> StorageError | None:
+    """The one-sentence `StorageError` for a failure of the disk or the file itself, or None
+    for an error in how the database is used (a constraint, a bug)."""
+    code = (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StorageBusy(
+            f"The database at {path} stayed locked by another process for longer than the busy "
+            "timeout; try again."
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return StorageFull("Lexicon's disk is full, so nothing was saved; try again later.")
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return DatabaseCorrupt(
+            f"The database at {path} is damaged ({error}); {restore_advice(path)}."
+        )
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return DatabaseReadOnly(
+            f"The database at {path} cannot be written ({error}); give Lexicon's user write "
+            "access to it and its folder, then start again."
+        )
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL):
+        return StorageUnavailable(
+            f"Lexicon could not read or write its database ({error}), so nothing was saved; "
+            "try again later."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def translated(path: Path) -> Iterator[None]:
+    """Turn SQLite's disk and file failures inside the block into `storage_error`'s sentence."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        replacement = storage_error(error, path)
+        if replacement is None:
+            raise
+        raise replacement from error
 
 
 class AsyncClosing(abc.ABC):
@@ -179,21 +233,33 @@ class Database(AsyncClosing, Queries):
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, busy_timeout)
-        reader: aiosqlite.Connection | None = None
-        try:
-            await _execute(writer, "PRAGMA journal_mode = WAL")
-            await _check_not_too_new(writer, path)
-            if migrate:
-                await _migrate(writer, path)
-            reader = await _connect(path, busy_timeout)
-            await _execute(reader, "PRAGMA query_only = ON")
-        except BaseException:
-            await writer.close()
-            if reader is not None:
-                await reader.close()
-            raise
-        return cls(path, writer, reader)
+        with translated(path):
+            writer = await _connect(path, busy_timeout)
+            reader: aiosqlite.Connection | None = None
+            try:
+                await _execute(writer, "PRAGMA journal_mode = WAL")
+                await _check_not_too_new(writer, path)
+                reader = await _connect(path, busy_timeout)
+                await _execute(reader, "PRAGMA query_only = ON")
+            except BaseException:
+                await writer.close()
+                if reader is not None:
+                    await reader.close()
+                raise
+        database = cls(path, writer, reader)
+        if migrate:
+            try:
+                await database.migrate()
+            except BaseException:
+                await database.close()
+                raise
+        return database
+
+    async def migrate(self) -> None:
+        """Bring the schema up to date (a no-op when it is); `open` does this unless told not to."""
+        async with self._write_lock:
+            with translated(self.path):
+                await _migrate(self._writer, self.path)
 
     async def close(self) -> None:
         if self._closed:
@@ -214,37 +280,30 @@ class Database(AsyncClosing, Queries):
         if task is not None and self._holder is task:
             raise RuntimeError("storage transactions do not nest; pass the open one down")
         async with self._write_lock:
-            self._holder = task
-            try:
+            with translated(self.path):
+                self._holder = task
                 try:
                     await _execute(self._writer, "BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as error:
-                    if _is_locked(error):
-                        raise StorageBusy(
-                            f"The database at {self.path} stayed locked by another process "
-                            "for longer than the busy timeout; try again."
-                        ) from error
-                    raise
-                transaction = Transaction(self._writer)
-                try:
-                    yield transaction
-                except BaseException:
-                    await asyncio.shield(_execute(self._writer, "ROLLBACK"))
-                    raise
-                try:
-                    await asyncio.shield(_execute(self._writer, "COMMIT"))
-                except sqlite3.Error:
-                    with contextlib.suppress(sqlite3.Error):
-                        await asyncio.shield(_execute(self._writer, "ROLLBACK"))
-                    raise
-            finally:
-                self._holder = None
+                    transaction = Transaction(self._writer)
+                    try:
+                        yield transaction
+                    except BaseException:
+                        await _rollback(self._writer)
+                        raise
+                    try:
+                        await asyncio.shield(_execute(self._writer, "COMMIT"))
+                    except sqlite3.Error:
+                        await _rollback(self._writer)
+                        raise
+                finally:
+                    self._holder = None
         for callback in transaction._after_commit:
             callback()
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Rows of a read-only query, from committed data."""
-        return list(await self._reader.execute_fetchall(sql, params))
+        with translated(self.path):
+            return list(await self._reader.execute_fetchall(sql, params))
 
     async def schema_version(self) -> int:
         return int(await self.fetch_value("PRAGMA user_version"))
@@ -266,6 +325,14 @@ async def _connect(path: Path, busy_timeout: float) -> aiosqlite.Connection:
 async def _execute(connection: aiosqlite.Connection, sql: str) -> None:
     cursor = await connection.execute(sql)
     await cursor.close()
+
+
+async def _rollback(connection: aiosqlite.Connection) -> None:
+    """Roll back if a transaction is still open. SQLite ends one itself on some errors (a full
+    disk), and a ROLLBACK then would raise "no transaction is active" over the real error."""
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            await asyncio.shield(_execute(connection, "ROLLBACK"))
 
 
 async def _user_version(connection: aiosqlite.Connection) -> int:
@@ -296,7 +363,7 @@ async def _migrate(connection: aiosqlite.Connection, path: Path) -> None:
                     await _execute(connection, statement)
                 await _execute(connection, f"PRAGMA user_version = {migration.version}")
         except BaseException as error:
-            await asyncio.shield(_execute(connection, "ROLLBACK"))
+            await _rollback(connection)
             if isinstance(error, sqlite3.Error):
                 raise StorageError(
                     f"Migration {migration.name} failed on {path} ({error}); the database was "

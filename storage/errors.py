@@ -49,3 +49,39 @@ class InvalidFileId(StorageError):
 
 class QuotaExceeded(StorageError):
     """A per-user limit checked atomically with the write it guards."""
+
+
+class StorageUnavailable(StorageError):
+    """The disk or the database failed (full, I/O error, read-only, damaged): nothing was saved,
+    and the same request may succeed once the operator has fixed the disk."""
+
+
+class StorageFull(StorageUnavailable):
+    """The disk (or SQLite's page limit) is full."""
+
+
+class DatabaseReadOnly(StorageUnavailable):
+    """The database file or its folder cannot be written."""
+
+
+class DatabaseCorrupt(StorageUnavailable):
+    """The database file is not a SQLite database, or SQLite found it damaged."""
+
+
+class FileStoreError(StorageUnavailable, OSError):
+    """The file store's disk failed; still an `OSError` (with its errno) for callers that ask."""
+
+    def __init__(self, error: OSError, sentence: str) -> None:
+        OSError.__init__(self, error.errno, error.strerror)
+        self.sentence = sentence
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+class DatabaseEmpty(StorageError):
+    """The database has no schema but the files folder holds files: starting would delete them."""
+
+
+class AlreadyRunning(StorageError):
+    """Another Lexicon process holds the data dir's lock."""

@@ -1,7 +1,9 @@
 """`Storage`: the database, the file store and every repository, opened and closed together.
 
 The bot's `setup_hook` (and the offline CLI) open one `Storage` and hand it to the services;
-`close()` releases what `open()` took.
+`close()` releases what `open()` took. Opening refuses an empty database beside stored files
+(`refuse_empty_database`) before anything is created, so a lost database is never "migrated"
+into a new, empty one that the start-up sweep would then clean every file against.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from storage.files import FileStore
 from storage.guilds import GuildSettingsRepository
 from storage.images import ImageRepository
 from storage.jobs import JobRepository
-from storage.maintenance import SweepReport, sweep
+from storage.maintenance import SweepReport, refuse_empty_database, sweep
 from storage.names import IsReservedWord, NameRules
 from storage.users import UserRepository
 
@@ -55,8 +57,17 @@ class Storage(AsyncClosing):
         """
         data_dir = Path(data_dir)
         db_path = Path(database_path) if database_path else data_dir / DATABASE_FILENAME
-        db = await Database.open(db_path, busy_timeout=busy_timeout)
         files = FileStore(files_root(data_dir))
+        if not db_path.is_file() or db_path.stat().st_size == 0:
+            await refuse_empty_database(db_path, files)  # before opening writes a header
+        db = await Database.open(db_path, migrate=False, busy_timeout=busy_timeout)
+        try:
+            if await db.schema_version() == 0:
+                await refuse_empty_database(db_path, files)
+            await db.migrate()
+        except BaseException:
+            await db.close()
+            raise
         return cls(
             db=db,
             files=files,

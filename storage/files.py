@@ -11,6 +11,7 @@ thread (`asyncio.to_thread`), as the repositories do.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -19,11 +20,32 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage.errors import InvalidFileId, NotFound
+from storage.errors import FileStoreError, InvalidFileId, NotFound
 from storage.models import FileKind
 
 TEMP_PREFIX = ".tmp-"
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+
+
+def disk_error(error: OSError) -> FileStoreError:
+    """The sentence for a file the store could not read or write."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        sentence = "Lexicon's disk is full, so nothing was saved; try again later."
+    else:
+        reason = (error.strerror or "a disk error").lower()
+        sentence = f"Lexicon could not read or write its files ({reason}); try again later."
+    return FileStoreError(error, sentence)
+
+
+@contextlib.contextmanager
+def _disk() -> Iterator[None]:
+    """OSErrors of the block (but a missing file, which callers handle) as `disk_error`."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise disk_error(error) from error
 
 
 def sha256_of(data: bytes) -> str:
@@ -61,7 +83,8 @@ class FileStore:
     def read(self, kind: FileKind | str, sha: str) -> bytes:
         path = self.path(kind, sha)
         try:
-            return path.read_bytes()
+            with _disk():
+                return path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"The stored file {sha[:12]}… is missing from {kind}.") from None
 
@@ -71,25 +94,28 @@ class FileStore:
         target = self.path(kind, sha)
         if target.is_file():
             return sha
-        _make_dirs_durably(target.parent)
         temp = target.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-        try:
-            with open(temp, "xb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
-            raise
-        _fsync_dir(target.parent)
+        with _disk():
+            _make_dirs_durably(target.parent)
+            try:
+                with open(temp, "xb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+                raise
+            _fsync_dir(target.parent)
         return sha
 
     def remove(self, kind: FileKind | str, sha: str) -> bool:
         """Delete one stored file; True if it was there."""
+        path = self.path(kind, sha)
         try:
-            self.path(kind, sha).unlink()
+            with _disk():
+                path.unlink()
         except FileNotFoundError:
             return False
         return True

@@ -2,9 +2,14 @@
 
 `sweep` repairs what a crash can leave behind: files no row names (an orphan, or a temp file cut
 off mid-write) are removed, and an embedding whose file is missing is marked unusable instead of
-crashing whoever uses it. `check` reports the same problems, and SQLite's own integrity check,
-without changing anything. `backup_database` copies the live database through SQLite's online
-backup API, so the copy is one consistent snapshot even while another process writes.
+crashing whoever uses it. `check` reports the same problems, SQLite's own integrity check, an
+empty database and jobs left `running` with no live lease, without changing anything.
+`backup_database` copies the live database through SQLite's online backup API, so the copy is
+one consistent snapshot even while another process writes.
+
+An empty database beside a files folder that holds files is a lost database, not a new one: the
+sweep would delete every file as unreferenced. `refuse_empty_database` stops a start there and
+names the way back (the backup); only a data dir with no files is initialised from nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from storage.db import Database, latest_version
-from storage.errors import StorageError
+from storage.clock import from_seconds, to_seconds, utc_now
+from storage.db import Database, latest_version, restore_advice, translated
+from storage.errors import DatabaseEmpty, StorageError
 from storage.files import FileStore, Scan
 from storage.models import FileKind
 from storage.references import REFERENCES, FetchAll, referenced_hashes
@@ -56,6 +62,47 @@ class SweepReport:
     foreign: tuple[Path, ...] = ()  # files storage did not write; left alone
 
 
+def empty_database_problem(database: Path, stored_files: int) -> str:
+    """The sentence for a database with no schema, by whether files say it was not new."""
+    if stored_files:
+        return (
+            f"The database at {database} is missing or empty but the files folder holds "
+            f"{stored_files} stored files, so the database was lost; {restore_advice(database)} "
+            "(a start without it is refused, so nothing is deleted)."
+        )
+    return (
+        f"The database at {database} is empty; start Lexicon to create its tables, or, if "
+        f"Lexicon has run here before, {restore_advice(database)}."
+    )
+
+
+def count_stored_files(files: FileStore) -> int:
+    """Every file under the store's root, temp and foreign ones included."""
+    return sum(1 for path in files.root.rglob("*") if path.is_file())
+
+
+async def refuse_empty_database(database: Path, files: FileStore) -> None:
+    """For a database that is missing, empty or without schema: raise `DatabaseEmpty` when the
+    store holds files (the database was lost, not new)."""
+    stored_files = await asyncio.to_thread(count_stored_files, files)
+    if stored_files:
+        raise DatabaseEmpty(empty_database_problem(database, stored_files))
+
+
+@dataclass(frozen=True, slots=True)
+class StuckJob:
+    job_id: int
+    lease_owner: str
+    lease_expired_at: float  # unix seconds
+
+    def sentence(self) -> str:
+        expired = from_seconds(self.lease_expired_at).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"Job #{self.job_id} is marked running but the lease of its worker "
+            f"{self.lease_owner} expired at {expired}; restart Lexicon to run it again."
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CheckReport:
     database: Path
@@ -66,12 +113,16 @@ class CheckReport:
     temp_files: tuple[Path, ...] = ()
     missing_files: tuple[MissingFile, ...] = ()
     foreign_files: tuple[Path, ...] = ()
+    stuck_jobs: tuple[StuckJob, ...] = ()
+    stored_files: int = 0  # counted only for an empty database
 
     @property
     def problems(self) -> list[str]:
         """One sentence per problem; empty when everything is consistent."""
         found: list[str] = []
-        if self.schema_version != latest_version():
+        if self.schema_version == 0:
+            found.append(empty_database_problem(self.database, self.stored_files))
+        elif self.schema_version != latest_version():
             found.append(
                 f"The schema is at version {self.schema_version} but this Lexicon expects "
                 f"{latest_version()}; start Lexicon once to migrate it."
@@ -85,6 +136,7 @@ class CheckReport:
         found.extend(f"{path} is a leftover temp file." for path in self.temp_files)
         found.extend(missing.sentence() for missing in self.missing_files)
         found.extend(f"{path} is not a file Lexicon wrote." for path in self.foreign_files)
+        found.extend(job.sentence() for job in self.stuck_jobs)
         return found
 
     @property
@@ -167,6 +219,9 @@ async def check(db: Database, files: FileStore) -> CheckReport:
     version = await db.schema_version()
     integrity = tuple(row[0] for row in await db.fetch_all("PRAGMA integrity_check"))
     violations = len(await db.fetch_all("PRAGMA foreign_key_check"))
+    if version == 0:
+        count = await asyncio.to_thread(count_stored_files, files)
+        return CheckReport(db.path, version, integrity, violations, stored_files=count)
     if version != latest_version():
         return CheckReport(db.path, version, integrity, violations)
     orphans: list[Path] = []
@@ -180,6 +235,11 @@ async def check(db: Database, files: FileStore) -> CheckReport:
         temp += scan.temp
         foreign += scan.foreign
         missing += await _missing(db.fetch_all, kind, referenced - scan.files.keys())
+    stuck = await db.fetch_all(
+        "SELECT id, lease_owner, lease_expires_at FROM jobs "
+        "WHERE state = 'running' AND lease_expires_at < ? ORDER BY id",
+        (to_seconds(utc_now()),),
+    )
     return CheckReport(
         database=db.path,
         schema_version=version,
@@ -189,6 +249,7 @@ async def check(db: Database, files: FileStore) -> CheckReport:
         temp_files=tuple(temp),
         missing_files=tuple(missing),
         foreign_files=tuple(foreign),
+        stuck_jobs=tuple(StuckJob(*row) for row in stuck),
     )
 
 
@@ -207,7 +268,8 @@ def backup_database(source: Path, destination: Path, busy_timeout: float = 5.0) 
         raise StorageError(f"The folder {destination.parent} does not exist.")
     temp = destination.parent / f".{destination.name}.partial-{secrets.token_hex(4)}"
     try:
-        _copy(source, temp, busy_timeout)
+        with translated(source):
+            _copy(source, temp, busy_timeout)
         try:
             os.link(temp, destination)
         except FileExistsError:

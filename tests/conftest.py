@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,14 @@ def lexicon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def run_lexicon(
-    args: list[str], tmp_path: Path, timeout: float = 120, **env: str
+    args: list[str],
+    tmp_path: Path,
+    timeout: float = 120,
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the CLI in a subprocess with cwd=tmp_path (so no stray .env is read)."""
+    """Run the CLI in a subprocess with cwd=tmp_path (so no stray .env is read); `preexec_fn`
+    runs in the child before exec."""
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
         cwd=tmp_path,
@@ -32,6 +38,7 @@ def run_lexicon(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -1,6 +1,9 @@
 """`lexicon db backup PATH` and `lexicon db check`.
 
-Storage is imported inside the functions so `lexicon --help` never pays for it.
+Neither takes the data dir's lock: both only read (the backup through SQLite's online backup
+API), so they work beside a running bot. A 0-byte database is reported without being opened,
+because opening it would write a header into it. Storage is imported inside the functions so
+`lexicon --help` never pays for it.
 """
 
 from __future__ import annotations
@@ -44,21 +47,26 @@ def _check(database_path: Path, data_dir: Path) -> int:
 
     from bot.cli import CommandError
     from storage import Database, FileStore, StorageError, check, files_root
+    from storage.maintenance import count_stored_files, empty_database_problem
 
     if not database_path.is_file():
         raise CommandError(
             f"There is no database at {database_path}; set LEXICON_DATA_DIR to the data folder "
             "or start Lexicon once to create it."
         )
+    files = FileStore(files_root(data_dir))
 
     async def run() -> list[str]:
         async with await Database.open(database_path, migrate=False) as db:
-            report = await check(db, FileStore(files_root(data_dir)))
+            report = await check(db, files)
         return report.problems
 
     try:
-        problems = asyncio.run(run())
-    except StorageError as error:
+        if database_path.stat().st_size == 0:
+            problems = [empty_database_problem(database_path, count_stored_files(files))]
+        else:
+            problems = asyncio.run(run())
+    except (StorageError, OSError) as error:
         raise CommandError(str(error)) from None
     if not problems:
         print(f"{database_path}: integrity ok; every row has its file and every file its row.")

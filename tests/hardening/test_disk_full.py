@@ -1,8 +1,14 @@
-"""Disk full (ENOSPC) while a file is written: a sentence, no row without its file, no partial
-file. The fault is injected at the file store's write (its `open`), never inside SQLite."""
+"""Disk full while a file or a row is written: a sentence, no row without its file, no partial
+file, and a scheduler that carries on once there is space again.
+
+Two faults: ENOSPC at the file store's write (its `open` replaced), and SQLite's own
+SQLITE_FULL, raised by SQLite itself when the writer connection's `PRAGMA max_page_count` is
+held at the database's size and its free pages are used up — the error a full disk gives.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import errno
 from collections.abc import Callable
@@ -12,12 +18,24 @@ from typing import Any
 import pytest
 
 import storage.files
+from bot.config import Settings
+from storage.db import Database
+from storage.errors import StorageFull
 from storage.maintenance import check
-from storage.models import FileKind
+from storage.models import FileKind, JobState
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import stored, stored_files
-from tests.simulation import Simulation
+from tests.simulation import Simulation, simulated
+
+FULL_SENTENCE = "Lexicon's disk is full, so nothing was saved; try again later."
+LONG_PROMPT = "a red cube on a blue table, " * 50  # a job row that cannot fit in a page's slack
+# Finished, delivered rows of the CLI user: they fill the jobs table's last page and the free
+# pages, and nothing ever dispatches or delivers them.
+_FILLER = (
+    "INSERT INTO jobs (user_id, kind, state, params, delivered, created_at, finished_at) "
+    "VALUES (0, 'generate', 'cancelled', json_quote(hex(zeroblob(?))), 1, 0, 0)"
+)
 
 
 class _FullDisk:
@@ -128,3 +146,84 @@ async def test_disk_full_while_training_photos_are_stored(
     report = await sim.app.storage.sweep()  # what the next start-up does
     assert len(report.removed_orphans) == len(after.files) <= 1
     assert (await check(sim.app.storage.db, sim.app.storage.files)).ok
+
+
+async def fill_database(db: Database) -> None:
+    """From now on the database cannot grow: SQLITE_FULL for any write that needs a page."""
+    async with db.transaction() as transaction:
+        await transaction.execute("INSERT OR IGNORE INTO users (id, created_at) VALUES (0, 0)")
+        pages = await transaction.fetch_value("PRAGMA page_count")
+        await transaction.fetch_all(f"PRAGMA max_page_count = {pages}")
+    size = 4096
+    while size:
+        try:
+            async with db.transaction() as transaction:
+                await transaction.execute(_FILLER, (size,))
+        except StorageFull:
+            size //= 2
+
+
+async def free_database(db: Database) -> None:
+    """Space again: the page limit back to SQLite's default."""
+    async with db.transaction() as transaction:
+        await transaction.fetch_all("PRAGMA max_page_count = 4294967294")
+
+
+def scheduler_alive(sim: Simulation) -> bool:
+    """Every loop of the scheduler (dispatch, leases, events) is still running."""
+    tasks = sim.app.scheduler._tasks  # the loops themselves, not a proxy for them
+    return len(tasks) == 3 and not any(task.done() for task in tasks)
+
+
+async def test_database_full_while_jobs_are_queued(settings: Settings) -> None:
+    """SQLITE_FULL while two jobs are queued: the member reads one sentence, the scheduler
+    lives, and once there is space every queued job and a new one run to success."""
+    async with simulated(settings, standin_step_seconds=0.25) as sim:
+        alice, bob, carol = sim.member("alice"), sim.member("bob"), sim.member("carol")
+        for member in (alice, bob):
+            await member.slash(sim.channel, "imagine", prompt="a red cube")
+        queued = [await sim.latest_job(member) for member in (alice, bob)]
+        await fill_database(sim.app.storage.db)
+
+        refused = await carol.slash(sim.channel, "imagine", prompt=LONG_PROMPT)
+        assert refusal(refused) == FULL_SENTENCE
+        assert await sim.app.storage.jobs.list_for_user(carol.id, states=None) == []
+        await asyncio.sleep(3 * sim.app.scheduler.lease_seconds / 3)  # the loops meet the fault
+        assert scheduler_alive(sim)
+
+        await free_database(sim.app.storage.db)
+        for job in queued:
+            done = await sim.job_done(job.id, limit=90)
+            assert done.state is JobState.SUCCEEDED, done.error
+        await carol.slash(sim.channel, "imagine", prompt=LONG_PROMPT)
+        assert (await sim.job_done(carol)).state is JobState.SUCCEEDED
+        assert scheduler_alive(sim)
+        assert (await check(sim.app.storage.db, sim.app.storage.files)).ok
+
+
+async def test_scheduler_loops_survive_any_exception(
+    sim: Simulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug-like error (not a StorageError) in dispatch and in the lease check is logged and
+    retried: the loops live on and the member's job still runs."""
+    jobs = sim.app.storage.jobs
+    failures = {"fair_order": 2, "requeue_expired_leases": 2}
+
+    def failing(name: str) -> Callable[..., Any]:
+        real = getattr(jobs, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if failures[name]:
+                failures[name] -= 1
+                raise RuntimeError(f"{name} broke")
+            return await real(*args, **kwargs)
+
+        return call
+
+    for name in failures:
+        monkeypatch.setattr(jobs, name, failing(name))
+    alice = sim.member("alice")
+    await alice.slash(sim.channel, "imagine", prompt="a red cube")
+    assert (await sim.job_done(alice, limit=60)).state is JobState.SUCCEEDED
+    await sim.until(lambda: not any(failures.values()), limit=60, what="both faults to fire")
+    assert scheduler_alive(sim)
