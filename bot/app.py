@@ -21,7 +21,7 @@ from bot.scheduler import Scheduler
 from bot.services import ImagineService, TrainService, _Checks
 from bot.transport import LocalTransport, Transport
 from engine.local_worker import EngineSpec, warm_up_batch_sizes
-from engine.vocabulary import is_single_token
+from engine.vocabulary import is_single_token, reads_as_words
 from engine.worker import WorkerConfig
 from storage.db import AsyncClosing
 from storage.facade import Storage
@@ -94,6 +94,7 @@ class Lexicon(AsyncClosing):
             settings.data_dir,
             database_path=settings.database_path,
             is_reserved_word=is_single_token,
+            reads_as_words=reads_as_words,
         )
         report = await storage.sweep()
         if report.removed_orphans or report.missing or report.marked_unusable:
@@ -120,7 +121,7 @@ class Lexicon(AsyncClosing):
             scheduler=scheduler,
             imagine=ImagineService(settings, checks, storage.embeddings, scheduler, hub),
             train=TrainService(settings, checks, storage.embeddings, scheduler, hub),
-            library=LibraryService(settings, storage, scheduler),
+            library=LibraryService(settings, storage, scheduler, checks),
         )
         if start_worker:
             if settings.metrics_port is not None:

@@ -1,9 +1,11 @@
 """The embedding library: a user's own words and the shared ones — list, import, export, share.
 
-Authorization lives in storage (only owners change their embeddings; managers may remove shared
-ones); this service adds what needs more than the database: normalising uploaded files (in a
-throw-away child process, see `engine.convert`), size limits, and family checks against the
-model the workers have loaded.
+Authorization lives in storage (only owners change their embeddings; a server's managers may
+remove what is shared there); this service adds what needs more than the database: the ban and
+the server's blocked words on everything that acts or names (reading stays open), normalising
+uploaded files (in a throw-away child process, see `engine.convert`), size limits, and family
+checks against the model the workers have loaded. Shared libraries are per server: a `guild_id`
+of None (a direct message, the CLI) sees the operator's library only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 from bot.config import Settings
 from bot.scheduler import Scheduler
-from bot.services import NAME_RULES, ServiceError, disk_failure
+from bot.services import NAME_RULES, ServiceError, _Checks, disk_failure
+from storage.embeddings import shared_library
 from storage.errors import NotFound
 from storage.facade import Storage
 from storage.models import Actor, Embedding, FileKind
@@ -36,43 +39,54 @@ class LibraryPage:
 class LibraryService:
     page_size = 10
 
-    def __init__(self, settings: Settings, storage: Storage, scheduler: Scheduler) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage, scheduler: Scheduler, checks: _Checks
+    ) -> None:
         self.settings = settings
         self.storage = storage
         self.scheduler = scheduler
+        self.checks = checks
 
     # --- reading -----------------------------------------------------------------------------
 
     async def list_owned(self, user_id: int) -> list[Embedding]:
         return await self.storage.embeddings.list_owned(user_id)
 
-    async def info(self, viewer_id: int, name: str) -> Embedding:
-        return await self.storage.embeddings.get_by_name(viewer_id, name)
+    async def info(self, viewer_id: int, name: str, guild_id: int | None = None) -> Embedding:
+        return await self.storage.embeddings.get_by_name(viewer_id, name, guild_id)
 
-    async def browse(self, query: str = "", page: int = 1) -> LibraryPage:
-        total = await self.storage.embeddings.count_shared(query)
+    async def browse(
+        self, query: str = "", page: int = 1, guild_id: int | None = None
+    ) -> LibraryPage:
+        """One page of the library `guild_id` sees (its own and the operator's)."""
+        embeddings = self.storage.embeddings
+        total = await embeddings.count_shared(query, guild_id=guild_id)
         pages = max(1, -(-total // self.page_size))
         page = min(max(1, page), pages)
-        items = await self.storage.embeddings.list_shared(
-            query, limit=self.page_size, offset=(page - 1) * self.page_size
+        items = await embeddings.list_shared(
+            query, limit=self.page_size, offset=(page - 1) * self.page_size, guild_id=guild_id
         )
         return LibraryPage(items, total, page, pages)
 
-    async def usable_names(self, viewer_id: int, prefix: str = "", limit: int = 25) -> list[str]:
-        """Names for autocomplete: the viewer's own first, then shared ones."""
+    async def usable_names(
+        self, viewer_id: int, prefix: str = "", limit: int = 25, guild_id: int | None = None
+    ) -> list[str]:
+        """Names for autocomplete: the viewer's own first, then the library `guild_id` sees."""
         prefix = prefix.lower()
         names: list[str] = []
         for embedding in await self.storage.embeddings.list_owned(viewer_id):
             if embedding.name_folded.startswith(prefix):
                 names.append(embedding.name_folded)
-        for embedding in await self.storage.embeddings.list_shared(prefix, limit=limit):
+        shared = await self.storage.embeddings.list_shared(prefix, limit=limit, guild_id=guild_id)
+        for embedding in shared:
             if embedding.name_folded not in names and embedding.name_folded.startswith(prefix):
                 names.append(embedding.name_folded)
         return names[:limit]
 
-    async def export(self, viewer_id: int, name: str) -> tuple[str, bytes]:
+    async def export(self, actor: Actor, name: str) -> tuple[str, bytes]:
         """(file name, bytes) of an embedding in Lexicon's format, loadable by A1111/diffusers."""
-        embedding = await self.storage.embeddings.get_by_name(viewer_id, name)
+        await self.checks.allowed(actor.user_id, actor.guild_id)
+        embedding = await self.storage.embeddings.get_by_name(actor.user_id, name, actor.guild_id)
         if not embedding.usable:
             raise ServiceError(f"The file of '{embedding.name}' is missing; it cannot be exported.")
         data = await asyncio.to_thread(
@@ -82,27 +96,42 @@ class LibraryService:
 
     # --- changing (authorization is checked by storage) ---------------------------------------
 
+    async def _acting(self, actor: Actor, *names: str) -> None:
+        """Refuse a banned actor, and a name the actor's server blocks."""
+        await self.checks.allowed(actor.user_id, actor.guild_id)
+        await self.checks.refuse_blocked(actor.guild_id, *names)
+
     async def _owned_or_visible(self, actor: Actor, name: str) -> Embedding:
         try:
             return await self.storage.embeddings.get_owned_by_name(actor.user_id, name)
         except NotFound:
-            if not actor.is_manager:
+            if not actor.is_manager and not actor.is_owner:
                 raise
-            return await self.storage.embeddings.get_shared_by_name(name)
+            return await self.storage.embeddings.get_shared_by_name(name, actor.guild_id)
 
     async def share(self, actor: Actor, name: str) -> Embedding:
+        await self._acting(actor, name)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.share(actor, embedding.id)
 
+    async def share_by_id(self, actor: Actor, embedding_id: int) -> Embedding:
+        """Share from a card's button: the same checks as `share`, by id."""
+        embedding = await self.storage.embeddings.get(embedding_id, actor.user_id)
+        await self._acting(actor, embedding.name)
+        return await self.storage.embeddings.share(actor, embedding.id)
+
     async def unshare(self, actor: Actor, name: str) -> Embedding:
+        await self._acting(actor)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.unshare(actor, embedding.id)
 
     async def rename(self, actor: Actor, name: str, new_name: str) -> Embedding:
+        await self._acting(actor, new_name)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.rename(actor, embedding.id, new_name)
 
     async def delete(self, actor: Actor, name: str) -> Embedding:
+        await self._acting(actor)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.delete(actor, embedding.id)
 
@@ -117,8 +146,7 @@ class LibraryService:
         share: bool = False,
     ) -> Embedding:
         """Validate, normalise and store an uploaded embedding file."""
-        if await self.storage.users.is_banned(actor.user_id):
-            raise ServiceError("You are not allowed to use Lexicon.")
+        await self._acting(actor, name)
         limit = self.settings.max_embedding_bytes
         if len(data) > limit:
             raise ServiceError(
@@ -126,6 +154,9 @@ class LibraryService:
                 f"most {limit / 1024:.0f} KiB."
             )
         checked = NAME_RULES.check(name)
+        library = shared_library(actor) if share else None
+        if share:
+            NAME_RULES.check_shareable(checked)
         family = await self.model_family()
         answer = await _convert(data, filename, checked.display, negative, family)
         if not answer["ok"]:
@@ -141,6 +172,7 @@ class LibraryService:
                 source="imported",
                 kind="negative" if negative else "positive",
                 shared=share,
+                shared_guild_id=library,
             )
         except OSError as error:
             raise disk_failure("embedding", error) from None

@@ -356,6 +356,7 @@ class Scheduler:
                 source="trained",
                 kind="negative" if request.negative else "positive",
                 shared=request.share,
+                shared_guild_id=job.guild_id,
                 job_id=job.id,
             )
         except (NameTaken, StorageError) as error:

@@ -70,12 +70,12 @@ async def _embeddings(args: argparse.Namespace) -> int:
                 f"{embedding.kind.value}, {embedding.visibility.value}) for user {args.user}"
             )
         elif args.action == "export":
-            _, data = await library.export(args.user, args.name)
+            _, data = await library.export(Actor(args.user, is_manager=True), args.name)
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(data)
             print(f"wrote {out} ({len(data)} bytes, loads in A1111, kohya and diffusers)")
         elif args.action == "share":
-            embedding = await library.share(Actor(args.user), args.name)
-            print(f"'{embedding.name}' is now shared in the library")
+            embedding = await library.share(Actor(args.user, is_manager=True), args.name)
+            print(f"'{embedding.name}' is now shared in the operator's library (every server)")
     return 0
