@@ -58,9 +58,7 @@ async def test_a_manager_moderates_only_their_own_server(sim: Simulation) -> Non
     here = await alice.slash(sim.channel, "imagine", prompt="a red cube")
     assert "Queued" in here.response.content
     await sim.job_done(alice)
-    everywhere = await mallory.slash(
-        other.channel, "admin ban", user=alice_there, everywhere=True
-    )
+    everywhere = await mallory.slash(other.channel, "admin ban", user=alice_there, everywhere=True)
     assert refusal(everywhere) == (
         "Only Lexicon's operator can ban or unban everywhere; leave 'everywhere' off to act on "
         "this server."
