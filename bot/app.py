@@ -21,7 +21,7 @@ from bot.library import LibraryService
 from bot.scheduler import Scheduler
 from bot.services import ImagineService, TrainService, _Checks
 from bot.transport import LocalTransport, Transport
-from engine.vocabulary import is_single_token
+from engine.vocabulary import is_single_token, reads_as_words
 from engine.worker_config import EngineSpec, WorkerConfig, warm_up_batch_sizes
 from storage.db import AsyncClosing
 from storage.facade import Storage
@@ -116,6 +116,7 @@ class Lexicon(AsyncClosing):
             settings.data_dir,
             database_path=settings.database_path,
             is_reserved_word=is_single_token,
+            reads_as_words=reads_as_words,
         )
         try:
             report = await storage.sweep()
@@ -146,7 +147,7 @@ class Lexicon(AsyncClosing):
             scheduler=scheduler,
             imagine=ImagineService(settings, checks, storage.embeddings, scheduler, hub),
             train=TrainService(settings, checks, storage.embeddings, scheduler, hub),
-            library=LibraryService(settings, storage, scheduler),
+            library=LibraryService(settings, storage, scheduler, checks),
             lock=lock,
         )
 

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="LEXICON_LOG_LEVEL"
     )
+    # Discord user ids of the operator's people: they moderate in every server and alone may
+    # ban everywhere (a server's managers moderate only that server).
+    owners: Annotated[frozenset[int], NoDecode] = Field(default=frozenset(), alias="LEXICON_OWNERS")
 
     # Limits. Each one is a promise to users ("at most N") and to the operator ("no more load
     # than this"), so each is a setting rather than a constant.
@@ -133,6 +136,16 @@ class Settings(BaseSettings):
         value = value.strip()
         if value != "local" and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("use local, or a Redis URL such as redis://host:6379/0")
+        return value
+
+    @field_validator("owners", mode="before")
+    @classmethod
+    def _split_owners(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not all(part.isdigit() for part in parts):
+                raise ValueError("list Discord user ids (digits) separated by commas")
+            value = frozenset(int(part) for part in parts)
         return value
 
     @field_validator("allowed_sizes", mode="before")

@@ -1,13 +1,15 @@
 """The embedding library: a user's own words and the shared ones — list, import, export, share.
 
-Authorization lives in storage (only owners change their embeddings; managers may remove shared
-ones); this service adds what needs more than the database: normalising uploaded files and
-writing A1111 `.pt` exports (in a throw-away child process, see `engine.convert`, which caps its
-own memory and CPU time; here each child gets a wall-clock limit and at most
-`MAX_CONVERT_CHILDREN` run at once), size limits, and family checks against the model the workers
-have loaded. An import keeps the sha256 of the member's own file, which is what A1111 writes as
-the `TI hashes` of an image; an export to anyone but the owner leaves out the owner's private
-training metadata.
+Authorization lives in storage (only owners change their embeddings; a server's managers may
+remove what is shared there); this service adds what needs more than the database: the ban and
+the server's blocked words on everything that acts or names (reading stays open), normalising
+uploaded files and writing A1111 `.pt` exports (in a throw-away child process, see
+`engine.convert`, which caps its own memory and CPU time; here each child gets a wall-clock limit
+and at most `MAX_CONVERT_CHILDREN` run at once), size limits, and family checks against the model
+the workers have loaded. Shared libraries are per server: a `guild_id` of None (a direct message,
+the CLI) sees the operator's library only. An import keeps the sha256 of the member's own file,
+which is what A1111 writes as the `TI hashes` of an image; an export to anyone but the owner
+leaves out the owner's private training metadata.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 
 from bot.config import Settings
 from bot.scheduler import Scheduler
-from bot.services import NAME_RULES, ServiceError, disk_failure
+from bot.services import NAME_RULES, ServiceError, _Checks, disk_failure
 from engine.embedding_metadata import without_private_metadata
+from storage.embeddings import shared_library
 from storage.errors import NotFound
 from storage.facade import Storage
 from storage.models import Actor, Embedding, FileKind
@@ -44,43 +47,53 @@ class LibraryPage:
 class LibraryService:
     page_size = 10
 
-    def __init__(self, settings: Settings, storage: Storage, scheduler: Scheduler) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage, scheduler: Scheduler, checks: _Checks
+    ) -> None:
         self.settings = settings
         self.storage = storage
         self.scheduler = scheduler
         self._children = asyncio.Semaphore(MAX_CONVERT_CHILDREN)
+        self.checks = checks
 
     # --- reading -----------------------------------------------------------------------------
 
     async def list_owned(self, user_id: int) -> list[Embedding]:
         return await self.storage.embeddings.list_owned(user_id)
 
-    async def info(self, viewer_id: int, name: str) -> Embedding:
-        return await self.storage.embeddings.get_by_name(viewer_id, name)
+    async def info(self, viewer_id: int, name: str, guild_id: int | None = None) -> Embedding:
+        return await self.storage.embeddings.get_by_name(viewer_id, name, guild_id)
 
-    async def browse(self, query: str = "", page: int = 1) -> LibraryPage:
-        total = await self.storage.embeddings.count_shared(query)
+    async def browse(
+        self, query: str = "", page: int = 1, guild_id: int | None = None
+    ) -> LibraryPage:
+        """One page of the library `guild_id` sees (its own and the operator's)."""
+        embeddings = self.storage.embeddings
+        total = await embeddings.count_shared(query, guild_id=guild_id)
         pages = max(1, -(-total // self.page_size))
         page = min(max(1, page), pages)
-        items = await self.storage.embeddings.list_shared(
-            query, limit=self.page_size, offset=(page - 1) * self.page_size
+        items = await embeddings.list_shared(
+            query, limit=self.page_size, offset=(page - 1) * self.page_size, guild_id=guild_id
         )
         return LibraryPage(items, total, page, pages)
 
-    async def usable_names(self, viewer_id: int, prefix: str = "", limit: int = 25) -> list[str]:
-        """Names for autocomplete: the viewer's own first, then shared ones."""
+    async def usable_names(
+        self, viewer_id: int, prefix: str = "", limit: int = 25, guild_id: int | None = None
+    ) -> list[str]:
+        """Names for autocomplete: the viewer's own first, then the library `guild_id` sees."""
         prefix = prefix.lower()
         names: list[str] = []
         for embedding in await self.storage.embeddings.list_owned(viewer_id):
             if embedding.name_folded.startswith(prefix):
                 names.append(embedding.name_folded)
-        for embedding in await self.storage.embeddings.list_shared(prefix, limit=limit):
+        shared = await self.storage.embeddings.list_shared(prefix, limit=limit, guild_id=guild_id)
+        for embedding in shared:
             if embedding.name_folded not in names and embedding.name_folded.startswith(prefix):
                 names.append(embedding.name_folded)
         return names[:limit]
 
     async def export(
-        self, viewer_id: int, name: str, suffix: str = ".safetensors"
+        self, actor: Actor, name: str, suffix: str = ".safetensors"
     ) -> tuple[str, bytes]:
         """(file name, bytes) of an embedding: Lexicon's safetensors, or A1111's `.pt` layout
         for `.pt`/`.bin`. Only the owner gets the training metadata (photo hashes, seed)."""
@@ -89,13 +102,14 @@ class LibraryService:
                 f"Embeddings can be exported as {', '.join(EXPORT_SUFFIXES)}, not "
                 f"{suffix or 'a file without a suffix'}; pick one of those."
             )
-        embedding = await self.storage.embeddings.get_by_name(viewer_id, name)
+        await self.checks.allowed(actor.user_id, actor.guild_id)
+        embedding = await self.storage.embeddings.get_by_name(actor.user_id, name, actor.guild_id)
         if not embedding.usable:
             raise ServiceError(f"The file of '{embedding.name}' is missing; it cannot be exported.")
         data = await asyncio.to_thread(
             self.storage.files.read, FileKind.EMBEDDINGS, embedding.sha256
         )
-        if embedding.owner_id != viewer_id:
+        if embedding.owner_id != actor.user_id:
             data = without_private_metadata(data)
         if suffix != ".safetensors":
             answer = await self._child(data, "a1111", embedding.name_folded)
@@ -106,27 +120,42 @@ class LibraryService:
 
     # --- changing (authorization is checked by storage) ---------------------------------------
 
+    async def _acting(self, actor: Actor, *names: str) -> None:
+        """Refuse a banned actor, and a name the actor's server blocks."""
+        await self.checks.allowed(actor.user_id, actor.guild_id)
+        await self.checks.refuse_blocked(actor.guild_id, *names)
+
     async def _owned_or_visible(self, actor: Actor, name: str) -> Embedding:
         try:
             return await self.storage.embeddings.get_owned_by_name(actor.user_id, name)
         except NotFound:
-            if not actor.is_manager:
+            if not actor.is_manager and not actor.is_owner:
                 raise
-            return await self.storage.embeddings.get_shared_by_name(name)
+            return await self.storage.embeddings.get_shared_by_name(name, actor.guild_id)
 
     async def share(self, actor: Actor, name: str) -> Embedding:
+        await self._acting(actor, name)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.share(actor, embedding.id)
 
+    async def share_by_id(self, actor: Actor, embedding_id: int) -> Embedding:
+        """Share from a card's button: the same checks as `share`, by id."""
+        embedding = await self.storage.embeddings.get(embedding_id, actor.user_id)
+        await self._acting(actor, embedding.name)
+        return await self.storage.embeddings.share(actor, embedding.id)
+
     async def unshare(self, actor: Actor, name: str) -> Embedding:
+        await self._acting(actor)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.unshare(actor, embedding.id)
 
     async def rename(self, actor: Actor, name: str, new_name: str) -> Embedding:
+        await self._acting(actor, new_name)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.rename(actor, embedding.id, new_name)
 
     async def delete(self, actor: Actor, name: str) -> Embedding:
+        await self._acting(actor)
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.delete(actor, embedding.id)
 
@@ -141,8 +170,7 @@ class LibraryService:
         share: bool = False,
     ) -> Embedding:
         """Validate, normalise and store an uploaded embedding file."""
-        if await self.storage.users.is_banned(actor.user_id):
-            raise ServiceError("You are not allowed to use Lexicon.")
+        await self._acting(actor, name)
         limit = self.settings.max_embedding_bytes
         if len(data) > limit:
             raise ServiceError(
@@ -150,6 +178,9 @@ class LibraryService:
                 f"most {limit / 1024:.0f} KiB."
             )
         checked = NAME_RULES.check(name)
+        library = shared_library(actor) if share else None
+        if share:
+            NAME_RULES.check_shareable(checked)
         family = await self.model_family()
         kind = "negative" if negative else "positive"
         answer = await self._child(
@@ -169,6 +200,7 @@ class LibraryService:
                 kind=kind,
                 shared=share,
                 source_sha256=hashlib.sha256(data).hexdigest(),
+                shared_guild_id=library,
             )
         except OSError as error:
             raise disk_failure("embedding", error) from None

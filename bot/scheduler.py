@@ -387,6 +387,7 @@ class Scheduler:
                 source="trained",
                 kind="negative" if request.negative else "positive",
                 shared=request.share,
+                shared_guild_id=job.guild_id,
                 job_id=job.id,
             )
         except (StorageUnavailable, OSError):  # a full or failing disk: a retry may succeed

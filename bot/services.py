@@ -1,9 +1,10 @@
 """Services: what a user can ask for, checked and stored, independent of Discord.
 
 The cogs and the CLI call these; they validate everything (one sentence per refusal, nothing
-stored for a refused request), resolve embedding names in a prompt to the embeddings this user
-may use (their own first, then shared ones), queue the job and return at once with its place in
-the queue. Nothing here waits for the GPU.
+stored for a refused request: bans and the server's blocked words first), resolve embedding
+names in a prompt to the embeddings this user may use there (their own first, then the server's
+library), queue the job and return at once with its place in the queue. Nothing here waits for
+the GPU.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from engine.jobs import (
     TrainRequest,
 )
 from engine.photos import PhotoError, normalise_photos
-from engine.vocabulary import is_single_token
-from storage.embeddings import EmbeddingRepository
+from engine.vocabulary import is_single_token, reads_as_words
+from storage.embeddings import SHARE_FROM_A_SERVER, EmbeddingRepository
 from storage.errors import NotFound
 from storage.guilds import GuildSettingsRepository
 from storage.jobs import JobRepository, over_quota
@@ -46,7 +47,8 @@ _EXPLICIT_NAME = re.compile(r"<([^<>\s]{1,64})>")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,31}")
 
 
-NAME_RULES = NameRules(is_reserved_word=is_single_token)
+NAME_RULES = NameRules(is_reserved_word=is_single_token, reads_as_words=reads_as_words)
+BANNED = "You are not allowed to use Lexicon."
 
 log = logging.getLogger("lexicon.services")
 
@@ -142,9 +144,10 @@ class _Checks:
         self.guilds = guilds
         self.jobs = jobs
 
-    async def allowed(self, user_id: int) -> None:
-        if await self.users.is_banned(user_id):
-            raise ServiceError("You are not allowed to use Lexicon.")
+    async def allowed(self, user_id: int, guild_id: int | None) -> None:
+        """Refuse a user banned everywhere or on `guild_id`."""
+        if await self.users.is_banned(user_id, guild_id):
+            raise ServiceError(BANNED)
 
     async def blocked_words(self, guild_id: int | None) -> tuple[str, ...]:
         if guild_id is None:
@@ -197,7 +200,7 @@ class ImagineService(_QueueingService):
         guild_id: int | None = None,
         delivery: Delivery | None = None,
     ) -> Submitted:
-        await self.checks.allowed(user_id)
+        await self.checks.allowed(user_id, guild_id)
         request = await self.build_request(user_id, options, guild_id=guild_id)
         job = await self.checks.jobs.enqueue(
             user_id,
@@ -243,7 +246,7 @@ class ImagineService(_QueueingService):
             default_negative = (await self.checks.guilds.get(guild_id)).default_negative_prompt
             if default_negative and default_negative not in negative:
                 negative = f"{negative}, {default_negative}" if negative else default_negative
-        used = await self.resolve_names(user_id, request.prompt, negative)
+        used = await self.resolve_names(user_id, guild_id, request.prompt, negative)
         return dataclasses.replace(
             request,
             negative=negative,
@@ -253,19 +256,22 @@ class ImagineService(_QueueingService):
             ),
         )
 
-    async def resolve_names(self, user_id: int, *texts: str) -> list[Embedding]:
-        """The embeddings a prompt names; `<unknown>` is refused with a suggestion."""
+    async def resolve_names(
+        self, user_id: int, guild_id: int | None, *texts: str
+    ) -> list[Embedding]:
+        """The embeddings a prompt names in `guild_id` (the user's own, that server's library,
+        the operator's); `<unknown>` is refused with a suggestion."""
         explicit: set[str] = set()
         bare: set[str] = set()
         for text in texts:
             e, b = embedding_names_in(text)
             explicit |= e
             bare |= b
-        found = await self.embeddings.resolve(user_id, explicit | bare)
+        found = await self.embeddings.resolve(user_id, explicit | bare, guild_id)
         for name in sorted(explicit):
             folded = fold_for_lookup(name)
             if folded is None or folded not in found:
-                raise ServiceError(await self._unknown_name_sentence(user_id, name))
+                raise ServiceError(await self._unknown_name_sentence(user_id, guild_id, name))
         unusable = [e.name for e in found.values() if not e.usable]
         if unusable:
             raise ServiceError(
@@ -273,9 +279,10 @@ class ImagineService(_QueueingService):
             )
         return sorted(found.values(), key=lambda e: e.name_folded)
 
-    async def _unknown_name_sentence(self, user_id: int, name: str) -> str:
+    async def _unknown_name_sentence(self, user_id: int, guild_id: int | None, name: str) -> str:
         known = [e.name_folded for e in await self.embeddings.list_owned(user_id)]
-        known += [e.name_folded for e in await self.embeddings.list_shared(limit=500)]
+        shared = await self.embeddings.list_shared(limit=500, guild_id=guild_id)
+        known += [e.name_folded for e in shared]
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
         hint = f" Did you mean <{close[0]}>?" if close else ""
         return f"You have no embedding called <{name}> and none is shared under that name.{hint}"
@@ -297,10 +304,14 @@ class TrainService(_QueueingService):
         delivery: Delivery | None = None,
     ) -> Submitted:
         """Check and queue a training; nothing is stored for a refused one."""
-        await self.checks.allowed(user_id)
+        await self.checks.allowed(user_id, guild_id)
         await self.checks.refuse_blocked(guild_id, options.name)
         checked = NAME_RULES.check(options.name)
-        await self.refuse_taken(user_id, checked.folded, options.share)
+        if options.share:
+            if guild_id is None:
+                raise ServiceError(SHARE_FROM_A_SERVER)
+            NAME_RULES.check_shareable(checked)
+        await self.refuse_taken(user_id, checked.folded, options.share, guild_id)
         request = TrainRequest(
             name=checked.display,
             kind=options.kind,
@@ -334,7 +345,9 @@ class TrainService(_QueueingService):
             raise disk_failure("photos", error) from None
         return await _queued(job, self.scheduler, self.hub)
 
-    async def refuse_taken(self, user_id: int, folded: str, share: bool) -> None:
+    async def refuse_taken(
+        self, user_id: int, folded: str, share: bool, guild_id: int | None
+    ) -> None:
         try:
             await self.embeddings.get_owned_by_name(user_id, folded)
         except NotFound:
@@ -343,9 +356,11 @@ class TrainService(_QueueingService):
             raise ServiceError(f"You already have an embedding called '{folded}'.")
         if share:
             try:
-                await self.embeddings.get_shared_by_name(folded)
+                found = await self.embeddings.get_shared_by_name(folded, guild_id)
             except NotFound:
                 return
+            if found.shared_guild_id != guild_id:
+                return  # the operator's library: this server's own entry may shadow it
             raise ServiceError(f"The shared library already has an embedding called '{folded}'.")
 
     async def check_photos(self, photos: Sequence[tuple[str, bytes]]) -> list[bytes]:

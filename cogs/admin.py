@@ -1,9 +1,10 @@
 """`/admin …`: what server managers (Manage Server) control — limits, blocked words, the default
-negative prompt, shared embeddings, and who may use Lexicon at all.
+negative prompt, this server's shared embeddings, and who may use Lexicon here.
 
 Discord hides the group from members without Manage Server (default permissions), the cog
-checks the permission again on every use (server admins can widen command visibility), and
-storage refuses settings changes from anyone who is not a manager of that server.
+checks the permission again on every use (server admins can widen command visibility) and
+refuses a manager banned here, and storage refuses changes from anyone who is not a manager of
+that server. The operator's `LEXICON_OWNERS` pass everywhere and alone may ban everywhere.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_bot import LexiconBot
-from bot.services import GUILD_MAX_QUEUED, ServiceError
-from cogs.common import actor_of, shorten
+from bot.services import BANNED, GUILD_MAX_QUEUED, ServiceError
+from cogs.common import Refused, actor_of, shorten
 from storage.models import GuildSettings
 
 MANAGE_GUILD = discord.Permissions(manage_guild=True)
+EVERYWHERE = "In every server (Lexicon's owners only)"
 
 
 async def shared_name_choices(
     interaction: discord.Interaction[LexiconBot], current: str
 ) -> list[app_commands.Choice[str]]:
-    shared = await interaction.client.app.storage.embeddings.list_shared(current, limit=25)
+    shared = await interaction.client.app.storage.embeddings.list_shared(
+        current, limit=25, guild_id=interaction.guild_id
+    )
     return [app_commands.Choice(name=e.name_folded, value=e.name_folded) for e in shared]
 
 
@@ -47,8 +51,13 @@ class Admin(commands.Cog):
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         if interaction.guild_id is None:
             raise app_commands.NoPrivateMessage()
-        if not interaction.permissions.manage_guild:
+        actor = actor_of(interaction)
+        if actor.is_owner:
+            return True
+        if not actor.is_manager:
             raise app_commands.MissingPermissions(["manage_guild"])
+        if await self.bot.app.storage.users.is_banned(actor.user_id, actor.guild_id):
+            raise Refused(BANNED)  # or a banned manager would lift their own ban
         return True
 
     async def _update(
@@ -159,23 +168,47 @@ class Admin(commands.Cog):
             reply = f"Took **{removed.name}** out of the library; <@{removed.owner_id}> keeps it."
         await interaction.response.send_message(reply, ephemeral=True)
 
-    @admin.command(name="ban", description="Stop a user from using Lexicon")
-    @app_commands.describe(user="Who to ban")
-    async def ban(self, interaction: discord.Interaction[LexiconBot], user: discord.User) -> None:
+    @admin.command(name="ban", description="Stop a user from using Lexicon on this server")
+    @app_commands.describe(user="Who to ban", everywhere=EVERYWHERE)
+    async def ban(
+        self,
+        interaction: discord.Interaction[LexiconBot],
+        user: discord.User,
+        everywhere: bool = False,
+    ) -> None:
         if user.id == interaction.user.id:
             raise ServiceError("You cannot ban yourself.")
-        await self.bot.app.storage.users.set_banned(user.id, True)
+        await self.bot.app.storage.users.set_banned(
+            actor_of(interaction), user.id, True, everywhere=everywhere
+        )
+        where = "anywhere" if everywhere else "on this server"
         await interaction.response.send_message(
-            f"{user.mention} can no longer use Lexicon.", ephemeral=True
+            f"{user.mention} can no longer use Lexicon {where}.", ephemeral=True
         )
 
-    @admin.command(name="unban", description="Let a banned user use Lexicon again")
-    @app_commands.describe(user="Who to unban")
-    async def unban(self, interaction: discord.Interaction[LexiconBot], user: discord.User) -> None:
-        await self.bot.app.storage.users.set_banned(user.id, False)
-        await interaction.response.send_message(
-            f"{user.mention} can use Lexicon again.", ephemeral=True
-        )
+    @admin.command(name="unban", description="Let a banned user use Lexicon here again")
+    @app_commands.describe(user="Who to unban", everywhere=EVERYWHERE)
+    async def unban(
+        self,
+        interaction: discord.Interaction[LexiconBot],
+        user: discord.User,
+        everywhere: bool = False,
+    ) -> None:
+        users = self.bot.app.storage.users
+        await users.set_banned(actor_of(interaction), user.id, False, everywhere=everywhere)
+        if not await users.is_banned(user.id, interaction.guild_id):
+            reply = f"{user.mention} can use Lexicon again."
+        elif everywhere:
+            reply = (
+                f"{user.mention} is no longer banned everywhere but still is on this server; "
+                "unban them again without 'everywhere'."
+            )
+        else:
+            reply = (
+                f"{user.mention} is no longer banned on this server, but Lexicon's operator "
+                "banned them everywhere; only an owner can lift that."
+            )
+        await interaction.response.send_message(reply, ephemeral=True)
 
 
 def describe(settings: GuildSettings, bot: LexiconBot) -> str:

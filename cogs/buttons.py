@@ -97,7 +97,7 @@ class TryButton(PersistentButton, action="try", fields=("embedding",)):
 
 
 class ShareButton(PersistentButton, action="share", fields=("embedding",)):
-    """Put an embedding in the shared library (its owner only; storage checks)."""
+    """Put an embedding in this server's library (its owner only; the library service checks)."""
 
     label = "Share"
 
@@ -105,8 +105,8 @@ class ShareButton(PersistentButton, action="share", fields=("embedding",)):
         await self._share(interaction)
 
     async def _share(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        embeddings = interaction.client.app.storage.embeddings
-        shared = await embeddings.share(actor_of(interaction), self.value("embedding"))
+        library = interaction.client.app.library
+        shared = await library.share_by_id(actor_of(interaction), self.value("embedding"))
         await interaction.response.send_message(
             f"**{shared.name}** is in the shared library now; anyone can write "
             f"`<{shared.name_folded}>`.",

@@ -17,9 +17,13 @@ from storage.models import Actor, Delivery
 TOKEN_LIFETIME = timedelta(minutes=15)
 
 
-class RateLimited(ServiceError, app_commands.CheckFailure):
-    """Too many commands in the last minute. A `ServiceError`, so the error path shows its
-    sentence; a `CheckFailure`, so a cog's `interaction_check` may raise it."""
+class Refused(ServiceError, app_commands.CheckFailure):
+    """A refusal from a cog's `interaction_check`. A `ServiceError`, so the error path shows its
+    sentence; a `CheckFailure`, so discord.py hands it to the command tree's error handler."""
+
+
+class RateLimited(Refused):
+    """Too many commands in the last minute."""
 
 
 def check_rate(interaction: discord.Interaction[LexiconBot]) -> None:
@@ -40,10 +44,11 @@ class RateLimitedCog(commands.Cog):
 
 def actor_of(interaction: discord.Interaction[LexiconBot]) -> Actor:
     """The storage `Actor` for whoever triggered the interaction: a manager is someone with
-    Manage Server in the server the interaction came from."""
+    Manage Server in the server the interaction came from; an owner is in `LEXICON_OWNERS`."""
     guild_id = interaction.guild_id
     is_manager = guild_id is not None and interaction.permissions.manage_guild
-    return Actor(interaction.user.id, is_manager=is_manager, guild_id=guild_id)
+    is_owner = interaction.user.id in interaction.client.settings.owners
+    return Actor(interaction.user.id, is_manager=is_manager, guild_id=guild_id, is_owner=is_owner)
 
 
 def delivery_for(interaction: discord.Interaction[LexiconBot], message_id: int | None) -> Delivery:

@@ -1,7 +1,8 @@
 """`/embeddings …` (your words: list, info, share, rename, delete, export, import) and `/library`.
 
-Authorization lives in storage (only owners change their embeddings, managers may remove shared
-ones); these commands turn the answers into private messages.
+Authorization lives in storage (only owners change their embeddings, a server's managers may
+remove what is shared there) and bans and blocked words in the library service; these commands
+turn the answers into private messages. Names and the library are this server's.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ NAME_OPTION = "An embedding name"
 async def usable_name_choices(
     interaction: discord.Interaction[LexiconBot], current: str
 ) -> list[app_commands.Choice[str]]:
-    """Autocomplete: the names this user may use, their own first (at most 25)."""
+    """Autocomplete: the names this user may use here, their own first (at most 25)."""
     names = await interaction.client.app.library.usable_names(
-        interaction.user.id, current.strip(), limit=25
+        interaction.user.id, current.strip(), limit=25, guild_id=interaction.guild_id
     )
     return [app_commands.Choice(name=name, value=name) for name in names[:25]]
 
@@ -62,7 +63,7 @@ class Embeddings(RateLimitedCog):
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
     async def info(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
-        embedding = await self.bot.app.library.info(interaction.user.id, name)
+        embedding = await self.bot.app.library.info(interaction.user.id, name, interaction.guild_id)
         await interaction.response.send_message(embed=embedding_card(embedding), ephemeral=True)
 
     @embeddings.command(name="share", description="Put one of your embeddings in the library")
@@ -110,7 +111,7 @@ class Embeddings(RateLimitedCog):
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
     async def export(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
-        filename, data = await self.bot.app.library.export(interaction.user.id, name)
+        filename, data = await self.bot.app.library.export(actor_of(interaction), name)
         await interaction.response.send_message(
             f"`{filename}` loads in A1111, kohya and diffusers as it is.",
             file=discord.File(io.BytesIO(data), filename=filename),
@@ -158,7 +159,7 @@ class Embeddings(RateLimitedCog):
         interaction: discord.Interaction[LexiconBot],
         query: app_commands.Range[str, 0, QUERY_MAX] = "",
     ) -> None:
-        embed, view = await library_page(self.bot.app, query.strip(), 1)
+        embed, view = await library_page(self.bot.app, query.strip(), 1, interaction.guild_id)
         await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
 
 

@@ -12,9 +12,10 @@ QUERY_MAX = 50  # keeps `lexicon:lib:<page>:<query>` under Discord's 100-charact
 
 
 async def library_page(
-    app: Lexicon, query: str, page: int
+    app: Lexicon, query: str, page: int, guild_id: int | None
 ) -> tuple[discord.Embed, discord.ui.View]:
-    found = await app.library.browse(query, page)
+    """A page of the library `guild_id` sees, with Prev/Next."""
+    found = await app.library.browse(query, page, guild_id)
     title = "Shared library" + (f" — “{query}”" if query else "")
     embed = discord.Embed(title=title, colour=discord.Colour.blurple())
     if not found.items:
@@ -54,6 +55,6 @@ class LibraryPageButton(
 
     async def _turn(self, interaction: discord.Interaction[LexiconBot]) -> None:
         embed, view = await library_page(
-            interaction.client.app, self.value("query"), self.value("page")
+            interaction.client.app, self.value("query"), self.value("page"), interaction.guild_id
         )
         await interaction.response.edit_message(embed=embed, view=view)

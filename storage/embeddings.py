@@ -1,9 +1,12 @@
-"""Embeddings: names, visibility, the shared library, and who may change what.
+"""Embeddings: names, visibility, the shared libraries, and who may change what.
 
 Authorization lives here so no caller can forget it. A private embedding is invisible to all but
 its owner — lookups answer NotFound, never Forbidden, so its existence does not leak. A shared
-one is usable by everyone; only its owner renames, shares or unshares it, and a server manager
-may unshare or delete it (moderation) but not rename it.
+one sits in the library of the server it was shared in (`shared_guild_id`; None is the
+operator's library, which every server sees); names resolve to the viewer's own embeddings and
+to that server's library only, so a stranger elsewhere cannot put words into this server's
+prompts. Only its owner renames, shares or unshares it; a manager of *that* server (or the
+operator) may unshare or delete it (moderation) but not rename it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ from storage.references import remove_if_unreferenced
 from storage.users import ensure_user
 
 _ORDER_SHARED = "ORDER BY use_count DESC, name_folded, id"
+SHARE_FROM_A_SERVER = "Share it from a server: each server has its own library."
+_NOT_SHARED = -1  # `_refuse_taken`'s library for a private name (Discord ids are never negative)
+
+
+def _in_library(guild: str = "?") -> str:
+    """SQL: shared and seen by server `guild` (a parameter mark): its library, the operator's."""
+    return f"visibility = 'shared' AND (shared_guild_id IS NULL OR shared_guild_id = {guild})"
 
 
 def embedding_from_row(row: sqlite3.Row) -> Embedding:
@@ -51,6 +61,7 @@ def embedding_from_row(row: sqlite3.Row) -> Embedding:
         usable=bool(row["usable"]),
         job_id=row["job_id"],
         source_sha256=row["source_sha256"],
+        shared_guild_id=row["shared_guild_id"],
     )
 
 
@@ -86,6 +97,7 @@ class EmbeddingRepository:
         source: EmbeddingSource | str,
         kind: EmbeddingKind | str = EmbeddingKind.POSITIVE,
         shared: bool = False,
+        shared_guild_id: int | None = None,
         description: str = "",
         job_id: int | None = None,
         max_owned: int | None = None,
@@ -93,11 +105,15 @@ class EmbeddingRepository:
     ) -> Embedding:
         """Store the file, then commit the row that names it, in one write transaction.
 
-        With `job_id`, creating is idempotent: a retried training job that already produced its
-        embedding gets that row back. `max_owned` is checked atomically with the insert.
-        `source_sha256` is the hash of an imported file as the member had it, before rewriting.
+        `shared` puts it in the library of `shared_guild_id` (None: the operator's; the caller
+        decides who may). With `job_id`, creating is idempotent: a retried training job that
+        already produced its embedding gets that row back. `max_owned` is checked atomically
+        with the insert. `source_sha256` is the hash of an imported file as the member had it,
+        before rewriting.
         """
         checked = self._rules.check(name)
+        if shared:
+            self._rules.check_shareable(checked)
         kind, family, source = EmbeddingKind(kind), Family(family), EmbeddingSource(source)
         now = self._clock()
         async with self._db.transaction() as transaction:
@@ -108,7 +124,8 @@ class EmbeddingRepository:
                 if row is not None:
                     return embedding_from_row(row)
             await ensure_user(transaction, owner_id, now)
-            await self._refuse_taken(transaction, owner_id, checked, shared=shared)
+            library = shared_guild_id if shared else _NOT_SHARED
+            await self._refuse_taken(transaction, owner_id, checked, library)
             if max_owned is not None:
                 owned = await transaction.fetch_value(
                     "SELECT count(*) FROM embeddings WHERE owner_id = ?", (owner_id,)
@@ -125,8 +142,8 @@ class EmbeddingRepository:
                 """
                 INSERT INTO embeddings (owner_id, name, name_folded, kind, visibility,
                     n_vectors, width, family, sha256, source, description, created_at, job_id,
-                    source_sha256)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    source_sha256, shared_guild_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 RETURNING *
                 """,
                 (
@@ -144,6 +161,7 @@ class EmbeddingRepository:
                     to_seconds(now),
                     job_id,
                     source_sha256,
+                    shared_guild_id if shared else None,
                 ),
             )
 
@@ -153,9 +171,12 @@ class EmbeddingRepository:
         """The embedding if `viewer_id` may see it (owner, or shared), else NotFound."""
         return await _visible(self._db, viewer_id, embedding_id)
 
-    async def get_by_name(self, viewer_id: int, name: str) -> Embedding:
-        """The viewer's own embedding of that name, else the shared one, else NotFound."""
-        found = await self.resolve(viewer_id, [name])
+    async def get_by_name(
+        self, viewer_id: int, name: str, guild_id: int | None = None
+    ) -> Embedding:
+        """The viewer's own embedding of that name, else the one shared in `guild_id`'s library
+        (or the operator's), else NotFound."""
+        found = await self.resolve(viewer_id, [name], guild_id)
         if not found:
             raise NotFound(
                 f"You have no embedding called {quote(name)} and the shared library has none."
@@ -174,22 +195,28 @@ class EmbeddingRepository:
             raise NotFound(f"You have no embedding called {quote(name)}.")
         return embedding_from_row(row)
 
-    async def get_shared_by_name(self, name: str) -> Embedding:
+    async def get_shared_by_name(self, name: str, guild_id: int | None = None) -> Embedding:
+        """The embedding of that name in `guild_id`'s library, else in the operator's."""
         folded = fold_for_lookup(name)
         row = None
         if folded is not None:
             row = await self._db.fetch_one(
-                "SELECT * FROM embeddings WHERE visibility = 'shared' AND name_folded = ?",
-                (folded,),
+                f"""
+                SELECT * FROM embeddings WHERE {_in_library()} AND name_folded = ?
+                ORDER BY shared_guild_id IS NULL
+                """,
+                (guild_id, folded),
             )
         if row is None:
             raise NotFound(f"The shared library has no embedding called {quote(name)}.")
         return embedding_from_row(row)
 
-    async def resolve(self, viewer_id: int, names: Iterable[str]) -> dict[str, Embedding]:
-        """Folded name → embedding for each name the viewer can use; their own names win.
-
-        Names that match nothing are simply absent, so a prompt parser can treat them as words.
+    async def resolve(
+        self, viewer_id: int, names: Iterable[str], guild_id: int | None = None
+    ) -> dict[str, Embedding]:
+        """Folded name → embedding for each name the viewer can use in `guild_id` (None: a
+        direct message or the CLI): their own first, then that server's library, then the
+        operator's. Names that match nothing are absent, so a prompt parser treats them as words.
         """
         folded = sorted({f for f in map(fold_for_lookup, names) if f is not None})
         if not folded:
@@ -198,10 +225,10 @@ class EmbeddingRepository:
         rows = await self._db.fetch_all(
             f"""
             SELECT * FROM embeddings
-            WHERE name_folded IN ({marks}) AND (owner_id = ? OR visibility = 'shared')
-            ORDER BY owner_id = ? DESC
+            WHERE name_folded IN ({marks}) AND (owner_id = ? OR ({_in_library()}))
+            ORDER BY owner_id = ? DESC, shared_guild_id IS NULL
             """,
-            (*folded, viewer_id, viewer_id),
+            (*folded, viewer_id, guild_id, viewer_id),
         )
         found: dict[str, Embedding] = {}
         for row in rows:
@@ -215,45 +242,47 @@ class EmbeddingRepository:
         return [embedding_from_row(row) for row in rows]
 
     async def list_shared(
-        self, query: str = "", limit: int = 25, offset: int = 0
+        self, query: str = "", limit: int = 25, offset: int = 0, *, guild_id: int | None = None
     ) -> list[Embedding]:
-        """One page of the shared library (usable entries only), most used first.
+        """One page of the library `guild_id` sees (usable entries only), most used first.
 
         `query` matches anywhere in the name or description, as plain text (no wildcards).
         """
         rows = await self._db.fetch_all(
             f"""
             SELECT * FROM embeddings
-            WHERE visibility = 'shared' AND usable = 1
+            WHERE {_in_library("?4")} AND usable = 1
               AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
             {_ORDER_SHARED} LIMIT ?2 OFFSET ?3
             """,
-            (_like_pattern(query.strip().casefold()), max(0, limit), max(0, offset)),
+            (_like_pattern(query.strip().casefold()), max(0, limit), max(0, offset), guild_id),
         )
         return [embedding_from_row(row) for row in rows]
 
-    async def count_shared(self, query: str = "") -> int:
+    async def count_shared(self, query: str = "", *, guild_id: int | None = None) -> int:
         value = await self._db.fetch_value(
-            """
+            f"""
             SELECT count(*) FROM embeddings
-            WHERE visibility = 'shared' AND usable = 1
+            WHERE {_in_library("?2")} AND usable = 1
               AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
             """,
-            (_like_pattern(query.strip().casefold()),),
+            (_like_pattern(query.strip().casefold()), guild_id),
         )
         return int(value)
 
     # -- changing (each takes an Actor) --------------------------------------------------------
 
     async def rename(self, actor: Actor, embedding_id: int, new_name: str) -> Embedding:
-        """Only the owner renames; a shared embedding keeps its place in the library."""
+        """Only the owner renames; a shared embedding keeps its place in its library."""
         checked = self._rules.check(new_name)
         async with self._db.transaction() as transaction:
             current = await _visible(transaction, actor.user_id, embedding_id)
             if current.owner_id != actor.user_id:
                 raise Forbidden(f"Only the owner of '{current.name}' can rename it.")
+            if current.is_shared:
+                self._rules.check_shareable(checked)
             await self._refuse_taken(
-                transaction, current.owner_id, checked, shared=current.is_shared, ignore=current.id
+                transaction, current.owner_id, checked, _library(current), ignore=current.id
             )
             return await _write_named(
                 transaction,
@@ -263,50 +292,59 @@ class EmbeddingRepository:
             )
 
     async def share(self, actor: Actor, embedding_id: int) -> Embedding:
-        """Only the owner shares; a name another shared embedding has is refused."""
+        """Only the owner shares, into the library of the server they ask from (the operator's
+        with no server); a name that library has, or that reads as ordinary words, is refused."""
         async with self._db.transaction() as transaction:
             current = await _visible(transaction, actor.user_id, embedding_id)
             if current.owner_id != actor.user_id:
                 raise Forbidden(f"Only the owner of '{current.name}' can share it.")
+            library = shared_library(actor)
             if current.is_shared:
-                return current
+                if current.shared_guild_id == library:
+                    return current
+                raise Forbidden(
+                    f"'{current.name}' is already shared in another library; "
+                    "unshare it first to share it here."
+                )
             name = EmbeddingName(current.name, current.name_folded)
+            self._rules.check_shareable(name)
             await self._refuse_taken(
-                transaction, current.owner_id, name, shared=True, ignore=current.id
+                transaction, current.owner_id, name, library, ignore=current.id
             )
             return await _write_named(
                 transaction,
                 name,
-                "UPDATE embeddings SET visibility = 'shared' WHERE id = ? RETURNING *",
-                (embedding_id,),
+                """
+                UPDATE embeddings SET visibility = 'shared', shared_guild_id = ?
+                WHERE id = ? RETURNING *
+                """,
+                (library, embedding_id),
             )
 
     async def unshare(self, actor: Actor, embedding_id: int) -> Embedding:
-        """The owner, or a server manager (moderation), takes it out of the library."""
+        """The owner, or a manager of the server whose library holds it (moderation), takes it
+        out of the library."""
         async with self._db.transaction() as transaction:
             current = await _visible(transaction, actor.user_id, embedding_id)
-            if current.owner_id != actor.user_id and not actor.is_manager:
-                raise Forbidden(
-                    f"Only the owner of '{current.name}' or a server manager can unshare it."
-                )
+            _refuse_unless_moderator(actor, current, "unshare")
             if not current.is_shared:
                 return current
             row = await transaction.fetch_one(
-                "UPDATE embeddings SET visibility = 'private' WHERE id = ? RETURNING *",
+                """
+                UPDATE embeddings SET visibility = 'private', shared_guild_id = NULL
+                WHERE id = ? RETURNING *
+                """,
                 (embedding_id,),
             )
         assert row is not None
         return embedding_from_row(row)
 
     async def delete(self, actor: Actor, embedding_id: int) -> Embedding:
-        """The owner, or a server manager for a shared one, deletes it; its file goes with the
-        last row that names it."""
+        """The owner, or a manager of the server whose library holds a shared one, deletes it;
+        its file goes with the last row that names it."""
         async with self._db.transaction() as transaction:
             current = await _visible(transaction, actor.user_id, embedding_id)
-            if current.owner_id != actor.user_id and not actor.is_manager:
-                raise Forbidden(
-                    f"Only the owner of '{current.name}' or a server manager can delete it."
-                )
+            _refuse_unless_moderator(actor, current, "delete")
             await transaction.execute("DELETE FROM embeddings WHERE id = ?", (embedding_id,))
             await remove_if_unreferenced(
                 transaction, self._files, FileKind.EMBEDDINGS, current.sha256
@@ -339,10 +377,12 @@ class EmbeddingRepository:
         transaction: Transaction,
         owner_id: int,
         name: EmbeddingName,
+        library: int | None,
         *,
-        shared: bool,
         ignore: int | None = None,
     ) -> None:
+        """Refuse a name the owner already has, or that `library` (a server, None for the
+        operator's, `_NOT_SHARED` for a private name) already holds."""
         ignore_id = -1 if ignore is None else ignore
         if await transaction.fetch_value(
             "SELECT 1 FROM embeddings WHERE owner_id = ? AND name_folded = ? AND id != ?",
@@ -352,14 +392,40 @@ class EmbeddingRepository:
                 f"You already have an embedding called '{name.folded}'; "
                 "pick another name or delete that one first."
             )
-        if shared and await transaction.fetch_value(
-            "SELECT 1 FROM embeddings WHERE visibility = 'shared' AND name_folded = ? AND id != ?",
-            (name.folded, ignore_id),
+        if library != _NOT_SHARED and await transaction.fetch_value(
+            """
+            SELECT 1 FROM embeddings WHERE visibility = 'shared' AND shared_guild_id IS ?
+                AND name_folded = ? AND id != ?
+            """,
+            (library, name.folded, ignore_id),
         ):
             raise NameTaken(
                 f"The shared library already has an embedding called '{name.folded}'; "
                 "rename yours before sharing it."
             )
+
+
+def shared_library(actor: Actor) -> int | None:
+    """The library `actor` shares into: their server's, or the operator's (no server), which
+    only the operator may fill."""
+    if actor.guild_id is None and not actor.acts_everywhere:
+        raise Forbidden(SHARE_FROM_A_SERVER)
+    return actor.guild_id
+
+
+def _library(embedding: Embedding) -> int | None:
+    return embedding.shared_guild_id if embedding.is_shared else _NOT_SHARED
+
+
+def _refuse_unless_moderator(actor: Actor, embedding: Embedding, verb: str) -> None:
+    """The owner changes their own; a shared one also by a manager of its library's server."""
+    if embedding.owner_id == actor.user_id:
+        return
+    if not (embedding.is_shared and actor.manages(embedding.shared_guild_id)):
+        raise Forbidden(
+            f"Only the owner of '{embedding.name}' or a manager of the server it is shared in "
+            f"can {verb} it."
+        )
 
 
 async def _visible(queries: Queries, viewer_id: int, embedding_id: int) -> Embedding:

@@ -48,12 +48,14 @@ class Storage(AsyncClosing):
         *,
         database_path: Path | str | None = None,
         is_reserved_word: IsReservedWord | None = None,
+        reads_as_words: IsReservedWord | None = None,
         clock: Clock = utc_now,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     ) -> Storage:
         """Open (and migrate) the database and wire the repositories to it.
 
-        `is_reserved_word` is the engine's tokenizer check for new embedding names.
+        `is_reserved_word` is the engine's tokenizer check for new embedding names,
+        `reads_as_words` its stricter one for shared names.
         """
         data_dir = Path(data_dir)
         db_path = Path(database_path) if database_path else data_dir / DATABASE_FILENAME
@@ -72,7 +74,9 @@ class Storage(AsyncClosing):
             db=db,
             files=files,
             users=UserRepository(db, clock),
-            embeddings=EmbeddingRepository(db, files, NameRules(is_reserved_word), clock),
+            embeddings=EmbeddingRepository(
+                db, files, NameRules(is_reserved_word, reads_as_words), clock
+            ),
             jobs=JobRepository(db, files, clock),
             images=ImageRepository(db, files, clock),
             guilds=GuildSettingsRepository(db, clock),

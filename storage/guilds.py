@@ -52,7 +52,7 @@ class GuildSettingsRepository:
 
         Blocked words are stored case-folded, sorted and without duplicates.
         """
-        if not actor.is_manager or actor.guild_id not in (None, guild_id):
+        if not actor.manages(guild_id):
             raise Forbidden("Only a manager of this server can change its Lexicon settings.")
         async with self._db.transaction() as transaction:
             current = await self._get_in(transaction, guild_id)

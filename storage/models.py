@@ -79,11 +79,25 @@ _SUFFIXES = {
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who asks for a change. `is_manager` means "manages the server the request came from";
-    `guild_id` is that server (None for the operator's CLI, where managers act everywhere)."""
+    `guild_id` is that server (None for a direct message, and for the operator's CLI, where a
+    manager acts everywhere). `is_owner`: one of the operator's `LEXICON_OWNERS`, who act
+    everywhere from any server."""
 
     user_id: int
     is_manager: bool = False
     guild_id: int | None = None
+    is_owner: bool = False
+
+    @property
+    def acts_everywhere(self) -> bool:
+        """The operator: an owner, or a manager with no server (the CLI)."""
+        return self.is_owner or (self.is_manager and self.guild_id is None)
+
+    def manages(self, guild_id: int | None) -> bool:
+        """May moderate what belongs to `guild_id` (None: the operator's, everywhere)."""
+        if self.acts_everywhere:
+            return True
+        return self.is_manager and guild_id is not None and guild_id == self.guild_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,8 @@ class Embedding:
     job_id: int | None  # the training job that produced it, if any
     # sha256 of the file the member imported, before it was rewritten; None when `sha256` is it
     source_sha256: str | None = None
+    # The server whose library holds it when shared; None: the operator's library (every server).
+    shared_guild_id: int | None = None
 
     @property
     def is_shared(self) -> bool:

@@ -60,10 +60,16 @@ def fold_for_lookup(raw: str) -> str | None:
 
 
 class NameRules:
-    """The naming rule plus the engine's "is this already a word?" check."""
+    """The naming rule plus the engine's "is this already a word?" checks: one for every name,
+    a stricter one for shared names (a bare word in a prompt resolves to a shared name)."""
 
-    def __init__(self, is_reserved_word: IsReservedWord | None = None) -> None:
+    def __init__(
+        self,
+        is_reserved_word: IsReservedWord | None = None,
+        reads_as_words: IsReservedWord | None = None,
+    ) -> None:
         self._is_reserved_word = is_reserved_word
+        self._reads_as_words = reads_as_words
 
     def check(self, raw: str) -> EmbeddingName:
         """A valid, unreserved name, or InvalidName with one sentence."""
@@ -74,3 +80,11 @@ class NameRules:
                 "pick a made-up word like 'zorb'."
             )
         return name
+
+    def check_shareable(self, name: EmbeddingName) -> None:
+        """Refuse, with one sentence, a name that would read as ordinary words in a prompt."""
+        if self._reads_as_words is not None and self._reads_as_words(name.folded):
+            raise InvalidName(
+                f"'{name.folded}' reads as ordinary words to the model, so it cannot be a shared "
+                f"name; pick a made-up word like 'zorb', or add a digit as in '{name.folded}1'."
+            )

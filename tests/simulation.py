@@ -16,6 +16,9 @@ What it arranges, and why:
 - Commands sync to a dev guild (`LEXICON_DEV_GUILD`; a fixed id when unset) that exists before
   the bot logs in, so SimCord's strict sync check stays on. The guild has a "Lexicon managers"
   role with Manage Server and a #lexicon channel.
+- `add_server()` makes another server with the same layout and syncs the commands there, for
+  what must stay inside one server (moderation, shared libraries); `join()` puts an existing
+  member in it.
 - The settle timeout is 120 s: training and generation are real work.
 - Refusals (a `ServiceError` reaching the command tree) are what the bot is for; SimCord records
   them like any error. On exit the user-facing ones are acknowledged and anything else is raised.
@@ -51,6 +54,27 @@ WORKER_START_SECONDS = 300.0
 
 
 @dataclasses.dataclass
+class Server:
+    """One more server with the bot in it: a #lexicon channel and a "Lexicon managers" role."""
+
+    guild: GuildHandle
+    channel: ChannelHandle
+    managers: RoleHandle
+
+    def join(self, member: MemberActor, *, manager: bool = False) -> MemberActor:
+        """The same user as `member`, now also a member here (a manager when `manager`)."""
+        return self.guild.add_member(member.user, roles=[self.managers] if manager else [])
+
+
+def _furnish(guild: GuildHandle) -> Server:
+    channel = guild.create_text_channel("lexicon")
+    managers = guild.create_role(
+        "Lexicon managers", permissions=discord.Permissions(manage_guild=True)
+    )
+    return Server(guild, channel, managers)
+
+
+@dataclasses.dataclass
 class Simulation:
     """A running simulated Discord with the Lexicon bot in it, and a server to play in."""
 
@@ -72,6 +96,15 @@ class Simulation:
         """A new member of the server (with Manage Server when `manager`)."""
         user = self.env.create_user(name)
         return self.guild.add_member(user, roles=[self.managers] if manager else [])
+
+    async def add_server(self, name: str) -> Server:
+        """Another server, with Lexicon's commands synced to it as to the dev guild."""
+        server = _furnish(self.env.create_guild(name))
+        scope = discord.Object(id=server.guild.id)
+        self.bot.tree.copy_global_to(guild=scope)
+        await self.bot.tree.sync(guild=scope)
+        await self.env.settle()
+        return server
 
     async def advance_time(self, seconds: float) -> None:
         await self.env.advance_time(seconds)
@@ -183,15 +216,19 @@ async def simulated(
     try:
         bot = create_bot(settings, app)
         env = simcord.Env(bot, settle_timeout=settle_timeout)
-        guild = env.create_guild("Lexicon test server", id=settings.dev_guild)
-        channel = guild.create_text_channel("lexicon")
-        managers = guild.create_role(
-            "Lexicon managers", permissions=discord.Permissions(manage_guild=True)
-        )
+        server = _furnish(env.create_guild("Lexicon test server", id=settings.dev_guild))
         _install_external_wait(env, bot)
         await env.start()
         try:
-            sim = Simulation(env, settings, app, guild, channel, managers, standin_step_seconds)
+            sim = Simulation(
+                env,
+                settings,
+                app,
+                server.guild,
+                server.channel,
+                server.managers,
+                standin_step_seconds,
+            )
             opened.append(sim)
             yield sim
         finally:

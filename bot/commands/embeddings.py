@@ -73,12 +73,13 @@ async def _embeddings(args: argparse.Namespace) -> int:
             )
         elif args.action == "export":
             out = Path(args.out)
-            _, data = await library.export(args.user, args.name, out.suffix.lower())
+            operator = Actor(args.user, is_manager=True)
+            _, data = await library.export(operator, args.name, out.suffix.lower())
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(data)
             layout = "safetensors" if out.suffix.lower() == ".safetensors" else "A1111 .pt layout"
             print(f"wrote {out} ({len(data)} bytes, {layout}; loads in A1111, kohya and diffusers)")
         elif args.action == "share":
-            embedding = await library.share(Actor(args.user), args.name)
-            print(f"'{embedding.name}' is now shared in the library")
+            embedding = await library.share(Actor(args.user, is_manager=True), args.name)
+            print(f"'{embedding.name}' is now shared in the operator's library (every server)")
     return 0

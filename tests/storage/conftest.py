@@ -16,9 +16,17 @@ from tests.conftest import REPO_ROOT
 RESERVED = frozenset({"cat", "dog", "photo"})
 
 
+COMMON = frozenset({"highres", "bokeh"})
+
+
 def is_reserved_word(word: str) -> bool:
     """A stand-in for the tokenizer's vocabulary check."""
     return word in RESERVED
+
+
+def reads_as_words(word: str) -> bool:
+    """A stand-in for the tokenizer's check of shared names."""
+    return word in COMMON
 
 
 @pytest.fixture
@@ -28,7 +36,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def store(data_dir: Path) -> AsyncIterator[Storage]:
-    opened = await Storage.open(data_dir, is_reserved_word=is_reserved_word)
+    opened = await Storage.open(
+        data_dir, is_reserved_word=is_reserved_word, reads_as_words=reads_as_words
+    )
     try:
         yield opened
     finally:
@@ -41,9 +51,11 @@ async def make_embedding(
     name: str,
     *,
     shared: bool = False,
+    guild_id: int | None = None,
     data: bytes | None = None,
 ) -> Embedding:
-    """An embedding with a small fake file (storage never looks inside it)."""
+    """An embedding with a small fake file (storage never looks inside it); a shared one goes
+    to `guild_id`'s library (None: the operator's)."""
     return await store.embeddings.create(
         owner_id,
         name,
@@ -53,6 +65,7 @@ async def make_embedding(
         family="sd1",
         source="trained",
         shared=shared,
+        shared_guild_id=guild_id,
     )
 
 

@@ -1,4 +1,5 @@
-"""Who may change what: every mutating operation × owner, another user, a server manager."""
+"""Who may change what: every mutating operation × owner, another user, a server manager, a
+manager of another server, and one of the operator's `LEXICON_OWNERS`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import pytest
 from storage import Actor, Forbidden, JobState, NotFound, Storage, Visibility
 from tests.storage.conftest import claim_next, make_embedding
 
-OWNER, OTHER, MANAGER = 1, 2, 3
-GUILD = 100
+OWNER, OTHER, MANAGER, OPERATOR = 1, 2, 3, 4
+GUILD, ELSEWHERE = 100, 999
 ACTORS = {
     "owner": Actor(OWNER, is_manager=False, guild_id=GUILD),
     "other": Actor(OTHER, is_manager=False, guild_id=GUILD),
     "manager": Actor(MANAGER, is_manager=True, guild_id=GUILD),
+    "foreign-manager": Actor(MANAGER, is_manager=True, guild_id=ELSEWHERE),
+    "lexicon-owner": Actor(OPERATOR, guild_id=ELSEWHERE, is_owner=True),
 }
 ALLOW = None
 
@@ -54,6 +57,13 @@ EMBEDDING_MATRIX = [
     Case("unshare", Visibility.SHARED, "owner", ALLOW),
     Case("unshare", Visibility.SHARED, "other", Forbidden),
     Case("unshare", Visibility.SHARED, "manager", ALLOW),
+    # Moderation is scoped to the server it was shared in; the operator's owners act everywhere.
+    Case("delete", Visibility.SHARED, "foreign-manager", Forbidden),
+    Case("unshare", Visibility.SHARED, "foreign-manager", Forbidden),
+    Case("rename", Visibility.SHARED, "foreign-manager", Forbidden),
+    Case("delete", Visibility.SHARED, "lexicon-owner", ALLOW),
+    Case("unshare", Visibility.SHARED, "lexicon-owner", ALLOW),
+    Case("delete", Visibility.PRIVATE, "lexicon-owner", NotFound),
 ]
 
 
@@ -88,7 +98,7 @@ def _expected_after(operation: str, visibility: Visibility) -> tuple[str, Visibi
 async def test_embedding_operation_matrix(store: Storage, case: Case) -> None:
     """Each (operation, visibility, actor) is allowed or refused as the contract says."""
     embedding = await make_embedding(
-        store, OWNER, "zorb", shared=case.visibility is Visibility.SHARED
+        store, OWNER, "zorb", shared=case.visibility is Visibility.SHARED, guild_id=GUILD
     )
     actor = ACTORS[case.actor]
     if case.expected is None:

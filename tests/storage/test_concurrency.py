@@ -18,7 +18,7 @@ async def _life_of_one_embedding(store: Storage, index: int) -> bool:
     Returns whether this task won the race for the shared name 'clash'.
     """
     owner = index % OWNERS
-    actor = Actor(owner)
+    actor = Actor(owner, guild_id=1)
     # Seven distinct contents for fifty embeddings: files are shared between rows.
     data = f"content {index % 7}".encode()
     created = await make_embedding(store, owner, f"e{index:02d}", data=data)

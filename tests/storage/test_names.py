@@ -112,18 +112,22 @@ async def test_case_fold_collisions_count_as_the_same_name(store: Storage) -> No
 
 
 async def test_a_shared_name_is_unique_in_the_library(store: Storage) -> None:
-    """A second shared 'zorb' is refused when shared or created shared; private ones are fine."""
-    await make_embedding(store, 1, "zorb", shared=True)
+    """A second shared 'zorb' is refused in the same server's library when shared or created
+    shared; private ones are fine, and so is a 'zorb' in another server's library."""
+    await make_embedding(store, 1, "zorb", shared=True, guild_id=10)
     private = await make_embedding(store, 2, "Zorb")
     with pytest.raises(NameTaken) as caught:
-        await store.embeddings.share(Actor(2), private.id)
+        await store.embeddings.share(Actor(2, guild_id=10), private.id)
     assert str(caught.value) == (
         "The shared library already has an embedding called 'zorb'; rename yours before sharing it."
     )
     with pytest.raises(NameTaken, match="shared library already has"):
-        await make_embedding(store, 3, "ZORB", shared=True)
+        await make_embedding(store, 3, "ZORB", shared=True, guild_id=10)
     assert (await store.embeddings.get(private.id, 2)).is_shared is False
-    assert await store.embeddings.count_shared() == 1
+    assert await store.embeddings.count_shared(guild_id=10) == 1
+    elsewhere = await store.embeddings.share(Actor(2, guild_id=20), private.id)
+    assert (elsewhere.is_shared, elsewhere.shared_guild_id) == (True, 20)
+    assert await store.embeddings.count_shared(guild_id=10) == 1
 
 
 async def test_renaming_a_shared_embedding_keeps_library_names_unique(store: Storage) -> None:

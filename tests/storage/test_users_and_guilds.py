@@ -20,12 +20,16 @@ async def test_users_are_created_on_first_sight_and_renamed(store: Storage) -> N
     assert renamed.display_name == "Annie" and renamed.created_at == first.created_at
 
 
+OPERATOR = Actor(0, is_manager=True)  # the CLI: a manager with no server acts everywhere
+
+
 async def test_bans_and_quotas(store: Storage) -> None:
     """Bans toggle and quotas override defaults, creating the user row if needed."""
     assert await store.users.is_banned(7) is False
-    banned = await store.users.set_banned(7, True)
-    assert banned.banned and await store.users.is_banned(7)
-    await store.users.set_banned(7, False)
+    await store.users.set_banned(OPERATOR, 7, True, everywhere=True)
+    assert (await store.users.get(7)).banned and await store.users.is_banned(7)
+    assert await store.users.is_banned(7, 5)
+    await store.users.set_banned(OPERATOR, 7, False, everywhere=True)
     assert await store.users.is_banned(7) is False
     limited = await store.users.set_quotas(7, max_queued_jobs=1, max_embeddings=None)
     assert (limited.max_queued_jobs, limited.max_embeddings) == (1, None)
@@ -62,3 +66,33 @@ async def test_only_that_servers_managers_change_its_settings(store: Storage, ac
     with pytest.raises(Forbidden, match="Only a manager of this server"):
         await store.guilds.update(actor, 5, lambda c: replace(c, blocked_words=("x",)))
     assert await store.guilds.get(5) == GuildSettings(guild_id=5)
+
+
+async def test_a_manager_bans_only_on_their_own_server(store: Storage) -> None:
+    """A manager's ban holds on their server only; banning everywhere is the operator's."""
+    manager = Actor(1, is_manager=True, guild_id=5)
+    await store.users.set_banned(manager, 7, True)
+    assert await store.users.is_banned(7, 5)
+    assert not await store.users.is_banned(7, 6) and not await store.users.is_banned(7)
+    with pytest.raises(Forbidden, match="Only Lexicon's operator can ban or unban everywhere"):
+        await store.users.set_banned(manager, 8, True, everywhere=True)
+    with pytest.raises(Forbidden, match="Only a manager of this server"):
+        await store.users.set_banned(Actor(2, guild_id=5), 8, True)
+    assert not await store.users.is_banned(8, 5)
+    owner = Actor(3, guild_id=6, is_owner=True)
+    await store.users.set_banned(owner, 8, True, everywhere=True)
+    assert await store.users.is_banned(8, 5) and await store.users.is_banned(8)
+    await store.users.set_banned(manager, 7, False)
+    assert not await store.users.is_banned(7, 5)
+
+
+async def test_a_banned_manager_cannot_lift_their_own_ban(store: Storage) -> None:
+    """A manager banned on their server cannot unban themselves; the operator can."""
+    manager = Actor(1, is_manager=True, guild_id=5)
+    await store.users.set_banned(Actor(2, is_manager=True, guild_id=5), 1, True)
+    with pytest.raises(Forbidden) as caught:
+        await store.users.set_banned(manager, 1, False)
+    assert str(caught.value) == "You cannot lift your own ban; ask Lexicon's operator."
+    assert await store.users.is_banned(1, 5)
+    await store.users.set_banned(Actor(3, guild_id=5, is_owner=True), 1, False)
+    assert not await store.users.is_banned(1, 5)
