@@ -1,5 +1,5 @@
 """Shared libraries are per server: what a name resolves to, which names may be shared, and
-how rows shared before libraries were per server are sorted out by migration 0002."""
+how rows shared before libraries were per server are sorted out by migration 0003."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def _version_1_database(data_dir: Path) -> None:
     connection.close()
 
 
-async def test_migration_0002_keeps_a_trained_share_in_its_server(data_dir: Path) -> None:
+async def test_migration_0003_keeps_a_trained_share_in_its_server(data_dir: Path) -> None:
     """A shared row trained in a server stays shared there; one whose server is unknown (an
     import) becomes private, so no old share reaches every server."""
     _version_1_database(data_dir)
