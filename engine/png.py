@@ -43,6 +43,10 @@ class ImageParameters:
     height: int
     model_hash: str = ""
     ti_hashes: Mapping[str, str] = field(default_factory=dict)  # name → short sha256
+    denoising_strength: float | None = None  # image-to-image (and the upscale's second pass)
+    hires_upscale: float | None = None  # Hires. fix: the factor, its steps and upscaler
+    hires_steps: int | None = None
+    hires_upscaler: str = ""
     version: str = field(default_factory=_version)
 
 
@@ -67,6 +71,14 @@ def format_parameters(p: ImageParameters) -> str:
     ]
     if p.model_hash:
         settings.append(("Model hash", p.model_hash))
+    if p.denoising_strength is not None:
+        settings.append(("Denoising strength", _number(p.denoising_strength)))
+    if p.hires_upscale is not None:
+        settings.append(("Hires upscale", _number(p.hires_upscale)))
+    if p.hires_steps is not None:
+        settings.append(("Hires steps", str(p.hires_steps)))
+    if p.hires_upscaler:
+        settings.append(("Hires upscaler", p.hires_upscaler))
     if p.ti_hashes:
         hashes = ", ".join(
             f"{name.replace(':', '').replace(',', '')}: {short}"
