@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bot import metrics
 from bot.config import Settings
+from bot.defaults import DefaultsService
 from bot.hub import JobHub
 from bot.library import LibraryService
 from bot.scheduler import Scheduler
@@ -77,6 +78,7 @@ class Lexicon(AsyncClosing):
     imagine: ImagineService
     train: TrainService
     library: LibraryService
+    defaults: DefaultsService
 
     @classmethod
     async def open(
@@ -111,15 +113,18 @@ class Lexicon(AsyncClosing):
             max_batch=settings.max_batch,
             lease_seconds=settings.lease_seconds,
         )
-        checks = _Checks(settings, storage.users, storage.guilds, storage.jobs)
+        checks = _Checks(settings, storage.users, storage.guilds, storage.jobs, storage.preferences)
         app = cls(
             settings=settings,
             storage=storage,
             hub=hub,
             scheduler=scheduler,
-            imagine=ImagineService(settings, checks, storage.embeddings, scheduler, hub),
+            imagine=ImagineService(
+                settings, checks, storage.embeddings, scheduler, hub, storage.images
+            ),
             train=TrainService(settings, checks, storage.embeddings, scheduler, hub),
             library=LibraryService(settings, storage, scheduler),
+            defaults=DefaultsService(settings, storage.preferences),
         )
         if start_worker:
             if settings.metrics_port is not None:

@@ -213,7 +213,7 @@ def _img2img_timesteps(scheduler: Any, request: GenerateRequest) -> torch.Tensor
     start = (request.run_steps - request.denoise_steps) * scheduler.order
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(start)
-    return scheduler.timesteps[start:]  # type: ignore[no-any-return]
+    return scheduler.timesteps[start:]
 
 
 def _noised_latents(
@@ -245,7 +245,7 @@ def _noised_latents(
                 )
             )
     latents = torch.cat(clean)
-    return scheduler.add_noise(latents, torch.cat(noise), timestep.repeat(latents.shape[0]))  # type: ignore[no-any-return]
+    return scheduler.add_noise(latents, torch.cat(noise), timestep.repeat(latents.shape[0]))
 
 
 @dataclass(frozen=True)

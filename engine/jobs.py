@@ -34,6 +34,8 @@ MAX_VECTORS = 8
 MAX_TRAIN_STEPS = 20_000
 # Image-to-image: how far the starting image is noised (1 = all the way), A1111's range floor.
 MIN_STRENGTH, MAX_STRENGTH = 0.05, 1.0
+DEFAULT_STRENGTH = 0.75  # A1111's img2img default
+DEFAULT_GUIDANCE = 7.5
 HIRES_SCALE = 2  # "Upscale": the image enlarged this many times, then denoised again
 HIRES_UPSCALER = "Lanczos"  # A1111's name for the pixel upscaler used (PIL's Lanczos)
 # The starting image travels in the job (normalised PNG, at most 1024 on its shorter side and

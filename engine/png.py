@@ -170,3 +170,9 @@ def read_parameters(png: bytes) -> str:
         image.load()
         text = getattr(image, "text", {}) or {}
         return str(text.get("parameters", image.info.get("parameters", "")))
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header, without decoding its pixels."""
+    with Image.open(io.BytesIO(png), formats=("PNG",)) as image:
+        return image.size

@@ -18,6 +18,7 @@ from storage.images import ImageRepository
 from storage.jobs import JobRepository
 from storage.maintenance import SweepReport, sweep
 from storage.names import IsReservedWord, NameRules
+from storage.preferences import PreferenceRepository
 from storage.users import UserRepository
 
 DATABASE_FILENAME = "lexicon.sqlite3"  # the same name as `Settings.database_path`
@@ -38,6 +39,7 @@ class Storage(AsyncClosing):
     jobs: JobRepository
     images: ImageRepository
     guilds: GuildSettingsRepository
+    preferences: PreferenceRepository
 
     @classmethod
     async def open(
@@ -65,6 +67,7 @@ class Storage(AsyncClosing):
             jobs=JobRepository(db, files, clock),
             images=ImageRepository(db, files, clock),
             guilds=GuildSettingsRepository(db, clock),
+            preferences=PreferenceRepository(db, clock),
         )
 
     async def sweep(self) -> SweepReport:

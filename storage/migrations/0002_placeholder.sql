@@ -1,0 +1,2 @@
+-- Placeholder for another branch's migration 0002 (the images branch numbers its own 0005).
+-- Delete this file when merging: the real 0002 takes its place.

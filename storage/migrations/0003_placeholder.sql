@@ -1,0 +1,2 @@
+-- Placeholder for another branch's migration 0003 (the images branch numbers its own 0005).
+-- Delete this file when merging: the real 0003 takes its place.

@@ -1,0 +1,2 @@
+-- Placeholder for another branch's migration 0004 (the images branch numbers its own 0005).
+-- Delete this file when merging: the real 0004 takes its place.
