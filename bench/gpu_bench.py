@@ -13,6 +13,8 @@ once as a diffusers folder, then measures, in this one process:
   worker process (Lexicon only);
 - textual inversion: the stock diffusers example's training step (samples/s) and Lexicon's
   default recipe from 4 photos to a saved embedding (seconds and samples/s);
+- image-to-image: one 512x512 render and one ×2 upscale to 1024x1024 (strength 0.5), stock
+  `StableDiffusionImg2ImgPipeline` vs Lexicon, same sampler and seed;
 - peak GPU memory of each phase, and the pixel difference between stock and Lexicon images.
 
 The stock side is plain diffusers as its documentation shows it: fp16, SDPA (the default
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -246,6 +249,69 @@ def bench_lexicon(
     return model, image
 
 
+# --- image-to-image and the ×2 upscale ---------------------------------------------------------
+
+
+def bench_img2img(folder: Path, data_dir: Path, strength: float = 0.5) -> None:
+    """One 512² image-to-image and one ×2 upscale (Lexicon's second pass at 1024²), each
+    against stock `StableDiffusionImg2ImgPipeline` given the same (Lanczos-enlarged) image."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    from engine.generate import generate
+    from engine.jobs import DEFAULT_SAMPLER, GenerateRequest
+    from engine.model import load_model
+    from engine.schedulers import make_scheduler
+
+    rng = np.random.default_rng(0)
+    start = Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    start.save(buffer, format="PNG")
+    png = buffer.getvalue()
+    prompt = "a photo of a cat on a beach"
+    model = load_model(str(folder), device="cuda", data_dir=data_dir)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder, torch_dtype=torch.float16)
+    pipe = pipe.to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler(DEFAULT_SAMPLER, model.scheduler_config)
+
+    def lexicon(hires_steps: int) -> bytes:
+        request = GenerateRequest(
+            prompt,
+            1,
+            STEPS,
+            GUIDANCE,
+            SIZE,
+            SIZE,
+            init_sha256=hashlib.sha256(png).hexdigest(),
+            init_image=png,
+            strength=strength,
+            hires_steps=hires_steps,
+        )
+        return generate(model, [request])[0][0].png
+
+    def stock(image: Any) -> Any:
+        return pipe(
+            prompt,
+            image=image,
+            strength=strength,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            generator=torch.Generator("cpu").manual_seed(1),
+            output_type="np",
+        ).images[0]
+
+    enlarged = start.resize((2 * SIZE, 2 * SIZE), Image.Resampling.LANCZOS)
+    for label, hires_steps, image in (("img2img_512", 0, start), ("upscale_1024", STEPS, enlarged)):
+        torch.cuda.reset_peak_memory_stats()
+        record(f"stock_{label}_s", round(timed(lambda i=image: stock(i), repeats=3), 3))
+        record(f"lexicon_{label}_s", round(timed(lambda h=hires_steps: lexicon(h), repeats=3), 3))
+        record(f"{label}_peak_gib", peak_gib())
+        expected = (stock(image) * 255).round().astype(int)
+        diff = np.abs(_pixels(lexicon(hires_steps)) - expected)
+        record(f"stock_vs_lexicon_{label}_max_pixel_diff", int(diff.max()))
+
+
 # --- served throughput through scheduler + worker -------------------------------------------
 
 
@@ -444,7 +510,7 @@ def main() -> int:
         choices=["on", "off"],
         help="LEXICON_CUDA_GRAPHS for Lexicon's side (generation, training and the served worker)",
     )
-    parser.add_argument("--skip", default="", help="comma list: stock,lexicon,served,ti")
+    parser.add_argument("--skip", default="", help="comma list: stock,lexicon,served,ti,img2img")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     graphs = args.graphs == "on"
@@ -498,6 +564,7 @@ def main() -> int:
         section("ti", lambda: bench_lexicon_ti(model))
         model = None
         torch.cuda.empty_cache()
+        section("img2img", lambda: bench_img2img(folder, data_dir))
         served_dir = Path(tempfile.mkdtemp(prefix="served-", dir=work))  # a fresh database
         section("served", lambda: bench_served(folder, served_dir, args.compile, graphs))
     finally:

@@ -7,7 +7,7 @@ Every answer is private: a member's defaults are nobody else's business.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import discord
 from discord import app_commands
@@ -19,7 +19,7 @@ from engine.jobs import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_STEPS, SA
 from storage.preferences import MemberDefaults
 
 Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "pndm"]
-assert Sampler.__args__ == SAMPLERS, "cogs.settings.Sampler and engine.jobs.SAMPLERS disagree"
+assert get_args(Sampler) == SAMPLERS, "cogs.settings.Sampler and engine.jobs.SAMPLERS disagree"
 
 
 def describe(defaults: MemberDefaults) -> str:
