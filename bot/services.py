@@ -98,7 +98,6 @@ class ImagineOptions:
         return cls(
             prompt=request.prompt,
             negative=request.negative,
-            count=request.count,
             steps=request.steps,
             guidance=request.guidance,
             size=f"{request.width}x{request.height}",
@@ -280,7 +279,9 @@ class ImagineService(_QueueingService):
         await self.checks.allowed(user_id)
         source, png = await self._source(job_id, idx)
         strength = self.settings.vary_strong if strong else self.settings.vary_subtle
-        options = dataclasses.replace(ImagineOptions.again(source), strength=strength)
+        options = dataclasses.replace(
+            ImagineOptions.again(source), count=source.count, strength=strength
+        )
         request = await self._build(user_id, options, guild_id, png_size(png), png)
         return await self._enqueue(user_id, request, guild_id, delivery)
 
