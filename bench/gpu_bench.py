@@ -24,6 +24,8 @@ once as a diffusers folder, then measures, in this one process:
 - worker start-up (`startup`, alone with `--startup`): the bench's compile cache emptied, one
   `Lexicon.open` + `wait_for_worker` (cold: compiles every warm-up shape), closed, then another
   on the same data dir (warm: loads the cache);
+- image-to-image: one 512x512 render and one ×2 upscale to 1024x1024 (strength 0.5), stock
+  `StableDiffusionImg2ImgPipeline` vs Lexicon, same sampler and seed;
 - peak GPU memory of each phase, and the pixel difference between stock and Lexicon images.
 
 Lexicon's side runs with the settings' defaults (`--compile default --graphs on`). Every section
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -315,6 +318,69 @@ def bench_lexicon(
     png = generate(model, [request(7)])[0][0].png
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     return model, image
+
+
+# --- image-to-image and the ×2 upscale ---------------------------------------------------------
+
+
+def bench_img2img(folder: Path, data_dir: Path, strength: float = 0.5) -> None:
+    """One 512² image-to-image and one ×2 upscale (Lexicon's second pass at 1024²), each
+    against stock `StableDiffusionImg2ImgPipeline` given the same (Lanczos-enlarged) image."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    from engine.generate import generate
+    from engine.jobs import DEFAULT_SAMPLER, GenerateRequest
+    from engine.model import load_model
+    from engine.schedulers import make_scheduler
+
+    rng = np.random.default_rng(0)
+    start = Image.fromarray(rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    start.save(buffer, format="PNG")
+    png = buffer.getvalue()
+    prompt = "a photo of a cat on a beach"
+    model = load_model(str(folder), device="cuda", data_dir=data_dir)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(folder, torch_dtype=torch.float16)
+    pipe = pipe.to("cuda")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler(DEFAULT_SAMPLER, model.scheduler_config)
+
+    def lexicon(hires_steps: int) -> bytes:
+        request = GenerateRequest(
+            prompt,
+            1,
+            STEPS,
+            GUIDANCE,
+            SIZE,
+            SIZE,
+            init_sha256=hashlib.sha256(png).hexdigest(),
+            init_image=png,
+            strength=strength,
+            hires_steps=hires_steps,
+        )
+        return generate(model, [request])[0][0].png
+
+    def stock(image: Any) -> Any:
+        return pipe(
+            prompt,
+            image=image,
+            strength=strength,
+            num_inference_steps=STEPS,
+            guidance_scale=GUIDANCE,
+            generator=torch.Generator("cpu").manual_seed(1),
+            output_type="np",
+        ).images[0]
+
+    enlarged = start.resize((2 * SIZE, 2 * SIZE), Image.Resampling.LANCZOS)
+    for label, hires_steps, image in (("img2img_512", 0, start), ("upscale_1024", STEPS, enlarged)):
+        torch.cuda.reset_peak_memory_stats()
+        record(f"stock_{label}_s", round(timed(lambda i=image: stock(i), repeats=3), 3))
+        record(f"lexicon_{label}_s", round(timed(lambda h=hires_steps: lexicon(h), repeats=3), 3))
+        record(f"{label}_peak_gib", peak_gib())
+        expected = (stock(image) * 255).round().astype(int)
+        diff = np.abs(_pixels(lexicon(hires_steps)) - expected)
+        record(f"stock_vs_lexicon_{label}_max_pixel_diff", int(diff.max()))
 
 
 # --- served throughput through scheduler + worker -------------------------------------------
@@ -620,6 +686,7 @@ def main() -> int:
         section("ti", lambda: bench_lexicon_ti(model))
         model = None
         torch.cuda.empty_cache()
+        section("img2img", lambda: bench_img2img(folder, data_dir))
         served_dir = with_bench_cache(data_dir, "served-")  # a fresh database
         section("served", lambda: bench_served(folder, served_dir, args.compile, graphs))
         section("startup", lambda: bench_startup(folder, data_dir, args.compile, graphs))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from bot import metrics
 from bot.config import Settings
+from bot.defaults import DefaultsService
 from bot.hub import JobHub
 from bot.library import LibraryService
 from bot.scheduler import Scheduler
@@ -80,6 +81,7 @@ class Lexicon(AsyncClosing):
     train: TrainService
     library: LibraryService
     lock: DataDirLock
+    defaults: DefaultsService
 
     @classmethod
     async def open(
@@ -139,16 +141,19 @@ class Lexicon(AsyncClosing):
             max_batch=settings.max_batch,
             lease_seconds=settings.lease_seconds,
         )
-        checks = _Checks(settings, storage.users, storage.guilds, storage.jobs)
+        checks = _Checks(settings, storage.users, storage.guilds, storage.jobs, storage.preferences)
         return cls(
             settings=settings,
             storage=storage,
             hub=hub,
             scheduler=scheduler,
-            imagine=ImagineService(settings, checks, storage.embeddings, scheduler, hub),
+            imagine=ImagineService(
+                settings, checks, storage.embeddings, scheduler, hub, storage.images
+            ),
             train=TrainService(settings, checks, storage.embeddings, scheduler, hub),
             library=LibraryService(settings, storage, scheduler, checks),
             lock=lock,
+            defaults=DefaultsService(settings, storage.preferences),
         )
 
     async def close(self) -> None:

@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("start a standalone GPU worker that serves a Redis queue", "bot.commands.worker"),
     "train": ("train an embedding from 3-5 photos, as the bot would", "bot.commands.train"),
     "imagine": ("render a prompt to PNG files, offline, as the bot would", "bot.commands.imagine"),
+    "upscale": ("upscale a PNG this Lexicon made ×2 (A1111's Hires. fix)", "bot.commands.upscale"),
     "embeddings": ("list, import, export and share stored embeddings", "bot.commands.embeddings"),
     "make-tiny-model": ("write the tiny random test model to a folder", "bot.commands.tiny_model"),
     "db": ("back up or check the database and its files", "bot.commands.db"),

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     allowed_sizes: Annotated[list[str], NoDecode] = Field(
         default=["512x512", "512x768", "768x512"], alias="LEXICON_ALLOWED_SIZES"
     )
+    # Image tools: the strengths of Vary (subtle/strong) and of Upscale ×2's second pass, and
+    # the longest side an upscale may produce (a 768x512 image needs 1536 to become 1536x1024).
+    vary_subtle: float = Field(default=0.35, ge=0.05, le=1.0, alias="LEXICON_VARY_SUBTLE")
+    vary_strong: float = Field(default=0.65, ge=0.05, le=1.0, alias="LEXICON_VARY_STRONG")
+    upscale_strength: float = Field(default=0.5, ge=0.05, le=1.0, alias="LEXICON_UPSCALE_STRENGTH")
+    max_upscale_side: int = Field(default=1024, ge=64, le=2048, alias="LEXICON_MAX_UPSCALE_SIDE")
     # The default recipe: 125 steps x batch 8 = 1,000 samples (docs/TRAINING.md).
     train_steps: int = Field(default=125, ge=1, le=20_000, alias="LEXICON_TRAIN_STEPS")
     train_batch: int = Field(default=8, ge=1, le=64, alias="LEXICON_TRAIN_BATCH")

@@ -39,6 +39,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.embeddings",
     "cogs.jobs",
     "cogs.admin",
+    "cogs.settings",
 )
 
 # How the bot waits for input from outside Discord (the scheduler's job updates). Production

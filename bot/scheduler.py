@@ -266,7 +266,18 @@ class Scheduler:
                     False,
                 )
                 return None
-        return request.with_files(files.__getitem__)
+        init_image = b""
+        if request.is_img2img:
+            try:
+                init_image = await asyncio.to_thread(
+                    self.files.read, FileKind.PHOTOS, request.init_sha256
+                )
+            except (NotFound, OSError):
+                await self._fail(
+                    job.id, job.user_id, "The starting image of this job was lost.", False
+                )
+                return None
+        return request.with_files(files.__getitem__, init_image)
 
     # --- events ------------------------------------------------------------------------------
 

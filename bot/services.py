@@ -13,18 +13,25 @@ import asyncio
 import dataclasses
 import difflib
 import functools
+import hashlib
 import logging
+import math
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bot.config import Settings
 from bot.hub import JobHub, JobUpdate
 from bot.scheduler import Scheduler
 from engine.jobs import (
+    DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
+    DEFAULT_STRENGTH,
+    HIRES_SCALE,
     MAX_SEED,
+    MIN_SIDE,
     EmbeddingPayload,
     GenerateRequest,
     RequestError,
@@ -32,13 +39,16 @@ from engine.jobs import (
     TrainRequest,
 )
 from engine.photos import PhotoError, normalise_photos
+from engine.png import png_size
 from engine.vocabulary import is_single_token, reads_as_words
 from storage.embeddings import SHARE_FROM_A_SERVER, EmbeddingRepository
 from storage.errors import NotFound
 from storage.guilds import GuildSettingsRepository
+from storage.images import ImageRepository
 from storage.jobs import JobRepository, over_quota
-from storage.models import Delivery, Embedding, Job, JobKind
+from storage.models import Delivery, Embedding, Job, JobKind, JobState
 from storage.names import NameRules, fold_for_lookup
+from storage.preferences import MemberDefaults, PreferenceRepository
 from storage.users import UserRepository
 
 GUILD_MAX_QUEUED = "max_queued_per_user"  # the key of `GuildSettings.limits` managers may set
@@ -69,16 +79,20 @@ def disk_failure(what: str, error: OSError) -> ServiceError:
 
 @dataclass(frozen=True)
 class ImagineOptions:
-    """What a member asked `/imagine` for; None means "the default" (the operator's)."""
+    """What a member asked `/imagine` for; None means "the default" (the member's own from
+    `/settings`, else the operator's)."""
 
     prompt: str
-    negative: str = ""
-    count: int = 1
+    negative: str | None = None
+    count: int | None = None
     steps: int | None = None
-    guidance: float = 7.5
+    guidance: float | None = None
     seed: int | None = None
     size: str | None = None  # "WIDTHxHEIGHT", one of LEXICON_ALLOWED_SIZES
     sampler: str | None = None
+    image: bytes | None = None  # a starting image as uploaded (image-to-image)
+    image_name: str = ""  # its filename, for the refusal sentences
+    strength: float | None = None  # image-to-image strength (default DEFAULT_STRENGTH)
 
     @classmethod
     def again(cls, request: GenerateRequest) -> ImagineOptions:
@@ -102,7 +116,7 @@ class TrainOptions:
     kind: TrainKind = "object"
     init_word: str | None = None
     vectors: int | None = None
-    share: bool = False
+    share: bool | None = None  # None: the member's `/settings` choice, else not shared
     negative: bool = False
     steps: int | None = None
 
@@ -138,11 +152,48 @@ class _Checks:
         users: UserRepository,
         guilds: GuildSettingsRepository,
         jobs: JobRepository,
+        preferences: PreferenceRepository,
     ) -> None:
         self.settings = settings
         self.users = users
         self.guilds = guilds
         self.jobs = jobs
+        self.preferences = preferences
+
+    @functools.cached_property
+    def decodes(self) -> asyncio.Semaphore:
+        """Photo decodes at once (training photos and starting images alike): each holds at
+        most `max_photo_decode_bytes`, and the rest of the default thread pool stays free."""
+        return asyncio.Semaphore(self.settings.photo_decodes)
+
+    async def normalise(self, photos: Sequence[tuple[str, bytes]], **counts: int) -> list[bytes]:
+        """Decode every photo now, so a bad one is refused before anything is stored; what to
+        store is each photo's normalised PNG, so the worker never decodes the original."""
+        settings = self.settings
+        try:
+            async with self.decodes:
+                return await asyncio.to_thread(
+                    functools.partial(
+                        normalise_photos,
+                        [data for _, data in photos],
+                        filenames=[filename for filename, _ in photos],
+                        max_bytes=settings.max_photo_bytes,
+                        max_pixels=settings.max_photo_pixels,
+                        max_decode_bytes=settings.max_photo_decode_bytes,
+                        **counts,
+                    )
+                )
+        except PhotoError as error:
+            raise ServiceError(str(error)) from None
+
+    async def refuse_over_quota(self, user_id: int, guild_id: int | None) -> int:
+        """The user's limit of active jobs, refused now when it is reached (before a costly
+        decode; `enqueue` checks again atomically)."""
+        max_active = await self.max_active(user_id, guild_id)
+        active = await self.jobs.active_count(user_id)
+        if active >= max_active:
+            raise over_quota(active)
+        return max_active
 
     async def allowed(self, user_id: int, guild_id: int | None) -> None:
         """Refuse a user banned everywhere or on `guild_id`."""
@@ -192,6 +243,18 @@ class _QueueingService:
 
 
 class ImagineService(_QueueingService):
+    def __init__(
+        self,
+        settings: Settings,
+        checks: _Checks,
+        embeddings: EmbeddingRepository,
+        scheduler: Scheduler,
+        hub: JobHub,
+        images: ImageRepository,
+    ) -> None:
+        super().__init__(settings, checks, embeddings, scheduler, hub)
+        self.images = images
+
     async def submit(
         self,
         user_id: int,
@@ -202,39 +265,168 @@ class ImagineService(_QueueingService):
     ) -> Submitted:
         await self.checks.allowed(user_id, guild_id)
         request = await self.build_request(user_id, options, guild_id=guild_id)
-        job = await self.checks.jobs.enqueue(
-            user_id,
-            JobKind.GENERATE,
-            request.to_params(),
-            guild_id=guild_id,
-            batch_key=request.batch_key,
-            delivery=delivery,
-            max_active=await self.checks.max_active(user_id, guild_id),
+        return await self._enqueue(user_id, request, guild_id, delivery)
+
+    async def vary(
+        self,
+        user_id: int,
+        job_id: int,
+        idx: int,
+        *,
+        strong: bool,
+        guild_id: int | None = None,
+        delivery: Delivery | None = None,
+    ) -> Submitted:
+        """Vary (subtle/strong): image-to-image from image `idx` of `job_id` at the operator's
+        strength, a new seed, the same prompt; as `user_id` (their embeddings, their queue)."""
+        await self.checks.allowed(user_id, guild_id)
+        source, png = await self._source(job_id, idx)
+        strength = self.settings.vary_strong if strong else self.settings.vary_subtle
+        options = dataclasses.replace(
+            ImagineOptions.again(source), count=source.count, strength=strength
         )
+        request = await self._build(user_id, options, guild_id, png_size(png), png)
+        return await self._enqueue(user_id, request, guild_id, delivery)
+
+    async def upscale(
+        self,
+        user_id: int,
+        job_id: int,
+        idx: int,
+        *,
+        guild_id: int | None = None,
+        delivery: Delivery | None = None,
+    ) -> Submitted:
+        """Upscale ×2 (A1111's Hires. fix, Lanczos upscaler): image `idx` of `job_id` enlarged,
+        then denoised again with its own seed and steps at the operator's strength."""
+        await self.checks.allowed(user_id, guild_id)
+        source, png = await self._source(job_id, idx)
+        if source.hires_steps:
+            raise ServiceError("This image is already upscaled; upscale the original instead.")
+        width, height = png_size(png)
+        limit = self.settings.max_upscale_side
+        if max(width, height) * HIRES_SCALE > limit:
+            raise ServiceError(
+                f"Upscaling this {width}x{height} image would make it "
+                f"{width * HIRES_SCALE}x{height * HIRES_SCALE}, over this server's limit of "
+                f"{limit} pixels on a side; upscale a smaller image."
+            )
+        options = dataclasses.replace(
+            ImagineOptions.again(source),
+            count=1,
+            seed=(await self.images.get(job_id, idx)).seed,
+            strength=self.settings.upscale_strength,
+        )
+        hires_steps = min(source.steps, self.settings.max_steps)
+        request = await self._build(
+            user_id, options, guild_id, (width, height), png, hires_steps=hires_steps
+        )
+        return await self._enqueue(user_id, request, guild_id, delivery)
+
+    async def _source(self, job_id: int, idx: int) -> tuple[GenerateRequest, bytes]:
+        """The request behind a finished image, and the image's PNG."""
+        try:
+            job = await self.checks.jobs.get(job_id)
+            if job.kind is not JobKind.GENERATE or job.state is not JobState.SUCCEEDED:
+                raise NotFound(f"Job #{job_id} has no finished images.")
+            png = await self.images.read_png(await self.images.get(job_id, idx))
+        except NotFound as error:
+            raise ServiceError(f"{error} Pick an image that is still shown.") from None
+        except OSError:
+            raise ServiceError(
+                f"Image {idx + 1} of job #{job_id} was deleted; pick another image."
+            ) from None
+        return GenerateRequest.from_params(job.params), png
+
+    async def _enqueue(
+        self,
+        user_id: int,
+        request: GenerateRequest,
+        guild_id: int | None,
+        delivery: Delivery | None,
+    ) -> Submitted:
+        """Queue a checked request; a starting image is stored with the job like a photo."""
+        try:
+            job = await self.checks.jobs.enqueue(
+                user_id,
+                JobKind.GENERATE,
+                request.to_params(),
+                guild_id=guild_id,
+                batch_key=request.batch_key,
+                delivery=delivery,
+                photos=[request.init_image] if request.is_img2img else [],
+                max_active=await self.checks.max_active(user_id, guild_id),
+            )
+        except OSError as error:
+            raise disk_failure("starting image", error) from None
         return await _queued(job, self.scheduler, self.hub)
 
     async def build_request(
         self, user_id: int, options: ImagineOptions, *, guild_id: int | None
     ) -> GenerateRequest:
-        """Fill in the defaults, check every limit, resolve the embeddings the prompt names."""
+        """Fill in the defaults, check every limit, take a starting image in like a training
+        photo, resolve the embeddings the prompt names."""
         settings = self.settings
-        size = options.size or settings.allowed_sizes[0]
+        mine = await self.checks.preferences.get(user_id)
+        start: bytes | None = None
+        if options.image is not None:
+            await self.checks.refuse_over_quota(user_id, guild_id)  # before the decode
+            (start,) = await self.checks.normalise(
+                [(options.image_name, options.image)], min_count=1, max_count=1, min_side=MIN_SIDE
+            )
+        size = options.size or (mine.size if mine.size in settings.allowed_sizes else None)
+        if size is None:
+            size = settings.allowed_sizes[0] if start is None else self._nearest(png_size(start))
         if size not in settings.allowed_sizes:
             raise ServiceError(
                 f"size {size} is not offered here; choose one of "
                 f"{', '.join(settings.allowed_sizes)}."
             )
         width, height = (int(side) for side in size.split("x"))
+        return await self._build(user_id, options, guild_id, (width, height), start, mine=mine)
+
+    def _nearest(self, image_size: tuple[int, int]) -> str:
+        """The offered size whose shape is closest to a starting image's."""
+        shape = math.log(image_size[0] / image_size[1])
+        return min(
+            self.settings.allowed_sizes,
+            key=lambda size: abs(math.log(_ratio(size)) - shape),
+        )
+
+    async def _build(
+        self,
+        user_id: int,
+        options: ImagineOptions,
+        guild_id: int | None,
+        size: tuple[int, int],
+        start: bytes | None,
+        *,
+        hires_steps: int = 0,
+        mine: MemberDefaults | None = None,
+    ) -> GenerateRequest:
+        """The checked request at `size` (from `start`, a normalised or stored PNG, if given),
+        omitted options taken from the member's defaults, then the operator's."""
+        settings = self.settings
+        if mine is None:
+            mine = await self.checks.preferences.get(user_id)
+        steps = _first(options.steps, mine.steps, settings.default_steps)
+        strength = options.strength
+        if start is not None and strength is None:
+            strength = DEFAULT_STRENGTH
         request = GenerateRequest(
             prompt=options.prompt.strip(),
-            negative=options.negative.strip(),
-            count=options.count,
-            steps=settings.default_steps if options.steps is None else options.steps,
-            guidance=options.guidance,
+            negative=_first(options.negative, mine.negative, "").strip(),
+            count=_first(options.count, mine.count, 1),
+            steps=steps if options.steps is not None else min(steps, settings.max_steps),
+            guidance=_first(options.guidance, mine.guidance, DEFAULT_GUIDANCE),
             seed=secrets.randbelow(MAX_SEED + 1) if options.seed is None else options.seed,
-            width=width,
-            height=height,
-            sampler=options.sampler or DEFAULT_SAMPLER,
+            width=size[0],
+            height=size[1],
+            sampler=options.sampler or mine.sampler or DEFAULT_SAMPLER,
+            init_sha256="" if start is None else hashlib.sha256(start).hexdigest(),
+            init_image=start or b"",
+            strength=strength or 0.0,
+            hires_steps=hires_steps,
         )
         try:
             request.check(max_steps=settings.max_steps)
@@ -289,12 +481,6 @@ class ImagineService(_QueueingService):
 
 
 class TrainService(_QueueingService):
-    @functools.cached_property
-    def decodes(self) -> asyncio.Semaphore:
-        """Photo decodes at once: each holds at most `max_photo_decode_bytes`, and the rest of
-        the default thread pool stays free for everyone else's work."""
-        return asyncio.Semaphore(self.settings.photo_decodes)
-
     async def submit(
         self,
         user_id: int,
@@ -307,11 +493,16 @@ class TrainService(_QueueingService):
         await self.checks.allowed(user_id, guild_id)
         await self.checks.refuse_blocked(guild_id, options.name)
         checked = NAME_RULES.check(options.name)
-        if options.share:
+        share = options.share
+        if share is None:  # a personal default shares only where there is a server library
+            share = guild_id is not None and bool(
+                (await self.checks.preferences.get(user_id)).share
+            )
+        if share:
             if guild_id is None:
                 raise ServiceError(SHARE_FROM_A_SERVER)
             NAME_RULES.check_shareable(checked)
-        await self.refuse_taken(user_id, checked.folded, options.share, guild_id)
+        await self.refuse_taken(user_id, checked.folded, share, guild_id)
         request = TrainRequest(
             name=checked.display,
             kind=options.kind,
@@ -319,18 +510,15 @@ class TrainService(_QueueingService):
             n_vectors=1 if options.vectors is None else options.vectors,
             steps=self.settings.train_steps if options.steps is None else options.steps,
             seed=secrets.randbelow(2**31),
-            share=options.share,
+            share=share,
             negative=options.negative,
         )
         try:
             request.check()
         except RequestError as error:
             raise ServiceError(str(error)) from None
-        max_active = await self.checks.max_active(user_id, guild_id)
-        active = await self.checks.jobs.active_count(user_id)
-        if active >= max_active:  # refused before the photos cost a decode; enqueue rechecks
-            raise over_quota(active)
-        stored = await self.check_photos(options.photos)
+        max_active = await self.checks.refuse_over_quota(user_id, guild_id)
+        stored = await self.checks.normalise(options.photos)
         try:
             job = await self.checks.jobs.enqueue(
                 user_id,
@@ -363,22 +551,13 @@ class TrainService(_QueueingService):
                 return  # the operator's library: this server's own entry may shadow it
             raise ServiceError(f"The shared library already has an embedding called '{folded}'.")
 
-    async def check_photos(self, photos: Sequence[tuple[str, bytes]]) -> list[bytes]:
-        """Decode every photo now, so a bad one is refused before anything is stored; what to
-        store is each photo's normalised PNG, so the worker never decodes the original."""
-        settings = self.settings
-        try:
-            async with self.decodes:
-                return await asyncio.to_thread(
-                    normalise_photos,
-                    [data for _, data in photos],
-                    filenames=[filename for filename, _ in photos],
-                    max_bytes=settings.max_photo_bytes,
-                    max_pixels=settings.max_photo_pixels,
-                    max_decode_bytes=settings.max_photo_decode_bytes,
-                )
-        except PhotoError as error:
-            raise ServiceError(str(error)) from None
+
+_T = TypeVar("_T")
+
+
+def _first(*values: _T | None) -> _T:
+    """The first value that is not None (an option, then a personal default, then ours)."""
+    return next(value for value in values if value is not None)
 
 
 async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:
@@ -387,3 +566,8 @@ async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:
     position = await scheduler.jobs.queue_position(job.id)
     eta = await scheduler.estimate_start(job)
     return Submitted(job, position, eta)
+
+
+def _ratio(size: str) -> float:
+    width, height = size.split("x")
+    return int(width) / int(height)

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import discord
 from discord import app_commands
 
 from bot.discord_bot import LexiconBot
-from bot.services import ImagineOptions
+from bot.services import ImagineOptions, Submitted
 from cogs.common import RateLimitedCog, offer_choices
-from cogs.queueing import queue_imagine
-from engine.jobs import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS
+from cogs.errors import defer_public
+from cogs.queueing import queue_imagine, queue_job
+from cogs.train import refuse_oversized
+from engine.jobs import (
+    MAX_COUNT,
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_STRENGTH,
+    MIN_STRENGTH,
+)
+from storage.models import Delivery
 
 
 class Imagine(RateLimitedCog):
@@ -26,28 +39,50 @@ class Imagine(RateLimitedCog):
         guidance="How closely to follow the prompt (CFG scale)",
         seed="Seed for a repeatable image",
         size="Image size",
+        image="A picture to start from (image-to-image)",
+        strength="How far to move away from that picture (0.05-1, default 0.75)",
     )
     async def imagine(
         self,
         interaction: discord.Interaction[LexiconBot],
         prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         negative: app_commands.Range[str, 0, MAX_PROMPT_CHARS] | None = None,
-        count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
-        guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] = 7.5,
+        guidance: app_commands.Range[float, 0.0, MAX_GUIDANCE] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
         size: str | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt,
-            negative=negative or "",
+            negative=negative,
             count=count,
             steps=steps,
             guidance=guidance,
             seed=seed,
             size=size,
+            strength=strength,
         )
-        await queue_imagine(interaction, options)
+        if image is None:
+            await queue_imagine(interaction, options)
+            return
+        # Like /train: acknowledge first (a download can outlast Discord's 3 s), refuse an
+        # oversized file by its announced size before reading a byte.
+        message_id = await defer_public(interaction)
+        refuse_oversized([image], self.bot.settings.max_photo_bytes)
+        with_image = dataclasses.replace(
+            options, image=await image.read(), image_name=image.filename
+        )
+        app = interaction.client.app
+
+        async def submit(delivery: Delivery) -> Submitted:
+            return await app.imagine.submit(
+                interaction.user.id, with_image, guild_id=interaction.guild_id, delivery=delivery
+            )
+
+        await queue_job(interaction, submit, message_id=message_id)
 
 
 async def setup(bot: LexiconBot) -> None:

@@ -47,7 +47,7 @@ class Train(RateLimitedCog):
         kind="What the photos show: an object, a style, or a face",
         init_word="A word close to the subject to start from, like 'dog'",
         vectors="How many vectors the word gets (1-8; more learns more, needs more photos)",
-        share="Put it in the shared library when done",
+        share="Put it in the shared library when done (default: your /settings)",
     )
     async def train(
         self,
@@ -61,7 +61,7 @@ class Train(RateLimitedCog):
         kind: Literal["object", "style", "face"] = "object",
         init_word: app_commands.Range[str, 1, 32] | None = None,
         vectors: app_commands.Range[int, 1, MAX_VECTORS] | None = None,
-        share: bool = False,
+        share: bool | None = None,
     ) -> None:
         message_id = await defer_public(interaction)
         photos = [p for p in (photo1, photo2, photo3, photo4, photo5) if p is not None]

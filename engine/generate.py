@@ -14,6 +14,13 @@ batch. That fixes three things:
 - **Guidance.** CFG is combined per request with its own scale (`u + g·(c − u)`, the stock
   expression); a request with guidance ≤ 1 runs without an unconditional row, like stock.
 
+Image-to-image follows stock `StableDiffusionImg2ImgPipeline` the same way: the starting image
+(resized with Lanczos to the output size if it differs, A1111's "Just resize"; twice its size for
+an upscale, A1111's Hires. fix with the Lanczos upscaler) is VAE-encoded once per request, and
+image i samples its latent from that distribution and then its noise from its own generator
+(stock's order for a lone image), noised with the scheduler's `add_noise` to the first of the
+last `int(steps × strength)` timesteps (`get_timesteps`), and denoised from there.
+
 Requests share one UNet call per step. When their prompts have different chunk counts, the
 shorter conditionings are padded with zeros that an encoder attention mask hides, so no request
 sees another's padding (a batch-mate's image is pixel-identical to its lone render on CPU). The
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,11 +41,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
 from engine.encode import PromptEncoder
 from engine.errors import Cancelled
-from engine.jobs import MAX_CHUNKS, GeneratedImage, GenerateRequest, RequestError, too_many_chunks
+from engine.jobs import (
+    HIRES_SCALE,
+    HIRES_UPSCALER,
+    MAX_CHUNKS,
+    MAX_SIDE,
+    GeneratedImage,
+    GenerateRequest,
+    RequestError,
+    too_many_chunks,
+)
 from engine.model import LoadedModel
 from engine.png import ImageParameters, close_deflate_pool, encode_png, format_parameters
 from engine.previews import preview_png
@@ -59,6 +77,7 @@ class _Prepared:
     request: GenerateRequest
     vectors: dict[str, torch.Tensor]  # embedding name → float32 [n, d] on CPU
     hashes: dict[str, str]  # embedding name → sha256 of the file its owner brought
+    init: Image.Image | None = None  # image-to-image: the starting image at the output size
 
 
 def validate_requests(model: LoadedModel, requests: Sequence[GenerateRequest]) -> list[_Prepared]:
@@ -67,7 +86,9 @@ def validate_requests(model: LoadedModel, requests: Sequence[GenerateRequest]) -
         raise InvalidRequest("There is nothing to render.")
     key = requests[0].batch_key
     if any(r.batch_key != key for r in requests):
-        raise InvalidRequest("All requests in one batch must share size, steps and sampler.")
+        raise InvalidRequest(
+            "All requests in one batch must share size, steps and sampler (and strength)."
+        )
     return [_validate(model, request) for request in requests]
 
 
@@ -92,7 +113,23 @@ def _validate(model: LoadedModel, request: GenerateRequest) -> _Prepared:
         vectors[payload.name] = parsed.vectors
         hashes[payload.name] = payload.source_sha256 or digest
     _check_chunks(model, request, {name: int(v.shape[0]) for name, v in vectors.items()})
-    return _Prepared(request, vectors, hashes)
+    init = _starting_image(request) if request.is_img2img else None
+    return _Prepared(request, vectors, hashes, init)
+
+
+def _starting_image(request: GenerateRequest) -> Image.Image:
+    """The request's starting image as RGB at its output size (checked against its hash)."""
+    if hashlib.sha256(request.init_image).hexdigest() != request.init_sha256:
+        raise InvalidRequest("The starting image does not match its hash; submit it again.")
+    try:
+        with Image.open(io.BytesIO(request.init_image), formats=("PNG",)) as image:
+            if image.width * image.height > MAX_SIDE * MAX_SIDE:
+                raise InvalidRequest("The starting image is too large; attach a smaller one.")
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InvalidRequest("The starting image cannot be read; attach it again.") from None
+    size = (request.out_width, request.out_height)
+    return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.LANCZOS)
 
 
 def _check_chunks(model: LoadedModel, request: GenerateRequest, sizes: dict[str, int]) -> None:
@@ -132,17 +169,23 @@ def generate(
             for p in prepared
         ]
         # 2. Timesteps, then latents (the order stock uses: init_noise_sigma needs timesteps).
-        scheduler.set_timesteps(first.steps, device=model.device)
+        scheduler.set_timesteps(first.run_steps, device=model.device)
         generators = [
             torch.Generator("cpu").manual_seed(p.request.seed + i)
             for p in prepared
             for i in range(p.request.count)
         ]
-        latents = _initial_latents(model, first, generators) * scheduler.init_noise_sigma
+        if first.is_img2img:
+            timesteps = _img2img_timesteps(scheduler, first)
+            latents = _noised_latents(model, scheduler, prepared, generators, timesteps[:1])
+        else:
+            timesteps = scheduler.timesteps
+            latents = _initial_latents(model, first, generators) * scheduler.init_noise_sigma
         # 3. Denoise.
         latents = _denoise(
             model,
             scheduler,
+            timesteps,
             prepared,
             conditionings,
             latents,
@@ -175,6 +218,47 @@ def _initial_latents(
             for g in generators
         ]
     )
+
+
+def _img2img_timesteps(scheduler: Any, request: GenerateRequest) -> torch.Tensor:
+    """The last `denoise_steps` timesteps, with the scheduler told where it starts (stock's
+    `get_timesteps`)."""
+    start = (request.run_steps - request.denoise_steps) * scheduler.order
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start)
+    return scheduler.timesteps[start:]
+
+
+def _noised_latents(
+    model: LoadedModel,
+    scheduler: Any,
+    prepared: Sequence[_Prepared],
+    generators: list[torch.Generator],
+    timestep: torch.Tensor,
+) -> torch.Tensor:
+    """Each image's starting latents: its request's image encoded once, then per image a
+    latent sample and its noise from the image's own generator, noised to `timestep`."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    scaling = model.vae.config.scaling_factor
+    clean: list[torch.Tensor] = []
+    noise: list[torch.Tensor] = []
+    own = iter(generators)
+    for p in prepared:
+        assert p.init is not None
+        rgb = torch.from_numpy(np.asarray(p.init, dtype=np.float32) / 255.0)
+        pixels = (2.0 * rgb - 1.0).permute(2, 0, 1)[None].to(model.device, model.dtype)
+        distribution = model.vae.encode(pixels).latent_dist
+        for _ in range(p.request.count):
+            generator = next(own)
+            clean.append(scaling * distribution.sample(generator))
+            noise.append(
+                randn_tensor(
+                    clean[-1].shape, generator=generator, device=model.device, dtype=model.dtype
+                )
+            )
+    latents = torch.cat(clean)
+    return scheduler.add_noise(latents, torch.cat(noise), timestep.repeat(latents.shape[0]))
 
 
 @dataclass(frozen=True)
@@ -231,6 +315,7 @@ def _step_kwargs(scheduler: object, generators: list[torch.Generator]) -> dict[s
 def _denoise(
     model: LoadedModel,
     scheduler: object,
+    timesteps: torch.Tensor,
     prepared: Sequence[_Prepared],
     conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
     latents: torch.Tensor,
@@ -243,7 +328,6 @@ def _denoise(
     started = time.monotonic()
     batch = _assemble_batch(prepared, conditionings)
     step_kwargs = _step_kwargs(scheduler, generators)
-    timesteps = scheduler.timesteps  # type: ignore[attr-defined]
     total = len(timesteps)
     images = latents.shape[0]
     rows = images + len(batch.cfg_images)
@@ -385,6 +469,10 @@ def _package(
                 model_hash=model.checkpoint_hash,
                 model_name=model.name,
                 ti_hashes=ti_hashes,
+                denoising_strength=request.strength if request.is_img2img else None,
+                hires_upscale=HIRES_SCALE if request.hires_steps else None,
+                hires_steps=request.hires_steps or None,
+                hires_upscaler=HIRES_UPSCALER if request.hires_steps else "",
             )
             jobs.append((number, i, pixels[image].numpy(), format_parameters(parameters)))
             image += 1

@@ -39,6 +39,15 @@ MAX_GUIDANCE = 30.0
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_VECTORS = 8
 MAX_TRAIN_STEPS = 20_000
+# Image-to-image: how far the starting image is noised (1 = all the way), A1111's range floor.
+MIN_STRENGTH, MAX_STRENGTH = 0.05, 1.0
+DEFAULT_STRENGTH = 0.75  # A1111's img2img default
+DEFAULT_GUIDANCE = 7.5
+HIRES_SCALE = 2  # "Upscale": the image enlarged this many times, then denoised again
+HIRES_UPSCALER = "Lanczos"  # A1111's name for the pixel upscaler used (PIL's Lanczos)
+# The starting image travels in the job (normalised PNG, at most 1024 on its shorter side and
+# 4:1, so a few MiB); anything bigger is not what the bot stored.
+MAX_INIT_IMAGE_BYTES = 32 * 1024 * 1024
 _INIT_WORD = re.compile(r"[A-Za-z][A-Za-z ]{0,31}")
 
 
@@ -110,11 +119,50 @@ class GenerateRequest:
     embeddings: tuple[EmbeddingPayload, ...] = ()
     sampler: str = DEFAULT_SAMPLER
     count: int = 1
+    # Image-to-image: the starting image (a PNG the bot normalised; attached at dispatch like
+    # the embedding files, stored as its sha256), and how far it is noised.
+    init_sha256: str = ""  # "" = text-to-image
+    init_image: bytes = b""
+    strength: float = 0.0
+    # "Hires. fix" (Upscale): > 0 means the starting image is enlarged ×HIRES_SCALE and denoised
+    # with these steps; `steps`, `width` and `height` stay the first pass's, as A1111 records.
+    hires_steps: int = 0
+
+    @property
+    def is_img2img(self) -> bool:
+        return bool(self.init_sha256)
+
+    @property
+    def scale(self) -> int:
+        return HIRES_SCALE if self.hires_steps else 1
+
+    @property
+    def out_width(self) -> int:
+        """The rendered image's width (twice `width` for an upscale)."""
+        return self.width * self.scale
+
+    @property
+    def out_height(self) -> int:
+        return self.height * self.scale
+
+    @property
+    def run_steps(self) -> int:
+        """The scheduler's step count for this render (`hires_steps` for an upscale)."""
+        return self.hires_steps or self.steps
+
+    @property
+    def denoise_steps(self) -> int:
+        """UNet steps actually run: image-to-image skips the first `1 - strength` of them
+        (diffusers' `get_timesteps`, A1111's default)."""
+        if not self.is_img2img:
+            return self.steps
+        return min(int(self.run_steps * self.strength), self.run_steps)
 
     @property
     def batch_key(self) -> str:
         """Requests with equal keys can share one UNet batch."""
-        return f"{self.width}x{self.height}:{self.steps}:{self.sampler}"
+        key = f"{self.out_width}x{self.out_height}:{self.run_steps}:{self.sampler}"
+        return f"{key}:img2img:{self.strength!r}" if self.is_img2img else key
 
     def check(self, *, max_steps: int = MAX_STEPS) -> None:
         """Refuse, in one sentence, anything outside the limits above."""
@@ -142,10 +190,49 @@ class GenerateRequest:
                     f"The {side} {value} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}."
                 )
         check_sampler(self.sampler)
+        self._check_image(max_steps)
+
+    def _check_image(self, max_steps: int) -> None:
+        if not self.is_img2img:
+            if self.strength or self.hires_steps or self.init_image:
+                raise RequestError("Strength and upscaling need a starting image; attach one.")
+            return
+        if not (math.isfinite(self.strength) and MIN_STRENGTH <= self.strength <= MAX_STRENGTH):
+            raise RequestError(
+                f"strength must be between {MIN_STRENGTH:g} and {MAX_STRENGTH:g}; "
+                f"got {self.strength:g}."
+            )
+        if self.hires_steps and not 1 <= self.hires_steps <= min(max_steps, MAX_STEPS):
+            raise RequestError(
+                f"Hires steps must be between 1 and {min(max_steps, MAX_STEPS)}; "
+                f"got {self.hires_steps}."
+            )
+        if self.denoise_steps < 1:
+            raise RequestError(
+                f"With {self.run_steps} steps, strength {self.strength:g} changes nothing; "
+                "raise the steps or the strength."
+            )
+        if max(self.out_width, self.out_height) > MAX_SIDE:
+            raise RequestError(
+                f"The upscaled image would be {self.out_width}x{self.out_height}, over "
+                f"{MAX_SIDE} pixels on a side; upscale a smaller image."
+            )
+        if len(self.init_image) > MAX_INIT_IMAGE_BYTES:
+            raise RequestError("The starting image is too large; attach a smaller one.")
 
     def to_params(self) -> dict[str, Any]:
-        """The job row's JSON: everything but the embedding files' bytes."""
-        return {
+        """The job row's JSON: everything but the embedding files' and starting image's bytes
+        (a text-to-image row carries no image keys, as before image-to-image existed)."""
+        image = (
+            {
+                "init_image": self.init_sha256,
+                "strength": self.strength,
+                "hires_steps": self.hires_steps,
+            }
+            if self.is_img2img
+            else {}
+        )
+        return image | {
             "prompt": self.prompt,
             "negative": self.negative,
             "count": self.count,
@@ -185,12 +272,18 @@ class GenerateRequest:
                 )
                 for e in params.get("embeddings", ())
             ),
+            init_sha256=str(params.get("init_image", "")),
+            strength=float(params.get("strength", 0.0)),
+            hires_steps=int(params.get("hires_steps", 0)),
         )
 
-    def with_files(self, read: Callable[[str], bytes]) -> GenerateRequest:
-        """The same request with each embedding's file attached (`read(sha256)`)."""
+    def with_files(self, read: Callable[[str], bytes], init_image: bytes = b"") -> GenerateRequest:
+        """The same request with each embedding's file attached (`read(sha256)`) and its
+        starting image's bytes."""
         return replace(
-            self, embeddings=tuple(replace(e, data=read(e.sha256)) for e in self.embeddings)
+            self,
+            embeddings=tuple(replace(e, data=read(e.sha256)) for e in self.embeddings),
+            init_image=init_image,
         )
 
 

@@ -44,6 +44,10 @@ class ImageParameters:
     model_hash: str = ""  # sha256[:10] of a checkpoint file; "" = none to name
     model_name: str = ""
     ti_hashes: Mapping[str, str] = field(default_factory=dict)  # name → short sha256
+    denoising_strength: float | None = None  # image-to-image (and the upscale's second pass)
+    hires_upscale: float | None = None  # Hires. fix: the factor, its steps and upscaler
+    hires_steps: int | None = None
+    hires_upscaler: str = ""
     version: str = field(default_factory=_version)
 
 
@@ -68,6 +72,14 @@ def format_parameters(p: ImageParameters) -> str:
     ]
     if p.model_hash:
         settings.append(("Model hash", p.model_hash))
+    if p.denoising_strength is not None:
+        settings.append(("Denoising strength", _number(p.denoising_strength)))
+    if p.hires_upscale is not None:
+        settings.append(("Hires upscale", _number(p.hires_upscale)))
+    if p.hires_steps is not None:
+        settings.append(("Hires steps", str(p.hires_steps)))
+    if p.hires_upscaler:
+        settings.append(("Hires upscaler", p.hires_upscaler))
     if p.model_name:
         settings.append(("Model", p.model_name))
     if p.ti_hashes:
@@ -161,3 +173,9 @@ def read_parameters(png: bytes) -> str:
         image.load()
         text = getattr(image, "text", {}) or {}
         return str(text.get("parameters", image.info.get("parameters", "")))
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header, without decoding its pixels."""
+    with Image.open(io.BytesIO(png), formats=("PNG",)) as image:
+        return image.size

@@ -89,7 +89,7 @@ class StandInEngine:
         for request in requests:
             if not 1 <= request.count <= 4:
                 raise UserInputError(f"count must be 1 to 4; got {request.count}.")
-        steps = requests[0].steps
+        steps = requests[0].denoise_steps
         for step in range(1, steps + 1):
             time.sleep(self.step_seconds)
             if on_step(step, steps, None):
@@ -100,14 +100,16 @@ class StandInEngine:
 
     def _image(self, request: GenerateRequest, index: int) -> GeneratedImage:
         seed = request.seed + index
-        image = Image.new("RGB", (request.width, request.height), _colour(request.prompt, seed))
+        size = (request.out_width, request.out_height)
+        image = Image.new("RGB", size, _colour(request.prompt, seed))
         info = PngImagePlugin.PngInfo()
         names = ", ".join(e.name for e in request.embeddings)
         info.add_text(
             "parameters",
             f"{request.prompt}\nNegative prompt: {request.negative}\n"
             f"Steps: {request.steps}, Seed: {seed}, Size: {request.width}x{request.height}, "
-            f"Model hash: {self.model_hash}, Embeddings: {names}",
+            f"Model hash: {self.model_hash}, Embeddings: {names}"
+            + (f", Denoising strength: {request.strength}" if request.is_img2img else ""),
         )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", pnginfo=info)

@@ -20,6 +20,7 @@ from storage.images import ImageRepository
 from storage.jobs import JobRepository
 from storage.maintenance import SweepReport, refuse_empty_database, sweep
 from storage.names import IsReservedWord, NameRules
+from storage.preferences import PreferenceRepository
 from storage.users import UserRepository
 
 DATABASE_FILENAME = "lexicon.sqlite3"  # the same name as `Settings.database_path`
@@ -40,6 +41,7 @@ class Storage(AsyncClosing):
     jobs: JobRepository
     images: ImageRepository
     guilds: GuildSettingsRepository
+    preferences: PreferenceRepository
 
     @classmethod
     async def open(
@@ -80,6 +82,7 @@ class Storage(AsyncClosing):
             jobs=JobRepository(db, files, clock),
             images=ImageRepository(db, files, clock),
             guilds=GuildSettingsRepository(db, clock),
+            preferences=PreferenceRepository(db, clock),
         )
 
     async def sweep(self) -> SweepReport:

@@ -61,6 +61,15 @@ class ImageRepository:
             raise NotFound(f"Job #{job_id} has no image number {idx + 1}.")
         return image_from_row(row)
 
+    async def find(self, sha256: str) -> Image:
+        """The first stored image with these PNG bytes (by their sha256)."""
+        row = await self._db.fetch_one(
+            "SELECT * FROM images WHERE sha256 = ? ORDER BY job_id, idx LIMIT 1", (sha256,)
+        )
+        if row is None:
+            raise NotFound("This PNG is not an image Lexicon stored here.")
+        return image_from_row(row)
+
     async def list_for_job(self, job_id: int) -> list[Image]:
         rows = await self._db.fetch_all(
             "SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from bot.cli import CommandError
@@ -76,3 +77,23 @@ async def wait_for_success(app: Lexicon, job_id: int, label: str) -> Job:
     if job.state is not JobState.SUCCEEDED:
         raise CommandError(job.error or f"the job was {job.state.value}.")
     return job
+
+
+def read_file(name: str) -> bytes:
+    """The bytes of a file named on the command line, or one sentence why not."""
+    path = Path(name)
+    if not path.is_file():
+        raise CommandError(f"{name} is not a file.")
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CommandError(f"{name} cannot be read ({error.strerror or error}).") from None
+
+
+async def save_images(app: Lexicon, job_id: int, paths: Callable[[int], list[Path]]) -> None:
+    """Write a finished job's images to `paths(count)` and print each path with its seed."""
+    images = await app.storage.images.list_for_job(job_id)
+    for image, path in zip(images, paths(len(images)), strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(await app.storage.images.read_png(image))
+        print(f"{path}  seed {image.seed}")

@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", help="WIDTHxHEIGHT (default: the first of LEXICON_ALLOWED_SIZES)")
     parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER, help="sampler name")
     parser.add_argument("--count", type=int, default=1, help="images to render, 1-4")
+    parser.add_argument("--image", help="a starting image (image-to-image): PNG, JPEG or WebP")
+    parser.add_argument(
+        "--strength", type=float, help="how far to move from --image, 0.05-1 (default 0.75)"
+    )
     parser.add_argument("--user", type=int, default=0, help="whose embeddings to use (default 0)")
     parser.add_argument("--out", default="image.png", help="output PNG path")
 
@@ -36,11 +40,12 @@ def main(args: argparse.Namespace) -> int:
 
 async def _imagine(args: argparse.Namespace) -> int:
     from bot.app import Lexicon
-    from bot.commands._runner import wait_for_success
+    from bot.commands._runner import read_file, save_images, wait_for_success
     from bot.config import load_settings
     from bot.logging_setup import configure_logging
     from bot.services import ImagineOptions
 
+    image = None if args.image is None else read_file(args.image)
     settings = load_settings()
     configure_logging("WARNING")
     async with await Lexicon.open(settings) as app:
@@ -55,13 +60,11 @@ async def _imagine(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 size=args.size,
                 sampler=args.sampler,
+                image=image,
+                image_name="" if args.image is None else Path(args.image).name,
+                strength=args.strength,
             ),
         )
         await wait_for_success(app, submitted.job.id, "imagine")
-        images = await app.storage.images.list_for_job(submitted.job.id)
-        paths = output_paths(Path(args.out), len(images))
-        for image, path in zip(images, paths, strict=True):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(await app.storage.images.read_png(image))
-            print(f"{path}  seed {image.seed}")
+        await save_images(app, submitted.job.id, lambda count: output_paths(Path(args.out), count))
     return 0

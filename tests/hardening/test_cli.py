@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from engine.png import read_parameters
 from tests.bot.conftest import photo_bytes
 from tests.conftest import run_lexicon
 from tests.hardening import hostile_files as hostile
@@ -137,3 +140,53 @@ def test_cli_export_to_pt_writes_a1111s_layout(tmp_path: Path) -> None:
         "Embeddings can be exported as .safetensors, .pt, .bin, not .ckpt; pick one of those."
     )
     assert not (tmp_path / "z.ckpt").exists()
+
+
+def test_cli_imagine_from_an_image_then_upscale_it(tmp_path: Path) -> None:
+    """`lexicon imagine --image --strength` renders img2img; `lexicon upscale` of that PNG
+    writes it at twice the size with A1111's Hires keys."""
+    start = tmp_path / "start.png"
+    start.write_bytes(photo_bytes(5))
+    out = tmp_path / "out.png"
+    made = _cli(
+        tmp_path, "imagine", "a cube", "--image", str(start), "--strength", "0.5", "--out", str(out)
+    )
+    assert made.returncode == 0, made.stderr
+    assert "Denoising strength: 0.5" in read_parameters(out.read_bytes())
+    upscaled = _cli(tmp_path, "upscale", str(out))
+    assert upscaled.returncode == 0, upscaled.stderr
+    bigger = tmp_path / "out-upscaled.png"
+    assert Image.open(bigger).size == (128, 128)
+    assert upscaled.stdout.startswith(f"{bigger}  seed ")
+
+
+@pytest.mark.parametrize(
+    ("make", "sentence"),
+    [
+        (hostile.bomb_png, "Photo 1 (image.png) has too many pixels to be a photo"),
+        (lambda: b"not a picture", "Photo 1 (image.png) is not an image Lexicon can read"),
+    ],
+    ids=["bomb", "text"],
+)
+def test_cli_imagine_refuses_a_hostile_image(
+    tmp_path: Path, make: Callable[[], bytes], sentence: str
+) -> None:
+    """`lexicon imagine --image` of a bomb or a text file: one sentence, nothing stored."""
+    image = tmp_path / "image.png"
+    image.write_bytes(make())
+    result = _cli(tmp_path, "imagine", "a cube", "--image", str(image), "--strength", "0.5")
+    assert _refused(result, "imagine").startswith(sentence)
+    _nothing_stored(tmp_path)
+
+
+def test_cli_upscale_of_a_foreign_or_missing_png(tmp_path: Path) -> None:
+    """A PNG Lexicon never stored, or no file at all: one sentence each, nothing stored."""
+    foreign = tmp_path / "foreign.png"
+    foreign.write_bytes(photo_bytes(9))
+    assert _refused(_cli(tmp_path, "upscale", str(foreign)), "upscale") == (
+        "This PNG is not an image Lexicon stored here."
+    )
+    missing = tmp_path / "missing.png"
+    assert _refused(_cli(tmp_path, "upscale", str(missing)), "upscale") == (
+        f"{missing} is not a file."
+    )

@@ -1,0 +1,257 @@
+"""Image-to-image and the upscale's second pass equal stock `StableDiffusionImg2ImgPipeline`.
+
+Same seed, image and strength, with and without embeddings, per sampler; batched requests equal
+each one alone; the PNG records A1111's `Denoising strength` and `Hires …` keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.embedding_files import write_embedding
+from engine.generate import InvalidRequest, generate
+from engine.jobs import EmbeddingPayload, GenerateRequest, RequestError
+from engine.model import LoadedModel
+from engine.png import read_parameters
+from engine.schedulers import make_scheduler
+
+STEPS = 10
+SAMPLERS = ("euler_a", "ddim", "dpmpp_2m_karras", "euler")
+
+
+def _payload(name: str, n: int, seed: int) -> EmbeddingPayload:
+    vectors = torch.randn(n, 32, generator=torch.Generator().manual_seed(seed)) * 2
+    data = write_embedding(vectors, name=name, kind="positive", family="tiny")
+    return EmbeddingPayload(name=name, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+ZORB = _payload("zorb", 2, 1)
+
+
+def _picture(width: int, height: int) -> Image.Image:
+    """A starting image with gradients and a block, so the encoder sees structure."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], -1)
+    rgb[height // 4 : height // 2, width // 4 : width // 2] = (240, 30, 60)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+START = _png(_picture(64, 64))
+
+
+def _request(**changes: Any) -> GenerateRequest:
+    base = GenerateRequest(
+        prompt="a photo of zorb on a beach",
+        negative="blurry",
+        seed=11,
+        steps=STEPS,
+        guidance=7.5,
+        width=64,
+        height=64,
+        embeddings=(ZORB,),
+        init_sha256=hashlib.sha256(START).hexdigest(),
+        init_image=START,
+        strength=0.6,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def stock_img2img(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Stock StableDiffusionImg2ImgPipeline of the tiny model with zorb loaded as stock does."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
+        tiny_model_dir, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    path = tmp_path_factory.mktemp("img2img-embeddings") / "zorb.safetensors"
+    path.write_bytes(ZORB.data)
+    pipe.load_textual_inversion(str(path), token="zorb")
+    return pipe
+
+
+def _stock_images(
+    pipe: Any, model: LoadedModel, request: GenerateRequest, image: Image.Image
+) -> list[np.ndarray]:
+    pipe.scheduler = make_scheduler(request.sampler, model.scheduler_config)
+    out = []
+    for i in range(request.count):
+        reference = pipe(
+            request.prompt,
+            image=image,
+            strength=request.strength,
+            negative_prompt=request.negative,
+            num_inference_steps=request.run_steps,
+            guidance_scale=request.guidance,
+            generator=torch.Generator("cpu").manual_seed(request.seed + i),
+            output_type="np",
+        ).images[0]
+        out.append((reference * 255).round().astype(np.int16))
+    return out
+
+
+def _worst(ours: list[Any], expected: list[np.ndarray]) -> int:
+    return max(
+        int(np.abs(_pixels(image.png) - reference).max())
+        for image, reference in zip(ours, expected, strict=True)
+    )
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("with_embedding", [True, False])
+def test_img2img_equals_stock_pipeline(
+    tiny_model: LoadedModel, stock_img2img: Any, sampler: str, with_embedding: bool
+) -> None:
+    """Each seeded image-to-image render equals stock's within 1/255, embeddings or not."""
+    changes: dict[str, Any] = {"sampler": sampler, "count": 2}
+    if not with_embedding:
+        changes |= {"prompt": "a red house on a hill", "embeddings": ()}
+    request = _request(**changes)
+    ours = generate(tiny_model, [request])[0]
+    assert [image.seed for image in ours] == [11, 12]
+    assert _worst(ours, _stock_images(stock_img2img, tiny_model, request, _picture(64, 64))) <= 1
+
+
+@pytest.mark.parametrize("sampler", ("euler_a", "ddim", "dpmpp_2m"))
+def test_upscale_second_pass_equals_stock_img2img(
+    tiny_model: LoadedModel, stock_img2img: Any, sampler: str
+) -> None:
+    """The upscale is stock img2img of the image enlarged ×2 with PIL's Lanczos, at 128x128."""
+    request = _request(sampler=sampler, hires_steps=6, strength=0.5)
+    ours = generate(tiny_model, [request])[0]
+    assert Image.open(io.BytesIO(ours[0].png)).size == (128, 128)
+    enlarged = _picture(64, 64).resize((128, 128), Image.Resampling.LANCZOS)
+    assert _worst(ours, _stock_images(stock_img2img, tiny_model, request, enlarged)) <= 1
+
+
+def test_starting_image_of_another_size_is_resized_first(
+    tiny_model: LoadedModel, stock_img2img: Any
+) -> None:
+    """A 96x80 start for a 64x64 request equals stock given the Lanczos-resized image."""
+    other = _png(_picture(96, 80))
+    request = _request(init_image=other, init_sha256=hashlib.sha256(other).hexdigest())
+    ours = generate(tiny_model, [request])[0]
+    resized = _picture(96, 80).resize((64, 64), Image.Resampling.LANCZOS)
+    assert _worst(ours, _stock_images(stock_img2img, tiny_model, request, resized)) <= 1
+
+
+def test_img2img_batch_equals_each_alone(tiny_model: LoadedModel) -> None:
+    """Three img2img requests with different images, seeds and prompts batch invariantly."""
+    other = _png(_picture(64, 64).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    requests = [
+        _request(sampler="euler_a", seed=1, count=2),
+        _request(
+            sampler="euler_a",
+            seed=2,
+            prompt="a red house",
+            embeddings=(),
+            init_image=other,
+            init_sha256=hashlib.sha256(other).hexdigest(),
+        ),
+        _request(sampler="euler_a", seed=3, guidance=1.0),
+    ]
+    assert len({r.batch_key for r in requests}) == 1
+    together = generate(tiny_model, requests)
+    for request, batched in zip(requests, together, strict=True):
+        alone = generate(tiny_model, [request])[0]
+        assert _worst(batched, [_pixels(image.png) for image in alone]) <= 1
+
+
+def test_callback_counts_only_the_denoised_steps(tiny_model: LoadedModel) -> None:
+    """Strength 0.6 of 10 steps runs int(10 × 0.6) = 6 UNet steps."""
+    seen: list[tuple[int, int]] = []
+    generate(tiny_model, [_request()], on_step=lambda step, total, _: seen.append((step, total)))
+    assert seen == [(step, 6) for step in range(1, 7)]
+
+
+def test_batch_key_separates_strength_size_and_kind() -> None:
+    """Different strengths, upscales and text-to-image never share a batch; equal ones do."""
+    plain = GenerateRequest(prompt="x", seed=1, steps=STEPS, guidance=7.5, width=128, height=128)
+    keys = {
+        _request().batch_key,
+        _request(strength=0.7).batch_key,
+        _request(hires_steps=STEPS).batch_key,
+        plain.batch_key,
+    }
+    assert len(keys) == 4
+    assert _request(hires_steps=STEPS).batch_key == _request(width=128, height=128).batch_key
+
+
+def test_png_records_denoising_strength_and_hires_keys(tiny_model: LoadedModel) -> None:
+    """img2img writes `Denoising strength`; the upscale adds A1111's Hires keys, base size."""
+    plain = read_parameters(generate(tiny_model, [_request()])[0][0].png)
+    assert ", Denoising strength: 0.6, " in plain
+    assert "Hires" not in plain
+    upscale = read_parameters(
+        generate(tiny_model, [_request(hires_steps=4, strength=0.5)])[0][0].png
+    )
+    assert "Steps: 10, " in upscale and "Size: 64x64, " in upscale
+    assert (
+        ", Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, Hires upscaler: Lanczos, "
+        in upscale
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"strength": 0.01}, "strength must be between 0.05 and 1"),
+        ({"strength": 1.5}, "strength must be between 0.05 and 1"),
+        ({"strength": float("nan")}, "strength must be between"),
+        ({"strength": 0.05, "steps": 10}, "strength 0.05 changes nothing"),
+        ({"width": 1536, "height": 1024, "hires_steps": 5}, "upscaled image would be 3072x2048"),
+        ({"hires_steps": 151}, "Hires steps must be between 1 and 150"),
+        ({"init_sha256": "", "init_image": b""}, "need a starting image"),
+        ({"init_sha256": "0" * 64}, "does not match its hash"),
+        (
+            {"init_image": b"not a png", "init_sha256": hashlib.sha256(b"not a png").hexdigest()},
+            "cannot be read",
+        ),
+    ],
+)
+def test_bad_img2img_requests_are_refused(
+    tiny_model: LoadedModel, changes: dict[str, Any], message: str
+) -> None:
+    """Strength, step, size, hash and image problems are one sentence before any step."""
+    with pytest.raises((InvalidRequest, RequestError), match=message):
+        generate(tiny_model, [_request(**changes)], on_step=_never)
+
+
+def _never(step: int, total: int, latents: torch.Tensor) -> None:
+    raise AssertionError("validation must fail before the first step")
+
+
+def test_params_round_trip_keeps_the_image_sha_not_its_bytes() -> None:
+    """`to_params` stores the image's sha256, strength and hires steps; text-to-image rows
+    carry no image keys at all."""
+    request = _request(hires_steps=7)
+    params = request.to_params()
+    assert params["init_image"] == request.init_sha256 and "init_bytes" not in params
+    back = GenerateRequest.from_params(params).with_files(lambda sha: ZORB.data, START)
+    assert back == request
+    assert (
+        "init_image"
+        not in dataclasses.replace(
+            request, init_sha256="", init_image=b"", strength=0.0, hires_steps=0
+        ).to_params()
+    )
