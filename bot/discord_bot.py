@@ -39,6 +39,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.embeddings",
     "cogs.jobs",
     "cogs.admin",
+    "cogs.help",
 )
 
 # How the bot waits for input from outside Discord (the scheduler's job updates). Production
@@ -72,6 +73,9 @@ class LexiconBot(commands.Bot):
         # Discord's clock (SimCord's, in tests), so limits follow the time members see.
         self.rate_limiter = RateLimiter(
             settings.rate_limit, clock=lambda: discord.utils.utcnow().timestamp()
+        )
+        self.lookup_limiter = RateLimiter(
+            settings.lookup_rate_limit, clock=lambda: discord.utils.utcnow().timestamp()
         )
 
     @property

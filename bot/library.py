@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.scheduler import Scheduler
-from bot.services import NAME_RULES, ServiceError, disk_failure
+from bot.services import ServiceError, checked_name, disk_failure
 from storage.errors import NotFound
 from storage.facade import Storage
 from storage.models import Actor, Embedding, FileKind
@@ -34,7 +34,7 @@ class LibraryPage:
 
 
 class LibraryService:
-    page_size = 10
+    page_size = 4  # a gallery page: one embed, thumbnail and row of buttons per embedding
 
     def __init__(self, settings: Settings, storage: Storage, scheduler: Scheduler) -> None:
         self.settings = settings
@@ -49,12 +49,12 @@ class LibraryService:
     async def info(self, viewer_id: int, name: str) -> Embedding:
         return await self.storage.embeddings.get_by_name(viewer_id, name)
 
-    async def browse(self, query: str = "", page: int = 1) -> LibraryPage:
+    async def browse(self, query: str = "", page: int = 1, order: str = "popular") -> LibraryPage:
         total = await self.storage.embeddings.count_shared(query)
         pages = max(1, -(-total // self.page_size))
         page = min(max(1, page), pages)
         items = await self.storage.embeddings.list_shared(
-            query, limit=self.page_size, offset=(page - 1) * self.page_size
+            query, limit=self.page_size, offset=(page - 1) * self.page_size, order=order
         )
         return LibraryPage(items, total, page, pages)
 
@@ -98,6 +98,10 @@ class LibraryService:
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.unshare(actor, embedding.id)
 
+    async def describe(self, actor: Actor, name: str, description: str) -> Embedding:
+        embedding = await self.storage.embeddings.get_owned_by_name(actor.user_id, name)
+        return await self.storage.embeddings.describe(actor, embedding.id, description.strip())
+
     async def rename(self, actor: Actor, name: str, new_name: str) -> Embedding:
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.rename(actor, embedding.id, new_name)
@@ -125,7 +129,7 @@ class LibraryService:
                 f"{_shown(filename)} is {len(data) / 1024:.0f} KiB; embedding files may be at "
                 f"most {limit / 1024:.0f} KiB."
             )
-        checked = NAME_RULES.check(name)
+        checked = await checked_name(self.storage.embeddings, actor.user_id, name)
         family = await self.model_family()
         answer = await _convert(data, filename, checked.display, negative, family)
         if not answer["ok"]:

@@ -36,8 +36,8 @@ from storage.embeddings import EmbeddingRepository
 from storage.errors import NotFound
 from storage.guilds import GuildSettingsRepository
 from storage.jobs import JobRepository, over_quota
-from storage.models import Delivery, Embedding, Job, JobKind
-from storage.names import NameRules, fold_for_lookup
+from storage.models import Delivery, Embedding, EmbeddingKind, Job, JobKind
+from storage.names import EmbeddingName, fold_for_lookup, parse_name
 from storage.users import UserRepository
 
 GUILD_MAX_QUEUED = "max_queued_per_user"  # the key of `GuildSettings.limits` managers may set
@@ -45,8 +45,6 @@ GUILD_MAX_QUEUED = "max_queued_per_user"  # the key of `GuildSettings.limits` ma
 _EXPLICIT_NAME = re.compile(r"<([^<>\s]{1,64})>")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,31}")
 
-
-NAME_RULES = NameRules(is_reserved_word=is_single_token)
 
 log = logging.getLogger("lexicon.services")
 
@@ -77,17 +75,22 @@ class ImagineOptions:
     seed: int | None = None
     size: str | None = None  # "WIDTHxHEIGHT", one of LEXICON_ALLOWED_SIZES
     sampler: str | None = None
+    # The embeddings the request this one repeats used (a button): any the new member cannot
+    # use is named in a note instead of being dropped silently.
+    expected: tuple[str, ...] = ()
 
     @classmethod
     def again(cls, request: GenerateRequest) -> ImagineOptions:
-        """The options behind `request`, with a new seed: a reroll."""
+        """The options behind `request`, with a new seed for every image: a reroll."""
         return cls(
             prompt=request.prompt,
             negative=request.negative,
+            count=request.count,
             steps=request.steps,
             guidance=request.guidance,
             size=f"{request.width}x{request.height}",
             sampler=request.sampler,
+            expected=tuple(e.name for e in request.embeddings),
         )
 
 
@@ -110,6 +113,50 @@ class Submitted:
     job: Job
     position: int | None
     eta_seconds: float | None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One-line notes on what Lexicon changed or could not use in the request."""
+        return job_notes(self.job)
+
+
+NOTES_KEY = "notes"  # in a generate job's params: the notes its messages show
+
+
+def job_notes(job: Job) -> tuple[str, ...]:
+    return tuple(str(note) for note in job.params.get(NOTES_KEY, ()))
+
+
+_MADE_UP_ENDINGS = ("zo", "ix", "ora", "ek", "umi", "-1", "-2", "-3")
+
+
+async def checked_name(embeddings: EmbeddingRepository, user_id: int, raw: str) -> EmbeddingName:
+    """A valid new name, or a refusal; a word the model already knows is refused with a
+    made-up name that is free for this member (not theirs, not shared, not a known word)."""
+    name = parse_name(raw)
+    if not is_single_token(name.folded):
+        return name
+    for ending in _MADE_UP_ENDINGS:
+        candidate = f"{name.folded}{ending}"[:32]
+        if is_single_token(candidate) or await _taken(embeddings, user_id, candidate):
+            continue
+        raise ServiceError(
+            f"'{name.folded}' is already a word the model knows, so it cannot be a new one; "
+            f"try '{candidate}' instead."
+        )
+    raise ServiceError(
+        f"'{name.folded}' is already a word the model knows; pick a made-up word instead."
+    )
+
+
+async def _taken(embeddings: EmbeddingRepository, user_id: int, folded: str) -> bool:
+    if await embeddings.resolve(user_id, [folded]):
+        return True
+    try:
+        await embeddings.get_shared_by_name(folded)
+    except NotFound:
+        return False
+    return True
 
 
 def embedding_names_in(text: str) -> tuple[set[str], set[str]]:
@@ -199,10 +246,11 @@ class ImagineService(_QueueingService):
     ) -> Submitted:
         await self.checks.allowed(user_id)
         request = await self.build_request(user_id, options, guild_id=guild_id)
+        notes = await self.notes(user_id, options, request, guild_id=guild_id)
         job = await self.checks.jobs.enqueue(
             user_id,
             JobKind.GENERATE,
-            request.to_params(),
+            {**request.to_params(), NOTES_KEY: notes},
             guild_id=guild_id,
             batch_key=request.batch_key,
             delivery=delivery,
@@ -244,11 +292,59 @@ class ImagineService(_QueueingService):
             if default_negative and default_negative not in negative:
                 negative = f"{negative}, {default_negative}" if negative else default_negative
         used = await self.resolve_names(user_id, request.prompt, negative)
+        prompt, negative = _move_negative_embeddings(request.prompt, negative, used)
         return dataclasses.replace(
             request,
+            prompt=prompt,
             negative=negative,
             embeddings=tuple(EmbeddingPayload(e.name_folded, b"", e.sha256, e.id) for e in used),
         )
+
+    async def notes(
+        self,
+        user_id: int,
+        options: ImagineOptions,
+        request: GenerateRequest,
+        *,
+        guild_id: int | None,
+    ) -> list[str]:
+        """What the member should know about how their prompt was read: embeddings moved to
+        the negative prompt, the server's default negative, words that are still training, and
+        embeddings of a repeated request that this member cannot use."""
+        notes: list[str] = []
+        used = {e.name for e in request.embeddings}
+        explicit, bare = embedding_names_in(options.prompt)
+        written = {f for f in map(fold_for_lookup, explicit | bare) if f is not None}
+        for name in sorted(used & written):
+            if _mentions(options.prompt, name) and not _mentions(request.prompt, name):
+                notes.append(
+                    f"`{name}` is a negative embedding, so it was moved to the negative prompt."
+                )
+        if guild_id is not None:
+            default_negative = (await self.checks.guilds.get(guild_id)).default_negative_prompt
+            if default_negative and default_negative not in options.negative:
+                notes.append(f"This server adds `{default_negative}` to every negative prompt.")
+        training = await self._training_names(user_id)
+        for name in sorted((written - used) & training.keys()):
+            notes.append(
+                f"`{name}` is still training (job #{training[name]}), so it was read as a plain "
+                "word; try again when it is done."
+            )
+        for name in sorted(set(options.expected) - used):
+            notes.append(
+                f"`{name}` was left out: this was made with your own embeddings, and that one "
+                "is private to its owner."
+            )
+        return notes
+
+    async def _training_names(self, user_id: int) -> dict[str, int]:
+        """Folded name → job id of this member's waiting or running trainings."""
+        jobs = await self.checks.jobs.list_for_user(user_id)
+        return {
+            fold_for_lookup(TrainRequest.from_params(job.params).name) or "": job.id
+            for job in jobs
+            if job.kind is JobKind.TRAIN
+        }
 
     async def resolve_names(self, user_id: int, *texts: str) -> list[Embedding]:
         """The embeddings a prompt names; `<unknown>` is refused with a suggestion."""
@@ -274,7 +370,11 @@ class ImagineService(_QueueingService):
         known = [e.name_folded for e in await self.embeddings.list_owned(user_id)]
         known += [e.name_folded for e in await self.embeddings.list_shared(limit=500)]
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-        hint = f" Did you mean <{close[0]}>?" if close else ""
+        hint = (
+            f" Did you mean <{close[0]}>?"
+            if close
+            else " See `/embeddings list` and `/library` for the names you can use."
+        )
         return f"You have no embedding called <{name}> and none is shared under that name.{hint}"
 
 
@@ -296,7 +396,7 @@ class TrainService(_QueueingService):
         """Check and queue a training; nothing is stored for a refused one."""
         await self.checks.allowed(user_id)
         await self.checks.refuse_blocked(guild_id, options.name)
-        checked = NAME_RULES.check(options.name)
+        checked = await checked_name(self.embeddings, user_id, options.name)
         await self.refuse_taken(user_id, checked.folded, options.share)
         request = TrainRequest(
             name=checked.display,
@@ -361,6 +461,33 @@ class TrainService(_QueueingService):
                 )
         except PhotoError as error:
             raise ServiceError(str(error)) from None
+
+
+def _mentions(text: str, name: str) -> bool:
+    explicit, bare = embedding_names_in(text)
+    return any(fold_for_lookup(word) == name for word in explicit | bare)
+
+
+def _move_negative_embeddings(
+    prompt: str, negative: str, used: Sequence[Embedding]
+) -> tuple[str, str]:
+    """A negative embedding written in the positive prompt belongs in the negative one: take
+    it out of the prompt (as `<name>`, a bare word or a weighted `(name:1.2)`) and add it
+    there, once."""
+    for embedding in used:
+        if embedding.kind is not EmbeddingKind.NEGATIVE:
+            continue
+        name = re.escape(embedding.name_folded)
+        pattern = re.compile(
+            rf"\(\s*<?{name}>?\s*(?::[0-9.]+)?\s*\)|<{name}>|(?<![A-Za-z0-9_-]){name}(?![A-Za-z0-9_-])",
+            re.IGNORECASE,
+        )
+        if pattern.search(prompt) is None:
+            continue
+        prompt = re.sub(r"\s*,(\s*,)+", ",", pattern.sub("", prompt)).strip(" ,")
+        if not _mentions(negative, embedding.name_folded):
+            negative = f"{negative}, {embedding.name_folded}" if negative else embedding.name_folded
+    return prompt, negative
 
 
 async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:

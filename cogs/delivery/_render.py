@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import discord
 
 from bot.app import Lexicon
+from bot.services import job_notes
 from cogs.buttons import card_view, result_view
-from cogs.cards import embedding_card
+from cogs.cards import embedding_card, embeddings_line
 from cogs.images import Upload, fit_uploads
 from cogs.text import cancelled_text, failed_text, job_title
 from engine.jobs import GenerateRequest, TrainRequest
@@ -28,10 +29,11 @@ FLAGGED_KEY = "flagged"  # set in an image's metadata when the model's safety ch
 @dataclass
 class Outgoing:
     content: str
-    embed: discord.Embed | None = None
+    embeds: list[discord.Embed] = field(default_factory=list)
     uploads: list[Upload] = field(default_factory=list)
     view: Callable[[], discord.ui.View | None] = lambda: None
     mention_in_channel: bool = True  # after the token expired: post it to the channel
+    remove: bool = False  # the job's message goes away (a cancelled job leaves no clutter)
 
     def files(self) -> list[discord.File]:
         return [
@@ -62,7 +64,7 @@ def safe_uploads(
 
 async def render_final(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
     if job.state is JobState.CANCELLED:
-        return Outgoing(cancelled_text(job), mention_in_channel=False)
+        return Outgoing(cancelled_text(job), mention_in_channel=False, remove=True)
     if job.state is JobState.FAILED:
         return Outgoing(failed_text(job))
     if job.kind is JobKind.TRAIN:
@@ -86,14 +88,20 @@ async def _generate_result(app: Lexicon, job: Job, upload_limit: int) -> Outgoin
     uploads, withheld = safe_uploads(images, await _safety_mode(app, job), f"lexicon-{job.id}")
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
     request = GenerateRequest.from_params(job.params)
-    lines = [job_title(job)]
-    details = [f"seed {request.seed}", f"{request.steps} steps"]
-    details.append(f"{request.width}x{request.height}")
-    lines.append(" · ".join(details))
+    details = [*_seeds(images), f"{request.steps} steps", f"{request.width}x{request.height}"]
+    lines = [job_title(job), " · ".join(details), await embeddings_line(app, request, job.user_id)]
     if withheld:
         lines.append(f"{withheld} image(s) withheld by this server's safety setting.")
+    lines.extend(f"-# {note}" for note in job_notes(job))
     indices = [image.idx for image, _ in images]
     return Outgoing("\n".join(lines), uploads=uploads, view=lambda: result_view(job.id, indices))
+
+
+def _seeds(images: list[tuple[Image, bytes]]) -> list[str]:
+    """`seed 42`, or one seed per image: `image 1 seed 42`, `image 2 seed 43`, …"""
+    if len(images) == 1:
+        return [f"seed {images[0][0].seed}"]
+    return [f"image {image.idx + 1} seed {image.seed}" for image, _ in images]
 
 
 async def _train_card(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
@@ -107,12 +115,11 @@ async def _train_card(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
     images = await _images_of(app, job)
     uploads, _ = safe_uploads(images, await _safety_mode(app, job), f"{embedding.name_folded}")
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
-    embed = embedding_card(
-        embedding,
-        final_loss=result.get("final_loss"),
-        steps=TrainRequest.from_params(job.params).steps,
+    kind = TrainRequest.from_params(job.params).kind
+    shown = [u.filename for u in uploads if not u.spoiler]
+    embeds = embedding_card(embedding, kind=kind, images=shown)
+    content = (
+        f"**{embedding.name}** is ready — write `<{embedding.name_folded}>` in `/imagine`. "
+        "Here is what it makes:"
     )
-    if uploads and not uploads[0].spoiler:
-        embed.set_image(url=f"attachment://{uploads[0].filename}")
-    content = f"Trained **{embedding.name}** — write `<{embedding.name_folded}>` in a prompt."
-    return Outgoing(content, embed=embed, uploads=uploads, view=lambda: card_view(embedding))
+    return Outgoing(content, embeds=embeds, uploads=uploads, view=lambda: card_view(embedding))
