@@ -42,7 +42,7 @@ EDIT_INTERVAL = 2.0  # seconds between two edits of one message (Discord rate-li
 TOKEN_MARGIN = timedelta(seconds=30)  # stop using a token this long before it expires
 SWEEP_SECONDS = 60.0
 MAX_ATTEMPTS = 5
-QUEUE_REFRESHED = 25  # waiting jobs whose messages follow the line (the rest see /queue)
+QUEUE_REFRESHED = 5  # the first waiting jobs, whose messages follow the line (the rest: /queue)
 _GIVE_UP_STATUSES = (403, 404)
 
 
