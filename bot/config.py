@@ -59,8 +59,12 @@ class Settings(BaseSettings):
     # Limits. Each one is a promise to users ("at most N") and to the operator ("no more load
     # than this"), so each is a setting rather than a constant.
     max_queued_per_user: int = Field(default=5, ge=1, le=1000, alias="LEXICON_MAX_QUEUED_PER_USER")
-    # Slash commands one member may use per minute (any 60 s window), on top of the queue cap.
+    # Commands that start GPU work (and imports) one member may use per minute (any 60 s
+    # window), on top of the queue cap.
     rate_limit: int = Field(default=20, ge=1, le=10_000, alias="LEXICON_RATE_LIMIT")
+    # Look-ups (/queue, lists, Info, library pages, /help) per member per minute: free in normal
+    # use, a ceiling only against floods.
+    lookup_rate_limit: int = Field(default=120, ge=1, le=100_000, alias="LEXICON_LOOKUP_RATE_LIMIT")
     max_photo_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, alias="LEXICON_MAX_PHOTO_BYTES"
     )

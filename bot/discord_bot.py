@@ -40,6 +40,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.jobs",
     "cogs.admin",
     "cogs.settings",
+    "cogs.help",
 )
 
 # How the bot waits for input from outside Discord (the scheduler's job updates). Production
@@ -73,6 +74,9 @@ class LexiconBot(commands.Bot):
         # Discord's clock (SimCord's, in tests), so limits follow the time members see.
         self.rate_limiter = RateLimiter(
             settings.rate_limit, clock=lambda: discord.utils.utcnow().timestamp()
+        )
+        self.lookup_limiter = RateLimiter(
+            settings.lookup_rate_limit, clock=lambda: discord.utils.utcnow().timestamp()
         )
 
     @property

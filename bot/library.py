@@ -24,7 +24,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.scheduler import Scheduler
-from bot.services import NAME_RULES, ServiceError, _Checks, disk_failure
+from bot.services import NAME_RULES, ServiceError, _Checks, checked_name, disk_failure
 from engine.embedding_metadata import without_private_metadata
 from storage.embeddings import shared_library
 from storage.errors import NotFound
@@ -45,7 +45,7 @@ class LibraryPage:
 
 
 class LibraryService:
-    page_size = 10
+    page_size = 4  # a gallery page: one embed, thumbnail and row of buttons per embedding
 
     def __init__(
         self, settings: Settings, storage: Storage, scheduler: Scheduler, checks: _Checks
@@ -65,7 +65,7 @@ class LibraryService:
         return await self.storage.embeddings.get_by_name(viewer_id, name, guild_id)
 
     async def browse(
-        self, query: str = "", page: int = 1, guild_id: int | None = None
+        self, query: str = "", page: int = 1, guild_id: int | None = None, order: str = "popular"
     ) -> LibraryPage:
         """One page of the library `guild_id` sees (its own and the operator's)."""
         embeddings = self.storage.embeddings
@@ -73,7 +73,11 @@ class LibraryService:
         pages = max(1, -(-total // self.page_size))
         page = min(max(1, page), pages)
         items = await embeddings.list_shared(
-            query, limit=self.page_size, offset=(page - 1) * self.page_size, guild_id=guild_id
+            query,
+            limit=self.page_size,
+            offset=(page - 1) * self.page_size,
+            guild_id=guild_id,
+            order=order,
         )
         return LibraryPage(items, total, page, pages)
 
@@ -149,6 +153,10 @@ class LibraryService:
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.unshare(actor, embedding.id)
 
+    async def describe(self, actor: Actor, name: str, description: str) -> Embedding:
+        embedding = await self.storage.embeddings.get_owned_by_name(actor.user_id, name)
+        return await self.storage.embeddings.describe(actor, embedding.id, description.strip())
+
     async def rename(self, actor: Actor, name: str, new_name: str) -> Embedding:
         await self._acting(actor, new_name)
         embedding = await self._owned_or_visible(actor, name)
@@ -177,7 +185,7 @@ class LibraryService:
                 f"{_shown(filename)} is {len(data) / 1024:.0f} KiB; embedding files may be at "
                 f"most {limit / 1024:.0f} KiB."
             )
-        checked = NAME_RULES.check(name)
+        checked = await checked_name(self.storage.embeddings, actor.user_id, name, actor.guild_id)
         library = shared_library(actor) if share else None
         if share:
             NAME_RULES.check_shareable(checked)

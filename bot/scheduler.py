@@ -119,6 +119,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._started_at: dict[int, float] = {}
+        self._running_kind: dict[int, str] = {}  # job id → kind, for queue ETAs
         self.worker_ready = asyncio.Event()
         self.last_worker_error: str | None = None
         self.model_family: str | None = None
@@ -161,14 +162,23 @@ class Scheduler:
     # --- queries for services ----------------------------------------------------------------
 
     async def estimate_start(self, job: Job) -> float | None:
-        """Seconds until the job is expected to start, from measured run times."""
+        """Seconds until the job is expected to start, from measured run times: what the
+        running jobs of its kind still need, then one run per batch ahead of it in line."""
         position = await self.jobs.queue_position(job.id)
         if position is None:
             return None
-        per_job = self.durations.seconds[job.kind.value]
+        kind = job.kind.value
+        per_job = self.durations.seconds[kind]
         batch = self.max_batch if job.kind is JobKind.GENERATE else 1
         workers = max(1, len(self._workers))
-        return per_job * ((position - 1) // batch + 1) / workers
+        now = time.monotonic()
+        running = [
+            max(0.0, per_job - (now - started))
+            for job_id, started in self._started_at.items()
+            if self._running_kind.get(job_id) == kind
+        ]
+        busy = min(running) if running else 0.0  # the first slot to come free
+        return busy + per_job * ((position - 1) // batch) / workers
 
     async def cancel(self, job: Job, stopped_worker: str | None) -> None:
         """Tell the worker to stop a job that was already marked cancelled in the database."""
@@ -328,6 +338,7 @@ class Scheduler:
     async def _on_started(self, event: JobStarted) -> None:
         self._started_at[event.job_id] = time.monotonic()
         job = await self.jobs.get(event.job_id)
+        self._running_kind[job.id] = job.kind.value
         waited = (utc_now() - job.created_at).total_seconds()
         metrics.WAIT_SECONDS.labels(job.kind.value).observe(max(0.0, waited))
         if job.lease_owner not in (None, event.worker_id):
@@ -482,6 +493,7 @@ class Scheduler:
 
     def _forget(self, job_id: int) -> None:
         self._started_at.pop(job_id, None)
+        self._running_kind.pop(job_id, None)
         for worker in self._workers.values():
             worker.jobs.discard(job_id)
 

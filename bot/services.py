@@ -46,8 +46,8 @@ from storage.errors import NotFound
 from storage.guilds import GuildSettingsRepository
 from storage.images import ImageRepository
 from storage.jobs import JobRepository, over_quota
-from storage.models import Delivery, Embedding, Job, JobKind, JobState
-from storage.names import NameRules, fold_for_lookup
+from storage.models import Delivery, Embedding, EmbeddingKind, Job, JobKind, JobState
+from storage.names import EmbeddingName, NameRules, fold_for_lookup, parse_name
 from storage.preferences import MemberDefaults, PreferenceRepository
 from storage.users import UserRepository
 
@@ -93,17 +93,22 @@ class ImagineOptions:
     image: bytes | None = None  # a starting image as uploaded (image-to-image)
     image_name: str = ""  # its filename, for the refusal sentences
     strength: float | None = None  # image-to-image strength (default DEFAULT_STRENGTH)
+    # The embeddings the request this one repeats used (a button): any the new member cannot
+    # use is named in a note instead of being dropped silently.
+    expected: tuple[str, ...] = ()
 
     @classmethod
     def again(cls, request: GenerateRequest) -> ImagineOptions:
-        """The options behind `request`, with a new seed: a reroll."""
+        """The options behind `request`, with a new seed for every image: a reroll."""
         return cls(
             prompt=request.prompt,
             negative=request.negative,
+            count=request.count,
             steps=request.steps,
             guidance=request.guidance,
             size=f"{request.width}x{request.height}",
             sampler=request.sampler,
+            expected=tuple(e.name for e in request.embeddings),
         )
 
 
@@ -126,6 +131,54 @@ class Submitted:
     job: Job
     position: int | None
     eta_seconds: float | None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """One-line notes on what Lexicon changed or could not use in the request."""
+        return job_notes(self.job)
+
+
+NOTES_KEY = "notes"  # in a generate job's params: the notes its messages show
+
+
+def job_notes(job: Job) -> tuple[str, ...]:
+    return tuple(str(note) for note in job.params.get(NOTES_KEY, ()))
+
+
+_MADE_UP_ENDINGS = ("zo", "ix", "ora", "ek", "umi", "-1", "-2", "-3")
+
+
+async def checked_name(
+    embeddings: EmbeddingRepository, user_id: int, raw: str, guild_id: int | None = None
+) -> EmbeddingName:
+    """A valid new name, or a refusal; a word the model already knows is refused with a
+    made-up name that is free for this member (not theirs, not shared, not a known word)."""
+    name = parse_name(raw)
+    if not is_single_token(name.folded):
+        return name
+    for ending in _MADE_UP_ENDINGS:
+        candidate = f"{name.folded}{ending}"[:32]
+        if is_single_token(candidate) or await _taken(embeddings, user_id, candidate, guild_id):
+            continue
+        raise ServiceError(
+            f"'{name.folded}' is already a word the model knows, so it cannot be a new one; "
+            f"try '{candidate}' instead."
+        )
+    raise ServiceError(
+        f"'{name.folded}' is already a word the model knows; pick a made-up word instead."
+    )
+
+
+async def _taken(
+    embeddings: EmbeddingRepository, user_id: int, folded: str, guild_id: int | None
+) -> bool:
+    if await embeddings.resolve(user_id, [folded], guild_id):
+        return True
+    try:
+        await embeddings.get_shared_by_name(folded, guild_id)
+    except NotFound:
+        return False
+    return True
 
 
 def embedding_names_in(text: str) -> tuple[set[str], set[str]]:
@@ -265,7 +318,7 @@ class ImagineService(_QueueingService):
     ) -> Submitted:
         await self.checks.allowed(user_id, guild_id)
         request = await self.build_request(user_id, options, guild_id=guild_id)
-        return await self._enqueue(user_id, request, guild_id, delivery)
+        return await self._enqueue(user_id, options, request, guild_id, delivery)
 
     async def vary(
         self,
@@ -286,7 +339,7 @@ class ImagineService(_QueueingService):
             ImagineOptions.again(source), count=source.count, strength=strength
         )
         request = await self._build(user_id, options, guild_id, png_size(png), png)
-        return await self._enqueue(user_id, request, guild_id, delivery)
+        return await self._enqueue(user_id, options, request, guild_id, delivery)
 
     async def upscale(
         self,
@@ -321,7 +374,7 @@ class ImagineService(_QueueingService):
         request = await self._build(
             user_id, options, guild_id, (width, height), png, hires_steps=hires_steps
         )
-        return await self._enqueue(user_id, request, guild_id, delivery)
+        return await self._enqueue(user_id, options, request, guild_id, delivery)
 
     async def _source(self, job_id: int, idx: int) -> tuple[GenerateRequest, bytes]:
         """The request behind a finished image, and the image's PNG."""
@@ -341,16 +394,19 @@ class ImagineService(_QueueingService):
     async def _enqueue(
         self,
         user_id: int,
+        options: ImagineOptions,
         request: GenerateRequest,
         guild_id: int | None,
         delivery: Delivery | None,
     ) -> Submitted:
-        """Queue a checked request; a starting image is stored with the job like a photo."""
+        """Queue a checked request with its notes; a starting image is stored with the job like
+        a photo."""
+        notes = await self.notes(user_id, options, request, guild_id=guild_id)
         try:
             job = await self.checks.jobs.enqueue(
                 user_id,
                 JobKind.GENERATE,
-                request.to_params(),
+                {**request.to_params(), NOTES_KEY: notes},
                 guild_id=guild_id,
                 batch_key=request.batch_key,
                 delivery=delivery,
@@ -439,14 +495,62 @@ class ImagineService(_QueueingService):
             if default_negative and default_negative not in negative:
                 negative = f"{negative}, {default_negative}" if negative else default_negative
         used = await self.resolve_names(user_id, guild_id, request.prompt, negative)
+        prompt, negative = _move_negative_embeddings(request.prompt, negative, used)
         return dataclasses.replace(
             request,
+            prompt=prompt,
             negative=negative,
             embeddings=tuple(
                 EmbeddingPayload(e.name_folded, b"", e.sha256, e.id, e.source_sha256 or "")
                 for e in used
             ),
         )
+
+    async def notes(
+        self,
+        user_id: int,
+        options: ImagineOptions,
+        request: GenerateRequest,
+        *,
+        guild_id: int | None,
+    ) -> list[str]:
+        """What the member should know about how their prompt was read: embeddings moved to
+        the negative prompt, the server's default negative, words that are still training, and
+        embeddings of a repeated request that this member cannot use."""
+        notes: list[str] = []
+        used = {e.name for e in request.embeddings}
+        explicit, bare = embedding_names_in(options.prompt)
+        written = {f for f in map(fold_for_lookup, explicit | bare) if f is not None}
+        for name in sorted(used & written):
+            if _mentions(options.prompt, name) and not _mentions(request.prompt, name):
+                notes.append(
+                    f"`{name}` is a negative embedding, so it was moved to the negative prompt."
+                )
+        if guild_id is not None:
+            default_negative = (await self.checks.guilds.get(guild_id)).default_negative_prompt
+            if default_negative and default_negative not in (options.negative or ""):
+                notes.append(f"This server adds `{default_negative}` to every negative prompt.")
+        training = await self._training_names(user_id)
+        for name in sorted((written - used) & training.keys()):
+            notes.append(
+                f"`{name}` is still training (job #{training[name]}), so it was read as a plain "
+                "word; try again when it is done."
+            )
+        for name in sorted(set(options.expected) - used):
+            notes.append(
+                f"`{name}` was left out: this was made with your own embeddings, and that one "
+                "is private to its owner."
+            )
+        return notes
+
+    async def _training_names(self, user_id: int) -> dict[str, int]:
+        """Folded name → job id of this member's waiting or running trainings."""
+        jobs = await self.checks.jobs.list_for_user(user_id)
+        return {
+            fold_for_lookup(TrainRequest.from_params(job.params).name) or "": job.id
+            for job in jobs
+            if job.kind is JobKind.TRAIN
+        }
 
     async def resolve_names(
         self, user_id: int, guild_id: int | None, *texts: str
@@ -476,7 +580,11 @@ class ImagineService(_QueueingService):
         shared = await self.embeddings.list_shared(limit=500, guild_id=guild_id)
         known += [e.name_folded for e in shared]
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-        hint = f" Did you mean <{close[0]}>?" if close else ""
+        hint = (
+            f" Did you mean <{close[0]}>?"
+            if close
+            else " See `/embeddings list` and `/library` for the names you can use."
+        )
         return f"You have no embedding called <{name}> and none is shared under that name.{hint}"
 
 
@@ -492,12 +600,11 @@ class TrainService(_QueueingService):
         """Check and queue a training; nothing is stored for a refused one."""
         await self.checks.allowed(user_id, guild_id)
         await self.checks.refuse_blocked(guild_id, options.name)
-        checked = NAME_RULES.check(options.name)
+        checked = await checked_name(self.embeddings, user_id, options.name, guild_id)
         share = options.share
         if share is None:  # a personal default shares only where there is a server library
-            share = guild_id is not None and bool(
-                (await self.checks.preferences.get(user_id)).share
-            )
+            defaults = await self.checks.preferences.get(user_id)
+            share = guild_id is not None and bool(defaults.share)
         if share:
             if guild_id is None:
                 raise ServiceError(SHARE_FROM_A_SERVER)
@@ -558,6 +665,33 @@ _T = TypeVar("_T")
 def _first(*values: _T | None) -> _T:
     """The first value that is not None (an option, then a personal default, then ours)."""
     return next(value for value in values if value is not None)
+
+
+def _mentions(text: str, name: str) -> bool:
+    explicit, bare = embedding_names_in(text)
+    return any(fold_for_lookup(word) == name for word in explicit | bare)
+
+
+def _move_negative_embeddings(
+    prompt: str, negative: str, used: Sequence[Embedding]
+) -> tuple[str, str]:
+    """A negative embedding written in the positive prompt belongs in the negative one: take
+    it out of the prompt (as `<name>`, a bare word or a weighted `(name:1.2)`) and add it
+    there, once."""
+    for embedding in used:
+        if embedding.kind is not EmbeddingKind.NEGATIVE:
+            continue
+        name = re.escape(embedding.name_folded)
+        pattern = re.compile(
+            rf"\(\s*<?{name}>?\s*(?::[0-9.]+)?\s*\)|<{name}>|(?<![A-Za-z0-9_-]){name}(?![A-Za-z0-9_-])",
+            re.IGNORECASE,
+        )
+        if pattern.search(prompt) is None:
+            continue
+        prompt = re.sub(r"\s*,(\s*,)+", ",", pattern.sub("", prompt)).strip(" ,")
+        if not _mentions(negative, embedding.name_folded):
+            negative = f"{negative}, {embedding.name_folded}" if negative else embedding.name_folded
+    return prompt, negative
 
 
 async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:

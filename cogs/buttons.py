@@ -1,34 +1,62 @@
-"""The buttons on results and embedding cards, and the extension that registers every
-persistent button (see `cogs.persistent` for how they survive a restart)."""
+"""The buttons on results and embedding cards, and the extension that registers them and the
+Cancel button (see `cogs.persistent` for how they survive a restart; `/library`'s page buttons
+are registered by `cogs.embeddings`, which owns `/library`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import discord
 
+from bot.app import Lexicon
 from bot.discord_bot import LexiconBot
 from bot.services import ImagineOptions, ServiceError
-from cogs.common import actor_of, check_rate, shorten
+from cogs.cards import embeddings_line, example_prompts, how_to_use, technical_details
+from cogs.common import actor_of, check_lookup, check_rate, shorten
 from cogs.images import parse_parameters
-from cogs.library import LibraryPageButton
 from cogs.persistent import PersistentButton
 from cogs.queueing import CancelButton, queue_imagine
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.png import read_parameters
-from storage.models import Embedding, EmbeddingKind
+from storage.errors import NotFound
+from storage.models import Embedding, EmbeddingKind, Job
 
-TRY_PROMPTS = {"style": "a painting in the style of <{}>", "face": "a portrait photo of <{}>"}
+
+async def trained_as(app: Lexicon, embedding: Embedding) -> tuple[str | None, Job | None]:
+    """The kind the word was trained as (object, style, face) and its training job, if any."""
+    if embedding.job_id is None:
+        return None, None
+    try:
+        job = await app.storage.jobs.get(embedding.job_id)
+    except NotFound:
+        return None, None
+    return TrainRequest.from_params(job.params).kind, job
+
+
+async def visible_embedding(
+    interaction: discord.Interaction[LexiconBot], embedding_id: int
+) -> Embedding:
+    """The embedding if the member may see it, else a refusal that says what to do instead."""
+    try:
+        return await interaction.client.app.storage.embeddings.get(
+            embedding_id, interaction.user.id
+        )
+    except NotFound:
+        raise ServiceError(
+            "That word is private to the person who trained it; ask them to share it, or "
+            "find shared ones with `/library`."
+        ) from None
 
 
 class RerollButton(PersistentButton, action="reroll", fields=("job", "idx")):
-    """The same request again with a new seed, queued for whoever clicks."""
+    """The same request again, every image with a new seed, queued for whoever clicks (with
+    their own embeddings; the result says what that changed)."""
 
     label = "Reroll"
     style = discord.ButtonStyle.primary
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        await self._reroll(interaction)
-
-    async def _reroll(self, interaction: discord.Interaction[LexiconBot]) -> None:
         check_rate(interaction)
         job = await interaction.client.app.storage.jobs.get(self.value("job"))
         await queue_imagine(
@@ -37,63 +65,126 @@ class RerollButton(PersistentButton, action="reroll", fields=("job", "idx")):
 
 
 class InfoButton(PersistentButton, action="info", fields=("job", "idx")):
-    """What made this image, read from the `parameters` chunk of the stored PNG (private)."""
+    """What made this one image, read from the `parameters` chunk of its PNG, with the image
+    itself (private)."""
 
     label = "Info"
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        await self._info(interaction)
-
-    async def _info(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        images = interaction.client.app.storage.images
-        png = await images.read_png(await images.get(self.value("job"), self.value("idx")))
+        check_lookup(interaction)
+        app = interaction.client.app
+        job = await app.storage.jobs.get(self.value("job"))
+        image = await app.storage.images.get(job.id, self.value("idx"))
+        png = await app.storage.images.read_png(image)
         info = parse_parameters(read_parameters(png))
-        lines = [f"**Prompt** {shorten(info.prompt, 900)}"]
+        request = GenerateRequest.from_params(job.params)
+        lines = [f"**Image {image.idx + 1} of {request.count}** from job #{job.id}"]
+        lines.append(f"**Prompt** {shorten(info.prompt, 900)}")
         if info.negative:
             lines.append(f"**Negative** {shorten(info.negative, 500)}")
-        lines.append(f"**Seed** {info.seed or '?'}")
-        lines.append(f"**Embeddings** {', '.join(info.embeddings) or 'none'}")
+        lines.append(f"**Seed** {info.seed or image.seed}")
+        lines.append(await embeddings_line(app, request, job.user_id))
         shown = ("Steps", "Sampler", "CFG scale", "Size", "Model hash")
         settings = [f"{key} {info.settings[key]}" for key in shown if key in info.settings]
         if settings:
             lines.append(" · ".join(settings))
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        await interaction.response.send_message(
+            "\n".join(lines),
+            file=discord.File(io.BytesIO(png), filename=f"lexicon-{job.id}-{image.idx}.png"),
+            ephemeral=True,
+        )
 
 
 class DeleteButton(PersistentButton, action="delete", fields=("job",)):
-    """Remove the result message; only the person whose job it was may."""
+    """Ask the person whose images these are to confirm; nothing is deleted yet."""
 
     label = "Delete"
     style = discord.ButtonStyle.danger
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        await self._delete(interaction)
+        check_lookup(interaction)
+        job = await _own_job(interaction, self.value("job"))
+        assert interaction.message is not None
+        count = GenerateRequest.from_params(job.params).count
+        view = discord.ui.View(timeout=None)
+        view.add_item(ConfirmDeleteButton(job.id, interaction.message.id))
+        images = "this image" if count == 1 else f"these {count} images"
+        await interaction.response.send_message(
+            f"Delete {images} for everyone? This cannot be undone.", view=view, ephemeral=True
+        )
 
-    async def _delete(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        job = await interaction.client.app.storage.jobs.get(self.value("job"))
-        if job.user_id != interaction.user.id:
-            raise ServiceError("Only the person who asked for these images can delete them.")
-        await interaction.response.defer()
-        await interaction.delete_original_response()
+
+class ConfirmDeleteButton(PersistentButton, action="delete-yes", fields=("job", "message")):
+    """Delete a result message, once its owner confirmed."""
+
+    label = "Delete for good"
+    style = discord.ButtonStyle.danger
+
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await _own_job(interaction, self.value("job"))
+        assert interaction.channel_id is not None
+        channel = interaction.client.get_partial_messageable(
+            interaction.channel_id, guild_id=interaction.guild_id
+        )
+        with contextlib.suppress(discord.NotFound):
+            await channel.get_partial_message(self.value("message")).delete()
+        await interaction.response.edit_message(content="Deleted.", view=None)
+
+
+async def _own_job(interaction: discord.Interaction[LexiconBot], job_id: int) -> Job:
+    job = await interaction.client.app.storage.jobs.get(job_id)
+    if job.user_id != interaction.user.id:
+        raise ServiceError(
+            "Only the person who asked for these images can delete them; "
+            "Reroll makes your own copy."
+        )
+    return job
 
 
 class TryButton(PersistentButton, action="try", fields=("embedding",)):
-    """Render a first image with a fresh embedding, for whoever clicks (if they may use it)."""
+    """Render a word's first example prompt, for whoever clicks (if they may use it)."""
 
     label = "Try it"
     style = discord.ButtonStyle.primary
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        await self._try(interaction)
-
-    async def _try(self, interaction: discord.Interaction[LexiconBot]) -> None:
         check_rate(interaction)
-        app = interaction.client.app
-        embedding = await app.storage.embeddings.get(self.value("embedding"), interaction.user.id)
-        job = await app.storage.jobs.get(embedding.job_id) if embedding.job_id else None
-        kind = TrainRequest.from_params(job.params).kind if job is not None else "object"
-        prompt = TRY_PROMPTS.get(kind, "a photo of <{}>").format(embedding.name_folded)
-        await queue_imagine(interaction, ImagineOptions(prompt))
+        embedding = await visible_embedding(interaction, self.value("embedding"))
+        kind, _ = await trained_as(interaction.client.app, embedding)
+        options = (
+            ImagineOptions("a photo of a cat", negative=f"<{embedding.name_folded}>")
+            if embedding.kind is EmbeddingKind.NEGATIVE
+            else ImagineOptions(example_prompts(embedding, kind)[0])
+        )
+        await queue_imagine(interaction, options)
+
+
+class HowToButton(PersistentButton, action="howto", fields=("embedding",)):
+    """How to write this word in a prompt, with examples (private)."""
+
+    label = "How to use"
+
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        check_lookup(interaction)
+        embedding = await visible_embedding(interaction, self.value("embedding"))
+        kind, _ = await trained_as(interaction.client.app, embedding)
+        await interaction.response.send_message(how_to_use(embedding, kind), ephemeral=True)
+
+
+class DetailsButton(PersistentButton, action="details", fields=("embedding",)):
+    """The technical details of a word: vectors, model family, steps, loss, file hash."""
+
+    label = "Info"
+
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        check_lookup(interaction)
+        embedding = await visible_embedding(interaction, self.value("embedding"))
+        _, job = await trained_as(interaction.client.app, embedding)
+        steps = TrainRequest.from_params(job.params).steps if job is not None else None
+        loss = (job.result or {}).get("final_loss") if job is not None else None
+        await interaction.response.send_message(
+            technical_details(embedding, steps=steps, final_loss=loss), ephemeral=True
+        )
 
 
 class ShareButton(PersistentButton, action="share", fields=("embedding",)):
@@ -102,11 +193,19 @@ class ShareButton(PersistentButton, action="share", fields=("embedding",)):
     label = "Share"
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        await self._share(interaction)
-
-    async def _share(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        check_lookup(interaction)
+        embeddings = interaction.client.app.storage.embeddings
+        try:
+            embedding = await embeddings.get(self.value("embedding"), interaction.user.id)
+        except NotFound:
+            embedding = None
+        if embedding is None or embedding.owner_id != interaction.user.id:
+            raise ServiceError(
+                "Only the person who trained this word can share it; `/train` your own from "
+                "3 photos."
+            )
         library = interaction.client.app.library
-        shared = await library.share_by_id(actor_of(interaction), self.value("embedding"))
+        shared = await library.share_by_id(actor_of(interaction), embedding.id)
         await interaction.response.send_message(
             f"**{shared.name}** is in the shared library now; anyone can write "
             f"`<{shared.name_folded}>`.",
@@ -115,24 +214,28 @@ class ShareButton(PersistentButton, action="share", fields=("embedding",)):
 
 
 def result_view(job_id: int, indices: list[int]) -> discord.ui.View:
-    """Reroll and Info per image (one row each), and one Delete for the message."""
+    """One Reroll (new seeds for all) and Delete; with several images, an Info per image
+    (each knows its image)."""
     view = discord.ui.View(timeout=None)
-    single = len(indices) == 1
-    for row, idx in enumerate(indices[:4]):
-        suffix = "" if single else f" {idx + 1}"
-        view.add_item(RerollButton(job_id, idx, label=f"Reroll{suffix}", row=0 if single else row))
-        view.add_item(InfoButton(job_id, idx, label=f"Info{suffix}", row=0 if single else row))
-    view.add_item(DeleteButton(job_id, row=0 if single else min(len(indices), 4)))
+    view.add_item(RerollButton(job_id, 0, row=0))
+    if len(indices) == 1:
+        view.add_item(InfoButton(job_id, indices[0], row=0))
+    else:
+        for idx in indices[:4]:
+            view.add_item(InfoButton(job_id, idx, label=f"Info {idx + 1}", row=1))
+    view.add_item(DeleteButton(job_id, row=0))
     return view
 
 
-def card_view(embedding: Embedding) -> discord.ui.View | None:
+def card_view(embedding: Embedding) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     if embedding.kind is EmbeddingKind.POSITIVE:
         view.add_item(TryButton(embedding.id))
+    view.add_item(HowToButton(embedding.id))
+    view.add_item(DetailsButton(embedding.id))
     if not embedding.is_shared:
         view.add_item(ShareButton(embedding.id))
-    return view if view.children else None
+    return view
 
 
 PERSISTENT_BUTTONS: tuple[type[PersistentButton], ...] = (
@@ -140,9 +243,11 @@ PERSISTENT_BUTTONS: tuple[type[PersistentButton], ...] = (
     RerollButton,
     InfoButton,
     DeleteButton,
+    ConfirmDeleteButton,
     TryButton,
+    HowToButton,
+    DetailsButton,
     ShareButton,
-    LibraryPageButton,
 )
 
 

@@ -1,27 +1,122 @@
-"""The embedding card: one embed that says what an embedding is and whose it is."""
+"""The embedding card in plain language, how to use a word, and the technical details behind
+the card's Info button."""
 
 from __future__ import annotations
 
 import discord
 
-from storage.models import Embedding
+from bot.app import Lexicon
+from engine.jobs import EXAMPLE_PROMPTS, GenerateRequest
+from storage.errors import NotFound
+from storage.models import Embedding, EmbeddingKind
+
+KIND_WORDS = {
+    "object": "an object",
+    "style": "a style",
+    "face": "a face",
+}
+
+
+def describe_kind(embedding: Embedding, kind: str | None) -> str:
+    """What the word is, in words: "a style", "a negative embedding", …"""
+    if embedding.kind is EmbeddingKind.NEGATIVE:
+        return "a negative embedding (it keeps things out of images)"
+    return KIND_WORDS.get(kind or "", "a concept")
+
+
+def example_prompts(embedding: Embedding, kind: str | None) -> list[str]:
+    """Three prompts that show the word off (as /imagine options for a negative one)."""
+    name = f"<{embedding.name_folded}>"
+    if embedding.kind is EmbeddingKind.NEGATIVE:
+        return [
+            f"prompt: a photo of a cat · negative: {name}",
+            f"prompt: a portrait of a knight · negative: {name}",
+            f"prompt: a bowl of fruit · negative: {name}",
+        ]
+    return [template.format(name) for template in EXAMPLE_PROMPTS.get(kind or "", ())] or [
+        f"a photo of {name}"
+    ]
 
 
 def embedding_card(
-    embedding: Embedding, *, final_loss: object = None, steps: object = None
-) -> discord.Embed:
-    """The embedding card: name, vectors, family and the rest people ask about."""
-    embed = discord.Embed(title=embedding.name, colour=discord.Colour.blurple())
-    embed.add_field(name="Vectors", value=str(embedding.n_vectors))
-    embed.add_field(name="Family", value=embedding.family.value)
-    embed.add_field(name="Kind", value=embedding.kind.value)
-    embed.add_field(name="Shared", value="yes" if embedding.is_shared else "no")
-    embed.add_field(name="Uses", value=str(embedding.use_count))
-    embed.add_field(name="Owner", value=f"<@{embedding.owner_id}>")
+    embedding: Embedding, *, kind: str | None = None, images: list[str] | None = None
+) -> list[discord.Embed]:
+    """The card: what it is, whose, how to use it, and example prompts (each with its image
+    when `images` names attachments, in the same order)."""
+    where = "in the shared library" if embedding.is_shared else "private to its owner"
+    lines = [
+        f"**{embedding.name}** is {describe_kind(embedding, kind)}, by <@{embedding.owner_id}>, "
+        f"{where}; used {embedding.use_count} times.",
+    ]
+    if embedding.description:
+        lines.append(f"> {embedding.description}")
+    lines.append(usage_line(embedding))
+    examples = example_prompts(embedding, kind)
+    lines.append("**Try these**\n" + "\n".join(f"{i}. `{p}`" for i, p in enumerate(examples, 1)))
+    card = discord.Embed(
+        title=embedding.name, description="\n".join(lines), colour=discord.Colour.blurple()
+    )
+    card.timestamp = embedding.created_at
+    embeds = [card]
+    for number, (prompt, image) in enumerate(zip(examples, images or [], strict=False), 1):
+        example = discord.Embed(description=f"{number}. `{prompt}`", colour=card.colour)
+        example.set_image(url=f"attachment://{image}")
+        embeds.append(example)
+    return embeds
+
+
+def usage_line(embedding: Embedding) -> str:
+    name = embedding.name_folded
+    if embedding.kind is EmbeddingKind.NEGATIVE:
+        return f"Put `{name}` in `/imagine`'s **negative** option."
+    return f"Write `<{name}>` in an `/imagine` prompt (or `{name}`, or `({name}:1.2)` for more)."
+
+
+def how_to_use(embedding: Embedding, kind: str | None) -> str:
+    """The private answer of **How to use**: the three ways to write the word, with examples."""
+    name = embedding.name_folded
+    examples = "\n".join(f"• `/imagine {p}`" for p in example_prompts(embedding, kind))
+    if embedding.kind is EmbeddingKind.NEGATIVE:
+        return (
+            f"**How to use {embedding.name}**\nIt is a negative embedding: put `{name}` in the "
+            f"**negative** option, and it steers images away from what it learned.\n{examples}"
+        )
+    return (
+        f"**How to use {embedding.name}**\n"
+        f"• `<{name}>` — the sure way: always this embedding.\n"
+        f"• `{name}` — a bare word works too, when it is yours or shared.\n"
+        f"• `({name}:1.3)` — stronger; `({name}:0.7)` weaker.\n"
+        f"For example:\n{examples}"
+    )
+
+
+def technical_details(
+    embedding: Embedding, *, steps: object = None, final_loss: object = None
+) -> str:
+    """What the card's **Info** shows: the numbers people who know textual inversion ask."""
+    lines = [
+        f"**{embedding.name}** · {embedding.kind.value} embedding · {embedding.source.value}",
+        f"Vectors {embedding.n_vectors} × {embedding.width} · "
+        f"model family {embedding.family.value}",
+    ]
     if steps is not None:
-        embed.add_field(name="Steps", value=str(steps))
+        lines.append(f"Training steps {steps}")
     if isinstance(final_loss, float):
-        embed.add_field(name="Final loss", value=f"{final_loss:.4f}")
-    embed.set_footer(text=f"{embedding.source.value} · sha256 {embedding.sha256[:12]}")
-    embed.timestamp = embedding.created_at
-    return embed
+        lines.append(f"Final loss {final_loss:.4f}")
+    lines.append(f"File sha256 `{embedding.sha256}`")
+    return "\n".join(lines)
+
+
+async def embeddings_line(app: Lexicon, request: GenerateRequest, viewer_id: int) -> str:
+    """`**Embeddings** `zorb` by @alice, …`: what the result used and whose each one is."""
+    parts = []
+    for payload in request.embeddings:
+        try:
+            if payload.id is None:
+                raise NotFound(payload.name)
+            embedding = await app.storage.embeddings.get(payload.id, viewer_id)
+        except NotFound:
+            parts.append(f"`{payload.name}` (since removed)")
+        else:
+            parts.append(f"`{payload.name}` by <@{embedding.owner_id}>")
+    return "**Embeddings** " + (", ".join(parts) if parts else "none")

@@ -11,6 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.discord_bot import LexiconBot
+from bot.ratelimit import RateLimiter
 from bot.services import ServiceError
 from storage.models import Actor, Delivery
 
@@ -27,18 +28,34 @@ class RateLimited(Refused):
 
 
 def check_rate(interaction: discord.Interaction[LexiconBot]) -> None:
-    """Count this command against the member's `LEXICON_RATE_LIMIT`, or refuse it."""
-    limiter = interaction.client.rate_limiter
+    """Count work that starts the GPU against the member's `LEXICON_RATE_LIMIT`, or refuse it."""
+    _acquire(interaction.client.rate_limiter, interaction)
+
+
+def check_lookup(interaction: discord.Interaction[LexiconBot]) -> None:
+    """Count a look-up against the member's much higher `LEXICON_LOOKUP_RATE_LIMIT`."""
+    _acquire(interaction.client.lookup_limiter, interaction)
+
+
+def _acquire(limiter: RateLimiter, interaction: discord.Interaction[LexiconBot]) -> None:
     retry_after = limiter.acquire(interaction.user.id)
     if retry_after:
         raise RateLimited(limiter.refusal(retry_after))
 
 
 class RateLimitedCog(commands.Cog):
-    """A cog whose slash commands all pass the per-member rate limit first."""
+    """A cog whose slash commands all start GPU work: each passes the per-member rate limit."""
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         check_rate(interaction)
+        return True
+
+
+class LookupCog(commands.Cog):
+    """A cog of look-ups: each passes only the flood ceiling (`LEXICON_LOOKUP_RATE_LIMIT`)."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        check_lookup(interaction)
         return True
 
 
@@ -60,22 +77,6 @@ def delivery_for(interaction: discord.Interaction[LexiconBot], message_id: int |
         interaction_token=interaction.token,
         token_expires_at=interaction.created_at + TOKEN_LIFETIME,
     )
-
-
-def duration(seconds: float | None) -> str:
-    """'a few seconds', 'about 40 s', 'about 3 min', 'about 1 h 5 min'."""
-    if seconds is None:
-        return "an unknown time"
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return "a few seconds"
-    if seconds < 90:
-        return f"about {round(seconds / 5) * 5:.0f} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"about {minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
 
 
 def shorten(text: str, limit: int) -> str:

@@ -8,15 +8,19 @@ turn the answers into private messages. Names and the library are this server's.
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import discord
 from discord import app_commands
 
+from bot.app import Lexicon
 from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
+from cogs.buttons import card_view, trained_as
 from cogs.cards import embedding_card
-from cogs.common import RateLimitedCog, actor_of
-from cogs.library import QUERY_MAX, library_page
+from cogs.common import LookupCog, actor_of, check_rate
+from cogs.library import ORDERS, QUERY_MAX, LibraryPageButton, library_page, thumbnail
+from storage.models import Embedding
 
 NAME_OPTION = "An embedding name"
 
@@ -35,7 +39,20 @@ def _kib(size: int) -> str:
     return f"{size / 1024:.0f} KiB"
 
 
-class Embeddings(RateLimitedCog):
+async def card_message(
+    app: Lexicon, embedding: Embedding
+) -> tuple[list[discord.Embed], list[discord.File]]:
+    """The card of a stored embedding, with its training's first preview when it has one."""
+    kind, _ = await trained_as(app, embedding)
+    png = await thumbnail(app, embedding)
+    if png is None:
+        return embedding_card(embedding, kind=kind), []
+    name = f"{embedding.name_folded}.png"
+    files = [discord.File(io.BytesIO(png), filename=name)]
+    return embedding_card(embedding, kind=kind, images=[name]), files
+
+
+class Embeddings(LookupCog):
     def __init__(self, bot: LexiconBot) -> None:
         self.bot = bot
 
@@ -64,7 +81,24 @@ class Embeddings(RateLimitedCog):
     @app_commands.autocomplete(name=usable_name_choices)
     async def info(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
         embedding = await self.bot.app.library.info(interaction.user.id, name, interaction.guild_id)
-        await interaction.response.send_message(embed=embedding_card(embedding), ephemeral=True)
+        embeds, files = await card_message(self.bot.app, embedding)
+        await interaction.response.send_message(
+            embeds=embeds, files=files, view=card_view(embedding), ephemeral=True
+        )
+
+    @embeddings.command(name="describe", description="Say what one of your embeddings is")
+    @app_commands.describe(name=NAME_OPTION, description="A sentence the library shows")
+    @app_commands.autocomplete(name=usable_name_choices)
+    async def describe(
+        self,
+        interaction: discord.Interaction[LexiconBot],
+        name: str,
+        description: app_commands.Range[str, 1, 200],
+    ) -> None:
+        embedding = await self.bot.app.library.describe(actor_of(interaction), name, description)
+        await interaction.response.send_message(
+            f"**{embedding.name}** now reads: {embedding.description}", ephemeral=True
+        )
 
     @embeddings.command(name="share", description="Put one of your embeddings in the library")
     @app_commands.describe(name=NAME_OPTION)
@@ -133,6 +167,7 @@ class Embeddings(RateLimitedCog):
         negative: bool = False,
         share: bool = False,
     ) -> None:
+        check_rate(interaction)  # an import starts a converter process: it counts like work
         await interaction.response.defer(thinking=True, ephemeral=True)
         limit = self.bot.settings.max_embedding_bytes
         if file.size > limit:
@@ -148,20 +183,32 @@ class Embeddings(RateLimitedCog):
         await interaction.followup.send(
             f"Imported **{embedding.name}** ({embedding.n_vectors} vectors, "
             f"{embedding.family.value}, {embedding.kind.value}), {where}.",
-            embed=embedding_card(embedding),
+            embeds=embedding_card(embedding),
             ephemeral=True,
         )
 
     @app_commands.command(name="library", description="Browse and search shared embeddings")
-    @app_commands.describe(query="Words to look for in names and descriptions")
+    @app_commands.describe(
+        query="Words to look for in names and descriptions", sort="Most used or newest first"
+    )
     async def library(
         self,
         interaction: discord.Interaction[LexiconBot],
         query: app_commands.Range[str, 0, QUERY_MAX] = "",
+        sort: Literal["popular", "new"] = "popular",
     ) -> None:
-        embed, view = await library_page(self.bot.app, query.strip(), 1, interaction.guild_id)
-        await interaction.response.send_message(embed=embed, view=view, ephemeral=True)
+        text, embeds, files, view = await library_page(
+            self.bot.app, query.strip(), 1, interaction.guild_id, ORDERS.index(sort)
+        )
+        await interaction.response.send_message(
+            text, embeds=embeds, files=files, view=view, ephemeral=True
+        )
 
 
 async def setup(bot: LexiconBot) -> None:
+    bot.add_dynamic_items(LibraryPageButton)  # /library's page buttons, after a restart too
     await bot.add_cog(Embeddings(bot))
+
+
+async def teardown(bot: LexiconBot) -> None:
+    bot.remove_dynamic_items(LibraryPageButton)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import discord
 from discord import app_commands
@@ -24,6 +25,28 @@ from engine.jobs import (
 )
 from storage.models import Delivery
 
+_LAST_WORD = re.compile(r"<?([A-Za-z0-9_-]*)$")
+CHOICE_MAX = 100  # Discord's limit on an autocomplete choice's name and value
+
+
+async def prompt_choices(
+    interaction: discord.Interaction[LexiconBot], current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the prompt so far with its last word completed to a `<name>` the member
+    may use (their own first, then shared ones)."""
+    match = _LAST_WORD.search(current)
+    assert match is not None  # the pattern matches the empty tail too
+    head = current[: match.start()]
+    names = await interaction.client.app.library.usable_names(
+        interaction.user.id, match.group(1), limit=25
+    )
+    choices = [f"{head}<{name}>" for name in names]
+    return [
+        app_commands.Choice(name=choice, value=choice)
+        for choice in choices
+        if len(choice) <= CHOICE_MAX
+    ]
+
 
 class Imagine(RateLimitedCog):
     def __init__(self, bot: LexiconBot) -> None:
@@ -32,7 +55,7 @@ class Imagine(RateLimitedCog):
 
     @app_commands.command(name="imagine", description="Render a prompt; your embeddings work in it")
     @app_commands.describe(
-        prompt="What to render; write <name> to use an embedding",
+        prompt="What to render; write <name> to use an embedding (see /help)",
         negative="What to keep out of the image (embeddings work here too)",
         count="How many images (1-4)",
         steps="Denoising steps (more is slower)",
@@ -42,6 +65,7 @@ class Imagine(RateLimitedCog):
         image="A picture to start from (image-to-image)",
         strength="How far to move away from that picture (0.05-1, default 0.75)",
     )
+    @app_commands.autocomplete(prompt=prompt_choices)
     async def imagine(
         self,
         interaction: discord.Interaction[LexiconBot],

@@ -7,8 +7,9 @@ from discord import app_commands
 
 from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
-from cogs.common import RateLimitedCog, duration, shorten
+from cogs.common import LookupCog, shorten
 from cogs.queueing import cancel_job
+from cogs.text import queue_place, relative_time
 from engine.jobs import GenerateRequest, TrainRequest
 from storage.models import Job, JobKind, JobState
 
@@ -32,7 +33,7 @@ async def active_job_choices(
     return choices[:25]
 
 
-class Jobs(RateLimitedCog):
+class Jobs(LookupCog):
     def __init__(self, bot: LexiconBot) -> None:
         self.bot = bot
 
@@ -51,18 +52,22 @@ class Jobs(RateLimitedCog):
                 progress = job.progress
                 where = (
                     f"running, step {progress.step}/{progress.total}"
-                    + (f", {duration(progress.eta_seconds)} left" if progress.eta_seconds else "")
+                    + (
+                        f", done {relative_time(progress.eta_seconds)}"
+                        if progress.eta_seconds
+                        else ""
+                    )
                     if progress is not None
                     else "running"
                 )
             else:
                 position = await app.storage.jobs.queue_position(job.id)
                 eta = await app.scheduler.estimate_start(job)
-                where = f"#{position} in line, expected in {duration(eta)}"
+                where = queue_place(position, eta)
             lines.append(f"**#{job.id}** {_describe(job)} — {where}")
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
 
-    @app_commands.command(name="cancel", description="Cancel a job (your latest when omitted)")
+    @app_commands.command(name="cancel", description="Cancel a job (your running one when omitted)")
     @app_commands.describe(job="The job number (see /queue)")
     @app_commands.autocomplete(job=active_job_choices)
     async def cancel(
@@ -71,11 +76,12 @@ class Jobs(RateLimitedCog):
         job: app_commands.Range[int, 1] | None = None,
     ) -> None:
         if job is None:
-            active = await self.bot.app.storage.jobs.list_for_user(interaction.user.id, limit=1)
+            active = await self.bot.app.storage.jobs.list_for_user(interaction.user.id)
             if not active:
                 raise ServiceError("You have no job waiting or running to cancel.")
-            job = active[0].id
-        await cancel_job(interaction, job, quiet=False)
+            running = [j for j in active if j.state is JobState.RUNNING]
+            job = (running or active)[-1].id  # the running one, else the next to run
+        await cancel_job(interaction, job)
 
 
 async def setup(bot: LexiconBot) -> None:

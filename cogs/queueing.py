@@ -18,7 +18,7 @@ import discord
 
 from bot.discord_bot import LexiconBot
 from bot.services import ImagineOptions, Submitted
-from cogs.common import actor_of, delivery_for
+from cogs.common import actor_of, check_lookup, delivery_for
 from cogs.errors import PUBLIC_DEFER, defer_public
 from cogs.persistent import PersistentButton
 from cogs.text import queued_text
@@ -103,20 +103,17 @@ class CancelButton(PersistentButton, action="cancel", fields=("job",)):
     label = "Cancel"
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        await cancel_job(interaction, self.value("job"), quiet=True)
+        check_lookup(interaction)
+        await cancel_job(interaction, self.value("job"))
 
 
-async def cancel_job(
-    interaction: discord.Interaction[LexiconBot], job_id: int, *, quiet: bool
-) -> None:
-    """Cancel in the database, then tell the worker; the delivery cog updates the message."""
+async def cancel_job(interaction: discord.Interaction[LexiconBot], job_id: int) -> None:
+    """Cancel in the database, then tell the worker; the delivery cog removes the job's
+    message, and the member is told privately."""
     app = interaction.client.app
     cancellation = await app.storage.jobs.cancel(actor_of(interaction), job_id)
     await app.scheduler.cancel(cancellation.job, cancellation.stopped_worker)
-    if quiet:
-        await interaction.response.defer()
-    else:
-        await interaction.response.send_message(f"Cancelled job #{job_id}.", ephemeral=True)
+    await interaction.response.send_message(f"Cancelled job #{job_id}.", ephemeral=True)
 
 
 def progress_view(job_id: int) -> discord.ui.View:

@@ -1,50 +1,89 @@
-"""What job messages say, from queued to finished. Plain functions of a job and its progress."""
+"""What job messages say, from queued to finished. Plain functions of a job and its progress.
+
+Times are Discord relative timestamps (`<t:…:R>`): each reader's client shows "in 2 minutes"
+and keeps counting, so a message stays true between edits.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+import discord
+
 from bot.hub import JobUpdate
-from cogs.common import duration, shorten
+from bot.services import job_notes
+from cogs.common import shorten
 from engine.jobs import GenerateRequest, TrainRequest
 from storage.models import Job, JobKind
 
 PROMPT_SHOWN = 200
+BAR_CELLS = 10
 
 
 def job_title(job: Job) -> str:
-    """`training **zorb**` or `**a photo of zorb**` — what the job is about, in a few words."""
+    """`training of **zorb**` or `**a photo of zorb**` — what the job is about, in a few words."""
     if job.kind is JobKind.TRAIN:
         return f"training of **{TrainRequest.from_params(job.params).name}**"
     prompt = shorten(GenerateRequest.from_params(job.params).prompt, PROMPT_SHOWN)
     return "**" + prompt.replace("*", "\\*") + "**"
 
 
+def relative_time(seconds: float, now: datetime | None = None) -> str:
+    """`<t:…:R>`: Discord shows it as "in 40 seconds" in each reader's client."""
+    moment = (now or discord.utils.utcnow()) + timedelta(seconds=max(0.0, seconds))
+    return f"<t:{int(moment.timestamp())}:R>"
+
+
+def notes_text(job: Job) -> str:
+    """The job's notes, one line each (empty when there are none)."""
+    return "".join(f"\n-# {note}" for note in job_notes(job))
+
+
 def queued_text(job: Job, position: int | None, eta_seconds: float | None) -> str:
+    """Where the job stands in line: "next up" or "#N in line", and when it should start."""
     if position is None:
-        return f"Starting {job_title(job)} (job #{job.id})…"
-    return (
-        f"Queued {job_title(job)} (job #{job.id}) — #{position} in line, "
-        f"expected in {duration(eta_seconds)}."
+        return f"Starting {job_title(job)} (job #{job.id})…" + notes_text(job)
+    place = queue_place(position, eta_seconds)
+    return f"Queued {job_title(job)} (job #{job.id}) — {place}." + notes_text(job)
+
+
+def queue_place(position: int | None, eta_seconds: float | None) -> str:
+    """`next up, expected to start <t:…:R>` or `#3 in line, …`."""
+    place = "next up" if position == 1 else f"#{position} in line"
+    when = (
+        f"expected to start {relative_time(eta_seconds)}"
+        if eta_seconds is not None and eta_seconds >= 1
+        else "expected to start in a moment"
     )
+    return f"{place}, {when}"
+
+
+def bar(fraction: float) -> str:
+    """`▰▰▰▱▱▱▱▱▱▱ 30 %`."""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = round(fraction * BAR_CELLS)
+    return "▰" * filled + "▱" * (BAR_CELLS - filled) + f" {fraction * 100:.0f} %"
 
 
 def progress_text(job: Job, update: JobUpdate) -> str:
-    """One line of live progress; training shows the loss, both show what is left."""
+    """Live progress in words, with a bar and when it should be done."""
     if update.kind == "retry":
         return f"The worker stopped during {job_title(job)} (job #{job.id}); it will run again."
     if update.kind == "started" or update.step is None or not update.total:
-        return f"Started {job_title(job)} (job #{job.id})…"
-    parts = [f"step {update.step}/{update.total}"]
-    if update.loss is not None:
-        parts.append(f"loss {update.loss:.4f}")
-    if update.eta_seconds is not None:
-        parts.append(f"{duration(update.eta_seconds)} left")
-    verb = "Training" if job.kind is JobKind.TRAIN else "Imagining"
-    subject = (
-        f"**{TrainRequest.from_params(job.params).name}**"
-        if job.kind is JobKind.TRAIN
-        else job_title(job)
-    )
-    return f"{verb} {subject} (job #{job.id}) — {', '.join(parts)}."
+        return f"Started {job_title(job)} (job #{job.id})…" + notes_text(job)
+    fraction = update.step / update.total
+    done = f", done {relative_time(update.eta_seconds)}" if update.eta_seconds else ""
+    if job.kind is JobKind.TRAIN:
+        name = TrainRequest.from_params(job.params).name
+        stage = (
+            "studying your photos"
+            if fraction < 0.5
+            else "getting the details right"
+            if fraction < 0.9
+            else "finishing up"
+        )
+        return f"Training **{name}** (job #{job.id}) — {stage}: {bar(fraction)}{done}."
+    return f"Imagining {job_title(job)} (job #{job.id}) — {bar(fraction)}{done}." + notes_text(job)
 
 
 def failed_text(job: Job) -> str:

@@ -373,6 +373,19 @@ class Progress:
     preview_png: bytes | None = None
 
 
+# The example prompts a new word is shown with (previews rendered by the worker, and the card's
+# "try these"), per kind; `{}` is the word. A negative word is shown as the negative prompt.
+EXAMPLE_PROMPTS: dict[str, tuple[str, str, str]] = {
+    "object": ("a photo of a {}", "a {} on a beach at sunset", "a watercolor painting of a {}"),
+    "style": (
+        "a painting of a house in the style of {}",
+        "a portrait in the style of {}",
+        "a city street at night in the style of {}",
+    ),
+    "face": ("a photo of {}", "a close-up portrait of {}", "{} as an astronaut, digital art"),
+}
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """A finished training: the embedding file (Lexicon's format) and preview renders."""

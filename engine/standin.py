@@ -72,6 +72,7 @@ class StandInTraining:
             family="tiny",
             steps=self._step,
             final_loss=1.0 / (1 + self._step),
+            previews=tuple(_flat_png(_colour(self.request.name, index)) for index in range(3)),
         )
 
 
@@ -123,3 +124,10 @@ class StandInEngine:
 
     def peak_memory_bytes(self) -> int:
         return 0
+
+
+def _flat_png(colour: tuple[int, int, int], side: int = 64) -> bytes:
+    """A flat-colour PNG: the stand-in's preview of a trained word."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), colour).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -32,7 +32,10 @@ from storage.names import EmbeddingName, NameRules, fold_for_lookup, quote
 from storage.references import remove_if_unreferenced
 from storage.users import ensure_user
 
-_ORDER_SHARED = "ORDER BY use_count DESC, name_folded, id"
+_ORDER_SHARED = {
+    "popular": "ORDER BY use_count DESC, name_folded, id",
+    "new": "ORDER BY created_at DESC, id DESC",
+}
 SHARE_FROM_A_SERVER = "Share it from a server: each server has its own library."
 _NOT_SHARED = -1  # `_refuse_taken`'s library for a private name (Discord ids are never negative)
 
@@ -242,9 +245,16 @@ class EmbeddingRepository:
         return [embedding_from_row(row) for row in rows]
 
     async def list_shared(
-        self, query: str = "", limit: int = 25, offset: int = 0, *, guild_id: int | None = None
+        self,
+        query: str = "",
+        limit: int = 25,
+        offset: int = 0,
+        *,
+        guild_id: int | None = None,
+        order: str = "popular",
     ) -> list[Embedding]:
-        """One page of the library `guild_id` sees (usable entries only), most used first.
+        """One page of the library `guild_id` sees (usable entries only), most used (or newest)
+        first.
 
         `query` matches anywhere in the name or description, as plain text (no wildcards).
         """
@@ -253,7 +263,7 @@ class EmbeddingRepository:
             SELECT * FROM embeddings
             WHERE {_in_library("?4")} AND usable = 1
               AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
-            {_ORDER_SHARED} LIMIT ?2 OFFSET ?3
+            {_ORDER_SHARED[order]} LIMIT ?2 OFFSET ?3
             """,
             (_like_pattern(query.strip().casefold()), max(0, limit), max(0, offset), guild_id),
         )
@@ -362,6 +372,19 @@ class EmbeddingRepository:
                 "UPDATE embeddings SET use_count = use_count + 1 WHERE id = ?",
                 [(embedding_id,) for embedding_id in ids],
             )
+
+    async def describe(self, actor: Actor, embedding_id: int, description: str) -> Embedding:
+        """The owner sets the description the library shows and searches."""
+        async with self._db.transaction() as transaction:
+            current = await _visible(transaction, actor.user_id, embedding_id)
+            if current.owner_id != actor.user_id:
+                raise Forbidden(f"Only the owner of '{current.name}' can describe it.")
+            row = await transaction.fetch_one(
+                "UPDATE embeddings SET description = ? WHERE id = ? RETURNING *",
+                (description, embedding_id),
+            )
+        assert row is not None
+        return embedding_from_row(row)
 
     async def mark_unusable(self, embedding_id: int) -> None:
         """Keep the row (so its owner sees what happened) but stop offering it: its file is gone."""

@@ -32,7 +32,7 @@ from bot.discord_bot import LexiconBot
 from bot.hub import JobUpdate
 from cogs.delivery._render import Outgoing, render_final
 from cogs.queueing import progress_view
-from cogs.text import job_title, progress_text
+from cogs.text import job_title, progress_text, queued_text
 from storage.errors import StorageError
 from storage.models import Job
 
@@ -42,6 +42,7 @@ EDIT_INTERVAL = 2.0  # seconds between two edits of one message (Discord rate-li
 TOKEN_MARGIN = timedelta(seconds=30)  # stop using a token this long before it expires
 SWEEP_SECONDS = 60.0
 MAX_ATTEMPTS = 5
+QUEUE_REFRESHED = 5  # the first waiting jobs, whose messages follow the line (the rest: /queue)
 _GIVE_UP_STATUSES = (403, 404)
 
 
@@ -65,6 +66,8 @@ class DeliveryCog(commands.Cog, name="Delivery"):
         self._quiet_events: dict[int, asyncio.Event] = {}
         self._delivering: set[int] = set()
         self._failures: dict[int, int] = {}
+        self._places: dict[int, int] = {}  # queued job id → the place its message shows
+        self._requeue: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="lexicon-delivery")
@@ -72,7 +75,7 @@ class DeliveryCog(commands.Cog, name="Delivery"):
 
     async def cog_unload(self) -> None:
         self.sweep.cancel()
-        pending = [self._runner] + [live.flush for live in self._live.values()]
+        pending = [self._runner, self._requeue] + [live.flush for live in self._live.values()]
         running = [task for task in pending if task is not None and not task.done()]
         for task in running:
             task.cancel()
@@ -121,6 +124,8 @@ class DeliveryCog(commands.Cog, name="Delivery"):
                     log.exception("could not show update %s of job %d", update.kind, update.job_id)
 
     async def _on_update(self, update: JobUpdate) -> None:
+        if update.kind == "started" or update.is_final:
+            self._line_moved()
         if update.is_final:
             await self.deliver(update.job_id, update.user_id)
         elif update.kind in ("started", "progress", "retry"):
@@ -184,6 +189,39 @@ class DeliveryCog(commands.Cog, name="Delivery"):
         if live.latest is not None and self._live.get(job_id) is live:
             live.flush = asyncio.create_task(self._flush(job_id, live, EDIT_INTERVAL))
 
+    # --- the line ----------------------------------------------------------------------------
+
+    def _line_moved(self) -> None:
+        """A job left the line: refresh the waiting jobs' messages, at most once per
+        `EDIT_INTERVAL` (moves in between are shown by the next refresh)."""
+        if self._requeue is None or self._requeue.done():
+            self._requeue = asyncio.create_task(self._refresh_line())
+
+    async def _refresh_line(self) -> None:
+        await asyncio.sleep(EDIT_INTERVAL)
+        app = self.bot.app
+        try:
+            waiting = await app.storage.jobs.fair_order(limit=QUEUE_REFRESHED)
+        except StorageError as error:
+            log.info("could not read the queue: %s", error)
+            return
+        for place, job in enumerate(waiting, start=1):
+            if job.message_id is None or self._places.get(job.id) == place:
+                continue
+            live = self._live.get(job.id)
+            if live is not None and live.latest is not None:
+                continue  # progress is about to replace the message
+            self._places[job.id] = place
+            try:
+                eta = await app.scheduler.estimate_start(job)
+                await self._edit(job, content=queued_text(job, place, eta))
+            except (discord.HTTPException, StorageError) as error:
+                log.info("could not move job %d up the line: %s", job.id, error)
+            self.note_edit(job.id)
+        still = {job.id for job in waiting}
+        for job_id in [j for j in self._places if j not in still]:
+            del self._places[job_id]
+
     # --- results -----------------------------------------------------------------------------
 
     async def deliver(self, job_id: int, user_id: int | None = None) -> None:
@@ -227,12 +265,15 @@ class DeliveryCog(commands.Cog, name="Delivery"):
         return False
 
     async def _send_final(self, job: Job, outgoing: Outgoing) -> None:
+        if outgoing.remove:
+            await self._remove(job)
+            return
         if self._token_valid(job) and job.message_id is not None:
             try:
                 await self._webhook(job).edit_message(
                     job.message_id,
                     content=outgoing.content,
-                    embed=outgoing.embed,
+                    embeds=outgoing.embeds,
                     attachments=outgoing.files(),
                     view=outgoing.view(),
                 )
@@ -257,8 +298,8 @@ class DeliveryCog(commands.Cog, name="Delivery"):
                 users=[discord.Object(job.user_id)], replied_user=False
             ),
         }
-        if outgoing.embed is not None:
-            kwargs["embed"] = outgoing.embed
+        if outgoing.embeds:
+            kwargs["embeds"] = outgoing.embeds
         view = outgoing.view()
         if view is not None:
             kwargs["view"] = view
@@ -300,6 +341,18 @@ class DeliveryCog(commands.Cog, name="Delivery"):
                 pass  # the token ran out early: fall back to the bot's own permission
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         await channel.get_partial_message(job.message_id).edit(**fields)
+
+    async def _remove(self, job: Job) -> None:
+        """Delete the job's message (already gone is fine)."""
+        if job.message_id is None:
+            return
+        assert job.channel_id is not None
+        with contextlib.suppress(discord.NotFound):
+            if self._token_valid(job):
+                await self._webhook(job).delete_message(job.message_id)
+                return
+            channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            await channel.get_partial_message(job.message_id).delete()
 
     def _upload_limit(self, job: Job) -> int:
         guild = self.bot.get_guild(job.guild_id) if job.guild_id is not None else None

@@ -10,18 +10,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from engine.jobs import EmbeddingPayload, GenerateRequest
+from engine.jobs import EXAMPLE_PROMPTS, EmbeddingPayload, GenerateRequest
 from engine.training.trainer import Trainer
 
 PREVIEW_STEPS = 20
-PREVIEW_PROMPTS = {
-    "object": ("a photo of a {}", "a close-up photo of a {}"),
-    "style": ("a painting of a house in the style of {}", "a portrait in the style of {}"),
-    "face": ("a photo of {}", "a close-up portrait of {}"),
-}
 
 
-def render_previews(model: Any, trainer: Trainer, count: int = 2) -> list[bytes]:
+def render_previews(model: Any, trainer: Trainer, count: int = 3) -> list[bytes]:
     """`count` seeded renders (PNG) of the new word at the model's native size, through
     `engine.generate` exactly as `/imagine` would render it. A negative embedding is shown as
     the negative prompt of a plain picture."""
@@ -32,7 +27,7 @@ def render_previews(model: Any, trainer: Trainer, count: int = 2) -> list[bytes]
     payload = EmbeddingPayload(name, data, hashlib.sha256(data).hexdigest())
     side = int(model.native_size)
     requests = []
-    for index, template in enumerate(PREVIEW_PROMPTS[trainer.request.kind][:count]):
+    for index, template in enumerate(EXAMPLE_PROMPTS[trainer.request.kind][:count]):
         prompt, negative = template.format(name), ""
         if trainer.request.negative:
             prompt, negative = template.format("cat"), name

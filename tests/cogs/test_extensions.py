@@ -20,7 +20,17 @@ from bot.discord_bot import EXTENSIONS, create_bot
 from bot.health import heartbeat_path
 from bot.transport import LocalTransport
 
-CONTRACT = {"train", "imagine", "embeddings", "library", "queue", "cancel", "admin", "settings"}
+CONTRACT = {
+    "train",
+    "imagine",
+    "embeddings",
+    "library",
+    "queue",
+    "cancel",
+    "admin",
+    "settings",
+    "help",
+}
 
 
 def _qualified_names(command: app_commands.Command | app_commands.Group) -> list[str]:

@@ -29,21 +29,42 @@ async def _share_many(sim: Simulation, owner_id: int, count: int) -> None:
 
 
 async def test_the_training_card_and_its_buttons(sim: Simulation) -> None:
-    """The card names the embedding; Share puts it in the library; Try it renders it."""
+    """The card explains the word with three examples and their images; technical details sit
+    behind Info; Share is its owner's; Try it renders it."""
     alice, bob = sim.member("alice"), sim.member("bob")
     card = (await train(sim, alice, "zorb")).response
-    assert card.content == "Trained **zorb** — write `<zorb>` in a prompt."
-    fields = {field.name: field.value for field in card.embeds[0].fields}
-    assert fields["Vectors"] == "1" and fields["Family"] == "tiny" and fields["Shared"] == "no"
+    assert card.content == (
+        "**zorb** is ready — write `<zorb>` in `/imagine`. Here is what it makes:"
+    )
+    assert card.embeds[0].description.startswith(
+        f"**zorb** is an object, by <@{alice.id}>, private to its owner; used 0 times."
+    )
+    assert "1. `a photo of a <zorb>`" in card.embeds[0].description
+    assert [e.image.url for e in card.embeds[1:]] == [
+        f"attachment://zorb-{i}.png" for i in range(3)
+    ]
+    assert len(card.attachments) == 3
+    labels = [c["label"] for c in card.components[0]["components"]]
+    assert labels == ["Try it", "How to use", "Info", "Share"]
+    details = await bob.click(card, label="Info")
+    assert details.response.content == (
+        "That word is private to the person who trained it; ask them to share it, or find "
+        "shared ones with `/library`."
+    )
+    mine = await alice.click(card, label="Info")
+    assert "Vectors 1 × 32 · model family tiny" in mine.response.content
+    assert "Training steps" in mine.response.content and "sha256" in mine.response.content
 
     refused = await bob.click(card, label="Share")
-    assert refused.response.content == "There is no embedding #1 that you can see."
+    assert refused.response.content == (
+        "Only the person who trained this word can share it; `/train` your own from 3 photos."
+    )
     shared = await alice.click(card, label="Share")
     assert "in the shared library now" in shared.response.content
 
     tried = await bob.click(card, label="Try it")
     job = await sim.job_done(bob)
-    assert job.params["prompt"] == "a photo of <zorb>"
+    assert job.params["prompt"] == "a photo of a <zorb>"
     assert tried.response.attachments
 
 
@@ -59,6 +80,8 @@ async def test_embeddings_list_info_rename_export_delete(sim: Simulation) -> Non
     assert listed.response.content.startswith("**zorb** · positive · 1 vector · tiny · private")
     info = await alice.slash(sim.channel, "embeddings info", name="zorb")
     assert info.response.embeds[0].title == "zorb"
+    assert [a.filename for a in info.response.attachments] == ["zorb.png"]
+    assert info.response.embeds[1].image.url == "attachment://zorb.png"
 
     renamed = await alice.slash(sim.channel, "embeddings rename", name="zorb", new_name="blip")
     assert renamed.response.content == "Renamed to **blip**; write `<blip>` from now on."
@@ -89,24 +112,24 @@ async def test_autocomplete_offers_usable_names_only(sim: Simulation) -> None:
 
 
 async def test_library_pages_and_search(sim: Simulation) -> None:
-    """/library lists shared words ten a page with Prev/Next, and searches by name."""
+    """/library is a gallery four a page with Prev/Next, and searches by name."""
     owner, reader = sim.member("olga"), sim.member("rui")
-    await _share_many(sim, owner.id, 12)
+    await _share_many(sim, owner.id, 6)
     first = await reader.slash(sim.channel, "library")
     page = first.response
-    assert page.ephemeral and len(page.embeds[0].fields) == 10
-    assert page.embeds[0].footer.text == "page 1 of 2 · 12 shared"
-    assert f"by <@{owner.id}> · positive · 0 uses" in page.embeds[0].fields[0].value
+    assert page.ephemeral and len(page.embeds) == 4
+    assert page.content == "Shared library · popular first · page 1 of 2 · 6 shared"
+    assert f"by <@{owner.id}> · positive · 0 uses" in page.embeds[0].description
 
     turned = await reader.click(page.message, label="Next")
-    assert turned.response.embeds[0].footer.text == "page 2 of 2 · 12 shared"
+    assert turned.response.content.endswith("page 2 of 2 · 6 shared")
     back = await reader.click(turned.response.message, label="Prev")
-    assert back.response.embeds[0].footer.text == "page 1 of 2 · 12 shared"
+    assert back.response.content.endswith("page 1 of 2 · 6 shared")
 
-    found = await reader.slash(sim.channel, "library", query="libword11")
-    assert [field.name for field in found.response.embeds[0].fields] == ["libword11"]
+    found = await reader.slash(sim.channel, "library", query="libword05")
+    assert [embed.title for embed in found.response.embeds] == ["libword05"]
     none = await reader.slash(sim.channel, "library", query="nothing-like-this")
-    assert none.response.embeds[0].description == "Nothing shared matches that."
+    assert none.response.content == "Nothing shared matches that."
 
 
 async def test_queue_and_cancel(slow_sim: Simulation) -> None:
@@ -115,6 +138,7 @@ async def test_queue_and_cancel(slow_sim: Simulation) -> None:
     alice, bob = sim.member("alice"), sim.member("bob")
     first = await alice.slash(sim.channel, "imagine", prompt="a slow cube", steps=40)
     second = await alice.slash(sim.channel, "imagine", prompt="a slower cube", steps=40)
+    ids = (first.response.id, second.response.id)
     queue = await alice.slash(sim.channel, "queue")
     lines = queue.response.content.split("\n")
     assert len(lines) == 2 and "a slow cube" in lines[0] and "a slower cube" in lines[1]
@@ -124,13 +148,13 @@ async def test_queue_and_cancel(slow_sim: Simulation) -> None:
     assert refusal(refused) == (
         f"Only the person who queued job #{job.id - 1} or a server manager can cancel it."
     )
-    cancelled = await alice.slash(sim.channel, "cancel")
-    assert cancelled.response.content == f"Cancelled job #{job.id}."
-    await alice.click(first.response, label="Cancel")
+    cancelled = await alice.slash(sim.channel, "cancel")  # the running one: the first
+    assert cancelled.response.content == f"Cancelled job #{job.id - 1}."
+    by_button = await alice.click(second.response, label="Cancel")
+    assert by_button.response.content == f"Cancelled job #{job.id}."
     await sim.job_done(job.id)
     await sim.job_done(job.id - 1)
-    assert sim.channel_message(first.response.id).content.startswith("Cancelled **a slow cube**")
-    assert sim.channel_message(second.response.id).content.startswith("Cancelled **a slower")
+    assert not set(ids) & {m.id for m in sim.channel.history()}  # cancelled: removed
     nothing = await alice.slash(sim.channel, "cancel")
     assert refusal(nothing) == "You have no job waiting or running to cancel."
 

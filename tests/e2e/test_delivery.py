@@ -68,7 +68,7 @@ async def test_a_long_job_is_delivered_to_the_channel_after_the_token_expires(
     assert len(replies) == 1
     reply = replies[0]
     assert reply.reference.message_id == original.id
-    assert reply.content.startswith(f"<@{alice.id}> Trained **zorb**")
+    assert reply.content.startswith(f"<@{alice.id}> **zorb** is ready")
     assert alice.id in [user.id for user in reply.mentions]
     assert reply.embeds[0].title == "zorb"
     assert "see the reply below" in sim.channel_message(original.id).content

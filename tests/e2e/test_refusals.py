@@ -119,9 +119,14 @@ async def test_only_the_owner_can_delete_a_result(sim: Simulation) -> None:
     message = result.response
     refused = await bob.click(message, label="Delete")
     assert refused.ephemeral
-    assert refused.response.content == "Only the person who asked for these images can delete them."
-    assert sim.channel_message(message.id) is not None
-    await alice.click(message, label="Delete")
+    assert refused.response.content == (
+        "Only the person who asked for these images can delete them; Reroll makes your own copy."
+    )
+    asked = await alice.click(message, label="Delete")
+    assert asked.response.content == "Delete this image for everyone? This cannot be undone."
+    assert sim.channel_message(message.id) is not None  # nothing deleted without a yes
+    confirmed = await alice.click(asked.response.message, label="Delete for good")
+    assert confirmed.response.content == "Deleted."
     assert message.id not in [m.id for m in sim.channel.history()]
 
 

@@ -254,14 +254,14 @@ def test_result_metadata_records_provenance(parts: TrainComponents) -> None:
 
 
 def test_training_renders_previews_of_the_new_word(tiny_model: LoadedModel) -> None:
-    """A run the worker's engine starts on a LoadedModel finishes with two native-size PNG
-    renders made with the vectors."""
+    """A run the worker's engine starts on a LoadedModel finishes with three native-size PNG
+    renders made with the vectors (the card's three example prompts)."""
     from PIL import Image
 
     run = DiffusersEngine(tiny_model).start_training(helpers.request(steps=1), None)
     run.run_steps(run.total)
     result = run.finish()
-    assert len(result.previews) == 2 and result.previews[0] != result.previews[1]
+    assert len(result.previews) == 3 and len(set(result.previews)) == 3
     for png in result.previews:
         with Image.open(io.BytesIO(png)) as image:
             assert (image.format, image.size) == ("PNG", (64, 64))
