@@ -63,7 +63,7 @@ from bot.services import ImagineOptions
 RESULTS: dict[str, Any] = {}
 RESULTS_FILE: list[Path] = []  # where record() keeps the results (set by main)
 SIZE, STEPS, GUIDANCE = 512, 25, 7.5
-SECTIONS = ("stock", "stock_compiled", "flops", "lexicon", "ti", "served", "startup")
+SECTIONS = ("stock", "stock_compiled", "flops", "img2img", "lexicon", "ti", "served", "startup")
 
 
 def log(*parts: object) -> None:
@@ -679,10 +679,12 @@ def main() -> int:
             value = section("ti", lambda b=batch: bench_stock_ti_step(folder, b))
             if value is not None:
                 record(f"stock_ti_step_batch{batch}_samples_per_s", round(value, 1))
-        if model is None and "ti" not in skip:
+        if model is None and "ti" not in skip:  # training alone: the default engine's graphs
             from engine.model import load_model
+            from engine.speed import apply_speedups
 
             model = load_model(str(folder), device="cuda", data_dir=data_dir)
+            apply_speedups(model, "off", graphs, data_dir)  # training runs the uncompiled UNet
         section("ti", lambda: bench_lexicon_ti(model))
         model = None
         torch.cuda.empty_cache()

@@ -17,7 +17,8 @@ def lexicon_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """An environment for running `python -m bot` in a subprocess, isolated from the caller's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LEXICON_", "DISCORD_"))}
     env["LEXICON_DATA_DIR"] = str(tmp_path / "data")
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    # The repository first; anything the caller's PYTHONPATH adds (a GPU machine's wheels) after.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
