@@ -11,7 +11,7 @@ from PIL import Image
 
 from engine.diffusers_engine import DiffusersEngine
 from engine.generate import generate
-from engine.jobs import EmbeddingPayload, GenerateRequest, TrainRequest
+from engine.jobs import EXAMPLE_PROMPTS, EmbeddingPayload, GenerateRequest, TrainRequest
 from engine.model import load_model
 from engine.png import read_parameters
 from engine.training import TrainRecipe
@@ -52,7 +52,7 @@ def test_generate_and_train_on_cuda(tmp_path: Path) -> None:
     run = engine.start_training(TrainRequest("zorb", photos, steps=10, seed=0), None)
     run.run_steps(10)
     result = run.finish()
-    assert result.steps == 10 and len(result.previews) == 2
+    assert result.steps == 10 and len(result.previews) == len(EXAMPLE_PROMPTS["object"])
     payload = EmbeddingPayload("zorb", result.embedding, result.sha256)
     image = generate(gpu, [GenerateRequest("a zorb", 1, 4, 7.5, 64, 64, embeddings=(payload,))])
     assert "zorb:" in read_parameters(image[0][0].png)
