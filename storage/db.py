@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -26,7 +27,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 
@@ -66,6 +67,17 @@ class Migration:
         ):
             raise ValueError(f"migration {self.name} ends with an unfinished statement")
         return statements
+
+
+Model = TypeVar("Model")
+
+
+def from_row(model: type[Model], row: sqlite3.Row, **converted: Any) -> Model:
+    """A storage model from its table's row: each field is the column of the same name (tables
+    and models are named alike on purpose), except the fields given `converted` (enums, times,
+    JSON, booleans)."""
+    names = [field.name for field in dataclasses.fields(model)]  # type: ignore[arg-type]
+    return model(**{name: row[name] for name in names if name not in converted}, **converted)
 
 
 @cache

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Iterable
 
 from storage.clock import Clock, from_seconds, to_seconds, utc_now
-from storage.db import Database, Params, Queries, Transaction
+from storage.db import Database, Params, Queries, Transaction, from_row
 from storage.errors import Forbidden, NameTaken, NotFound, QuotaExceeded
 from storage.files import FileStore
 from storage.models import (
@@ -46,25 +46,15 @@ def _in_library(guild: str = "?") -> str:
 
 
 def embedding_from_row(row: sqlite3.Row) -> Embedding:
-    return Embedding(
-        id=row["id"],
-        owner_id=row["owner_id"],
-        name=row["name"],
-        name_folded=row["name_folded"],
+    return from_row(
+        Embedding,
+        row,
         kind=EmbeddingKind(row["kind"]),
         visibility=Visibility(row["visibility"]),
-        n_vectors=row["n_vectors"],
-        width=row["width"],
         family=Family(row["family"]),
-        sha256=row["sha256"],
         source=EmbeddingSource(row["source"]),
-        description=row["description"],
         created_at=from_seconds(row["created_at"]),
-        use_count=row["use_count"],
         usable=bool(row["usable"]),
-        job_id=row["job_id"],
-        source_sha256=row["source_sha256"],
-        shared_guild_id=row["shared_guild_id"],
     )
 
 

@@ -8,18 +8,16 @@ import sqlite3
 from datetime import datetime
 
 from storage.clock import Clock, from_seconds, to_seconds, utc_now
-from storage.db import Database, Transaction
+from storage.db import Database, Transaction, from_row
 from storage.errors import NotFound
 from storage.files import FileStore
 from storage.models import FileKind, Image, NewImage
 
 
 def image_from_row(row: sqlite3.Row) -> Image:
-    return Image(
-        job_id=row["job_id"],
-        idx=row["idx"],
-        seed=row["seed"],
-        sha256=row["sha256"],
+    return from_row(
+        Image,
+        row,
         metadata=json.loads(row["metadata"]),
         created_at=from_seconds(row["created_at"]),
     )

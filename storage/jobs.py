@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from storage.clock import Clock, from_seconds, maybe_from_seconds, to_seconds, utc_now
-from storage.db import Database, Params, Queries, Transaction
+from storage.db import Database, Params, Queries, Transaction, from_row
 from storage.errors import Forbidden, JobFinished, LeaseLost, NotFound, QuotaExceeded
 from storage.files import FileStore
 from storage.images import insert_image
@@ -54,25 +54,15 @@ def job_from_row(row: sqlite3.Row) -> Job:
             eta_seconds=raw.get("eta"),
             preview_sha256=row["preview_sha256"],
         )
-    return Job(
-        id=row["id"],
-        user_id=row["user_id"],
-        guild_id=row["guild_id"],
+    return from_row(
+        Job,
+        row,
         kind=JobKind(row["kind"]),
         state=JobState(row["state"]),
         params=json.loads(row["params"]),
-        batch_key=row["batch_key"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        lease_owner=row["lease_owner"],
         lease_expires_at=maybe_from_seconds(row["lease_expires_at"]),
         progress=progress,
-        error=row["error"],
         result=None if row["result"] is None else json.loads(row["result"]),
-        checkpoint_sha256=row["checkpoint_sha256"],
-        channel_id=row["channel_id"],
-        message_id=row["message_id"],
-        interaction_token=row["interaction_token"],
         token_expires_at=maybe_from_seconds(row["token_expires_at"]),
         delivered=bool(row["delivered"]),
         created_at=from_seconds(row["created_at"]),

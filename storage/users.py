@@ -11,19 +11,14 @@ import sqlite3
 from datetime import datetime
 
 from storage.clock import Clock, from_seconds, to_seconds, utc_now
-from storage.db import Database, Transaction
+from storage.db import Database, Transaction, from_row
 from storage.errors import Forbidden, NotFound
 from storage.models import Actor, User
 
 
 def user_from_row(row: sqlite3.Row) -> User:
-    return User(
-        id=row["id"],
-        display_name=row["display_name"],
-        max_queued_jobs=row["max_queued_jobs"],
-        max_embeddings=row["max_embeddings"],
-        banned=bool(row["banned"]),
-        created_at=from_seconds(row["created_at"]),
+    return from_row(
+        User, row, banned=bool(row["banned"]), created_at=from_seconds(row["created_at"])
     )
 
 
