@@ -196,22 +196,15 @@ def _blocked_word(text: str, blocked: Sequence[str]) -> str | None:
     return None
 
 
+@dataclass(eq=False)
 class _Checks:
     """Checks shared by every service that queues work."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        users: UserRepository,
-        guilds: GuildSettingsRepository,
-        jobs: JobRepository,
-        preferences: PreferenceRepository,
-    ) -> None:
-        self.settings = settings
-        self.users = users
-        self.guilds = guilds
-        self.jobs = jobs
-        self.preferences = preferences
+    settings: Settings
+    users: UserRepository
+    guilds: GuildSettingsRepository
+    jobs: JobRepository
+    preferences: PreferenceRepository
 
     @functools.cached_property
     def decodes(self) -> asyncio.Semaphore:
@@ -277,36 +270,20 @@ class _Checks:
         return self.settings.max_queued_per_user
 
 
+@dataclass(eq=False)
 class _QueueingService:
     """What both job-queueing services hold."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        checks: _Checks,
-        embeddings: EmbeddingRepository,
-        scheduler: Scheduler,
-        hub: JobHub,
-    ) -> None:
-        self.settings = settings
-        self.checks = checks
-        self.embeddings = embeddings
-        self.scheduler = scheduler
-        self.hub = hub
+    settings: Settings
+    checks: _Checks
+    embeddings: EmbeddingRepository
+    scheduler: Scheduler
+    hub: JobHub
 
 
+@dataclass(eq=False)
 class ImagineService(_QueueingService):
-    def __init__(
-        self,
-        settings: Settings,
-        checks: _Checks,
-        embeddings: EmbeddingRepository,
-        scheduler: Scheduler,
-        hub: JobHub,
-        images: ImageRepository,
-    ) -> None:
-        super().__init__(settings, checks, embeddings, scheduler, hub)
-        self.images = images
+    images: ImageRepository  # the results that Vary and Upscale start from
 
     async def submit(
         self,
