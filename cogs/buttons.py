@@ -5,7 +5,9 @@ are registered by `cogs.embeddings`, which owns `/library`)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+from collections.abc import Awaitable, Callable
 
 import discord
 
@@ -22,7 +24,7 @@ from cogs.settings import chosen
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.png import read_parameters
 from storage.errors import NotFound
-from storage.models import Delivery, Embedding, EmbeddingKind, Job
+from storage.models import Delivery, Embedding, EmbeddingKind, Image, Job
 
 
 async def trained_as(app: Lexicon, embedding: Embedding) -> tuple[str | None, Job | None]:
@@ -73,10 +75,8 @@ class InfoButton(PersistentButton, action="info", fields=("job", "idx")):
     label = "Info"
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        check_lookup(interaction)
         app = interaction.client.app
-        job = await app.storage.jobs.get(self.value("job"))
-        image = await app.storage.images.get(job.id, self.value("idx"))
+        job, image = await _looked_up_image(interaction, self)
         png = await app.storage.images.read_png(image)
         info = parse_parameters(read_parameters(png))
         request = GenerateRequest.from_params(job.params)
@@ -112,20 +112,8 @@ class VaryButton(PersistentButton, action="vary", fields=("job", "idx")):
     strong = False
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        check_rate(interaction)
-        imagine = interaction.client.app.imagine
-
-        async def submit(delivery: Delivery) -> Submitted:
-            return await imagine.vary(
-                interaction.user.id,
-                self.value("job"),
-                self.value("idx"),
-                strong=self.strong,
-                guild_id=interaction.guild_id,
-                delivery=delivery,
-            )
-
-        await queue_job(interaction, submit)
+        vary = interaction.client.app.imagine.vary
+        await _queue_from_image(interaction, self, functools.partial(vary, strong=self.strong))
 
 
 class VaryStrongButton(VaryButton, action="vary-strong", fields=("job", "idx")):
@@ -141,19 +129,27 @@ class UpscaleButton(PersistentButton, action="upscale", fields=("job", "idx")):
     label = "Upscale ×2"
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        check_rate(interaction)
-        imagine = interaction.client.app.imagine
+        await _queue_from_image(interaction, self, interaction.client.app.imagine.upscale)
 
-        async def submit(delivery: Delivery) -> Submitted:
-            return await imagine.upscale(
-                interaction.user.id,
-                self.value("job"),
-                self.value("idx"),
-                guild_id=interaction.guild_id,
-                delivery=delivery,
-            )
 
-        await queue_job(interaction, submit)
+async def _queue_from_image(
+    interaction: discord.Interaction[LexiconBot],
+    button: PersistentButton,
+    start: Callable[..., Awaitable[Submitted]],
+) -> None:
+    """Queue `start(user, job, idx, …)` (an `ImagineService` image tool) for the clicker."""
+    check_rate(interaction)
+
+    async def submit(delivery: Delivery) -> Submitted:
+        return await start(
+            interaction.user.id,
+            button.value("job"),
+            button.value("idx"),
+            guild_id=interaction.guild_id,
+            delivery=delivery,
+        )
+
+    await queue_job(interaction, submit)
 
 
 class EditButton(PersistentButton, action="edit", fields=("job", "idx")):
@@ -162,15 +158,23 @@ class EditButton(PersistentButton, action="edit", fields=("job", "idx")):
     label = "Edit & rerun"
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        check_lookup(interaction)
         app = interaction.client.app
-        job = await app.storage.jobs.get(self.value("job"))
-        image = await app.storage.images.get(job.id, self.value("idx"))
+        job, image = await _looked_up_image(interaction, self)
         request = GenerateRequest.from_params(job.params)
         title = f"Edit image {image.idx + 1} of job #{job.id}"
         await interaction.response.send_modal(
             EditModal(request, image.seed, title, app.settings.allowed_sizes)
         )
+
+
+async def _looked_up_image(
+    interaction: discord.Interaction[LexiconBot], button: PersistentButton
+) -> tuple[Job, Image]:
+    """The job and image a `job`/`idx` button names, counted as a look-up."""
+    check_lookup(interaction)
+    storage = interaction.client.app.storage
+    job = await storage.jobs.get(button.value("job"))
+    return job, await storage.images.get(job.id, button.value("idx"))
 
 
 class DeleteButton(PersistentButton, action="delete", fields=("job",)):

@@ -25,25 +25,15 @@ from storage.names import fold_for_lookup
 MODAL_MINUTES = 15
 
 
-def _whole_number(name: str, text: str) -> int | None:
-    """`text` as a whole number (None when left empty), or a refusal that shows the form."""
+def _number(name: str, text: str, kind: type[int] | type[float], example: str) -> Any:
+    """`text` as a `kind` (None when left empty), or a refusal that shows the form."""
     text = text.strip()
     if not text:
         return None
     try:
-        return int(text)
+        return kind(text)
     except ValueError:
-        raise ServiceError(f"{name} must be a whole number, like 30; you wrote '{text}'.") from None
-
-
-def _decimal(name: str, text: str) -> float | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ServiceError(f"{name} must be a number, like 7.5; you wrote '{text}'.") from None
+        raise ServiceError(f"{name} must be {example}; you wrote '{text}'.") from None
 
 
 class EditModal(discord.ui.Modal):
@@ -94,9 +84,9 @@ class EditModal(discord.ui.Modal):
             prompt,
             negative=negative,
             count=1,
-            steps=_whole_number("Steps", self.steps.value),
-            guidance=_decimal("Guidance", self.guidance.value),
-            seed=_whole_number("The seed", self.seed.value),
+            steps=_number("Steps", self.steps.value, int, "a whole number, like 30"),
+            guidance=_number("Guidance", self.guidance.value, float, "a number, like 7.5"),
+            seed=_number("The seed", self.seed.value, int, "a whole number, like 42"),
             size=self.size,
             sampler=self.request.sampler,
             expected=tuple(e.name for e in self.request.embeddings if e.name in written),
@@ -107,7 +97,8 @@ class EditModal(discord.ui.Modal):
 
     async def submitted(self, interaction: discord.Interaction[LexiconBot]) -> None:
         try:
+            options = self.options()  # a value that is no number costs no rate-limit token
             check_rate(interaction)
-            await queue_imagine(interaction, self.options())
+            await queue_imagine(interaction, options)
         except Exception as error:
             await report_error(interaction, error)
