@@ -279,3 +279,18 @@ async def test_info_lists_the_pressers_personal_defaults(sim: Simulation) -> Non
     assert info.response.content.endswith(
         "\n**Your defaults** steps 30, sampler euler (used for what you leave out; `/settings`)"
     )
+
+
+async def test_a_banned_member_is_refused_by_every_image_tool(sim: Simulation) -> None:
+    """Bob, banned here, pressing Vary, Upscale or submitting Edit gets the ban sentence
+    privately and queues nothing; the Edit modal itself (a look-up) still opens."""
+    alice, bob, mia = sim.member("alice"), sim.member("bob"), sim.member("mia", manager=True)
+    result = await alice.slash(sim.channel, "imagine", prompt="a red cube")
+    await sim.job_done(alice)
+    await mia.slash(sim.channel, "admin ban", user=bob)
+    for label in ("Vary (subtle)", "Vary (strong)", "Upscale ×2"):
+        refused = await bob.click(result.response, label=label)
+        assert refusal(refused) == "You are not allowed to use Lexicon.", label
+    shown = await bob.click(result.response, label="Edit & rerun")
+    assert refusal(await _submit(bob, shown)) == "You are not allowed to use Lexicon."
+    assert await sim.app.storage.jobs.list_for_user(bob.id, states=None) == []
