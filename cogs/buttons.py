@@ -5,22 +5,26 @@ are registered by `cogs.embeddings`, which owns `/library`)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+from collections.abc import Awaitable, Callable
 
 import discord
 
 from bot.app import Lexicon
 from bot.discord_bot import LexiconBot
-from bot.services import ImagineOptions, ServiceError
+from bot.services import ImagineOptions, ServiceError, Submitted
 from cogs.cards import embeddings_line, example_prompts, how_to_use, technical_details
 from cogs.common import actor_of, check_lookup, check_rate, shorten
+from cogs.edit import EditModal
 from cogs.images import parse_parameters
 from cogs.persistent import PersistentButton
-from cogs.queueing import CancelButton, queue_imagine
+from cogs.queueing import CancelButton, queue_imagine, queue_job
+from cogs.settings import chosen
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.png import read_parameters
 from storage.errors import NotFound
-from storage.models import Embedding, EmbeddingKind, Job
+from storage.models import Delivery, Embedding, EmbeddingKind, Image, Job
 
 
 async def trained_as(app: Lexicon, embedding: Embedding) -> tuple[str | None, Job | None]:
@@ -71,10 +75,8 @@ class InfoButton(PersistentButton, action="info", fields=("job", "idx")):
     label = "Info"
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        check_lookup(interaction)
         app = interaction.client.app
-        job = await app.storage.jobs.get(self.value("job"))
-        image = await app.storage.images.get(job.id, self.value("idx"))
+        job, image = await _looked_up_image(interaction, self)
         png = await app.storage.images.read_png(image)
         info = parse_parameters(read_parameters(png))
         request = GenerateRequest.from_params(job.params)
@@ -88,11 +90,91 @@ class InfoButton(PersistentButton, action="info", fields=("job", "idx")):
         settings = [f"{key} {info.settings[key]}" for key in shown if key in info.settings]
         if settings:
             lines.append(" · ".join(settings))
+        mine = chosen(await app.defaults.show(interaction.user.id))
+        if mine:
+            shown_defaults = ", ".join(f"{label} {value}" for label, value in mine)
+            lines.append(
+                f"**Your defaults** {shorten(shown_defaults, 300)} (used for what you leave "
+                "out; `/settings`)"
+            )
         await interaction.response.send_message(
             "\n".join(lines),
             file=discord.File(io.BytesIO(png), filename=f"lexicon-{job.id}-{image.idx}.png"),
             ephemeral=True,
         )
+
+
+class VaryButton(PersistentButton, action="vary", fields=("job", "idx")):
+    """Vary (subtle): this image as the start, a new seed, the same prompt; for whoever
+    clicks (their rights, queue and embeddings)."""
+
+    label = "Vary (subtle)"
+    strong = False
+
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        vary = interaction.client.app.imagine.vary
+        await _queue_from_image(interaction, self, functools.partial(vary, strong=self.strong))
+
+
+class VaryStrongButton(VaryButton, action="vary-strong", fields=("job", "idx")):
+    """Vary (strong): the same, moved further from the image."""
+
+    label = "Vary (strong)"
+    strong = True
+
+
+class UpscaleButton(PersistentButton, action="upscale", fields=("job", "idx")):
+    """Upscale ×2 (Hires. fix) of this image, for whoever clicks."""
+
+    label = "Upscale ×2"
+
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        await _queue_from_image(interaction, self, interaction.client.app.imagine.upscale)
+
+
+async def _queue_from_image(
+    interaction: discord.Interaction[LexiconBot],
+    button: PersistentButton,
+    start: Callable[..., Awaitable[Submitted]],
+) -> None:
+    """Queue `start(user, job, idx, …)` (an `ImagineService` image tool) for the clicker."""
+    check_rate(interaction)
+
+    async def submit(delivery: Delivery) -> Submitted:
+        return await start(
+            interaction.user.id,
+            button.value("job"),
+            button.value("idx"),
+            guild_id=interaction.guild_id,
+            delivery=delivery,
+        )
+
+    await queue_job(interaction, submit)
+
+
+class EditButton(PersistentButton, action="edit", fields=("job", "idx")):
+    """Edit & rerun: a modal prefilled with what made this image (`cogs.edit`)."""
+
+    label = "Edit & rerun"
+
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        app = interaction.client.app
+        job, image = await _looked_up_image(interaction, self)
+        request = GenerateRequest.from_params(job.params)
+        title = f"Edit image {image.idx + 1} of job #{job.id}"
+        await interaction.response.send_modal(
+            EditModal(request, image.seed, title, app.settings.allowed_sizes)
+        )
+
+
+async def _looked_up_image(
+    interaction: discord.Interaction[LexiconBot], button: PersistentButton
+) -> tuple[Job, Image]:
+    """The job and image a `job`/`idx` button names, counted as a look-up."""
+    check_lookup(interaction)
+    storage = interaction.client.app.storage
+    job = await storage.jobs.get(button.value("job"))
+    return job, await storage.images.get(job.id, button.value("idx"))
 
 
 class DeleteButton(PersistentButton, action="delete", fields=("job",)):
@@ -213,17 +295,26 @@ class ShareButton(PersistentButton, action="share", fields=("embedding",)):
         )
 
 
-def result_view(job_id: int, indices: list[int]) -> discord.ui.View:
-    """One Reroll (new seeds for all) and Delete; with several images, an Info per image
-    (each knows its image)."""
+def result_view(job_id: int, indices: list[int], *, upscaled: bool = False) -> discord.ui.View:
+    """Reroll (new seeds for all) and Delete on the first row, then a row per image: Vary
+    subtle and strong, Upscale (not for an upscaled image), Edit, Info; each knows its image.
+    Four images make 2 + 4 × 5 = 22 buttons, inside Discord's 5 rows of 5."""
     view = discord.ui.View(timeout=None)
     view.add_item(RerollButton(job_id, 0, row=0))
-    if len(indices) == 1:
-        view.add_item(InfoButton(job_id, indices[0], row=0))
-    else:
-        for idx in indices[:4]:
-            view.add_item(InfoButton(job_id, idx, label=f"Info {idx + 1}", row=1))
     view.add_item(DeleteButton(job_id, row=0))
+    tools: list[tuple[type[PersistentButton], str]] = [
+        (VaryButton, "Vary subtle"),
+        (VaryStrongButton, "Vary strong"),
+        (UpscaleButton, "Upscale"),
+        (EditButton, "Edit"),
+        (InfoButton, "Info"),
+    ]
+    if upscaled:
+        tools.remove((UpscaleButton, "Upscale"))
+    for row, idx in enumerate(indices[:4], start=1):
+        for button, short in tools:
+            label = None if len(indices) == 1 else f"{short} {idx + 1}"
+            view.add_item(button(job_id, idx, label=label, row=row))
     return view
 
 
@@ -242,6 +333,10 @@ PERSISTENT_BUTTONS: tuple[type[PersistentButton], ...] = (
     CancelButton,
     RerollButton,
     InfoButton,
+    VaryButton,
+    VaryStrongButton,
+    UpscaleButton,
+    EditButton,
     DeleteButton,
     ConfirmDeleteButton,
     TryButton,

@@ -22,11 +22,9 @@ Sampler = Literal["euler", "euler_a", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "pn
 assert get_args(Sampler) == SAMPLERS, "cogs.settings.Sampler and engine.jobs.SAMPLERS disagree"
 
 
-def describe(defaults: MemberDefaults) -> str:
-    """The member's defaults, one per line, or a sentence saying there are none."""
-    if defaults.is_empty:
-        return "You have no personal defaults; Lexicon's own apply. Set some with /settings."
-    lines = ["Your defaults for options you leave out:"]
+def chosen(defaults: MemberDefaults) -> list[tuple[str, str]]:
+    """The defaults the member set, as (label, value) pairs in /settings order."""
+    pairs: list[tuple[str, str]] = []
     for label, value in (
         ("size", defaults.size),
         ("steps", defaults.steps),
@@ -40,7 +38,16 @@ def describe(defaults: MemberDefaults) -> str:
         ),
     ):
         if value is not None:
-            lines.append(f"- {label}: {value}")
+            pairs.append((label, str(value)))
+    return pairs
+
+
+def describe(defaults: MemberDefaults) -> str:
+    """The member's defaults, one per line, or a sentence saying there are none."""
+    if defaults.is_empty:
+        return "You have no personal defaults; Lexicon's own apply. Set some with /settings."
+    lines = ["Your defaults for options you leave out:"]
+    lines.extend(f"- {label}: {value}" for label, value in chosen(defaults))
     return "\n".join(lines)[:2000]
 
 

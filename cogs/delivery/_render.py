@@ -62,6 +62,7 @@ async def _generate_result(app: Lexicon, job: Job, upload_limit: int) -> Outgoin
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
     request = GenerateRequest.from_params(job.params)
     details = [
+        *await _upscale_of(app, request),
         *_seeds(images),
         f"{request.steps} steps",
         f"{request.out_width}x{request.out_height}",
@@ -71,7 +72,24 @@ async def _generate_result(app: Lexicon, job: Job, upload_limit: int) -> Outgoin
     lines = [job_title(job), " · ".join(details), await embeddings_line(app, request, job.user_id)]
     lines.extend(f"-# {note}" for note in job_notes(job))
     indices = [image.idx for image in images]
-    return Outgoing("\n".join(lines), uploads=uploads, view=lambda: result_view(job.id, indices))
+    upscaled = bool(request.hires_steps)
+    return Outgoing(
+        "\n".join(lines),
+        uploads=uploads,
+        view=lambda: result_view(job.id, indices, upscaled=upscaled),
+    )
+
+
+async def _upscale_of(app: Lexicon, request: GenerateRequest) -> list[str]:
+    """`×2 upscale of image 2 of job #5` for an upscale (its starting image is a stored image,
+    found by its sha256), else nothing."""
+    if not request.hires_steps:
+        return []
+    try:
+        source = await app.storage.images.find(request.init_sha256)
+    except NotFound:  # the source was deleted since
+        return [f"×{request.scale} upscale"]
+    return [f"×{request.scale} upscale of image {source.idx + 1} of job #{source.job_id}"]
 
 
 def _seeds(images: list[Image]) -> list[str]:
