@@ -93,7 +93,7 @@ async def test_names_shared_on_another_server_are_not_words_here(sim: Simulation
     job = await sim.job_done(alice)
     assert job.params["embeddings"] == []
     explicit = await alice.slash(sim.channel, "imagine", prompt="a <zorb> on a table")
-    assert refusal(explicit) == (
+    assert refusal(explicit).startswith(
         "You have no embedding called <zorb> and none is shared under that name."
     )
     mine = await _import(alice, sim.channel, "zorb", share=True)
@@ -158,7 +158,7 @@ async def test_a_banned_member_is_refused_by_every_acting_button(sim: Simulation
     listed = await bob.slash(sim.channel, "embeddings list")
     assert listed.response.content.startswith("**zorb**")
     library = await bob.slash(sim.channel, "library")
-    assert library.response.embeds[0].description == "Nothing is shared yet."
+    assert library.response.content == "Nothing is shared yet."
 
 
 async def test_a_banned_manager_cannot_unban_themselves(sim: Simulation) -> None:
