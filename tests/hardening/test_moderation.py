@@ -93,8 +93,9 @@ async def test_names_shared_on_another_server_are_not_words_here(sim: Simulation
     job = await sim.job_done(alice)
     assert job.params["embeddings"] == []
     explicit = await alice.slash(sim.channel, "imagine", prompt="a <zorb> on a table")
-    assert refusal(explicit).startswith(
-        "You have no embedding called <zorb> and none is shared under that name."
+    assert refusal(explicit) == (
+        "You have no embedding called <zorb> and none is shared under that name. "
+        "See `/embeddings list` and `/library` for the names you can use."
     )
     mine = await _import(alice, sim.channel, "zorb", share=True)
     assert "in the shared library" in mine.response.content
