@@ -124,8 +124,8 @@ async def test_an_img2img_job_survives_a_restart_and_can_be_cancelled(
     source = await _imagined(sim)
     first = await sim.app.imagine.vary(2, source, 0, strong=True)
     second = await sim.app.imagine.vary(2, source, 0, strong=False)
+    await sim.app.storage.jobs.cancel(Actor(2), second.job.id)  # before it can run
     await sim.restart_bot()
-    await sim.app.storage.jobs.cancel(Actor(2), second.job.id)
     done = await sim.app.wait_for_job(first.job.id)
     assert done.state is JobState.SUCCEEDED
     assert (await sim.app.storage.jobs.get(second.job.id)).state is JobState.CANCELLED
