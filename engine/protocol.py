@@ -236,6 +236,31 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+# Field annotations (strings: this module uses postponed annotations) whose values `decode`
+# checks, so a report with, say, a list for a job id is refused here and not deep in a handler.
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "bool": (bool,),
+    "float": (int, float),
+    "bytes": (bytes,),
+    "int | None": (int, type(None)),
+    "str | None": (str, type(None)),
+    "float | None": (int, float, type(None)),
+    "bytes | None": (bytes, type(None)),
+}
+
+
+def _build(cls: type, kwargs: dict[str, Any]) -> Any:
+    for f in fields(cls):
+        expected = _PLAIN_TYPES.get(str(f.type))
+        if expected and f.name in kwargs and not isinstance(kwargs[f.name], expected):
+            raise DecodeError(f"{cls.__name__}.{f.name} is a {type(kwargs[f.name]).__name__}")
+        if isinstance(kwargs.get(f.name), list):
+            kwargs[f.name] = tuple(kwargs[f.name])
+    return cls(**kwargs)
+
+
 def _from_plain(value: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise DecodeError(f"the message nests deeper than {MAX_DEPTH} levels")
@@ -245,10 +270,7 @@ def _from_plain(value: Any, depth: int = 0) -> Any:
         if "__t" in value:
             cls = _TYPES[value["__t"]]
             kwargs = {k: _from_plain(v, depth + 1) for k, v in value.items() if k != "__t"}
-            for f in fields(cls):
-                if isinstance(kwargs.get(f.name), list):
-                    kwargs[f.name] = tuple(kwargs[f.name])
-            return cls(**kwargs)
+            return _build(cls, kwargs)
         return {k: _from_plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_plain(v, depth + 1) for v in value]
