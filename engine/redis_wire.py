@@ -17,6 +17,7 @@ never read again — not even by a bot that restarts and rereads its pending eve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.protocol import GenerateBatch, SlotKind, TrainJob
+
+log = logging.getLogger("lexicon.redis")
 
 SLOTS: tuple[SlotKind, SlotKind] = ("generate", "train")
 WORK_GROUP = "workers"
@@ -52,10 +55,13 @@ class QueueRefused(Exception):
 
 
 def refused_sentence(error: Exception) -> str:
-    """Why start-up stops when Redis refuses Lexicon's credentials, in one sentence."""
+    """Why start-up stops when Redis refuses Lexicon's credentials, in one sentence (Redis's
+    own words go to the log: they are long and say nothing an operator can act on)."""
+    log.error("Redis refused the credentials: %s", error)
     return (
-        f"Redis refused the password in LEXICON_QUEUE ({error}); set LEXICON_QUEUE to "
-        "redis://:PASSWORD@host:6379/0 with the server's password and start again."
+        "Redis refused the credentials in LEXICON_QUEUE: set it to "
+        "redis://:PASSWORD@host:6379/0 with the server's password (or a user allowed to use "
+        "Lexicon's keys) and start again."
     )
 
 

@@ -50,6 +50,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None  # started with --requirepass when set
 
     @property
     def url(self) -> str:
@@ -65,11 +66,12 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--logfile", str(self.directory / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -88,7 +90,7 @@ class RedisServer:
             self.process = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+        return redis.Redis(port=self.port, password=self.password)
 
 
 @pytest.fixture
