@@ -116,7 +116,8 @@ from engine.redis_wire import liveness_for
 from engine.worker.redis import serve
 from engine.worker_config import EngineSpec, WorkerConfig
 heartbeat, ttl = liveness_for({lease!r})
-spec = EngineSpec("standin", "standin", "cpu", Path({data!r}), standin_step_seconds={step!r})
+spec = EngineSpec("standin", "standin", "cpu", Path({data!r}), standin_step_seconds={step!r},
+                  standin_start_seconds={start!r})
 config = WorkerConfig({worker_id!r}, max_batch={max_batch!r}, train_slice_steps=5,
                       checkpoint_every=5, heartbeat_interval=heartbeat)
 sys.exit(serve({url!r}, spec, config, ttl=ttl))
@@ -153,7 +154,12 @@ class Workers:
         self.started: list[WorkerProcess] = []
 
     def standin(
-        self, worker_id: str, *, step_seconds: float = 0.0, max_batch: int = 8
+        self,
+        worker_id: str,
+        *,
+        step_seconds: float = 0.0,
+        max_batch: int = 8,
+        start_seconds: float = 0.0,
     ) -> WorkerProcess:
         """A worker with the stand-in engine, started through `engine.worker.redis.serve`."""
         script = _STANDIN_WORKER.format(
@@ -162,6 +168,7 @@ class Workers:
             lease=LEASE_SECONDS,
             data=str(self.tmp_path / "worker-data"),
             step=step_seconds,
+            start=start_seconds,
             max_batch=max_batch,
             url=self.redis.url,
         )

@@ -26,18 +26,9 @@ from tests.redis.conftest import (
     make_settings,
     redis_transport,
 )
+from tests.redis.test_transport import _next
 
 DEEP = b"[" * 2000 + b"]" * 2000  # json.loads alone raises RecursionError on this
-
-
-async def _next(events: Any, kind: type, limit: float = 30.0) -> Any:
-    async def wait() -> Any:
-        async for event in events:
-            if isinstance(event, kind):
-                return event
-        raise AssertionError("the event stream ended")
-
-    return await asyncio.wait_for(wait(), limit)
 
 
 def _dead(server: RedisServer) -> list[dict[bytes, bytes]]:
