@@ -24,6 +24,12 @@ In short:
   only if no submit happened since that snapshot, so an offer can never add capacity that
   does not exist.
 
+Nothing a worker writes can stop the reader: every event is decoded within `max_payload_bytes`
+and `engine.protocol.MAX_DEPTH`, and one that cannot be read is acknowledged and moved to the
+dead-letter stream (`engine.redis_wire.dead_letter`), also when a restarted bot meets it again
+in its pending list. A wrong or missing password is not an outage: `start` refuses with one
+sentence naming LEXICON_QUEUE (`QueueRefused`) instead of retrying while jobs pile up.
+
 Everything survives a Redis restart: calls are retried with backoff; a missing consumer group is
 recreated (reading from the start); a restart (new `run_id`) or outage gives workers
 `reconnect_grace` seconds to re-register before anyone is declared lost; jobs whose entries
@@ -39,11 +45,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from bot.config import StartupError
 from engine import protocol
 from engine.redis_wire import (
     BOT_GROUP,
@@ -51,12 +58,15 @@ from engine.redis_wire import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_PAYLOAD_TTL,
     REDIS_DOWN,
+    REFUSED,
     SLOTS,
     WORK_GROUP,
     WORK_MAXLEN,
     RedisLayout,
     as_text,
+    dead_letter,
     format_jobs,
+    refused_sentence,
     slot_of,
 )
 
@@ -67,6 +77,8 @@ JANITOR = "janitor"
 # Events this big are decoded off the event loop (images, embeddings, checkpoints).
 DECODE_IN_THREAD_BYTES = 256 * 1024
 _FORGET_AFTER = 3600.0
+_REGISTRATION_BYTES = 64 * 1024  # a worker's registration is a WorkerReady of a few hundred
+_FROM_WORKER = get_args(protocol.FromWorker)
 
 
 @dataclass
@@ -136,9 +148,14 @@ class RedisTransport:
     # --- life cycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Look at Redis once and start reading; StartupError if it refuses the credentials
+        (an unreachable Redis is waited out instead)."""
         try:
             await self._ensure_groups()
             await self._tick()  # announce workers that are already running (bot restart)
+        except REFUSED as error:
+            await self.client.aclose()
+            raise StartupError(refused_sentence(error)) from None
         except REDIS_DOWN as error:
             self._note_outage(error)
         except RedisError:
@@ -278,19 +295,23 @@ class RedisTransport:
                     await self._receive(as_text(entry_id), fields)
                 except (RedisError, OSError):
                     log.exception("could not route event %s", entry_id)
+                except Exception as error:  # a poison entry must never end the reader
+                    log.exception("could not route event %s", entry_id)
+                    await self._dead_letter(as_text(entry_id), repr(error), None)
 
     async def _receive(self, entry_id: str, fields: Any) -> None:
         raw = (fields or {}).get(b"m")
         try:
             if raw is None:
-                raise ValueError("empty entry")
+                raise protocol.DecodeError("the entry carries no message")
             if len(raw) > DECODE_IN_THREAD_BYTES:
-                message = await asyncio.to_thread(protocol.decode, raw)
+                message = await asyncio.to_thread(protocol.decode, raw, self.max_payload_bytes)
             else:
-                message = protocol.decode(raw)
-        except (KeyError, ValueError, TypeError) as error:
-            log.warning("dropped an unreadable event %s: %s", entry_id, error)
-            self._acks.append(entry_id)
+                message = protocol.decode(raw, self.max_payload_bytes)
+            if not isinstance(message, _FROM_WORKER):
+                raise protocol.DecodeError(f"a {type(message).__name__} is not a worker's report")
+        except protocol.DecodeError as error:
+            await self._dead_letter(entry_id, str(error), raw)
             return
         if isinstance(message, protocol.WorkerReady):
             worker = message.worker_id
@@ -325,6 +346,21 @@ class RedisTransport:
         )
         pipe.expire(stream, int(self.cancel_ttl))
 
+    async def _dead_letter(self, entry_id: str, reason: str, raw: bytes | None) -> None:
+        """Acknowledge a poison event and move it to the dead-letter stream."""
+        events = self.layout.events()
+        log.warning("moved unreadable event %s to %s: %s", entry_id, self.layout.dead, reason)
+
+        async def move() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            dead_letter(pipe, self.layout, events, entry_id, reason, raw)
+            pipe.xack(events, BOT_GROUP, entry_id)
+            pipe.xdel(events, entry_id)
+            await pipe.execute()
+
+        if not await self._patiently(move, 10.0):
+            self._acks.append(entry_id)  # acknowledged with the next batch, without its copy
+
     async def _flush_acks(self) -> None:
         if not self._acks:
             return
@@ -350,6 +386,9 @@ class RedisTransport:
                     await self._janitor()
                     next_janitor = time.monotonic() + self.reclaim_idle_seconds / 2
                 self._back_online()
+            except REFUSED as error:  # Redis came up refusing us: say so to whoever waits
+                self.startup_error = refused_sentence(error)
+                self._note_outage(error)
             except REDIS_DOWN as error:
                 self._note_outage(error)
             except Exception:  # one bad registration must not stop liveness checks
@@ -389,19 +428,22 @@ class RedisTransport:
                     await self._lose(worker, "its heartbeat stopped (liveness key expired)")
                 continue
             known = self._known.get(worker)
+            try:
+                if known is None:
+                    announcement = protocol.decode(ready, _REGISTRATION_BYTES)
+                    if not isinstance(announcement, protocol.WorkerReady):
+                        raise protocol.DecodeError(f"a {type(announcement).__name__}")
+                ids = tuple(int(j) for j in as_text(jobs or b"").split(",") if j)
+                peak = int(memory or 0)
+            except ValueError as error:  # DecodeError included: one bad worker, not the tick
+                log.warning("worker %s has an unreadable registration (%s); ignored", worker, error)
+                continue
             if known is None:
-                try:
-                    announcement = protocol.decode(ready)
-                except (KeyError, ValueError, TypeError):
-                    log.warning("worker %s has an unreadable registration; ignored", worker)
-                    continue
                 known = self._known[worker] = _Known()
                 self._lost.pop(worker, None)
                 self._queue.put_nowait((announcement, None))
             if beat != known.beat:
                 known.beat = beat
-                ids = tuple(int(j) for j in as_text(jobs or b"").split(",") if j)
-                peak = int(memory or 0)
                 self._queue.put_nowait((protocol.Heartbeat(worker, ids, peak), None))
             if stopping or worker not in self._announced:
                 continue

@@ -11,6 +11,12 @@ most one per user. So one user's twenty requests never start before another user
 even in the same batch), and a busy server with many users still runs full batches. The price
 is that a user alone on an idle GPU gets one request (up to 4 images) per batch.
 
+Trust: a worker's result is stored only when it comes from the worker that holds the job's
+lease (every report names its sender, `JobAttempt.worker_id`); anything else is ignored with a
+log line. A trained embedding is checked like an import before it is stored
+(`engine.embedding_metadata.check_trained`): Lexicon's layout, the job's vector count, a width
+of the served model's family; a worker that returns anything else fails that attempt.
+
 Survival: the three loops (dispatch, lease expiry, worker events) catch every exception, log
 it, back off and go on, so a full or failing disk stops work only while it lasts. A job whose
 result could not be recorded stays leased until its lease expires and then runs again.
@@ -29,6 +35,7 @@ from typing import Any, ClassVar
 from bot import metrics
 from bot.hub import JobHub, JobUpdate
 from bot.transport import Transport
+from engine.embedding_metadata import NotLexiconEmbedding, check_trained
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.protocol import (
     FromWorker,
@@ -36,6 +43,7 @@ from engine.protocol import (
     GenerateDone,
     GenerateJob,
     Heartbeat,
+    JobAttempt,
     JobCancelled,
     JobFailed,
     JobReleased,
@@ -58,6 +66,8 @@ from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewIma
 log = logging.getLogger("lexicon.scheduler")
 
 SCHEDULER_OWNER = "scheduler"
+# Reports that change a job's stored state: accepted only from the worker holding the lease.
+LEASE_HOLDER_ONLY = (ProgressReport, TrainCheckpoint, GenerateDone, TrainDone, JobFailed)
 BACKOFF_SECONDS = (0.5, 30.0)  # after a failed dispatch: the first wait, doubling up to the last
 
 
@@ -314,8 +324,27 @@ class Scheduler:
 
     async def handle(self, event: FromWorker) -> None:
         handler = self._handlers.get(type(event))
-        if handler is not None:
-            await handler(self, event)
+        if handler is None:
+            return
+        if isinstance(event, LEASE_HOLDER_ONLY) and not await self._from_lease_holder(event):
+            return
+        await handler(self, event)
+
+    async def _from_lease_holder(self, event: JobAttempt) -> bool:
+        """Whether the report comes from the worker holding the job's lease. A job that is no
+        longer running (no holder) is left to the attempt checks, which log it as stale."""
+        job = await self.jobs.get(event.job_id)
+        if job.lease_owner is None or job.lease_owner == event.worker_id:
+            return True
+        log.warning(
+            "ignored %s for job %s attempt %s from worker %r: the job is leased to %r",
+            type(event).__name__,
+            event.job_id,
+            event.attempt,
+            event.worker_id,
+            job.lease_owner,
+        )
+        return False
 
     async def _on_ready(self, event: WorkerReady) -> None:
         worker = _Worker(event.worker_id, event.max_batch)
@@ -398,6 +427,30 @@ class Scheduler:
         metrics.RUN_SECONDS.labels("train").observe(event.seconds)
         job = await self.jobs.get(event.job_id)
         request, result = TrainRequest.from_params(job.params), event.result
+        family = self.model_family or result.family
+        try:
+            width = check_trained(result.embedding, n_vectors=request.n_vectors, family=family)
+            if (result.n_vectors, result.width, result.family) != (
+                request.n_vectors,
+                width,
+                family,
+            ):
+                raise NotLexiconEmbedding("its description does not match its header")
+        except NotLexiconEmbedding as error:
+            log.warning(
+                "job %s: worker %r returned an invalid embedding (%s)",
+                job.id,
+                event.worker_id,
+                error,
+            )
+            await self._fail(
+                job.id,
+                job.user_id,
+                "The GPU worker returned a damaged embedding; the training will run again.",
+                True,
+                attempt=event.attempt,
+            )
+            return
         try:
             embedding = await self.embeddings.create(
                 job.user_id,

@@ -32,6 +32,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from engine.embedding_metadata import FAMILY_BY_WIDTH, SDXL_WIDTH, SDXL_WIDTHS
+
 FORMAT_TAG = "lexicon-ti/1"
 # What a .pt zip may unpack to: its entries' declared sizes, summed. torch.save stores entries
 # uncompressed, so an honest file unpacks to less than its own size; the slack covers tiny files
@@ -39,11 +41,6 @@ FORMAT_TAG = "lexicon-ti/1"
 UNPACK_RATIO = 2
 UNPACK_SLACK = 64 * 1024
 MAX_VECTORS = 75
-SDXL_WIDTHS = (768, 1280)
-SDXL_WIDTH = sum(SDXL_WIDTHS)  # what `EmbeddingFile.width` says for an SDXL pair
-
-# Text-encoder width → base-model family. SDXL is recognised by its key pair, not one width.
-FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", SDXL_WIDTH: "sdxl", 32: "tiny"}
 FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "tiny": "the tiny test model"}
 
 _ACCEPTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)

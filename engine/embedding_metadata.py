@@ -1,4 +1,9 @@
-"""A Lexicon embedding file without its owner's private training metadata — torch-free.
+"""Lexicon embedding files as the bot sees them: checked and rewritten without torch.
+
+`check_trained` validates what a GPU worker returns as a trained embedding before the bot stores
+it, from the safetensors header alone (8 bytes of length, then JSON naming each tensor's dtype,
+shape and byte range): Lexicon's one layout, `{"emb_params": float32[n, d]}`, with the expected
+vector count, a width of the model's family, and exactly as many bytes as that shape needs.
 
 A trained embedding records where it came from: the sha256 of each training photo and the seed
 (`engine.training`). That belongs to the owner; when someone else exports a shared embedding the
@@ -10,8 +15,62 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 PRIVATE_METADATA = ("photo_hashes", "seed")
+SDXL_WIDTHS = (768, 1280)
+SDXL_WIDTH = sum(SDXL_WIDTHS)  # what `EmbeddingFile.width` says for an SDXL pair
+
+# Text-encoder width → base-model family. SDXL is recognised by its key pair, not one width.
+FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", SDXL_WIDTH: "sdxl", 32: "tiny"}
+MAX_HEADER_BYTES = 64 * 1024  # Lexicon's header is a few hundred bytes of shape and metadata
+
+
+class NotLexiconEmbedding(ValueError):
+    """Bytes that are not a trained embedding in Lexicon's format; the message says why."""
+
+
+def check_trained(data: bytes, *, n_vectors: int, family: str) -> int:
+    """The width of `data`, a trained embedding of `n_vectors` vectors for a `family` model;
+    NotLexiconEmbedding if it is anything else (see the module docstring)."""
+    if len(data) < 8:
+        raise NotLexiconEmbedding("it is shorter than a safetensors header")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise NotLexiconEmbedding(f"its header claims {length} bytes")
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (ValueError, RecursionError):
+        raise NotLexiconEmbedding("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise NotLexiconEmbedding("its header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    tensor = header.get("emb_params")
+    if set(header) != {"emb_params"} or not isinstance(tensor, dict):
+        raise NotLexiconEmbedding(f"it holds {sorted(header)[:4]}, not one emb_params tensor")
+    shape: Any = tensor.get("shape")
+    offsets: Any = tensor.get("data_offsets")
+    if tensor.get("dtype") != "F32" or not _ints(shape, 2) or not _ints(offsets, 2):
+        raise NotLexiconEmbedding("emb_params is not a float32 matrix")
+    rows, width = shape
+    if rows != n_vectors or FAMILY_BY_WIDTH.get(width) != family:
+        raise NotLexiconEmbedding(
+            f"emb_params is {rows}x{width}, not {n_vectors} vectors of a {family} model"
+        )
+    size = rows * width * 4
+    if offsets != [0, size] or len(data) != 8 + length + size:
+        raise NotLexiconEmbedding("its tensor bytes do not match the shape its header gives")
+    if not isinstance(metadata, dict) or metadata.get("family", family) != family:
+        raise NotLexiconEmbedding("its metadata names another model family")
+    return int(width)
+
+
+def _ints(value: object, count: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == count
+        and all(type(item) is int and item >= 0 for item in value)
+    )
 
 
 def without_private_metadata(data: bytes) -> bytes:

@@ -3,6 +3,11 @@
 The local transport sends these objects through a multiprocessing pipe; the Redis transport
 encodes them with `encode`/`decode` below. Torch-free: the bot imports this module.
 
+What a worker reports about a job carries its `worker_id` (the worker loop stamps it), so the
+scheduler stores a result only from the worker that holds the job's lease. `decode` reads
+bytes from another machine: it refuses oversized or over-deep input (`DecodeError`) before
+building anything, so one poison entry cannot take down the reader that meets it.
+
 A worker has two kinds of slot: one *generate* batch at a time and one *training* job at a time.
 Training runs in slices of a few steps so a generate batch can run between slices; the scheduler
 hands a new batch only when the worker reports the slot free (`SlotFree`), which keeps the queue
@@ -13,7 +18,7 @@ from __future__ import annotations
 
 import json
 from base64 import b64decode, b64encode
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal, get_args
 
 from engine.jobs import (
@@ -35,6 +40,8 @@ class JobAttempt:
 
     job_id: int
     attempt: int
+    # Who sent a worker's report (stamped by `from_worker`); empty in what the bot sends.
+    worker_id: str = field(default="", kw_only=True)
 
 
 # --- bot → worker -------------------------------------------------------------------------
@@ -88,7 +95,7 @@ class WorkerReady:
 
 @dataclass(frozen=True)
 class JobStarted(JobAttempt):
-    worker_id: str
+    worker_id: str  # positional here: the worker names itself when it starts a job
     batch_size: int = 1  # how many jobs share this engine batch (for tests and metrics)
     batch_job_ids: tuple[int, ...] = ()
 
@@ -197,6 +204,23 @@ _TYPES: dict[str, type] = {
 }
 
 
+# Bounds on what `decode` accepts: the encoded size (callers pass theirs) and the nesting depth.
+# Our messages nest at most 6 levels (batch → jobs → job → request → embeddings → payload).
+MAX_DEPTH = 16
+
+
+class DecodeError(ValueError):
+    """An entry that is not a protocol message, or is too big or too deep to read; the message
+    says which, in one sentence for the log."""
+
+
+def from_worker(message: FromWorker, worker_id: str) -> FromWorker:
+    """`message` signed by `worker_id` when it is a report about a job attempt."""
+    if isinstance(message, JobAttempt) and not message.worker_id:
+        return replace(message, worker_id=worker_id)
+    return message
+
+
 def _to_plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
         return {
@@ -212,20 +236,44 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _from_plain(value: Any) -> Any:
+# Field annotations (strings: this module uses postponed annotations) whose values `decode`
+# checks, so a report with, say, a list for a job id is refused here and not deep in a handler.
+_PLAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "str": (str,),
+    "bool": (bool,),
+    "float": (int, float),
+    "bytes": (bytes,),
+    "int | None": (int, type(None)),
+    "str | None": (str, type(None)),
+    "float | None": (int, float, type(None)),
+    "bytes | None": (bytes, type(None)),
+}
+
+
+def _build(cls: type, kwargs: dict[str, Any]) -> Any:
+    for f in fields(cls):
+        expected = _PLAIN_TYPES.get(str(f.type))
+        if expected and f.name in kwargs and not isinstance(kwargs[f.name], expected):
+            raise DecodeError(f"{cls.__name__}.{f.name} is a {type(kwargs[f.name]).__name__}")
+        if isinstance(kwargs.get(f.name), list):
+            kwargs[f.name] = tuple(kwargs[f.name])
+    return cls(**kwargs)
+
+
+def _from_plain(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise DecodeError(f"the message nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         if "__b" in value:
-            return b64decode(value["__b"])
+            return b64decode(value["__b"], validate=True)
         if "__t" in value:
             cls = _TYPES[value["__t"]]
-            kwargs = {k: _from_plain(v) for k, v in value.items() if k != "__t"}
-            for f in fields(cls):
-                if isinstance(kwargs.get(f.name), list):
-                    kwargs[f.name] = tuple(kwargs[f.name])
-            return cls(**kwargs)
-        return {k: _from_plain(v) for k, v in value.items()}
+            kwargs = {k: _from_plain(v, depth + 1) for k, v in value.items() if k != "__t"}
+            return _build(cls, kwargs)
+        return {k: _from_plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [_from_plain(v) for v in value]
+        return [_from_plain(v, depth + 1) for v in value]
     return value
 
 
@@ -234,6 +282,19 @@ def encode(message: object) -> bytes:
     return json.dumps(_to_plain(message), separators=(",", ":")).encode("utf-8")
 
 
-def decode(data: bytes) -> Any:
-    """The inverse of `encode`; only the dataclasses of this protocol can come out."""
-    return _from_plain(json.loads(data))
+def decode(data: bytes, max_bytes: int | None = None) -> Any:
+    """The inverse of `encode`; only the dataclasses of this protocol can come out.
+
+    DecodeError for anything else: more than `max_bytes`, nesting deeper than MAX_DEPTH (the
+    JSON parser's own recursion limit stops far deeper input before it can exhaust the stack),
+    unknown types, missing or extra fields, bad base64."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise DecodeError(f"the entry is {len(data)} bytes, over the {max_bytes}-byte limit")
+    try:
+        return _from_plain(json.loads(data))
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError(f"the message nests deeper than {MAX_DEPTH} levels") from None
+    except (KeyError, ValueError, TypeError) as error:
+        raise DecodeError(f"not a Lexicon message ({type(error).__name__}: {error})") from None

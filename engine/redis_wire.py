@@ -8,18 +8,27 @@ the entries are `engine.protocol` dataclasses in its JSON codec.
 A work entry (on `work(slot)`) has the fields `p` (its payload key), `jobs` (`format_jobs`) and
 `bot` (the bot id whose event stream gets the reports); event and control entries carry one
 encoded message in the field `m`.
+
+An entry that cannot be read (too big, nested too deep, not a protocol message: a bug or an
+attack) is a *poison* entry: whoever meets it acknowledges it and moves a copy to the capped
+dead-letter stream `lexicon:dead` with the reason (`dead_letter`), so it is looked at once and
+never read again — not even by a bot that restarts and rereads its pending events.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import AuthenticationError, AuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.protocol import GenerateBatch, SlotKind, TrainJob
+
+log = logging.getLogger("lexicon.redis")
 
 SLOTS: tuple[SlotKind, SlotKind] = ("generate", "train")
 WORK_GROUP = "workers"
@@ -32,8 +41,28 @@ DEFAULT_PAYLOAD_TTL = 3600.0
 WORK_MAXLEN = 10_000
 EVENTS_MAXLEN = 100_000
 CONTROL_MAXLEN = 100
+DEAD_MAXLEN = 1000
+DEAD_SAMPLE_BYTES = 1024  # a dead letter keeps the start of the poison entry, not all of it
 # Errors that mean "Redis is unreachable right now": retried with backoff on both sides.
+# (Redis's refusals of our credentials are ConnectionErrors too: catch REFUSED first.)
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Errors that mean "Redis refuses these credentials": waiting does not help, start-up stops.
+REFUSED = (AuthenticationError, AuthorizationError)
+
+
+class QueueRefused(Exception):
+    """Redis refused the credentials in LEXICON_QUEUE; the message is `refused_sentence`."""
+
+
+def refused_sentence(error: Exception) -> str:
+    """Why start-up stops when Redis refuses Lexicon's credentials, in one sentence (Redis's
+    own words go to the log: they are long and say nothing an operator can act on)."""
+    log.error("Redis refused the credentials: %s", error)
+    return (
+        "Redis refused the credentials in LEXICON_QUEUE: set it to "
+        "redis://:PASSWORD@host:6379/0 with the server's password (or a user allowed to use "
+        "Lexicon's keys) and start again."
+    )
 
 
 @dataclass(frozen=True)
@@ -64,6 +93,30 @@ class RedisLayout:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+
+def dead_letter(
+    pipe: Any, layout: RedisLayout, stream: str, entry_id: str, reason: str, raw: bytes | None
+) -> None:
+    """Queue on `pipe` (sync or async) a dead letter for a poison entry of `stream`: where it
+    was, why it was refused, its size and its first DEAD_SAMPLE_BYTES."""
+    data = raw or b""
+    pipe.xadd(
+        layout.dead,
+        {
+            "stream": stream,
+            "id": entry_id,
+            "reason": reason,
+            "size": len(data),
+            "sample": data[:DEAD_SAMPLE_BYTES],
+        },
+        maxlen=DEAD_MAXLEN,
+        approximate=True,
+    )
 
 
 def slot_of(message: GenerateBatch | TrainJob) -> SlotKind:

@@ -3,7 +3,9 @@
 It honours the same contract as the real engine — per-step callbacks, cancellation, training in
 slices with checkpoints and exact resume, embedding files in Lexicon's format — but its "images"
 are flat colours derived from the prompt and seed, and its "training" is a deterministic walk.
-`step_seconds` makes it as slow as a real GPU would be when a test needs time to pass.
+`step_seconds` makes it as slow as a real GPU would be when a test needs time to pass, and
+`start_seconds` as slow to start a training as a real one that warms the model, decodes photos
+and encodes latents first.
 """
 
 from __future__ import annotations
@@ -81,8 +83,9 @@ class StandInEngine:
     family = "tiny"
     model_hash = "standin0"
 
-    def __init__(self, step_seconds: float = 0.0) -> None:
+    def __init__(self, step_seconds: float = 0.0, start_seconds: float = 0.0) -> None:
         self.step_seconds = step_seconds
+        self.start_seconds = start_seconds
 
     def generate(
         self, requests: Sequence[GenerateRequest], on_step: StepCallback
@@ -117,6 +120,7 @@ class StandInEngine:
         return GeneratedImage(index=index, seed=seed, png=buffer.getvalue())
 
     def start_training(self, request: TrainRequest, resume_from: bytes | None) -> StandInTraining:
+        time.sleep(self.start_seconds)
         return StandInTraining(request, resume_from, self.step_seconds)
 
     def close(self) -> None:

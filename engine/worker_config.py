@@ -20,6 +20,7 @@ class EngineSpec:
     device: str
     data_dir: Path
     standin_step_seconds: float = 0.0
+    standin_start_seconds: float = 0.0  # how long the stand-in takes to start a training
     torch_threads: int | None = None
     compile_mode: str = "off"
     cuda_graphs: bool = False

@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     from bot.app import engine_spec, worker_config
     from bot.config import load_settings
     from bot.logging_setup import configure_logging
-    from engine.redis_wire import liveness_for
+    from engine.redis_wire import QueueRefused, liveness_for
 
     overrides: dict[str, object] = {}
     if args.queue:
@@ -56,5 +56,8 @@ def main(args: argparse.Namespace) -> int:
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     config = worker_config(settings, worker_id, heartbeat_interval=heartbeat)
     serve = importlib.import_module(WORKER_MODULE).serve
-    status: int = serve(settings.queue, engine_spec(settings), config, ttl=ttl)
+    try:
+        status: int = serve(settings.queue, engine_spec(settings), config, ttl=ttl)
+    except QueueRefused as error:
+        raise CommandError(str(error)) from None
     return status

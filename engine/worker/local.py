@@ -24,7 +24,7 @@ def build_engine(spec: EngineSpec) -> Engine:
     if spec.kind == "standin":
         from engine.standin import StandInEngine
 
-        return StandInEngine(spec.standin_step_seconds)
+        return StandInEngine(spec.standin_step_seconds, spec.standin_start_seconds)
     if spec.torch_threads:
         import torch
 

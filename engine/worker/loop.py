@@ -4,6 +4,9 @@ The loop knows nothing about torch; it drives an `Engine` (`engine.engine_api`: 
 `engine.diffusers_engine`, or a fast stand-in for load tests) and talks through a `Channel` (a
 multiprocessing pipe for the embedded worker, Redis streams for remote ones). One thread runs
 the loop; a second thread sends heartbeats so the bot can tell a busy worker from a dead one.
+A heartbeat names every job the worker holds, from the moment it is received until its outcome
+is sent — queued behind a batch, starting (a model warming up, photos decoding, latents
+encoding inside `start_training`) or running — so no lease runs out while the worker has it.
 
 Scheduling inside a worker is deliberately simple, because fairness lives in the bot:
 - a generate batch runs as soon as it arrives, ahead of training;
@@ -20,6 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,18 +64,24 @@ class Worker:
         self._trainings: deque[protocol.TrainJob] = deque()
         self._training: _Training | None = None
         self._cancelled: set[int] = set()
-        self._running_ids: tuple[int, ...] = ()
+        self._held: set[int] = set()  # job ids received and not yet answered with an outcome
+        self._held_lock = threading.Lock()
         self._stopping = threading.Event()
 
     # --- plumbing --------------------------------------------------------------------------
 
     def send(self, message: protocol.FromWorker) -> None:
+        message = protocol.from_worker(message, self.config.worker_id)
         with self._send_lock:
             self.channel.send(message)
+        if isinstance(message, protocol.JobOutcome):
+            with self._held_lock:
+                self._held.discard(message.job_id)
 
     def _heartbeats(self) -> None:
         while not self._stopping.wait(self.config.heartbeat_interval):
-            ids = self._running_ids + ((self._training.job.job_id,) if self._training else ())
+            with self._held_lock:
+                ids = tuple(sorted(self._held))
             try:
                 memory = self.engine.peak_memory_bytes()
                 self.send(protocol.Heartbeat(self.config.worker_id, ids, memory))
@@ -80,13 +90,20 @@ class Worker:
 
     def _accept(self, message: protocol.ToWorker) -> None:
         if isinstance(message, protocol.GenerateBatch):
+            self._hold(job.job_id for job in message.jobs)
             self._batches.append(message)
         elif isinstance(message, protocol.TrainJob):
+            self._hold([message.job_id])
             self._trainings.append(message)
         elif isinstance(message, protocol.CancelJob):
             self._cancelled.add(message.job_id)
         elif isinstance(message, protocol.Shutdown):
             self._stopping.set()
+
+    def _hold(self, job_ids: Iterable[int]) -> None:
+        """From now until its outcome, every heartbeat names the job (its lease is kept)."""
+        with self._held_lock:
+            self._held.update(job_ids)
 
     def _drain(self, timeout: float = 0.0) -> None:
         message = self.channel.poll(timeout)
@@ -176,7 +193,6 @@ class Worker:
     def _generate(self, jobs: list[protocol.GenerateJob]) -> list[protocol.FromWorker]:
         """Run one engine batch; returns each job's outcome message (not yet sent)."""
         ids = tuple(job.job_id for job in jobs)
-        self._running_ids = ids
         started = time.monotonic()
         for job in jobs:
             self.send(
@@ -222,8 +238,6 @@ class Worker:
                 protocol.JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
                 for job in jobs
             ]
-        finally:
-            self._running_ids = ()
         seconds = time.monotonic() - started
         return [
             protocol.JobCancelled(job.job_id, job.attempt)

@@ -21,6 +21,11 @@ How a worker uses Redis (docs/SCALING.md has the whole picture):
 - cancels arrive on a per-worker control stream, and as `lexicon:cancel:<job>` keys that are
   checked when an entry is read (the cancel may come before anyone has started the job).
 
+Nothing read from Redis can stop the worker: payloads and control messages are decoded within
+`max_payload_bytes` and `engine.protocol.MAX_DEPTH`, and a poison entry is acknowledged and
+moved to the dead-letter stream (`engine.redis_wire.dead_letter`); its jobs are released.
+A wrong or missing password stops `serve` before the engine loads (`QueueRefused`).
+
 Every Redis call survives a dropped connection: reports are retried with backoff until Redis is
 back (the bot deduplicates by job attempt), progress reports are dropped instead of waited for.
 """
@@ -47,11 +52,15 @@ from engine.redis_wire import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     EVENTS_MAXLEN,
     REDIS_DOWN,
+    REFUSED,
     SLOTS,
     WORK_GROUP,
+    QueueRefused,
     RedisLayout,
     as_text,
+    dead_letter,
     parse_jobs,
+    refused_sentence,
 )
 from engine.worker.local import build_engine, quiet_libraries
 from engine.worker.loop import Worker
@@ -293,6 +302,7 @@ class RedisChannel:
                     f"The result is {size:.1f} MB, more than the "
                     f"{self.max_payload_bytes / 1e6:.0f} MB the queue carries.",
                     retryable=False,
+                    worker_id=self.worker_id,
                 )
             )
         with self._lock:
@@ -365,10 +375,14 @@ class RedisChannel:
         for _stream, entries in response or []:
             for entry_id, fields in entries:
                 self._control_last = as_text(entry_id)
+                raw: Any = None
                 try:
-                    message = protocol.decode(_fields(fields)["m"])
-                except (KeyError, ValueError, TypeError):
-                    log.warning("ignored an unreadable control message %s", entry_id)
+                    raw = _fields(fields).get("m")
+                    if raw is None:
+                        raise protocol.DecodeError("the entry carries no message")
+                    message = protocol.decode(raw, self.max_payload_bytes)
+                except ValueError as error:  # DecodeError, or fields that are not pairs
+                    self._poison(stream, self._control_last, str(error), raw)
                     continue
                 if isinstance(message, protocol.CancelJob):
                     with self._lock:
@@ -403,15 +417,20 @@ class RedisChannel:
             for entry_id, fields in entries:
                 self._accept(stream_name, slot, as_text(entry_id), fields)
 
-    def _accept(self, stream: str, slot: protocol.SlotKind, entry_id: str, fields: Any) -> None:
+    def _accept(self, stream: str, slot: protocol.SlotKind, entry_id: str, raw: Any) -> None:
         """Take one work entry: its payload (GETDEL), cancels, and hand it to the worker."""
-        fields = _fields(fields)
-        if "p" not in fields:  # trimmed or deleted under us: nothing to run
+        try:
+            fields = _fields(raw)
+            if "p" not in fields:  # trimmed or deleted under us: nothing to run
+                self._retry(lambda: self._ack(stream, entry_id))
+                return
+            jobs = parse_jobs(as_text(fields.get("jobs", b"")))
+            bot_id = as_text(fields.get("bot", self.layout.bot_id))
+            payload_key = as_text(fields["p"])
+        except ValueError as error:  # not pairs, not UTF-8, job ids that are not numbers
+            self._poison(stream, entry_id, f"unreadable work entry fields ({error})", None)
             self._retry(lambda: self._ack(stream, entry_id))
             return
-        jobs = parse_jobs(as_text(fields.get("jobs", b"")))
-        bot_id = as_text(fields.get("bot", self.layout.bot_id))
-        payload_key = as_text(fields["p"])
 
         def fetch() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
@@ -430,9 +449,11 @@ class RedisChannel:
         message: Any = None
         if payload is not None:
             try:
-                message = protocol.decode(payload)
-            except (KeyError, ValueError, TypeError):
-                log.exception("work entry %s has an unreadable payload", entry_id)
+                message = protocol.decode(payload, self.max_payload_bytes)
+                if not isinstance(message, protocol.GenerateBatch | protocol.TrainJob):
+                    raise protocol.DecodeError(f"a {type(message).__name__} is not work")
+            except protocol.DecodeError as error:
+                self._poison(payload_key, entry_id, str(error), payload)
         if not isinstance(message, protocol.GenerateBatch | protocol.TrainJob):
             # The payload expired or is corrupt: give the jobs back; the bot sends them again.
             log.warning("work entry %s has no usable payload; releasing %s", entry_id, jobs)
@@ -458,6 +479,16 @@ class RedisChannel:
         pipe.execute(raise_on_error=False)
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _poison(self, stream: str, entry_id: str, reason: str, raw: bytes | None) -> None:
+        """Move what a poison entry carried to the dead-letter stream (best effort)."""
+        log.warning(
+            "moved unreadable entry %s of %s to %s: %s", entry_id, stream, self.layout.dead, reason
+        )
+        pipe = self.client.pipeline(transaction=False)
+        dead_letter(pipe, self.layout, stream, entry_id, reason, raw)
+        with contextlib.suppress(*REDIS_DOWN):
+            pipe.execute()
 
     def _events_for(self, job_id: int, attempt: int) -> str:
         with self._lock:
@@ -552,7 +583,8 @@ def serve(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     install_signals: bool = True,
 ) -> int:
-    """Load the engine once, register, serve until SIGTERM; returns the exit status."""
+    """Load the engine once, register, serve until SIGTERM; returns the exit status.
+    QueueRefused when Redis refuses the credentials in `url`."""
     quiet_libraries()
     channel = RedisChannel(
         connect(url),
@@ -562,6 +594,12 @@ def serve(
         ttl=ttl,
         max_payload_bytes=max_payload_bytes,
     )
+    try:
+        channel.client.ping()  # before the engine loads: a refused password ends the start
+    except REFUSED as error:
+        raise QueueRefused(refused_sentence(error)) from None
+    except REDIS_DOWN as error:
+        log.warning("Redis is not reachable yet (%s); the worker will keep trying", error)
     if install_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: channel.request_stop())

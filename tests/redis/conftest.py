@@ -50,6 +50,7 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None  # started with --requirepass when set
 
     @property
     def url(self) -> str:
@@ -65,11 +66,12 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--logfile", str(self.directory / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -88,7 +90,7 @@ class RedisServer:
             self.process = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+        return redis.Redis(port=self.port, password=self.password)
 
 
 @pytest.fixture
@@ -114,7 +116,8 @@ from engine.redis_wire import liveness_for
 from engine.worker.redis import serve
 from engine.worker_config import EngineSpec, WorkerConfig
 heartbeat, ttl = liveness_for({lease!r})
-spec = EngineSpec("standin", "standin", "cpu", Path({data!r}), standin_step_seconds={step!r})
+spec = EngineSpec("standin", "standin", "cpu", Path({data!r}), standin_step_seconds={step!r},
+                  standin_start_seconds={start!r})
 config = WorkerConfig({worker_id!r}, max_batch={max_batch!r}, train_slice_steps=5,
                       checkpoint_every=5, heartbeat_interval=heartbeat)
 sys.exit(serve({url!r}, spec, config, ttl=ttl))
@@ -151,7 +154,12 @@ class Workers:
         self.started: list[WorkerProcess] = []
 
     def standin(
-        self, worker_id: str, *, step_seconds: float = 0.0, max_batch: int = 8
+        self,
+        worker_id: str,
+        *,
+        step_seconds: float = 0.0,
+        max_batch: int = 8,
+        start_seconds: float = 0.0,
     ) -> WorkerProcess:
         """A worker with the stand-in engine, started through `engine.worker.redis.serve`."""
         script = _STANDIN_WORKER.format(
@@ -160,6 +168,7 @@ class Workers:
             lease=LEASE_SECONDS,
             data=str(self.tmp_path / "worker-data"),
             step=step_seconds,
+            start=start_seconds,
             max_batch=max_batch,
             url=self.redis.url,
         )

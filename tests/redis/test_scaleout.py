@@ -27,6 +27,7 @@ from engine.protocol import (
 from storage.models import Actor, JobState
 from tests.bot.conftest import three_photos
 from tests.redis.conftest import (
+    LEASE_SECONDS,
     RedisServer,
     Workers,
     assert_each_finished_once,
@@ -373,3 +374,16 @@ async def test_cancel_reaches_the_worker_running_the_job(
                 assert await app.storage.images.list_for_job(job_id) == []
             assert not [e for e in events if isinstance(e, GenerateDone) and e.job_id in long_jobs]
     await assert_redis_clean(redis_server.client())
+
+
+async def test_a_training_slower_to_start_than_its_lease_runs_once(
+    redis_server: RedisServer, workers: Workers, tmp_path: Path
+) -> None:
+    """A remote training that takes longer than the lease to start succeeds on attempt 1."""
+    workers.standin("w0", start_seconds=LEASE_SECONDS + 4)
+    async with open_bot(tmp_path / "data", redis_server.url) as app, recording(app) as updates:
+        await app.wait_for_worker(60)
+        job_id = (await app.train.submit(1, TrainOptions("slowstart", three_photos()))).job.id
+        job = await asyncio.wait_for(app.wait_for_job(job_id), 90)
+        assert job.state is JobState.SUCCEEDED and job.attempts == 1, job.error
+        assert [u.kind for u in updates if u.job_id == job_id].count("retry") == 0
