@@ -162,10 +162,19 @@ class LibraryService:
         embedding = await self._owned_or_visible(actor, name)
         return await self.storage.embeddings.rename(actor, embedding.id, new_name)
 
-    async def delete(self, actor: Actor, name: str) -> Embedding:
+    async def deletable(self, actor: Actor, name: str) -> Embedding:
+        """The embedding `delete` would remove, or the refusal it would give (nothing changes)."""
         await self._acting(actor)
-        embedding = await self._owned_or_visible(actor, name)
+        return await self._owned_or_visible(actor, name)
+
+    async def delete(self, actor: Actor, name: str) -> Embedding:
+        embedding = await self.deletable(actor, name)
         return await self.storage.embeddings.delete(actor, embedding.id)
+
+    async def delete_by_id(self, actor: Actor, embedding_id: int) -> Embedding:
+        """Delete from a confirmation button: the same checks as `delete`, by id."""
+        await self._acting(actor)
+        return await self.storage.embeddings.delete(actor, embedding_id)
 
     async def import_file(
         self,

@@ -171,10 +171,12 @@ class Scheduler:
 
     # --- queries for services ----------------------------------------------------------------
 
-    async def estimate_start(self, job: Job) -> float | None:
+    async def estimate_start(self, job: Job, position: int | None = None) -> float | None:
         """Seconds until the job is expected to start, from measured run times: what the
-        running jobs of its kind still need, then one run per batch ahead of it in line."""
-        position = await self.jobs.queue_position(job.id)
+        running jobs of its kind still need, then one run per batch ahead of it in line.
+        `position` is its place in line when the caller has just read it (saves a query)."""
+        if position is None:
+            position = await self.jobs.queue_position(job.id)
         if position is None:
             return None
         kind = job.kind.value

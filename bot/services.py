@@ -152,13 +152,18 @@ async def checked_name(
     embeddings: EmbeddingRepository, user_id: int, raw: str, guild_id: int | None = None
 ) -> EmbeddingName:
     """A valid new name, or a refusal; a word the model already knows is refused with a
-    made-up name that is free for this member (not theirs, not shared, not a known word)."""
+    made-up name that is free for this member (not theirs, not shared, not a known word) and
+    could be shared (it does not read as ordinary words)."""
     name = parse_name(raw)
     if not is_single_token(name.folded):
         return name
     for ending in _MADE_UP_ENDINGS:
         candidate = f"{name.folded}{ending}"[:32]
-        if is_single_token(candidate) or await _taken(embeddings, user_id, candidate, guild_id):
+        if (
+            is_single_token(candidate)
+            or reads_as_words(candidate)
+            or await _taken(embeddings, user_id, candidate, guild_id)
+        ):
             continue
         raise ServiceError(
             f"'{name.folded}' is already a word the model knows, so it cannot be a new one; "

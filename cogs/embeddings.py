@@ -20,6 +20,8 @@ from cogs.buttons import card_view, trained_as
 from cogs.cards import embedding_card
 from cogs.common import LookupCog, actor_of, check_rate
 from cogs.library import ORDERS, QUERY_MAX, LibraryPageButton, library_page, thumbnail
+from cogs.persistent import PersistentButton
+from storage.errors import NotFound
 from storage.models import Embedding
 
 NAME_OPTION = "An embedding name"
@@ -50,6 +52,26 @@ async def card_message(
     name = f"{embedding.name_folded}.png"
     files = [discord.File(io.BytesIO(png), filename=name)]
     return embedding_card(embedding, kind=kind, images=[name]), files
+
+
+class ConfirmDeleteEmbeddingButton(
+    PersistentButton, action="embedding-delete-yes", fields=("embedding",)
+):
+    """Delete an embedding, once `/embeddings delete` was confirmed (storage checks who may)."""
+
+    label = "Delete for good"
+    style = discord.ButtonStyle.danger
+
+    async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
+        try:
+            embedding = await interaction.client.app.library.delete_by_id(
+                actor_of(interaction), self.value("embedding")
+            )
+        except NotFound:
+            raise ServiceError(
+                "That embedding is already gone; `/embeddings list` shows the ones you have."
+            ) from None
+        await interaction.response.edit_message(content=f"Deleted **{embedding.name}**.", view=None)
 
 
 class Embeddings(LookupCog):
@@ -138,8 +160,15 @@ class Embeddings(LookupCog):
     @app_commands.describe(name=NAME_OPTION)
     @app_commands.autocomplete(name=usable_name_choices)
     async def delete(self, interaction: discord.Interaction[LexiconBot], name: str) -> None:
-        embedding = await self.bot.app.library.delete(actor_of(interaction), name)
-        await interaction.response.send_message(f"Deleted **{embedding.name}**.", ephemeral=True)
+        embedding = await self.bot.app.library.deletable(actor_of(interaction), name)
+        view = discord.ui.View(timeout=None)
+        view.add_item(ConfirmDeleteEmbeddingButton(embedding.id))
+        await interaction.response.send_message(
+            f"Delete **{embedding.name}** for good? Prompts that use it will no longer find it; "
+            "images already made stay. This cannot be undone.",
+            view=view,
+            ephemeral=True,
+        )
 
     @embeddings.command(name="export", description="Download an embedding (A1111/diffusers format)")
     @app_commands.describe(name=NAME_OPTION)
@@ -206,9 +235,10 @@ class Embeddings(LookupCog):
 
 
 async def setup(bot: LexiconBot) -> None:
-    bot.add_dynamic_items(LibraryPageButton)  # /library's page buttons, after a restart too
+    # /library's page buttons and delete confirmations, after a restart too
+    bot.add_dynamic_items(LibraryPageButton, ConfirmDeleteEmbeddingButton)
     await bot.add_cog(Embeddings(bot))
 
 
 async def teardown(bot: LexiconBot) -> None:
-    bot.remove_dynamic_items(LibraryPageButton)
+    bot.remove_dynamic_items(LibraryPageButton, ConfirmDeleteEmbeddingButton)

@@ -27,6 +27,7 @@ from engine.training import (
     Trainer,
     TrainRecipe,
     TrainRequestError,
+    render_halfway,
     render_previews,
 )
 
@@ -106,11 +107,18 @@ class DiffusersEngine:
                     self.recipe,
                     resume_from=resume_from,
                     previewer=self._previews,
+                    halfway_previewer=self._halfway_preview,
                 )
             except CheckpointError as error:
                 # A checkpoint from another recipe or model: correct, but slower, to start over.
                 log.warning("ignoring checkpoint of %s: %s", request.name, error)
-                return Trainer(self.model, request, self.recipe, previewer=self._previews)
+                return Trainer(
+                    self.model,
+                    request,
+                    self.recipe,
+                    previewer=self._previews,
+                    halfway_previewer=self._halfway_preview,
+                )
         except (PhotoError, TrainRequestError) as error:
             raise UserInputError(str(error)) from None
 
@@ -126,6 +134,9 @@ class DiffusersEngine:
 
     def _previews(self, trainer: Trainer) -> list[bytes]:
         return render_previews(self.model, trainer)
+
+    def _halfway_preview(self, trainer: Trainer) -> bytes:
+        return render_halfway(self.model, trainer)
 
     def warm_up(self, batch_sizes: Sequence[int]) -> float:
         """Render once at each batch size at the native size, so the compiled kernels and CUDA

@@ -373,6 +373,13 @@ class Progress:
     preview_png: bytes | None = None
 
 
+def crosses_half(before: int, after: int, total: int) -> bool:
+    """True for the one training slice (steps `before` → `after`) that reaches half of the
+    run's steps, short of the last: it carries the halfway preview."""
+    half = max(1, total // 2)
+    return before < half <= after < total
+
+
 # The example prompts a new word is shown with (previews rendered by the worker, and the card's
 # "try these"), per kind; `{}` is the word. A negative word is shown as the negative prompt.
 EXAMPLE_PROMPTS: dict[str, tuple[str, str, str]] = {

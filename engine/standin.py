@@ -22,7 +22,14 @@ from safetensors.numpy import save as save_safetensors
 
 from engine.engine_api import StepCallback, UserInputError
 from engine.errors import Cancelled
-from engine.jobs import GeneratedImage, GenerateRequest, Progress, TrainRequest, TrainResult
+from engine.jobs import (
+    GeneratedImage,
+    GenerateRequest,
+    Progress,
+    TrainRequest,
+    TrainResult,
+    crosses_half,
+)
 
 STANDIN_WIDTH = 32
 
@@ -54,11 +61,14 @@ class StandInTraining:
         return self.request.steps
 
     def run_steps(self, n: int) -> Progress:
+        before = self._step
         for _ in range(n):
             time.sleep(self.step_seconds)
             self._step += 1
             self._vector += np.float32(1.0 / self.total)
-        return Progress(self._step, self.total, loss=1.0 / (1 + self._step))
+        halfway = crosses_half(before, self._step, self.total)
+        preview = _flat_png(_colour(self.request.name, 0), side=32) if halfway else None
+        return Progress(self._step, self.total, loss=1.0 / (1 + self._step), preview_png=preview)
 
     def checkpoint(self) -> bytes:
         return json.dumps({"step": self._step, "vector": self._vector.tolist()}).encode()

@@ -67,7 +67,8 @@ class DeliveryCog(commands.Cog, name="Delivery"):
         self._delivering: set[int] = set()
         self._failures: dict[int, int] = {}
         self._places: dict[int, int] = {}  # queued job id → the place its message shows
-        self._requeue: asyncio.Task[None] | None = None
+        self._line_moved = False  # a job left the line since the waiting messages were shown
+        self._line_shown = -math.inf  # time.monotonic() of the last refresh of those messages
 
     async def cog_load(self) -> None:
         self._runner = asyncio.create_task(self._run(), name="lexicon-delivery")
@@ -75,7 +76,7 @@ class DeliveryCog(commands.Cog, name="Delivery"):
 
     async def cog_unload(self) -> None:
         self.sweep.cancel()
-        pending = [self._runner, self._requeue] + [live.flush for live in self._live.values()]
+        pending = [self._runner] + [live.flush for live in self._live.values()]
         running = [task for task in pending if task is not None and not task.done()]
         for task in running:
             task.cancel()
@@ -125,11 +126,13 @@ class DeliveryCog(commands.Cog, name="Delivery"):
 
     async def _on_update(self, update: JobUpdate) -> None:
         if update.kind == "started" or update.is_final:
-            self._line_moved()
+            self._line_moved = True
         if update.is_final:
             await self.deliver(update.job_id, update.user_id)
         elif update.kind in ("started", "progress", "retry"):
             self._progress(update)
+        if self._line_moved and time.monotonic() >= self._line_shown + EDIT_INTERVAL:
+            await self._refresh_line()
 
     async def deliver_backlog(self) -> None:
         """Deliver what finished while no bot was listening (a restart, a lost update)."""
@@ -191,16 +194,13 @@ class DeliveryCog(commands.Cog, name="Delivery"):
 
     # --- the line ----------------------------------------------------------------------------
 
-    def _line_moved(self) -> None:
-        """A job left the line: refresh the waiting jobs' messages, at most once per
-        `EDIT_INTERVAL` (moves in between are shown by the next refresh)."""
-        if self._requeue is None or self._requeue.done():
-            self._requeue = asyncio.create_task(self._refresh_line())
-
     async def _refresh_line(self) -> None:
-        await asyncio.sleep(EDIT_INTERVAL)
+        """A job left the line: show the waiting jobs' new places, at most once per
+        `EDIT_INTERVAL`. The dispatcher calls this itself, with no timer of its own: moves in
+        between are shown at the next update, and while a line moves, a job runs and reports."""
+        self._line_moved, self._line_shown = False, time.monotonic()
         app = self.bot.app
-        try:
+        try:  # one query: under load every query waits its turn behind the worker's reports
             waiting = await app.storage.jobs.fair_order(limit=QUEUE_REFRESHED)
         except StorageError as error:
             log.info("could not read the queue: %s", error)
@@ -213,7 +213,7 @@ class DeliveryCog(commands.Cog, name="Delivery"):
                 continue  # progress is about to replace the message
             self._places[job.id] = place
             try:
-                eta = await app.scheduler.estimate_start(job)
+                eta = await app.scheduler.estimate_start(job, place)
                 await self._edit(job, content=queued_text(job, place, eta))
             except (discord.HTTPException, StorageError) as error:
                 log.info("could not move job %d up the line: %s", job.id, error)

@@ -1,7 +1,8 @@
 """Preview renders of a freshly trained word, shown with the result on Discord.
 
 They go through `engine.generate` exactly as `/imagine` would render the word, so what the user
-sees is what the word will do. (`engine.previews` is the other kind: live low-resolution frames
+sees is what the word will do. Half way through training one quick render (`render_halfway`)
+shows the word taking shape. (`engine.previews` is the other kind: live low-resolution frames
 during generation.)
 """
 
@@ -14,12 +15,22 @@ from engine.jobs import EXAMPLE_PROMPTS, EmbeddingPayload, GenerateRequest
 from engine.training.trainer import Trainer
 
 PREVIEW_STEPS = 20
+HALFWAY_STEPS = 8  # the halfway preview is a quick look, not the final render
 
 
 def render_previews(model: Any, trainer: Trainer, count: int = 3) -> list[bytes]:
     """`count` seeded renders (PNG) of the new word at the model's native size, through
     `engine.generate` exactly as `/imagine` would render it. A negative embedding is shown as
     the negative prompt of a plain picture."""
+    return _render(model, trainer, count, PREVIEW_STEPS)
+
+
+def render_halfway(model: Any, trainer: Trainer) -> bytes:
+    """One quick render of the first example prompt with the vectors as they are half way."""
+    return _render(model, trainer, 1, HALFWAY_STEPS)[0]
+
+
+def _render(model: Any, trainer: Trainer, count: int, steps: int) -> list[bytes]:
     from engine.generate import generate
 
     data = trainer.embedding_bytes()
@@ -36,7 +47,7 @@ def render_previews(model: Any, trainer: Trainer, count: int = 3) -> list[bytes]
                 prompt=prompt,
                 negative=negative,
                 seed=trainer.request.seed + index,
-                steps=PREVIEW_STEPS,
+                steps=steps,
                 guidance=7.5,
                 width=side,
                 height=side,

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from engine.embedding_files import write_embedding
 from engine.encode import encode_embeds, token_embeddings
-from engine.jobs import Progress, TrainRequest, TrainResult
+from engine.jobs import Progress, TrainRequest, TrainResult, crosses_half
 from engine.photos import Photo, load_photos
 from engine.training.checkpoint import (
     CheckpointError,
@@ -75,6 +75,7 @@ MAX_VECTORS = 8
 LOSS_WINDOW = 10  # reported loss = mean of the last this-many step losses
 
 Previewer = Callable[["Trainer"], Sequence[bytes]]  # PNG renders of the trained word
+HalfwayPreviewer = Callable[["Trainer"], bytes]  # one quick PNG render of the word half trained
 
 
 class Trainer:
@@ -92,6 +93,7 @@ class Trainer:
         *,
         resume_from: bytes | None = None,
         previewer: Previewer | None = None,
+        halfway_previewer: HalfwayPreviewer | None = None,
     ) -> None:
         self.parts = TrainComponents.from_model(model)
         self.request = request
@@ -99,6 +101,7 @@ class Trainer:
         self.recipe.validate()
         self.total = int(self.recipe.steps or request.steps)
         self.previewer = previewer
+        self.halfway_previewer = halfway_previewer
         self.init_word = request.init_word or DEFAULT_INIT_WORDS.get(request.kind, "object")
         self._check_request()
 
@@ -347,14 +350,22 @@ class Trainer:
 
     def run_steps(self, n: int) -> Progress:
         """Run up to `n` steps (fewer at the end). The caller checkpoints and cancels between
-        slices (`engine.worker`)."""
+        slices (`engine.worker`). The slice that crosses half of the steps carries one preview
+        render (from `halfway_previewer`), so the member sees the word taking shape."""
+        before = self.step
         for _ in range(max(0, min(n, self.total - self.step))):
             started = time.monotonic()
             batch = self.draw_batch()
             self.recent_losses.append(self.step_on_batch(batch))
             self._seconds += time.monotonic() - started
             self._steps_timed += 1
-        return self.progress()
+        progress = self.progress()
+        if self.halfway_previewer is not None and crosses_half(before, self.step, self.total):
+            try:
+                progress = replace(progress, preview_png=self.halfway_previewer(self))
+            except Exception:  # a preview is a courtesy; training goes on without it
+                log.exception("the halfway preview of %s failed", self.request.name)
+        return progress
 
     # --- checkpoints ----------------------------------------------------------------------
 

@@ -92,8 +92,18 @@ async def test_embeddings_list_info_rename_export_delete(sim: Simulation) -> Non
     header = json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])
     assert header["emb_params"]["shape"] == [1, 32]
 
-    deleted = await alice.slash(sim.channel, "embeddings delete", name="blip")
+    asked = (await alice.slash(sim.channel, "embeddings delete", name="blip")).response
+    assert asked.content.startswith("Delete **blip** for good?") and asked.ephemeral
+    still = await alice.slash(sim.channel, "embeddings info", name="blip")
+    assert still.response.embeds[0].title == "blip"  # nothing deleted before the confirmation
+    twice = (await alice.slash(sim.channel, "embeddings delete", name="blip")).response
+    deleted = await alice.click(asked, label="Delete for good")
     assert deleted.response.content == "Deleted **blip**."
+    assert deleted.response.components == []
+    again = await alice.click(twice, label="Delete for good")
+    assert refusal(again) == (
+        "That embedding is already gone; `/embeddings list` shows the ones you have."
+    )
     gone = await alice.slash(sim.channel, "embeddings info", name="blip")
     assert refusal(gone).startswith("You have no embedding called")
 

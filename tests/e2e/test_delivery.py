@@ -127,6 +127,26 @@ async def test_progress_shows_the_live_preview(slow_sim: Simulation) -> None:
     await sim.job_done(job.id)
 
 
+async def test_training_shows_a_preview_half_way(slow_sim: Simulation) -> None:
+    """Half way through training, the progress message shows the word's first render."""
+    sim = slow_sim
+    alice = sim.member("alice")
+    result = await alice.slash(sim.channel, "train", name="zorb", **photo_options())
+
+    def shows_preview() -> bool:
+        message = sim.channel_message(result.response.id)
+        return [a.filename for a in message.attachments] == ["preview.png"]
+
+    await sim.until(shows_preview, limit=60, what="the halfway preview")
+    message = sim.channel_message(result.response.id)
+    assert message.content.startswith("Training **zorb**"), message.content
+    assert not (await sim.latest_job(alice)).is_final
+    with Image.open(io.BytesIO(await message.attachments[0].read())) as image:
+        assert (image.format, image.size) == ("PNG", (32, 32))
+    job = await sim.job_done(alice)
+    assert job.state.value == "succeeded"
+
+
 def _png(side: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), (200, 30, 30)).save(buffer, format="PNG")

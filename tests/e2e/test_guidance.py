@@ -103,12 +103,12 @@ async def test_four_images_show_four_seeds_and_per_image_info(sim: Simulation) -
 
 
 async def test_refusals_say_what_to_do_and_suggest_free_names(sim: Simulation) -> None:
-    """(6) A known word is refused with a made-up name that is free (not one the member has)."""
-    alice = sim.member("alice")
-    await train(sim, alice, "catzo")
+    """(6) A known word is refused with a made-up name nobody has."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    await train(sim, bob, "catix", share=True)
     refused = await alice.slash(sim.channel, "train", name="cat", **photo_options(seed=2))
     assert refusal(refused) == (
-        "'cat' is already a word the model knows, so it cannot be a new one; try 'catix' instead."
+        "'cat' is already a word the model knows, so it cannot be a new one; try 'catek' instead."
     )
     unknown = await alice.slash(sim.channel, "imagine", prompt="<qqqq>")
     assert refusal(unknown).endswith(

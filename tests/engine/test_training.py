@@ -267,6 +267,20 @@ def test_training_renders_previews_of_the_new_word(tiny_model: LoadedModel) -> N
             assert (image.format, image.size) == ("PNG", (64, 64))
 
 
+def test_a_preview_comes_once_half_way(tiny_model: LoadedModel) -> None:
+    """Run in slices, exactly the slice that reaches half of the steps carries a native-size
+    PNG render of the word; the others, and the last, carry none."""
+    from PIL import Image
+
+    run = DiffusersEngine(tiny_model).start_training(helpers.request(steps=6), None)
+    previews = [(run.run_steps(2).preview_png, run.step) for _ in range(3)]
+    assert [step for png, step in previews if png is not None] == [4]
+    png = previews[1][0]
+    assert png is not None
+    with Image.open(io.BytesIO(png)) as image:
+        assert (image.format, image.size) == ("PNG", (64, 64))
+
+
 def test_a_failing_preview_does_not_lose_the_trained_word(parts: TrainComponents) -> None:
     """If the previewer raises, finish() still returns the embedding, without previews."""
 

@@ -101,5 +101,6 @@ async def test_a_hostile_name_in_a_prompt_is_only_an_unknown_name(sim: Simulatio
     result = await alice.slash(sim.channel, "imagine", prompt="a photo of <../../etc/passwd>")
     assert refusal(result) == (
         "You have no embedding called <../../etc/passwd> and none is shared under that name."
+        " See `/embeddings list` and `/library` for the names you can use."
     )
     assert await stored(sim.app) == NOTHING
