@@ -9,10 +9,10 @@ import discord
 from discord import app_commands
 
 from bot.discord_bot import LexiconBot
-from bot.services import ImagineOptions, Submitted
+from bot.services import ImagineOptions
 from cogs.common import RateLimitedCog, offer_choices
 from cogs.errors import defer_public
-from cogs.queueing import queue_imagine, queue_job
+from cogs.queueing import queue_imagine, queue_options
 from cogs.train import refuse_oversized
 from engine.jobs import (
     MAX_COUNT,
@@ -23,7 +23,6 @@ from engine.jobs import (
     MAX_STRENGTH,
     MIN_STRENGTH,
 )
-from storage.models import Delivery
 
 _LAST_WORD = re.compile(r"<?([A-Za-z0-9_-]*)$")
 CHOICE_MAX = 100  # Discord's limit on an autocomplete choice's name and value
@@ -99,14 +98,9 @@ class Imagine(RateLimitedCog):
         with_image = dataclasses.replace(
             options, image=await image.read(), image_name=image.filename
         )
-        app = interaction.client.app
-
-        async def submit(delivery: Delivery) -> Submitted:
-            return await app.imagine.submit(
-                interaction.user.id, with_image, guild_id=interaction.guild_id, delivery=delivery
-            )
-
-        await queue_job(interaction, submit, message_id=message_id)
+        await queue_options(
+            interaction, interaction.client.app.imagine, with_image, message_id=message_id
+        )
 
 
 async def setup(bot: LexiconBot) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, cast
+from typing import Protocol, TypeVar, cast
 
 import discord
 
@@ -27,6 +27,7 @@ from storage.models import Delivery
 log = logging.getLogger("lexicon.discord.queueing")
 
 Submit = Callable[[Delivery], Awaitable[Submitted]]
+Options = TypeVar("Options", contravariant=True)
 
 # The delivery cog's name. It is found by name, not imported: the delivery cog renders results
 # with buttons that queue jobs through this module, so an import would close a circle.
@@ -83,18 +84,41 @@ async def queue_job(
     return submitted
 
 
+class OptionsService(Protocol[Options]):
+    """A service that queues a job from a member's options (`ImagineService`, `TrainService`)."""
+
+    async def submit(
+        self,
+        user_id: int,
+        options: Options,
+        *,
+        guild_id: int | None = None,
+        delivery: Delivery | None = None,
+    ) -> Submitted: ...
+
+
+async def queue_options(
+    interaction: discord.Interaction[LexiconBot],
+    service: OptionsService[Options],
+    options: Options,
+    *,
+    message_id: int | None = None,
+) -> Submitted:
+    """Queue `options` with `service` for whoever interacted (see `queue_job`)."""
+
+    async def submit(delivery: Delivery) -> Submitted:
+        return await service.submit(
+            interaction.user.id, options, guild_id=interaction.guild_id, delivery=delivery
+        )
+
+    return await queue_job(interaction, submit, message_id=message_id)
+
+
 async def queue_imagine(
     interaction: discord.Interaction[LexiconBot], options: ImagineOptions
 ) -> Submitted:
     """Queue an `/imagine` (or a button's) for whoever interacted."""
-    app = interaction.client.app
-
-    async def submit(delivery: Delivery) -> Submitted:
-        return await app.imagine.submit(
-            interaction.user.id, options, guild_id=interaction.guild_id, delivery=delivery
-        )
-
-    return await queue_job(interaction, submit)
+    return await queue_options(interaction, interaction.client.app.imagine, options)
 
 
 class CancelButton(PersistentButton, action="cancel", fields=("job",)):

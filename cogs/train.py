@@ -8,12 +8,11 @@ import discord
 from discord import app_commands
 
 from bot.discord_bot import LexiconBot
-from bot.services import ServiceError, Submitted, TrainOptions
+from bot.services import ServiceError, TrainOptions
 from cogs.common import RateLimitedCog
 from cogs.errors import defer_public
-from cogs.queueing import queue_job
+from cogs.queueing import queue_options
 from engine.jobs import MAX_VECTORS
-from storage.models import Delivery
 
 
 def _size(size: int) -> str:
@@ -67,18 +66,12 @@ class Train(RateLimitedCog):
         photos = [p for p in (photo1, photo2, photo3, photo4, photo5) if p is not None]
         refuse_oversized(photos, self.bot.settings.max_photo_bytes)
         files = [(photo.filename, await photo.read()) for photo in photos]
-        app = interaction.client.app
-
         options = TrainOptions(
             name, files, kind=kind, init_word=init_word, vectors=vectors, share=share
         )
-
-        async def submit(delivery: Delivery) -> Submitted:
-            return await app.train.submit(
-                interaction.user.id, options, guild_id=interaction.guild_id, delivery=delivery
-            )
-
-        await queue_job(interaction, submit, message_id=message_id)
+        await queue_options(
+            interaction, interaction.client.app.train, options, message_id=message_id
+        )
 
 
 async def setup(bot: LexiconBot) -> None:
