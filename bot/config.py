@@ -151,19 +151,18 @@ class Settings(BaseSettings):
     @field_validator("owners", mode="before")
     @classmethod
     def _split_owners(cls, value: object) -> object:
-        if isinstance(value, str):
-            parts = [part.strip() for part in value.split(",") if part.strip()]
-            if not all(part.isdigit() for part in parts):
-                raise ValueError("list Discord user ids (digits) separated by commas")
-            value = frozenset(int(part) for part in parts)
-        return value
+        parts = _comma_list(value)
+        if parts is None:
+            return value
+        if not all(part.isdigit() for part in parts):
+            raise ValueError("list Discord user ids (digits) separated by commas")
+        return frozenset(int(part) for part in parts)
 
     @field_validator("allowed_sizes", mode="before")
     @classmethod
     def _split_sizes(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        parts = _comma_list(value)
+        return value if parts is None else parts
 
     @field_validator("allowed_sizes")
     @classmethod
@@ -195,6 +194,13 @@ class Settings(BaseSettings):
                 "DISCORD_TOKEN=<token> in the environment or in .env."
             )
         return token
+
+
+def _comma_list(value: object) -> list[str] | None:
+    """The non-blank items of a comma-separated environment value; None when it is no string."""
+    if not isinstance(value, str):
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _env_name(field_name: str) -> str:

@@ -11,7 +11,11 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from engine.jobs import Progress
+    from storage.models import Job
 
 UpdateKind = Literal["queued", "started", "progress", "succeeded", "failed", "cancelled", "retry"]
 FINAL_KINDS: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -29,6 +33,20 @@ class JobUpdate:
     preview_png: bytes | None = None
     batch_size: int | None = None
     batch_job_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def progress_of(cls, job: Job, progress: Progress) -> JobUpdate:
+        """The "progress" update that passes a worker's report on (its preview image too)."""
+        return cls(
+            job.id,
+            job.user_id,
+            "progress",
+            step=progress.step,
+            total=progress.total,
+            loss=progress.loss,
+            eta_seconds=progress.eta_seconds,
+            preview_png=progress.preview_png,
+        )
 
     @property
     def is_final(self) -> bool:

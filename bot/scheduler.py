@@ -394,18 +394,7 @@ class Scheduler:
             event.job_id,
             JobProgress(progress.step, progress.total, progress.eta_seconds),
         )
-        self.hub.publish(
-            JobUpdate(
-                job.id,
-                job.user_id,
-                "progress",
-                step=progress.step,
-                total=progress.total,
-                loss=progress.loss,
-                eta_seconds=progress.eta_seconds,
-                preview_png=progress.preview_png,
-            )
-        )
+        self.hub.publish(JobUpdate.progress_of(job, progress))
 
     async def _on_checkpoint(self, event: TrainCheckpoint) -> None:
         await self.jobs.save_checkpoint(event.job_id, event.data)

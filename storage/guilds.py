@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable
 
 from storage.clock import Clock, to_seconds, utc_now
-from storage.db import Database, Transaction
+from storage.db import Database, Queries
 from storage.errors import Forbidden
 from storage.models import Actor, GuildSettings
 
@@ -40,10 +40,7 @@ class GuildSettingsRepository:
 
     async def get(self, guild_id: int) -> GuildSettings:
         """The server's settings; a server nobody configured gets the defaults."""
-        row = await self._db.fetch_one(
-            "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)
-        )
-        return GuildSettings(guild_id=guild_id) if row is None else settings_from_row(row)
+        return await self._get_in(self._db, guild_id)
 
     async def update(
         self, actor: Actor, guild_id: int, change: Callable[[GuildSettings], GuildSettings]
@@ -79,8 +76,8 @@ class GuildSettingsRepository:
         return updated
 
     @staticmethod
-    async def _get_in(transaction: Transaction, guild_id: int) -> GuildSettings:
-        row = await transaction.fetch_one(
+    async def _get_in(queries: Queries, guild_id: int) -> GuildSettings:
+        row = await queries.fetch_one(
             "SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)
         )
         return GuildSettings(guild_id=guild_id) if row is None else settings_from_row(row)

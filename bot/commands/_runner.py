@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -30,6 +31,20 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
         raise CommandError(str(error)) from None
     except StartupError:
         raise
+
+
+@contextlib.asynccontextmanager
+async def open_app(*, start_worker: bool = True) -> AsyncIterator[Lexicon]:
+    """The app as every offline subcommand opens it: settings from the environment, quiet logs;
+    without `start_worker` the GPU is left alone (for commands that only read the library)."""
+    from bot.app import Lexicon
+    from bot.config import load_settings
+    from bot.logging_setup import configure_logging
+
+    settings = load_settings()
+    configure_logging("WARNING")
+    async with await Lexicon.open(settings, start_worker=start_worker) as app:
+        yield app
 
 
 class ProgressBar:

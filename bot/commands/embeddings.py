@@ -34,16 +34,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _embeddings(args: argparse.Namespace) -> int:
-    from bot.app import Lexicon
     from bot.cli import CommandError
-    from bot.config import load_settings
-    from bot.logging_setup import configure_logging
+    from bot.commands._runner import open_app
     from storage.models import Actor
 
-    settings = load_settings()
-    configure_logging("WARNING")
     # Only import needs the worker (to check the file against the loaded model's family).
-    async with await Lexicon.open(settings, start_worker=args.action == "import") as app:
+    async with open_app(start_worker=args.action == "import") as app:
         library = app.library
         if args.action == "list":
             embeddings = await library.list_owned(args.user)

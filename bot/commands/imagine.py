@@ -39,32 +39,25 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _imagine(args: argparse.Namespace) -> int:
-    from bot.app import Lexicon
-    from bot.commands._runner import read_file, save_images, wait_for_success
-    from bot.config import load_settings
-    from bot.logging_setup import configure_logging
+    from bot.commands._runner import open_app, read_file, save_images, wait_for_success
     from bot.services import ImagineOptions
 
     image = None if args.image is None else read_file(args.image)
-    settings = load_settings()
-    configure_logging("WARNING")
-    async with await Lexicon.open(settings) as app:
-        submitted = await app.imagine.submit(
-            args.user,
-            ImagineOptions(
-                args.prompt,
-                negative=args.negative,
-                count=args.count,
-                steps=args.steps,
-                guidance=args.guidance,
-                seed=args.seed,
-                size=args.size,
-                sampler=args.sampler,
-                image=image,
-                image_name="" if args.image is None else Path(args.image).name,
-                strength=args.strength,
-            ),
-        )
+    options = ImagineOptions(
+        args.prompt,
+        negative=args.negative,
+        count=args.count,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        size=args.size,
+        sampler=args.sampler,
+        image=image,
+        image_name="" if args.image is None else Path(args.image).name,
+        strength=args.strength,
+    )
+    async with open_app() as app:
+        submitted = await app.imagine.submit(args.user, options)
         await wait_for_success(app, submitted.job.id, "imagine")
         await save_images(app, submitted.job.id, lambda count: output_paths(Path(args.out), count))
     return 0

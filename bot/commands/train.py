@@ -24,34 +24,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _train(args: argparse.Namespace) -> int:
-    from bot.app import Lexicon
-    from bot.cli import CommandError
-    from bot.commands._runner import wait_for_success
-    from bot.config import load_settings
-    from bot.logging_setup import configure_logging
+    from bot.commands._runner import open_app, read_file, wait_for_success
     from bot.services import TrainOptions
 
-    photos = []
-    for name in args.photos:
-        path = Path(name)
-        if not path.is_file():
-            raise CommandError(f"{name} is not a file.")
-        photos.append((path.name, path.read_bytes()))
-    settings = load_settings()
-    configure_logging("WARNING")
-    async with await Lexicon.open(settings) as app:
-        submitted = await app.train.submit(
-            args.user,
-            TrainOptions(
-                args.name,
-                photos,
-                kind=args.kind,
-                init_word=args.init_word,
-                vectors=args.vectors,
-                share=args.shared,
-                steps=args.steps,
-            ),
-        )
+    options = TrainOptions(
+        args.name,
+        [(Path(name).name, read_file(name)) for name in args.photos],
+        kind=args.kind,
+        init_word=args.init_word,
+        vectors=args.vectors,
+        share=args.shared,
+        steps=args.steps,
+    )
+    async with open_app() as app:
+        submitted = await app.train.submit(args.user, options)
         await wait_for_success(app, submitted.job.id, "train")
         embedding = await app.library.info(args.user, args.name)
         print(

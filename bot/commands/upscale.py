@@ -24,17 +24,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _upscale(args: argparse.Namespace) -> int:
-    from bot.app import Lexicon
-    from bot.commands._runner import read_file, save_images, wait_for_success
-    from bot.config import load_settings
-    from bot.logging_setup import configure_logging
+    from bot.commands._runner import open_app, read_file, save_images, wait_for_success
 
     sha = hashlib.sha256(read_file(args.png)).hexdigest()
     source = Path(args.png)
     out = Path(args.out) if args.out else source.with_name(f"{source.stem}-upscaled.png")
-    settings = load_settings()
-    configure_logging("WARNING")
-    async with await Lexicon.open(settings) as app:
+    async with open_app() as app:
         image = await app.storage.images.find(sha)
         submitted = await app.imagine.upscale(args.user, image.job_id, image.idx)
         await wait_for_success(app, submitted.job.id, "upscale")

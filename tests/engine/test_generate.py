@@ -20,37 +20,18 @@ from engine.jobs import MAX_CHUNKS, SAMPLERS, EmbeddingPayload, GenerateRequest,
 from engine.model import LoadedModel
 from engine.png import read_parameters
 from engine.schedulers import make_scheduler
+from tests.engine.render_helpers import ZORB, beach_request, pixels, random_embedding
 
 STEPS = 4
 
 
-def _payload(name: str, n: int, seed: int) -> EmbeddingPayload:
-    vectors = torch.randn(n, 32, generator=torch.Generator().manual_seed(seed)) * 2
-    data = write_embedding(vectors, name=name, kind="positive", family="tiny")
-    return EmbeddingPayload(name=name, data=data, sha256=hashlib.sha256(data).hexdigest())
-
-
-ZORB = _payload("zorb", 2, 1)
-BLOT = _payload("negblot", 1, 2)
-WIDE = _payload("wideblot", 75, 3)  # one whole chunk per mention
-
-
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+BLOT = random_embedding("negblot", 1, 2)
+WIDE = random_embedding("wideblot", 75, 3)  # one whole chunk per mention
+BASE = beach_request(seed=7, steps=STEPS, negative="negblot, blurry", embeddings=(ZORB, BLOT))
 
 
 def _request(**changes: Any) -> GenerateRequest:
-    base = GenerateRequest(
-        prompt="a photo of zorb on a beach",
-        negative="negblot, blurry",
-        seed=7,
-        steps=STEPS,
-        guidance=7.5,
-        width=64,
-        height=64,
-        embeddings=(ZORB, BLOT),
-    )
-    return dataclasses.replace(base, **changes)
+    return dataclasses.replace(BASE, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +69,13 @@ def test_seeded_image_equals_stock_pipeline(
         ).images[0]
         expected = (reference * 255).round().astype(np.int16)
         assert image.seed == request.seed + image.index
-        assert np.abs(_pixels(image.png) - expected).max() <= 2
+        assert np.abs(pixels(image.png) - expected).max() <= 2
 
 
 def test_embedding_changes_the_image(tiny_model: LoadedModel) -> None:
     """Dropping the embedding from the prompt moves the image by more than 8/255 somewhere."""
-    with_it = _pixels(generate(tiny_model, [_request()])[0][0].png)
-    without = _pixels(generate(tiny_model, [_request(prompt="a photo of on a beach")])[0][0].png)
+    with_it = pixels(generate(tiny_model, [_request()])[0][0].png)
+    without = pixels(generate(tiny_model, [_request(prompt="a photo of on a beach")])[0][0].png)
     assert np.abs(with_it - without).max() > 8
 
 
@@ -109,7 +90,7 @@ def test_batch_of_six_users_equals_each_alone(tiny_model: LoadedModel) -> None:
             guidance=1.0,
             prompt="quux on a hill",
             negative="",
-            embeddings=(_payload("quux", 3, 5),),
+            embeddings=(random_embedding("quux", 3, 5),),
         ),
         _request(sampler="euler_a", seed=4, prompt="(zorb:1.3) BREAK at night", count=3),
         _request(sampler="euler_a", seed=5, guidance=12.0, prompt="zorb " + "cat " * 100),
@@ -118,7 +99,7 @@ def test_batch_of_six_users_equals_each_alone(tiny_model: LoadedModel) -> None:
             seed=6,
             prompt="a zorb",
             negative="zorb",
-            embeddings=(_payload("zorb", 1, 9),),  # another user's different "zorb"
+            embeddings=(random_embedding("zorb", 1, 9),),  # another user's different "zorb"
         ),
     ]
     together = generate(tiny_model, requests)
@@ -127,7 +108,7 @@ def test_batch_of_six_users_equals_each_alone(tiny_model: LoadedModel) -> None:
     for request, batched in zip(requests, together, strict=True):
         alone = generate(tiny_model, [request])[0]
         for a, b in zip(alone, batched, strict=True):
-            worst = max(worst, int(np.abs(_pixels(a.png) - _pixels(b.png)).max()))
+            worst = max(worst, int(np.abs(pixels(a.png) - pixels(b.png)).max()))
     assert worst <= 2
 
 
@@ -189,7 +170,7 @@ def test_a_max_chunks_batch_mate_leaves_an_image_unchanged(tiny_model: LoadedMod
     alone = generate(tiny_model, [normal])[0][0]
     together = generate(tiny_model, [normal, longest])
     assert len(together[1]) == 1
-    assert np.abs(_pixels(alone.png) - _pixels(together[0][0].png)).max() <= 2
+    assert np.abs(pixels(alone.png) - pixels(together[0][0].png)).max() <= 2
 
 
 def _never_called(step: int, total: int, latents: torch.Tensor) -> None:
@@ -281,7 +262,7 @@ def test_padded_batches_render_the_same_images(tiny_model: LoadedModel) -> None:
     padded = generate(padded_model, requests)
     for mine, theirs in zip(padded, plain, strict=True):
         for a, b in zip(mine, theirs, strict=True):
-            assert np.abs(_pixels(a.png) - _pixels(b.png)).max() <= 1
+            assert np.abs(pixels(a.png) - pixels(b.png)).max() <= 1
 
 
 def test_png_carries_a1111_parameters(tiny_model: LoadedModel) -> None:

@@ -17,24 +17,15 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.embedding_files import write_embedding
 from engine.generate import InvalidRequest, generate
-from engine.jobs import EmbeddingPayload, GenerateRequest, RequestError
+from engine.jobs import GenerateRequest, RequestError
 from engine.model import LoadedModel
 from engine.png import read_parameters
 from engine.schedulers import make_scheduler
+from tests.engine.render_helpers import ZORB, beach_request, pixels
 
 STEPS = 10
 SAMPLERS = ("euler_a", "ddim", "dpmpp_2m_karras", "euler")
-
-
-def _payload(name: str, n: int, seed: int) -> EmbeddingPayload:
-    vectors = torch.randn(n, 32, generator=torch.Generator().manual_seed(seed)) * 2
-    data = write_embedding(vectors, name=name, kind="positive", family="tiny")
-    return EmbeddingPayload(name=name, data=data, sha256=hashlib.sha256(data).hexdigest())
-
-
-ZORB = _payload("zorb", 2, 1)
 
 
 def _picture(width: int, height: int) -> Image.Image:
@@ -54,25 +45,18 @@ def _png(image: Image.Image) -> bytes:
 START = _png(_picture(64, 64))
 
 
+BASE = beach_request(
+    seed=11,
+    steps=STEPS,
+    negative="blurry",
+    init_sha256=hashlib.sha256(START).hexdigest(),
+    init_image=START,
+    strength=0.6,
+)
+
+
 def _request(**changes: Any) -> GenerateRequest:
-    base = GenerateRequest(
-        prompt="a photo of zorb on a beach",
-        negative="blurry",
-        seed=11,
-        steps=STEPS,
-        guidance=7.5,
-        width=64,
-        height=64,
-        embeddings=(ZORB,),
-        init_sha256=hashlib.sha256(START).hexdigest(),
-        init_image=START,
-        strength=0.6,
-    )
-    return dataclasses.replace(base, **changes)
-
-
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+    return dataclasses.replace(BASE, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +96,7 @@ def _stock_images(
 
 def _worst(ours: list[Any], expected: list[np.ndarray]) -> int:
     return max(
-        int(np.abs(_pixels(image.png) - reference).max())
+        int(np.abs(pixels(image.png) - reference).max())
         for image, reference in zip(ours, expected, strict=True)
     )
 
@@ -174,7 +158,7 @@ def test_img2img_batch_equals_each_alone(tiny_model: LoadedModel) -> None:
     together = generate(tiny_model, requests)
     for request, batched in zip(requests, together, strict=True):
         alone = generate(tiny_model, [request])[0]
-        assert _worst(batched, [_pixels(image.png) for image in alone]) <= 1
+        assert _worst(batched, [pixels(image.png) for image in alone]) <= 1
 
 
 def test_callback_counts_only_the_denoised_steps(tiny_model: LoadedModel) -> None:

@@ -12,7 +12,7 @@ import pytest
 from bot.app import Lexicon
 from storage.facade import files_root
 from tests.bot.conftest import _no_operator_env, tiny_model_path
-from tests.e2e.conftest import settings, sim, standin_settings
+from tests.e2e.conftest import refusal, settings, sim, standin_settings
 from tests.simulation import Simulation
 
 __all__ = ["_no_operator_env", "settings", "sim", "standin_settings", "tiny_model_path"]
@@ -45,6 +45,14 @@ async def stored(app: Lexicon) -> Stored:
 
 
 NOTHING = Stored(jobs=0, embeddings=0, files=frozenset())
+
+
+async def refused_leaving_nothing(sim: Simulation, command: str, **options: Any) -> str:
+    """The one sentence a new member is refused `command` with, once sure nothing was stored."""
+    result = await sim.member("alice").slash(sim.channel, command, **options)
+    sentence = refusal(result)
+    assert await stored(sim.app) == NOTHING
+    return sentence
 
 
 def record_downloads(sim: Simulation, monkeypatch: pytest.MonkeyPatch) -> list[str]:

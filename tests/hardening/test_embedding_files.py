@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import refusal
 from tests.hardening import hostile_files as hostile
-from tests.hardening.conftest import NOTHING, stored
+from tests.hardening.conftest import NOTHING, refused_leaving_nothing, stored
 from tests.simulation import Simulation
 
 UNSAFE = "This file contains code or objects other than tensors, so it was refused for safety."
@@ -85,12 +85,10 @@ async def test_a_bad_embedding_file_is_refused(
 ) -> None:
     """Wrong dtype, shape, count, NaN/inf, another model's width, a damaged file: one sentence."""
     filename, make, sentence = case
-    alice = sim.member("alice")
-    result = await alice.slash(
-        sim.channel, "embeddings import", file=(filename, make()), name="zorb"
+    refused = await refused_leaving_nothing(
+        sim, "embeddings import", file=(filename, make()), name="zorb"
     )
-    assert refusal(result) == sentence
-    assert await stored(sim.app) == NOTHING
+    assert refused == sentence
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from simcord.actors import MemberActor
 
 from tests.e2e.conftest import photo_options, refusal
 from tests.hardening import hostile_files as hostile
-from tests.hardening.conftest import NOTHING, Stored, stored
+from tests.hardening.conftest import Stored, refused_leaving_nothing, stored
 from tests.simulation import Simulation
 
 RULE = "use 2 to 32 characters from a-z, 0-9, '-' and '_', starting with a letter or a digit"
@@ -52,10 +52,9 @@ async def _alice_with_zorb(sim: Simulation) -> tuple[MemberActor, Stored]:
 async def test_a_bad_name_is_refused_by_train(sim: Simulation, case: tuple[str, str]) -> None:
     """Path separators, look-alikes, control and zero-width characters, SQL: one sentence."""
     name, shown = case
-    alice = sim.member("alice")
-    result = await alice.slash(sim.channel, "train", name=name, **photo_options())
-    assert refusal(result) == _sentence(shown)
-    assert await stored(sim.app) == NOTHING  # and the jobs table is still there to count
+    # Nothing stored, and the jobs table is still there to count.
+    refused = await refused_leaving_nothing(sim, "train", name=name, **photo_options())
+    assert refused == _sentence(shown)
 
 
 @pytest.mark.parametrize(
@@ -63,15 +62,10 @@ async def test_a_bad_name_is_refused_by_train(sim: Simulation, case: tuple[str, 
 )
 async def test_a_bad_name_is_refused_by_import(sim: Simulation, name: str) -> None:
     """/embeddings import checks the name before it runs the converter; nothing is stored."""
-    alice = sim.member("alice")
-    result = await alice.slash(
-        sim.channel,
-        "embeddings import",
-        file=("good.safetensors", hostile.good_embedding()),
-        name=name,
+    refused = await refused_leaving_nothing(
+        sim, "embeddings import", file=("good.safetensors", hostile.good_embedding()), name=name
     )
-    assert refusal(result) == _sentence(repr(name))
-    assert await stored(sim.app) == NOTHING
+    assert refused == _sentence(repr(name))
 
 
 async def test_a_bad_new_name_is_refused_by_rename(sim: Simulation) -> None:
@@ -97,10 +91,8 @@ async def test_a_fullwidth_look_alike_is_the_same_name(sim: Simulation) -> None:
 
 async def test_a_hostile_name_in_a_prompt_is_only_an_unknown_name(sim: Simulation) -> None:
     """`<../../etc/passwd>` in a prompt is looked up as a name, refused, and queues nothing."""
-    alice = sim.member("alice")
-    result = await alice.slash(sim.channel, "imagine", prompt="a photo of <../../etc/passwd>")
-    assert refusal(result) == (
-        "You have no embedding called <../../etc/passwd> and none is shared under that name."
-        " See `/embeddings list` and `/library` for the names you can use."
+    refused = await refused_leaving_nothing(sim, "imagine", prompt="a photo of <../../etc/passwd>")
+    assert refused == (
+        "You have no embedding called <../../etc/passwd> and none is shared under that name. "
+        "See `/embeddings list` and `/library` for the names you can use."
     )
-    assert await stored(sim.app) == NOTHING

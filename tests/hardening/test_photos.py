@@ -13,9 +13,15 @@ from PIL import Image
 from bot.services import ServiceError, TrainOptions
 from engine.photos import load_photos, normalise_photos
 from tests.bot.conftest import photo_bytes, three_photos
-from tests.e2e.conftest import photo_options, refusal
+from tests.e2e.conftest import photo_options
 from tests.hardening import hostile_files as hostile
-from tests.hardening.conftest import NOTHING, record_downloads, standin_settings, stored
+from tests.hardening.conftest import (
+    NOTHING,
+    record_downloads,
+    refused_leaving_nothing,
+    standin_settings,
+    stored,
+)
 from tests.simulation import Simulation, simulated
 
 PhotoCase = tuple[str, Callable[[], bytes], str]
@@ -84,11 +90,8 @@ async def test_a_bad_photo_is_refused_and_nothing_is_stored(
 ) -> None:
     """A fake, broken, bomb, animated, empty, tiny or duplicate photo: one sentence, no rows."""
     filename, make, sentence = case
-    alice = sim.member("alice")
     options = photo_options() | {"photo2": (filename, make())}
-    result = await alice.slash(sim.channel, "train", name="zorb", **options)
-    assert refusal(result) == sentence
-    assert await stored(sim.app) == NOTHING
+    assert await refused_leaving_nothing(sim, "train", name="zorb", **options) == sentence
 
 
 async def test_a_40_mib_attachment_is_refused_before_it_is_downloaded(
@@ -96,14 +99,11 @@ async def test_a_40_mib_attachment_is_refused_before_it_is_downloaded(
 ) -> None:
     """A 40 MiB photo is refused by its announced size; the CDN is never asked for it."""
     fetched = record_downloads(sim, monkeypatch)
-    alice = sim.member("alice")
     options = photo_options() | {"photo3": ("raw.png", b"\x89PNG" + b"\0" * (40 * 1024 * 1024))}
-    result = await alice.slash(sim.channel, "train", name="zorb", **options)
-    assert refusal(result) == (
+    assert await refused_leaving_nothing(sim, "train", name="zorb", **options) == (
         "Photo 3 (raw.png) is 40.0 MiB, over the 10.0 MiB limit; send a smaller file."
     )
     assert fetched == []
-    assert await stored(sim.app) == NOTHING
 
 
 async def test_two_photos_never_reach_the_bot_and_the_service_refuses_them(

@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.conftest import refusal
 from tests.hardening import hostile_files as hostile
-from tests.hardening.conftest import NOTHING, record_downloads, stored
+from tests.hardening.conftest import record_downloads, refused_leaving_nothing
 from tests.simulation import Simulation
 
 # (filename, bytes, the start of the sentence after "Photo 1 (filename) ")
@@ -33,14 +32,11 @@ async def test_a_hostile_starting_image_is_refused_and_nothing_is_stored(
 ) -> None:
     """Fake, broken, bomb, animated, empty or too costly to decode: one sentence, no rows."""
     filename, make, start = case
-    alice = sim.member("alice")
-    result = await alice.slash(
-        sim.channel, "imagine", prompt="a red cube", image=(filename, make()), strength=0.5
+    sentence = await refused_leaving_nothing(
+        sim, "imagine", prompt="a red cube", image=(filename, make()), strength=0.5
     )
-    sentence = refusal(result)
     assert sentence.startswith(f"Photo 1 ({filename}) {start}"), sentence
     assert sentence.count(".") >= 1 and "\n" not in sentence
-    assert await stored(sim.app) == NOTHING
 
 
 async def test_an_oversized_starting_image_is_refused_before_it_is_downloaded(
@@ -48,11 +44,8 @@ async def test_an_oversized_starting_image_is_refused_before_it_is_downloaded(
 ) -> None:
     """A 40 MiB image is refused by its announced size; the CDN is never asked for it."""
     fetched = record_downloads(sim, monkeypatch)
-    alice = sim.member("alice")
     big = ("raw.png", b"\x89PNG" + b"\0" * (40 * 1024 * 1024))
-    result = await alice.slash(sim.channel, "imagine", prompt="a red cube", image=big)
-    assert refusal(result) == (
+    assert await refused_leaving_nothing(sim, "imagine", prompt="a red cube", image=big) == (
         "Photo 1 (raw.png) is 40.0 MiB, over the 10.0 MiB limit; send a smaller file."
     )
     assert fetched == []
-    assert await stored(sim.app) == NOTHING

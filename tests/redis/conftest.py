@@ -174,6 +174,11 @@ class Workers:
         )
         return self._spawn(worker_id, [sys.executable, "-c", script], dict(os.environ))
 
+    def standins(self, count: int, *, step_seconds: float, max_batch: int = 8) -> None:
+        """`count` stand-in workers alike, named w0, w1, …"""
+        for index in range(count):
+            self.standin(f"w{index}", step_seconds=step_seconds, max_batch=max_batch)
+
     def cli(self, name: str, model: Path, *extra: str) -> WorkerProcess:
         """A real `lexicon worker --queue …` with the tiny model, one torch thread."""
         env = lexicon_env(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -134,17 +136,24 @@ async def test_four_standin_workers_share_40_jobs_fairly(
     async with open_bot(tmp_path / "data", redis_server.url, max_batch=4) as app:
 
         def start() -> None:
-            for index in range(4):
-                workers.standin(f"w{index}", step_seconds=0.05, max_batch=4)
+            workers.standins(4, step_seconds=0.05, max_batch=4)
 
         await share_forty_jobs(app, start, 4)
     await assert_redis_clean(redis_server.client())
 
 
-async def train_zorb(app: Lexicon) -> int:
-    """Once a worker is up, user 1 starts training 'zorb'; the job's id."""
-    await app.wait_for_worker(60)
-    return (await app.train.submit(1, TrainOptions("zorb", three_photos()))).job.id
+@contextlib.asynccontextmanager
+async def training_zorb(
+    data_dir: Path, url: str
+) -> AsyncIterator[tuple[Lexicon, list[Any], list[JobUpdate], int]]:
+    """A bot whose 60-step training of 'zorb' (user 1) is queued once a worker is up: the app,
+    the events and updates recorded from its start, and the training's job id."""
+    async with open_bot(data_dir, url, train_steps=60) as app:
+        events = observe_events(app)
+        async with recording(app) as updates:
+            await app.wait_for_worker(60)
+            submitted = await app.train.submit(1, TrainOptions("zorb", three_photos()))
+            yield app, events, updates, submitted.job.id
 
 
 def progress_steps(updates: list[JobUpdate], job_id: int) -> list[int]:
@@ -157,53 +166,50 @@ async def test_sigkill_worker_mid_job_is_reclaimed_and_finished(
 ) -> None:
     """SIGKILL a worker mid-generation and mid-training: another finishes both; none is lost."""
     killed = workers.standin("victim", step_seconds=0.05)
-    async with open_bot(tmp_path / "data", redis_server.url, train_steps=60) as app:
-        events = observe_events(app)
-        async with recording(app) as updates:
-            train = await train_zorb(app)
+    async with training_zorb(tmp_path / "data", redis_server.url) as (app, events, updates, train):
 
-            def train_progress() -> list[int]:
-                return progress_steps(updates, train)
+        def train_progress() -> list[int]:
+            return progress_steps(updates, train)
 
-            def trained_steps() -> int:
-                return max(train_progress(), default=0)
+        def trained_steps() -> int:
+            return max(train_progress(), default=0)
 
-            await until(lambda: trained_steps() >= 15)
-            images = [
-                (await app.imagine.submit(u, ImagineOptions(f"a cat {u}", steps=30))).job.id
-                for u in (2, 3, 4)
+        await until(lambda: trained_steps() >= 15)
+        images = [
+            (await app.imagine.submit(u, ImagineOptions(f"a cat {u}", steps=30))).job.id
+            for u in (2, 3, 4)
+        ]
+        all_ids = [train, *images]
+        await until(lambda: any(u.kind == "progress" and u.job_id in images for u in updates))
+        running = [
+            job_id
+            for job_id in all_ids
+            if (await app.storage.jobs.get(job_id)).lease_owner == "victim"
+        ]
+        assert train in running and len(running) >= 2
+        killed.kill(signal.SIGKILL)
+        seen_before_kill = len(train_progress())
+        killed_at = trained_steps()
+        workers.standin("rescuer", step_seconds=0.01)
+        await wait_all(app, all_ids, limit=120)
+
+        await assert_each_finished_once(app, images, updates)
+        job = await app.storage.jobs.get(train)
+        assert job.state is JobState.SUCCEEDED and job.attempts == 2
+        assert (await app.storage.embeddings.get_owned_by_name(1, "zorb")).n_vectors == 1
+        lost = [e for e in events if isinstance(e, WorkerLost)]
+        assert [e.worker_id for e in lost] == ["victim"]
+        for job_id in running:  # each started on the victim, then on the rescuer
+            runners = [
+                e.worker_id for e in events if isinstance(e, JobStarted) and e.job_id == job_id
             ]
-            all_ids = [train, *images]
-            await until(lambda: any(u.kind == "progress" and u.job_id in images for u in updates))
-            running = [
-                job_id
-                for job_id in all_ids
-                if (await app.storage.jobs.get(job_id)).lease_owner == "victim"
-            ]
-            assert train in running and len(running) >= 2
-            killed.kill(signal.SIGKILL)
-            seen_before_kill = len(train_progress())
-            killed_at = trained_steps()
-            workers.standin("rescuer", step_seconds=0.01)
-            await wait_all(app, all_ids, limit=120)
-
-            await assert_each_finished_once(app, images, updates)
-            job = await app.storage.jobs.get(train)
-            assert job.state is JobState.SUCCEEDED and job.attempts == 2
-            assert (await app.storage.embeddings.get_owned_by_name(1, "zorb")).n_vectors == 1
-            lost = [e for e in events if isinstance(e, WorkerLost)]
-            assert [e.worker_id for e in lost] == ["victim"]
-            for job_id in running:  # each started on the victim, then on the rescuer
-                runners = [
-                    e.worker_id for e in events if isinstance(e, JobStarted) and e.job_id == job_id
-                ]
-                assert runners == ["victim", "rescuer"]
-            finishers = {e.job_id for e in events if isinstance(e, GenerateDone | TrainDone)}
-            assert finishers == set(all_ids)
-            # Training resumed from a checkpoint (every 5 steps), not from step 0: its first
-            # report on the rescuer is one slice past a checkpoint at or after step 10.
-            resumed_at = train_progress()[seen_before_kill]
-            assert 15 <= resumed_at <= killed_at + 5, (resumed_at, killed_at)
+            assert runners == ["victim", "rescuer"]
+        finishers = {e.job_id for e in events if isinstance(e, GenerateDone | TrainDone)}
+        assert finishers == set(all_ids)
+        # Training resumed from a checkpoint (every 5 steps), not from step 0: its first
+        # report on the rescuer is one slice past a checkpoint at or after step 10.
+        resumed_at = train_progress()[seen_before_kill]
+        assert 15 <= resumed_at <= killed_at + 5, (resumed_at, killed_at)
     client = redis_server.client()
     consumers = {c["name"] for c in client.xinfo_consumers("lexicon:work:generate", "workers")}
     assert b"victim" not in consumers
@@ -214,8 +220,7 @@ async def test_redis_restart_mid_run_loses_no_job(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
     """redis-server killed mid-run and restarted empty: all reconnect, every job finishes once."""
-    for index in range(2):
-        workers.standin(f"w{index}", step_seconds=0.03, max_batch=2)
+    workers.standins(2, step_seconds=0.03, max_batch=2)
     async with open_bot(tmp_path / "data", redis_server.url, max_batch=2) as app:
         events = observe_events(app)
         async with recording(app) as updates:
@@ -283,8 +288,7 @@ async def test_bot_restart_leaves_running_jobs_to_live_workers(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
     """After a bot restart, jobs that live workers ran meanwhile are collected, not requeued."""
-    for index in range(2):
-        workers.standin(f"w{index}", step_seconds=0.05)
+    workers.standins(2, step_seconds=0.05)
     data = tmp_path / "data"
     async with open_bot(data, redis_server.url) as app:
         await app.wait_for_worker(60)
@@ -317,24 +321,21 @@ async def test_sigterm_releases_work_and_exits_cleanly(
 ) -> None:
     """SIGTERM mid-training: checkpoint, release, exit 0; another worker resumes the job."""
     leaving = workers.standin("leaving", step_seconds=0.05)
-    async with open_bot(tmp_path / "data", redis_server.url, train_steps=60) as app:
-        events = observe_events(app)
-        async with recording(app) as updates:
-            train = await train_zorb(app)
-            await until(lambda: any(u.job_id == train and (u.step or 0) >= 10 for u in updates))
-            leaving.kill(signal.SIGTERM)
-            assert await asyncio.to_thread(leaving.wait, 30) == 0
-            assert "stopped" in leaving.log()
-            await until(lambda: any(isinstance(e, WorkerLost) for e in events), limit=10)
-            assert (await app.storage.jobs.get(train)).state is JobState.QUEUED
-            before = progress_steps(updates, train)
-            workers.standin("staying", step_seconds=0.01)
-            await wait_all(app, [train], limit=60)
-            job = await app.storage.jobs.get(train)
-            assert job.state is JobState.SUCCEEDED and job.attempts == 1
-            steps = progress_steps(updates, train)
-            # The checkpoint taken at SIGTERM is the last step reported; one slice (5) later:
-            assert steps[len(before)] == before[-1] + 5
+    async with training_zorb(tmp_path / "data", redis_server.url) as (app, events, updates, train):
+        await until(lambda: any(u.job_id == train and (u.step or 0) >= 10 for u in updates))
+        leaving.kill(signal.SIGTERM)
+        assert await asyncio.to_thread(leaving.wait, 30) == 0
+        assert "stopped" in leaving.log()
+        await until(lambda: any(isinstance(e, WorkerLost) for e in events), limit=10)
+        assert (await app.storage.jobs.get(train)).state is JobState.QUEUED
+        before = progress_steps(updates, train)
+        workers.standin("staying", step_seconds=0.01)
+        await wait_all(app, [train], limit=60)
+        job = await app.storage.jobs.get(train)
+        assert job.state is JobState.SUCCEEDED and job.attempts == 1
+        steps = progress_steps(updates, train)
+        # The checkpoint taken at SIGTERM is the last step reported; one slice (5) later:
+        assert steps[len(before)] == before[-1] + 5
     await assert_redis_clean(redis_server.client())
 
 
@@ -342,8 +343,7 @@ async def test_cancel_reaches_the_worker_running_the_job(
     tmp_path: Path, redis_server: RedisServer, workers: Workers
 ) -> None:
     """Running jobs on two workers stop at the next step when cancelled; the workers go on."""
-    for index in range(2):
-        workers.standin(f"w{index}", step_seconds=0.1)
+    workers.standins(2, step_seconds=0.1)
     async with open_bot(tmp_path / "data", redis_server.url) as app:
         events = observe_events(app)
         async with recording(app) as updates:

@@ -1,0 +1,45 @@
+"""Helpers for the rendering tests (text-to-image and image-to-image): random embeddings for the
+tiny model, one beach prompt to vary, and pixels to compare with stock diffusers."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.embedding_files import write_embedding
+from engine.jobs import EmbeddingPayload, GenerateRequest
+
+
+def random_embedding(name: str, n: int, seed: int) -> EmbeddingPayload:
+    """An embedding `name` of `n` random (seeded) vectors of the tiny model's width."""
+    vectors = torch.randn(n, 32, generator=torch.Generator().manual_seed(seed)) * 2
+    data = write_embedding(vectors, name=name, kind="positive", family="tiny")
+    return EmbeddingPayload(name=name, data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+ZORB = random_embedding("zorb", 2, 1)
+
+
+def beach_request(*, seed: int, steps: int, **fields: Any) -> GenerateRequest:
+    """A 64×64 "a photo of zorb on a beach" at CFG 7.5 with zorb; `fields` set the rest."""
+    base = GenerateRequest(
+        prompt="a photo of zorb on a beach",
+        seed=seed,
+        steps=steps,
+        guidance=7.5,
+        width=64,
+        height=64,
+        embeddings=(ZORB,),
+    )
+    return dataclasses.replace(base, **fields)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    """A PNG's RGB values as signed integers, ready to subtract."""
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
