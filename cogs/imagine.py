@@ -99,7 +99,7 @@ class Imagine(RateLimitedCog):
             options, image=await image.read(), image_name=image.filename
         )
         await queue_options(
-            interaction, interaction.client.app.imagine, with_image, message_id=message_id
+            interaction, interaction.client.app.imagine.submit, with_image, message_id=message_id
         )
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, cast
 
 import discord
 
 from bot.discord_bot import LexiconBot
-from bot.services import ImagineOptions, Submitted
+from bot.services import ImagineOptions, Submitted, TrainOptions
 from cogs.common import actor_of, check_lookup, delivery_for
 from cogs.errors import PUBLIC_DEFER, defer_public
 from cogs.persistent import PersistentButton
@@ -27,7 +27,6 @@ from storage.models import Delivery
 log = logging.getLogger("lexicon.discord.queueing")
 
 Submit = Callable[[Delivery], Awaitable[Submitted]]
-Options = TypeVar("Options", contravariant=True)
 
 # The delivery cog's name. It is found by name, not imported: the delivery cog renders results
 # with buttons that queue jobs through this module, so an import would close a circle.
@@ -84,30 +83,18 @@ async def queue_job(
     return submitted
 
 
-class OptionsService(Protocol[Options]):
-    """A service that queues a job from a member's options (`ImagineService`, `TrainService`)."""
-
-    async def submit(
-        self,
-        user_id: int,
-        options: Options,
-        *,
-        guild_id: int | None = None,
-        delivery: Delivery | None = None,
-    ) -> Submitted: ...
-
-
 async def queue_options(
     interaction: discord.Interaction[LexiconBot],
-    service: OptionsService[Options],
-    options: Options,
+    submit_options: Callable[..., Awaitable[Submitted]],
+    options: ImagineOptions | TrainOptions,
     *,
     message_id: int | None = None,
 ) -> Submitted:
-    """Queue `options` with `service` for whoever interacted (see `queue_job`)."""
+    """Queue a member's `options` with a service's `submit` (`app.imagine.submit`,
+    `app.train.submit`) for whoever interacted (see `queue_job`)."""
 
     async def submit(delivery: Delivery) -> Submitted:
-        return await service.submit(
+        return await submit_options(
             interaction.user.id, options, guild_id=interaction.guild_id, delivery=delivery
         )
 
@@ -118,7 +105,7 @@ async def queue_imagine(
     interaction: discord.Interaction[LexiconBot], options: ImagineOptions
 ) -> Submitted:
     """Queue an `/imagine` (or a button's) for whoever interacted."""
-    return await queue_options(interaction, interaction.client.app.imagine, options)
+    return await queue_options(interaction, interaction.client.app.imagine.submit, options)
 
 
 class CancelButton(PersistentButton, action="cancel", fields=("job",)):

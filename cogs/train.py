@@ -70,7 +70,7 @@ class Train(RateLimitedCog):
             name, files, kind=kind, init_word=init_word, vectors=vectors, share=share
         )
         await queue_options(
-            interaction, interaction.client.app.train, options, message_id=message_id
+            interaction, interaction.client.app.train.submit, options, message_id=message_id
         )
 
 
