@@ -393,6 +393,7 @@ class Scheduler:
         job = await self.jobs.set_progress(
             event.job_id,
             JobProgress(progress.step, progress.total, progress.eta_seconds),
+            attempt=event.attempt,
         )
         self.hub.publish(JobUpdate.progress_of(job, progress))
 

@@ -52,7 +52,6 @@ def job_from_row(row: sqlite3.Row) -> Job:
             step=raw["step"],
             total=raw["total"],
             eta_seconds=raw.get("eta"),
-            preview_sha256=row["preview_sha256"],
         )
     return from_row(
         Job,
@@ -335,32 +334,20 @@ class JobRepository:
             )
 
     async def set_progress(
-        self,
-        job_id: int,
-        progress: JobProgress,
-        *,
-        preview_png: bytes | None = None,
-        worker_id: str | None = None,
-        attempt: int | None = None,
+        self, job_id: int, progress: JobProgress, *, attempt: int | None = None
     ) -> Job:
-        """Record progress; a new preview image replaces (and frees) the previous one."""
+        """Record how far the running attempt has come (a late report of an earlier attempt is
+        LeaseLost)."""
+        progress_json = json.dumps(
+            {"step": progress.step, "total": progress.total, "eta": progress.eta_seconds}
+        )
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id, attempt)
-            previous = current.progress.preview_sha256 if current.progress else None
-            preview = previous
-            if preview_png is not None:
-                preview = await asyncio.to_thread(self._files.put, FileKind.IMAGES, preview_png)
-            progress_json = json.dumps(
-                {"step": progress.step, "total": progress.total, "eta": progress.eta_seconds}
-            )
-            job = await _updated(
+            await self._leased(transaction, job_id, None, attempt)
+            return await _updated(
                 transaction,
-                "UPDATE jobs SET progress = ?, preview_sha256 = ? WHERE id = ? RETURNING *",
-                (progress_json, preview, job_id),
+                "UPDATE jobs SET progress = ? WHERE id = ? RETURNING *",
+                (progress_json, job_id),
             )
-            if previous != preview:
-                await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, previous)
-        return job
 
     async def save_checkpoint(
         self,
@@ -565,7 +552,7 @@ class JobRepository:
         self, transaction: Transaction, current: Job, error: str | None
     ) -> Job:
         """Queue a running job again (keeping its checkpoint, dropping its stale progress)."""
-        job = await _updated(
+        return await _updated(
             transaction,
             """
             UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
@@ -574,9 +561,6 @@ class JobRepository:
             """,
             (error, current.id),
         )
-        preview = current.progress.preview_sha256 if current.progress else None
-        await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
-        return job
 
     async def _finish(
         self,
@@ -588,7 +572,7 @@ class JobRepository:
         result: str | None,
         error: str | None,
     ) -> Job:
-        """Move to a final state and free the preview and checkpoint files it no longer needs."""
+        """Move to a final state and free the checkpoint file it no longer needs."""
         job = await _updated(
             transaction,
             """
@@ -599,8 +583,6 @@ class JobRepository:
             """,
             (state.value, to_seconds(now), result, error, current.id),
         )
-        preview = current.progress.preview_sha256 if current.progress else None
-        await remove_if_unreferenced(transaction, self._files, FileKind.IMAGES, preview)
         await remove_if_unreferenced(
             transaction, self._files, FileKind.CHECKPOINTS, current.checkpoint_sha256
         )

@@ -143,7 +143,6 @@ class JobProgress:
     step: int
     total: int
     eta_seconds: float | None = None
-    preview_sha256: str | None = None  # an image in the file store, or None
 
 
 @dataclass(frozen=True, slots=True)

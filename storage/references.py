@@ -19,6 +19,8 @@ from storage.models import FileKind
 
 REFERENCES: dict[FileKind, tuple[tuple[str, str], ...]] = {
     FileKind.EMBEDDINGS: (("embeddings", "sha256"),),
+    # `jobs.preview_sha256` is no longer written; rows of older versions keep their preview
+    # referenced until the job ends and clears it.
     FileKind.IMAGES: (("images", "sha256"), ("jobs", "preview_sha256")),
     FileKind.PHOTOS: (("job_photos", "sha256"),),
     FileKind.CHECKPOINTS: (("jobs", "checkpoint_sha256"),),

@@ -79,12 +79,11 @@ BAD_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
 }
 
 
-@pytest.mark.parametrize("case", BAD_FILES.values(), ids=BAD_FILES.keys())
+@pytest.mark.parametrize(("filename", "make", "sentence"), BAD_FILES.values(), ids=BAD_FILES.keys())
 async def test_a_bad_embedding_file_is_refused(
-    sim: Simulation, case: tuple[str, Callable[[], bytes], str]
+    sim: Simulation, filename: str, make: Callable[[], bytes], sentence: str
 ) -> None:
     """Wrong dtype, shape, count, NaN/inf, another model's width, a damaged file: one sentence."""
-    filename, make, sentence = case
     refused = await refused_leaving_nothing(
         sim, "embeddings import", file=(filename, make()), name="zorb"
     )

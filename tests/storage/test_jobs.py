@@ -132,15 +132,13 @@ async def test_fail_retries_while_attempts_remain(store: Storage) -> None:
 
 
 async def test_complete_stores_images_and_frees_progress_files(store: Storage) -> None:
-    """Completion stores images with the result; the preview and checkpoint files are freed."""
+    """Completion stores images with the result; the checkpoint file is freed."""
     job = await store.jobs.enqueue(A, "generate", {"prompt": "a zorb"})
     await claim_next(store, "worker-1", lease_seconds=60)
-    with_preview = await store.jobs.set_progress(
-        job.id, JobProgress(step=5, total=25, eta_seconds=3.5), preview_png=b"preview-1"
+    with_progress = await store.jobs.set_progress(
+        job.id, JobProgress(step=5, total=25, eta_seconds=3.5), attempt=1
     )
-    assert with_preview.progress == JobProgress(5, 25, 3.5, sha256_of(b"preview-1"))
-    await store.jobs.set_progress(job.id, JobProgress(10, 25), preview_png=b"preview-2")
-    assert stored_hashes(store, "images") == {sha256_of(b"preview-2")}
+    assert with_progress.progress == JobProgress(5, 25, 3.5)
     await store.jobs.save_checkpoint(job.id, b"checkpoint", worker_id="worker-1")
     images = [
         NewImage(idx=i, seed=40 + i, png=f"png {i}".encode(), metadata={"i": i}) for i in (0, 1)
