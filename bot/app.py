@@ -142,16 +142,17 @@ class Lexicon(AsyncClosing):
             lease_seconds=settings.lease_seconds,
         )
         checks = _Checks(settings, storage.users, storage.guilds, storage.jobs, storage.preferences)
+        imagine = ImagineService(
+            settings, checks, storage.embeddings, scheduler, hub, storage.images
+        )
         return cls(
             settings=settings,
             storage=storage,
             hub=hub,
             scheduler=scheduler,
-            imagine=ImagineService(
-                settings, checks, storage.embeddings, scheduler, hub, storage.images
-            ),
+            imagine=imagine,
             train=TrainService(settings, checks, storage.embeddings, scheduler, hub),
-            library=LibraryService(settings, storage, scheduler, checks),
+            library=LibraryService(settings, storage, scheduler, checks, imagine),
             lock=lock,
             defaults=DefaultsService(settings, storage.preferences),
         )

@@ -9,7 +9,9 @@ and at most `MAX_CONVERT_CHILDREN` run at once), size limits, and family checks 
 the workers have loaded. Shared libraries are per server: a `guild_id` of None (a direct message,
 the CLI) sees the operator's library only. An import keeps the sha256 of the member's own file,
 which is what A1111 writes as the `TI hashes` of an image; an export to anyone but the owner
-leaves out the owner's private training metadata.
+leaves out the owner's private training metadata. An import has no training previews, so one
+small render is queued as the importer (no Discord message: nothing is posted) and its image
+becomes the embedding's thumbnail; a refused render (a full queue) leaves the import without one.
 """
 
 from __future__ import annotations
@@ -18,22 +20,33 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from bot.config import Settings
 from bot.scheduler import Scheduler
-from bot.services import NAME_RULES, ServiceError, _Checks, checked_name, disk_failure
+from bot.services import (
+    NAME_RULES,
+    ImagineOptions,
+    ImagineService,
+    ServiceError,
+    _Checks,
+    checked_name,
+    disk_failure,
+)
 from engine.embedding_metadata import without_private_metadata
 from storage.embeddings import shared_library
-from storage.errors import NotFound
+from storage.errors import NotFound, StorageError
 from storage.facade import Storage
-from storage.models import Actor, Embedding, FileKind
+from storage.models import Actor, Embedding, EmbeddingKind, FileKind
 
 CONVERT_TIMEOUT_SECONDS = 60.0
 MAX_CONVERT_CHILDREN = 2  # each may use engine.convert.MEMORY_LIMIT_BYTES
 EXPORT_SUFFIXES = (".safetensors", ".pt", ".bin")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,13 +61,19 @@ class LibraryService:
     page_size = 4  # a gallery page: one embed, thumbnail and row of buttons per embedding
 
     def __init__(
-        self, settings: Settings, storage: Storage, scheduler: Scheduler, checks: _Checks
+        self,
+        settings: Settings,
+        storage: Storage,
+        scheduler: Scheduler,
+        checks: _Checks,
+        imagine: ImagineService,
     ) -> None:
         self.settings = settings
         self.storage = storage
         self.scheduler = scheduler
         self._children = asyncio.Semaphore(MAX_CONVERT_CHILDREN)
         self.checks = checks
+        self.imagine = imagine  # renders an import's thumbnail
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -186,7 +205,8 @@ class LibraryService:
         negative: bool = False,
         share: bool = False,
     ) -> Embedding:
-        """Validate, normalise and store an uploaded embedding file."""
+        """Validate, normalise and store an uploaded embedding file, and queue its thumbnail
+        (`thumbnail_job_id` is set when one was queued)."""
         await self._acting(actor, name)
         limit = self.settings.max_embedding_bytes
         if len(data) > limit:
@@ -206,7 +226,7 @@ class LibraryService:
         if not answer["ok"]:
             raise ServiceError(answer["error"])
         try:
-            return await self.storage.embeddings.create(
+            embedding = await self.storage.embeddings.create(
                 actor.user_id,
                 checked.display,
                 base64.b64decode(answer["data"]),
@@ -221,6 +241,27 @@ class LibraryService:
             )
         except OSError as error:
             raise disk_failure("embedding", error) from None
+        return await self._queue_thumbnail(actor, embedding)
+
+    async def _queue_thumbnail(self, actor: Actor, embedding: Embedding) -> Embedding:
+        """Queue one render of the new word as its owner, with no message to post: the first
+        example its card shows (`cogs.cards.example_prompts` of a word with no training), so the
+        image sits beside its prompt; a negative word goes in the negative prompt of a cat."""
+        word = f"<{embedding.name_folded}>"
+        prompt, negative = f"a photo of {word}", None
+        if embedding.kind is EmbeddingKind.NEGATIVE:
+            prompt, negative = "a photo of a cat", word
+        try:
+            submitted = await self.imagine.submit(
+                actor.user_id,
+                ImagineOptions(prompt, negative=negative, count=1),
+                guild_id=actor.guild_id,
+                delivery=None,
+            )
+            return await self.storage.embeddings.set_thumbnail_job(embedding.id, submitted.job.id)
+        except (ServiceError, StorageError) as refusal:
+            log.info("no thumbnail for embedding %d: %s", embedding.id, refusal)
+            return embedding
 
     async def model_family(self, limit_seconds: float = 600.0) -> str:
         """The family of the model the workers serve (waits for a worker to report it)."""

@@ -209,9 +209,12 @@ class Embeddings(LookupCog):
             actor_of(interaction), file.filename, data, name, negative=negative, share=share
         )
         where = "in the shared library" if embedding.is_shared else "private to you"
+        preview = ""
+        if embedding.thumbnail_job_id is not None:
+            preview = " A preview is being rendered for the library."
         await interaction.followup.send(
             f"Imported **{embedding.name}** ({embedding.n_vectors} vectors, "
-            f"{embedding.family.value}, {embedding.kind.value}), {where}.",
+            f"{embedding.family.value}, {embedding.kind.value}), {where}.{preview}",
             embeds=embedding_card(embedding),
             ephemeral=True,
         )

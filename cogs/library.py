@@ -1,6 +1,7 @@
 """`/library` as a gallery: one embed per shared word with its thumbnail (the first preview of
-its training), description, owner and uses, **Try** and **Use** buttons, Prev/Next and a sort
-toggle (popular/new). The page, sort and query live in the buttons' custom ids."""
+its training, or the render queued when it was imported), description, owner and uses, **Try**
+and **Use** buttons, Prev/Next and a sort toggle (popular/new). The page, sort and query live in
+the buttons' custom ids."""
 
 from __future__ import annotations
 
@@ -20,11 +21,14 @@ ORDERS = ("popular", "new")
 
 
 async def thumbnail(app: Lexicon, embedding: Embedding) -> bytes | None:
-    """The first preview its training rendered, if it has one."""
-    if embedding.job_id is None:
-        return None
-    images = await app.storage.images.list_for_job(embedding.job_id)
-    return await app.storage.images.read_png(images[0]) if images else None
+    """The first preview its training rendered, else the render queued when it was imported
+    (once that is done), else None."""
+    for job_id in (embedding.job_id, embedding.thumbnail_job_id):
+        if job_id is not None:
+            images = await app.storage.images.list_for_job(job_id)
+            if images:
+                return await app.storage.images.read_png(images[0])
+    return None
 
 
 def gallery_entry(embedding: Embedding, image: str | None) -> discord.Embed:

@@ -132,6 +132,8 @@ class Embedding:
     source_sha256: str | None = None
     # The server whose library holds it when shared; None: the operator's library (every server).
     shared_guild_id: int | None = None
+    # The job that rendered its thumbnail when it has no training (an import); None: none queued
+    thumbnail_job_id: int | None = None
 
     @property
     def is_shared(self) -> bool:
