@@ -6,7 +6,8 @@ from pathlib import Path
 
 from simcord.actors import MemberActor
 
-from tests.e2e.conftest import photo_options, refusal, standin_settings, train
+from tests.e2e.conftest import SLOW_STEP_SECONDS, photo_options, refusal, standin_settings, train
+from tests.hardening.hostile_files import good_embedding
 from tests.simulation import Simulation, simulated
 
 
@@ -166,3 +167,71 @@ async def test_gallery_describe_and_info_image(sim: Simulation) -> None:
     assert labels == ["Try zorb", "Use zorb"]
     found = await bob.slash(sim.channel, "library", query="orange")
     assert [e.title for e in found.response.embeds] == ["zorb"]
+
+
+async def test_an_import_gets_a_thumbnail_rendered_quietly(sim: Simulation) -> None:
+    """(8) An imported word's preview is rendered as its importer, posts nothing, and becomes its
+    thumbnail in /library and its card in /embeddings info."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    posted = len(list(sim.channel.history()))
+    imported = await alice.slash(
+        sim.channel,
+        "embeddings import",
+        file=("glow.safetensors", good_embedding()),
+        name="glowzo1",
+        share=True,
+    )
+    assert imported.response.content.endswith(
+        "in the shared library. A preview is being rendered for the library."
+    )
+    (embedding,) = await sim.app.storage.embeddings.list_owned(alice.id)
+    assert embedding.thumbnail_job_id is not None
+    job = await sim.job_done(embedding.thumbnail_job_id)
+    assert job.user_id == alice.id and job.params["prompt"] == "a photo of <glowzo1>"
+    assert job.channel_id is None and job.message_id is None
+    assert len(list(sim.channel.history())) == posted  # nothing was posted for it
+
+    page = (await bob.slash(sim.channel, "library")).response
+    assert page.embeds[0].thumbnail.url == f"attachment://thumb-{embedding.id}.png"
+    assert [a.filename for a in page.attachments] == [f"thumb-{embedding.id}.png"]
+    info = (await bob.slash(sim.channel, "embeddings info", name="glowzo1")).response
+    assert [a.filename for a in info.attachments] == ["glowzo1.png"]
+    assert info.embeds[1].image.url == "attachment://glowzo1.png"
+
+
+async def test_a_negative_import_previews_in_the_negative_prompt(sim: Simulation) -> None:
+    """(8) A negative word's preview is a plain picture with the word in the negative prompt."""
+    alice = sim.member("alice")
+    await alice.slash(
+        sim.channel,
+        "embeddings import",
+        file=("neg.safetensors", good_embedding()),
+        name="smudgezo",
+        negative=True,
+    )
+    (embedding,) = await sim.app.storage.embeddings.list_owned(alice.id)
+    assert embedding.thumbnail_job_id is not None
+    job = await sim.job_done(embedding.thumbnail_job_id)
+    assert job.params["prompt"] == "a photo of a cat"
+    assert "<smudgezo>" in job.params["negative"]
+
+
+async def test_an_import_with_a_full_queue_has_no_thumbnail(tmp_path: Path) -> None:
+    """(8) When the member's queue is full the import still succeeds, only without a preview."""
+    settings = standin_settings(tmp_path / "data", max_queued_per_user=1)
+    async with simulated(settings, standin_step_seconds=SLOW_STEP_SECONDS) as sim:
+        alice = sim.member("alice")
+        await alice.slash(sim.channel, "imagine", prompt="a red cube", steps=40)  # 10 s
+        imported = await alice.slash(
+            sim.channel,
+            "embeddings import",
+            file=("glow.safetensors", good_embedding()),
+            name="glowzo1",
+        )
+        assert imported.response.content.startswith("Imported **glowzo1**")
+        assert imported.response.content.endswith("private to you.")
+        (embedding,) = await sim.app.storage.embeddings.list_owned(alice.id)
+        assert embedding.thumbnail_job_id is None
+        assert not (await sim.latest_job(alice)).state.is_final  # it was full all along
+        await alice.slash(sim.channel, "cancel")
+        await sim.job_done(alice)
