@@ -109,3 +109,15 @@ async def test_moderators_find_shared_embeddings_by_name(store: Storage) -> None
     assert (await store.embeddings.get_shared_by_name("PUBLIC")).id == shared.id
     with pytest.raises(NotFound, match="shared library has no embedding called 'secret'"):
         await store.embeddings.get_shared_by_name("secret")
+
+
+async def test_a_thumbnail_job_is_recorded_on_the_embedding(store: Storage) -> None:
+    """`set_thumbnail_job` stores the job an import's thumbnail comes from; reads return it."""
+    imported = await make_embedding(store, 1, "zorb")
+    assert imported.thumbnail_job_id is None
+    job = await store.jobs.enqueue(1, "generate", {"prompt": "a photo of <zorb>"})
+    updated = await store.embeddings.set_thumbnail_job(imported.id, job.id)
+    assert updated.thumbnail_job_id == job.id
+    assert (await store.embeddings.get(imported.id, 1)).thumbnail_job_id == job.id
+    with pytest.raises(NotFound):
+        await store.embeddings.set_thumbnail_job(imported.id + 1, job.id)
