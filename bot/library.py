@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -258,10 +259,11 @@ class LibraryService:
                 guild_id=actor.guild_id,
                 delivery=None,
             )
-            return await self.storage.embeddings.set_thumbnail_job(embedding.id, submitted.job.id)
+            await self.storage.embeddings.set_thumbnail_job(embedding.id, submitted.job.id)
         except (ServiceError, StorageError) as refusal:
             log.info("no thumbnail for embedding %d: %s", embedding.id, refusal)
             return embedding
+        return dataclasses.replace(embedding, thumbnail_job_id=submitted.job.id)
 
     async def model_family(self, limit_seconds: float = 600.0) -> str:
         """The family of the model the workers serve (waits for a worker to report it)."""

@@ -376,16 +376,12 @@ class EmbeddingRepository:
         assert row is not None
         return embedding_from_row(row)
 
-    async def set_thumbnail_job(self, embedding_id: int, job_id: int) -> Embedding:
+    async def set_thumbnail_job(self, embedding_id: int, job_id: int) -> None:
         """Record the job whose first image is the embedding's thumbnail (an import's preview)."""
         async with self._db.transaction() as transaction:
-            row = await transaction.fetch_one(
-                "UPDATE embeddings SET thumbnail_job_id = ? WHERE id = ? RETURNING *",
-                (job_id, embedding_id),
+            await transaction.execute(
+                "UPDATE embeddings SET thumbnail_job_id = ? WHERE id = ?", (job_id, embedding_id)
             )
-        if row is None:
-            raise NotFound(f"There is no embedding #{embedding_id}.")
-        return embedding_from_row(row)
 
     async def mark_unusable(self, embedding_id: int) -> None:
         """Keep the row (so its owner sees what happened) but stop offering it: its file is gone."""
