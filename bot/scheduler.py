@@ -67,7 +67,10 @@ log = logging.getLogger("lexicon.scheduler")
 
 SCHEDULER_OWNER = "scheduler"
 # Reports that change a job's stored state: accepted only from the worker holding the lease.
-LEASE_HOLDER_ONLY = (ProgressReport, TrainCheckpoint, GenerateDone, TrainDone, JobFailed)
+# The other reports are checked against the lease inside the storage write that records them
+# (`worker_id=`); a finished training is checked first because its embedding is stored before the
+# job completes.
+LEASE_HOLDER_ONLY = (TrainDone,)
 BACKOFF_SECONDS = (0.5, 30.0)  # after a failed dispatch: the first wait, doubling up to the last
 
 
@@ -393,12 +396,15 @@ class Scheduler:
         job = await self.jobs.set_progress(
             event.job_id,
             JobProgress(progress.step, progress.total, progress.eta_seconds),
+            worker_id=event.worker_id,
             attempt=event.attempt,
         )
         self.hub.publish(JobUpdate.progress_of(job, progress))
 
     async def _on_checkpoint(self, event: TrainCheckpoint) -> None:
-        await self.jobs.save_checkpoint(event.job_id, event.data)
+        await self.jobs.save_checkpoint(
+            event.job_id, event.data, worker_id=event.worker_id, attempt=event.attempt
+        )
 
     async def _on_generate_done(self, event: GenerateDone) -> None:
         self.durations.record("generate", event.seconds)
@@ -407,7 +413,11 @@ class Scheduler:
         images = [NewImage(image.index, image.seed, image.png) for image in event.images]
         used = [e.id for e in GenerateRequest.from_params(job.params).embeddings if e.id]
         job = await self.jobs.complete(
-            job.id, {"images": len(images)}, images=images, attempt=event.attempt
+            job.id,
+            {"images": len(images)},
+            images=images,
+            worker_id=event.worker_id,
+            attempt=event.attempt,
         )
         if used:
             await self.embeddings.increment_use(used)
@@ -479,7 +489,14 @@ class Scheduler:
 
     async def _on_failed(self, event: JobFailed) -> None:
         job = await self.jobs.get(event.job_id)
-        await self._fail(job.id, job.user_id, event.error, event.retryable, attempt=event.attempt)
+        await self._fail(
+            job.id,
+            job.user_id,
+            event.error,
+            event.retryable,
+            attempt=event.attempt,
+            worker_id=event.worker_id,
+        )
 
     async def _on_cancelled(self, event: JobCancelled) -> None:
         self._forget(event.job_id)  # already cancelled in the database by whoever asked
@@ -527,9 +544,17 @@ class Scheduler:
     # --- helpers -----------------------------------------------------------------------------
 
     async def _fail(
-        self, job_id: int, user_id: int, error: str, retryable: bool, attempt: int | None = None
+        self,
+        job_id: int,
+        user_id: int,
+        error: str,
+        retryable: bool,
+        attempt: int | None = None,
+        worker_id: str | None = None,
     ) -> None:
-        job = await self.jobs.fail(job_id, error, retryable=retryable, attempt=attempt)
+        job = await self.jobs.fail(
+            job_id, error, retryable=retryable, worker_id=worker_id, attempt=attempt
+        )
         self._forget(job_id)
         self.hub.publish(
             JobUpdate(job_id, user_id, "retry" if job.state is JobState.QUEUED else "failed")

@@ -334,15 +334,20 @@ class JobRepository:
             )
 
     async def set_progress(
-        self, job_id: int, progress: JobProgress, *, attempt: int | None = None
+        self,
+        job_id: int,
+        progress: JobProgress,
+        *,
+        worker_id: str | None = None,
+        attempt: int | None = None,
     ) -> Job:
-        """Record how far the running attempt has come (a late report of an earlier attempt is
-        LeaseLost)."""
+        """Record how far the running attempt has come; a report from another worker or an
+        earlier attempt is LeaseLost."""
         progress_json = json.dumps(
             {"step": progress.step, "total": progress.total, "eta": progress.eta_seconds}
         )
         async with self._db.transaction() as transaction:
-            await self._leased(transaction, job_id, None, attempt)
+            await self._leased(transaction, job_id, worker_id, attempt)
             return await _updated(
                 transaction,
                 "UPDATE jobs SET progress = ? WHERE id = ? RETURNING *",
