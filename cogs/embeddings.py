@@ -212,8 +212,9 @@ class Embeddings(LookupCog):
         preview = ""
         if embedding.thumbnail_job_id is not None:
             preview = " A preview is being rendered for the library."
+        vectors = f"{embedding.n_vectors} vector{'s' * (embedding.n_vectors != 1)}"
         await interaction.followup.send(
-            f"Imported **{embedding.name}** ({embedding.n_vectors} vectors, "
+            f"Imported **{embedding.name}** ({vectors}, "
             f"{embedding.family.value}, {embedding.kind.value}), {where}.{preview}",
             embeds=embedding_card(embedding),
             ephemeral=True,
