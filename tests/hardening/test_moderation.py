@@ -11,6 +11,7 @@ from simcord.actors import MemberActor
 from simcord.builders import ChannelHandle
 from simcord.results import InteractionResult
 
+from storage.models import JobState
 from tests.e2e.conftest import photo_options, refusal, train
 from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import stored
@@ -56,8 +57,8 @@ async def test_a_manager_moderates_only_their_own_server(sim: Simulation) -> Non
     there = await alice_there.slash(other.channel, "imagine", prompt="a red cube")
     assert refusal(there) == BANNED
     here = await alice.slash(sim.channel, "imagine", prompt="a red cube")
-    assert "Queued" in here.response.content
-    await sim.job_done(alice)
+    assert not here.response.ephemeral  # accepted here (a refusal is private)
+    assert (await sim.job_done(alice)).state is JobState.SUCCEEDED
     everywhere = await mallory.slash(other.channel, "admin ban", user=alice_there, everywhere=True)
     assert refusal(everywhere) == (
         "Only Lexicon's operator can ban or unban everywhere; leave 'everywhere' off to act on "
@@ -99,6 +100,7 @@ async def test_names_shared_on_another_server_are_not_words_here(sim: Simulation
     )
     mine = await _import(alice, sim.channel, "zorb", share=True)
     assert "in the shared library" in mine.response.content
+    await sim.job_done(alice)  # its library preview, so nothing changes after this
 
     before = await stored(sim.app)
     for word in ("highres", "photorealistic"):
@@ -134,6 +136,7 @@ async def test_a_banned_member_is_refused_by_every_acting_command(
     """Banned on this server: each command that acts or names answers the ban, changes nothing."""
     manager, bob = sim.member("mia", manager=True), sim.member("bob")
     await _import(bob, sim.channel, "zorb")
+    await sim.job_done(bob)  # its library preview, so nothing changes after this
     await manager.slash(sim.channel, "admin ban", user=bob)
     before = await stored(sim.app)
     result = await bob.slash(sim.channel, command, **options)

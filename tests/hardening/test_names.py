@@ -43,6 +43,7 @@ async def _alice_with_zorb(sim: Simulation) -> tuple[MemberActor, Stored]:
         file=("w.safetensors", hostile.good_embedding()),
         name="zorb",
     )
+    await sim.job_done(alice)  # the import's library preview, so nothing changes after this
     before = await stored(sim.app)
     assert before.embeddings == 1
     return alice, before
