@@ -94,3 +94,19 @@ def offer_choices(
         params[name],
         choices=[app_commands.Choice(name=value, value=value) for value in values[:25]],
     )
+
+
+def _size(size: int) -> str:
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def refuse_oversized(photos: list[discord.Attachment], limit: int) -> None:
+    """Refuse a photo by its announced size, before a single byte is downloaded."""
+    for position, photo in enumerate(photos, start=1):
+        if photo.size > limit:
+            raise ServiceError(
+                f"Photo {position} ({photo.filename}) is {_size(photo.size)}, over the "
+                f"{_size(limit)} limit; send a smaller file."
+            )

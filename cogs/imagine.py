@@ -10,10 +10,9 @@ from discord import app_commands
 
 from bot.discord_bot import LexiconBot
 from bot.services import ImagineOptions
-from cogs.common import RateLimitedCog, offer_choices
+from cogs.common import RateLimitedCog, offer_choices, refuse_oversized
 from cogs.errors import defer_public
 from cogs.queueing import queue_imagine, queue_options
-from cogs.train import refuse_oversized
 from engine.jobs import (
     MAX_COUNT,
     MAX_GUIDANCE,

@@ -8,27 +8,11 @@ import discord
 from discord import app_commands
 
 from bot.discord_bot import LexiconBot
-from bot.services import ServiceError, TrainOptions
-from cogs.common import RateLimitedCog
+from bot.services import TrainOptions
+from cogs.common import RateLimitedCog, refuse_oversized
 from cogs.errors import defer_public
 from cogs.queueing import queue_options
 from engine.jobs import MAX_VECTORS
-
-
-def _size(size: int) -> str:
-    if size < 1024 * 1024:
-        return f"{size / 1024:.0f} KiB"
-    return f"{size / (1024 * 1024):.1f} MiB"
-
-
-def refuse_oversized(photos: list[discord.Attachment], limit: int) -> None:
-    """Refuse a photo by its announced size, before a single byte is downloaded."""
-    for position, photo in enumerate(photos, start=1):
-        if photo.size > limit:
-            raise ServiceError(
-                f"Photo {position} ({photo.filename}) is {_size(photo.size)}, over the "
-                f"{_size(limit)} limit; send a smaller file."
-            )
 
 
 class Train(RateLimitedCog):
