@@ -58,7 +58,7 @@ _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{1,31}")
 
 
 NAME_RULES = NameRules(is_reserved_word=is_single_token, reads_as_words=reads_as_words)
-BANNED = "You are not allowed to use Lexicon."
+BANNED = "You are not allowed to use Lexicon here; ask a manager of this server why."
 
 log = logging.getLogger("lexicon.services")
 

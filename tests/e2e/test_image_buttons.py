@@ -290,7 +290,13 @@ async def test_a_banned_member_is_refused_by_every_image_tool(sim: Simulation) -
     await mia.slash(sim.channel, "admin ban", user=bob)
     for label in ("Vary (subtle)", "Vary (strong)", "Upscale ×2"):
         refused = await bob.click(result.response, label=label)
-        assert refusal(refused) == "You are not allowed to use Lexicon.", label
+        assert (
+            refusal(refused)
+            == "You are not allowed to use Lexicon here; ask a manager of this server why."
+        ), label
     shown = await bob.click(result.response, label="Edit & rerun")
-    assert refusal(await _submit(bob, shown)) == "You are not allowed to use Lexicon."
+    assert (
+        refusal(await _submit(bob, shown))
+        == "You are not allowed to use Lexicon here; ask a manager of this server why."
+    )
     assert await sim.app.storage.jobs.list_for_user(bob.id, states=None) == []

@@ -135,7 +135,10 @@ async def test_a_banned_user_is_refused(sim: Simulation) -> None:
     manager, alice = sim.member("mia", manager=True), sim.member("alice")
     await manager.slash(sim.channel, "admin ban", user=alice)
     result = await alice.slash(sim.channel, "imagine", prompt="a red cube")
-    assert refusal(result) == "You are not allowed to use Lexicon."
+    assert (
+        refusal(result)
+        == "You are not allowed to use Lexicon here; ask a manager of this server why."
+    )
     await manager.slash(sim.channel, "admin unban", user=alice)
     allowed = await alice.slash(sim.channel, "imagine", prompt="a red cube")
     assert "Queued" in allowed.response.content

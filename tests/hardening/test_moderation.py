@@ -17,7 +17,7 @@ from tests.hardening import hostile_files as hostile
 from tests.hardening.conftest import stored
 from tests.simulation import Simulation
 
-BANNED = "You are not allowed to use Lexicon."
+BANNED = "You are not allowed to use Lexicon here; ask a manager of this server why."
 
 
 async def _import(
