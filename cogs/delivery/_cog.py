@@ -169,6 +169,11 @@ class DeliveryCog(commands.Cog, name="Delivery"):
             await asyncio.sleep(delay)
         if live.latest is not None:
             await self._quiet(live.latest.user_id)
+        # A command may have edited the message while we waited (its "Queued" announcement):
+        # that edit starts the interval again.
+        wait = live.last_edit + EDIT_INTERVAL - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         update, preview = live.latest, live.preview
         live.latest, live.preview = None, None
         if update is None or self._live.get(job_id) is not live:
@@ -211,6 +216,9 @@ class DeliveryCog(commands.Cog, name="Delivery"):
             live = self._live.get(job.id)
             if live is not None and live.latest is not None:
                 continue  # progress is about to replace the message
+            if live is not None and time.monotonic() < live.last_edit + EDIT_INTERVAL:
+                self._line_moved = True  # edited a moment ago: show its place at a later update
+                continue
             self._places[job.id] = place
             try:
                 eta = await app.scheduler.estimate_start(job, place)
