@@ -26,6 +26,8 @@ once as a diffusers folder, then measures, in this one process:
   on the same data dir (warm: loads the cache);
 - image-to-image: one 512x512 render and one ×2 upscale to 1024x1024 (strength 0.5), stock
   `StableDiffusionImg2ImgPipeline` vs Lexicon, same sampler and seed;
+- where the GPU's time goes (`profile`, after `lexicon`, with its model): CUDA kernel time by
+  kind for one image, a batch of 8, ten training steps and the previews (`bench/profile.py`);
 - peak GPU memory of each phase, and the pixel difference between stock and Lexicon images.
 
 Lexicon's side runs with the settings' defaults (`--compile default --graphs on`). Every section
@@ -63,7 +65,17 @@ from bot.services import ImagineOptions
 RESULTS: dict[str, Any] = {}
 RESULTS_FILE: list[Path] = []  # where record() keeps the results (set by main)
 SIZE, STEPS, GUIDANCE = 512, 25, 7.5
-SECTIONS = ("stock", "stock_compiled", "flops", "img2img", "lexicon", "ti", "served", "startup")
+SECTIONS = (
+    "stock",
+    "stock_compiled",
+    "flops",
+    "img2img",
+    "lexicon",
+    "profile",
+    "ti",
+    "served",
+    "startup",
+)
 
 
 def log(*parts: object) -> None:
@@ -266,25 +278,29 @@ def add_unet_tflops() -> None:
 # --- Lexicon engine ----------------------------------------------------------------------------
 
 
+def lexicon_request(seed: int, user: int | None = None) -> Any:
+    """A 512² request; with `user`, one that uses that user's own random embedding."""
+    from engine.jobs import EmbeddingPayload, GenerateRequest
+
+    embeddings: tuple[EmbeddingPayload, ...] = ()
+    prompt = "a photo of a cat on a beach"
+    if user is not None:
+        data = random_embedding(user)
+        embeddings = (EmbeddingPayload(f"word{user}", data, ""),)
+        prompt = f"a photo of word{user} on a beach"
+    return GenerateRequest(prompt, seed, STEPS, GUIDANCE, SIZE, SIZE, embeddings=embeddings)
+
+
 def bench_lexicon(
     folder: Path, batches: list[int], data_dir: Path, compile_mode: str, graphs: bool
 ) -> Any:
     from PIL import Image
 
     from engine.generate import generate
-    from engine.jobs import EmbeddingPayload, GenerateRequest
     from engine.model import load_model
 
     model = load_model(str(folder), device="cuda", data_dir=data_dir)
-
-    def request(seed: int, user: int | None = None) -> GenerateRequest:
-        embeddings = ()
-        prompt = "a photo of a cat on a beach"
-        if user is not None:
-            data = random_embedding(user)
-            embeddings = (EmbeddingPayload(f"word{user}", data, ""),)
-            prompt = f"a photo of word{user} on a beach"
-        return GenerateRequest(prompt, seed, STEPS, GUIDANCE, SIZE, SIZE, embeddings=embeddings)
+    request = lexicon_request
 
     if compile_mode != "off" or graphs:
         from engine.diffusers_engine import DiffusersEngine
@@ -573,6 +589,30 @@ def bench_stock_ti_step(folder: Path, batch: int, steps: int = 10) -> float:
     return batch / timed(step, repeats=steps, warmup=2)
 
 
+def bench_profile(model: Any) -> None:
+    """Kernel time by kind (`bench.profile`) for one image, a batch of 8 requests from 8 users,
+    the default recipe's training step and the three previews that end a training."""
+    from bench.profile import kernel_profile
+    from bot.config import Settings
+    from engine.diffusers_engine import DiffusersEngine
+    from engine.generate import generate
+    from engine.jobs import TrainRequest
+    from engine.training import TrainRecipe
+    from engine.training.previews import render_previews
+
+    record("profile_one_image", kernel_profile(lambda: generate(model, [lexicon_request(1)])))
+    batch = [lexicon_request(i, user=i) for i in range(8)]
+    record("profile_batch8", kernel_profile(lambda: generate(model, batch), repeats=2))
+    defaults = Settings()
+    engine = DiffusersEngine(model, TrainRecipe(batch_size=defaults.train_batch))
+    request = TrainRequest("zorb", tuple(photos(4)), steps=defaults.train_steps, seed=0)
+    trainer = engine.start_training(request, None)
+    record("profile_ti_10_steps", kernel_profile(lambda: trainer.run_steps(10), repeats=2))
+    record(
+        "profile_ti_previews", kernel_profile(lambda: render_previews(model, trainer), repeats=1)
+    )
+
+
 def bench_lexicon_ti(model: Any) -> None:
     """The product's default recipe (Settings' defaults), from 4 photos to the saved file."""
     from bot.config import Settings
@@ -597,6 +637,8 @@ def bench_lexicon_ti(model: Any) -> None:
     total = time.perf_counter() - started
     samples = trainer.total * engine.recipe.batch_size
     record("lexicon_ti_setup_s", round(setup, 2))
+    record("lexicon_ti_training_s", round(training, 2))
+    record("lexicon_ti_finish_s", round(total - setup - training, 2))  # previews + the file
     record("lexicon_ti_steps", trainer.total)
     record("lexicon_ti_batch", engine.recipe.batch_size)
     record("lexicon_ti_samples_per_s", round(samples / training, 1))
@@ -671,6 +713,7 @@ def main() -> int:
         )
         if both is not None:
             model, lexicon_image = both
+            section("profile", lambda: bench_profile(model))
         if stock_image is not None and lexicon_image is not None:
             diff = np.abs(stock_image.astype(int) - lexicon_image.astype(int))
             record("stock_vs_lexicon_max_pixel_diff", int(diff.max()))
