@@ -131,7 +131,8 @@ async def test_look_ups_do_not_spend_the_gpu_rate_limit(tmp_path: Path) -> None:
 
 
 async def test_waiting_messages_move_up_the_line(slow_sim: Simulation) -> None:
-    """(4) A waiting job's message changes to "next up" with a relative time as the line moves."""
+    """(4) A waiting job's message says its place with a relative time, and changes to "next
+    up" while the job ahead of it runs, before its own training starts."""
     sim = slow_sim
     members = [sim.member(name) for name in ("ann", "ben", "cy")]
     results = [
@@ -139,15 +140,18 @@ async def test_waiting_messages_move_up_the_line(slow_sim: Simulation) -> None:
         for i, m in enumerate(members)
     ]
     last = results[2].response.id
-    assert "#2 in line" in sim.channel_message(last).content or "next up" in (
-        sim.channel_message(last).content
-    )
+    first_shown = sim.channel_message(last).content
+    assert "#2 in line" in first_shown and "<t:" in first_shown, first_shown
+    shown: list[str] = []  # every state the third message passes through
 
     def next_up() -> bool:
         content = sim.channel_message(last).content
-        return "next up, expected to start <t:" in content or "Training" in content
+        if not shown or shown[-1] != content:
+            shown.append(content)
+        return "— next up, expected to start" in content or content.startswith(("Start", "Train"))
 
     await sim.until(next_up, limit=60, what="the third job to move up")
+    assert "— next up, expected to start" in shown[-1], "\n".join(shown)  # not straight to training
     for member in members:
         await sim.job_done(member)
 
