@@ -54,6 +54,16 @@ SDXL_NOISE_SCHEDULE: dict[str, Any] = {
     "use_karras_sigmas": False,
 }
 SDXL_VAE_SCALING = 0.13025
+# The UNet both tiny models share; SDXL's adds its conditioning options.
+_TINY_UNET: dict[str, Any] = {
+    "block_out_channels": (32, 64),
+    "layers_per_block": 2,
+    "sample_size": TINY_IMAGE_SIZE // 2,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+}
 _CLIP_SPECIAL = {
     "bos_token": "<|startoftext|>",
     "eos_token": "<|endoftext|>",
@@ -120,13 +130,7 @@ def _write_sd1(folder: Path, seed: int) -> None:
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=TINY_IMAGE_SIZE // 2,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_TINY_UNET,
         cross_attention_dim=TINY_HIDDEN_SIZE,
         attention_head_dim=8,
     )
@@ -146,13 +150,7 @@ def _write_sdxl(folder: Path, seed: int) -> None:
     write_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=TINY_IMAGE_SIZE // 2,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_TINY_UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         transformer_layers_per_block=(1, 2),

@@ -38,16 +38,12 @@ def tiny_model_dir(tiny_model: LoadedModel, engine_data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def stock_pipeline_factory(tiny_model_dir: Path) -> Callable[[], Any]:
     """Makes a fresh stock `StableDiffusionPipeline` of the tiny model (safe to mutate)."""
-    from diffusers import StableDiffusionPipeline
-
-    def make() -> Any:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            tiny_model_dir, safety_checker=None, requires_safety_checker=False
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
-    return make
+    return _stock_factory(
+        "StableDiffusionPipeline",
+        tiny_model_dir,
+        safety_checker=None,
+        requires_safety_checker=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +61,15 @@ def tiny_sdxl_dir(tiny_sdxl_model: LoadedModel, engine_data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def stock_sdxl_factory(tiny_sdxl_dir: Path) -> Callable[[], Any]:
     """Makes a fresh stock `StableDiffusionXLPipeline` of the tiny SDXL model (safe to mutate)."""
-    from diffusers import StableDiffusionXLPipeline
+    return _stock_factory("StableDiffusionXLPipeline", tiny_sdxl_dir, add_watermarker=False)
+
+
+def _stock_factory(class_name: str, folder: Path, **options: Any) -> Callable[[], Any]:
+    """Makes fresh stock diffusers pipelines of `folder`, progress bars off."""
+    import diffusers
 
     def make() -> Any:
-        pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_dir, add_watermarker=False)
+        pipe = getattr(diffusers, class_name).from_pretrained(folder, **options)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -43,3 +43,21 @@ def beach_request(*, seed: int, steps: int, **fields: Any) -> GenerateRequest:
 def pixels(png: bytes) -> np.ndarray:
     """A PNG's RGB values as signed integers, ready to subtract."""
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def stock_pixels(
+    pipe: Any, request: GenerateRequest, index: int, negative: str | None
+) -> np.ndarray:
+    """Image `index` of `request` as a stock text-to-image pipeline renders it alone (seeded
+    `seed + index`), as signed integers like `pixels`."""
+    reference = pipe(
+        request.prompt,
+        negative_prompt=negative,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        height=request.height,
+        width=request.width,
+        generator=torch.Generator("cpu").manual_seed(request.seed + index),
+        output_type="np",
+    ).images[0]
+    return (reference * 255).round().astype(np.int16)

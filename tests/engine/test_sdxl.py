@@ -26,7 +26,7 @@ from engine.schedulers import make_scheduler
 from engine.training import Trainer, TrainRequestError
 from engine.training.components import TrainComponents
 from tests.engine import train_helpers as helpers
-from tests.engine.render_helpers import ZORB, pixels
+from tests.engine.render_helpers import ZORB, pixels, stock_pixels
 
 STEPS = 4
 WIDTHS = (32, 64)  # the tiny SDXL model's clip_l and clip_g widths
@@ -164,17 +164,7 @@ def test_seeded_image_equals_stock_sdxl_pipeline(
     ours = generate(tiny_sdxl_model, [request])[0]
     stock.scheduler = make_scheduler(sampler, tiny_sdxl_model.scheduler_config)
     for image in ours:
-        reference = stock(
-            request.prompt,
-            negative_prompt=negative or None,
-            num_inference_steps=STEPS,
-            guidance_scale=request.guidance,
-            height=64,
-            width=64,
-            generator=torch.Generator("cpu").manual_seed(request.seed + image.index),
-            output_type="np",
-        ).images[0]
-        expected = (reference * 255).round().astype(np.int16)
+        expected = stock_pixels(stock, request, image.index, negative or None)
         assert image.seed == request.seed + image.index
         assert np.abs(pixels(image.png) - expected).max() <= 1
 
