@@ -20,29 +20,15 @@ from safetensors.torch import save as save_safetensors
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
 from engine.encode import PromptEncoder
 from engine.generate import InvalidRequest, generate
-from engine.jobs import EmbeddingPayload, GenerateRequest
+from engine.jobs import GenerateRequest
 from engine.model import LoadedModel, load_model
 from engine.schedulers import make_scheduler
 from engine.training import Trainer, TrainRequestError
 from engine.training.components import TrainComponents
 from tests.engine import train_helpers as helpers
-from tests.engine.render_helpers import ZORB, pixels, stock_pixels
+from tests.engine.render_helpers import ZORB, pixels, sdxl_embedding, stock_pixels
 
 STEPS = 4
-WIDTHS = (32, 64)  # the tiny SDXL model's clip_l and clip_g widths
-
-
-def sdxl_embedding(
-    name: str, n: int, seed: int
-) -> tuple[EmbeddingPayload, dict[str, torch.Tensor]]:
-    """An A1111/ComfyUI-style SDXL file `{clip_l, clip_g}` of `n` random vectors, and its halves."""
-    generator = torch.Generator().manual_seed(seed)
-    halves = {
-        key: torch.randn(n, w, generator=generator)
-        for key, w in zip(("clip_l", "clip_g"), WIDTHS, strict=True)
-    }
-    data = save_safetensors(halves)
-    return EmbeddingPayload(name=name, data=data, sha256=hashlib.sha256(data).hexdigest()), halves
 
 
 XORB, XORB_HALVES = sdxl_embedding("xorb", 2, 21)
