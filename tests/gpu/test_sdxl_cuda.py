@@ -3,23 +3,18 @@ kept in float32, as stock upcasts it); the compiled / CUDA-graph fast path refus
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engine.diffusers_engine import DiffusersEngine
 from engine.generate import generate
 from engine.jobs import GenerateRequest
 from engine.model import ModelLoadError, load_model
 from engine.schedulers import make_scheduler
-
-
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+from tests.engine.render_helpers import pixels, stock_pixels
 
 
 def test_sdxl_fp16_on_cuda_equals_stock_within_2_of_255(tmp_path: Path) -> None:
@@ -30,21 +25,12 @@ def test_sdxl_fp16_on_cuda_equals_stock_within_2_of_255(tmp_path: Path) -> None:
     assert gpu.dtype == torch.float16 and gpu.is_sdxl
     assert next(gpu.vae.parameters()).dtype == torch.float32  # force_upcast
     request = GenerateRequest("a photo of a cat", 3, 8, 5.0, 64, 64, negative="blurry")
-    ours = _pixels(generate(gpu, [request])[0][0].png)
+    ours = pixels(generate(gpu, [request])[0][0].png)
     stock = StableDiffusionXLPipeline.from_pretrained(
         tmp_path / "models" / "tiny-sdxl", torch_dtype=torch.float16, add_watermarker=False
     ).to("cuda")
     stock.scheduler = make_scheduler(request.sampler, stock.scheduler.config)
-    theirs = stock(
-        request.prompt,
-        negative_prompt=request.negative,
-        num_inference_steps=8,
-        guidance_scale=5.0,
-        height=64,
-        width=64,
-        generator=torch.Generator("cpu").manual_seed(3),
-    ).images[0]
-    difference = np.abs(ours - np.asarray(theirs).astype(int))
+    difference = np.abs(ours - stock_pixels(stock, request, 0, request.negative))
     assert difference.max() <= 2, difference.max()
 
 
