@@ -68,7 +68,6 @@ _CLIP_SPECIAL = {
     "bos_token": "<|startoftext|>",
     "eos_token": "<|endoftext|>",
     "unk_token": "<|endoftext|>",
-    "pad_token": "<|endoftext|>",
 }
 
 
