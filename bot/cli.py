@@ -34,7 +34,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "imagine": ("render a prompt to PNG files, offline, as the bot would", "bot.commands.imagine"),
     "upscale": ("upscale a PNG this Lexicon made ×2 (A1111's Hires. fix)", "bot.commands.upscale"),
     "embeddings": ("list, import, export and share stored embeddings", "bot.commands.embeddings"),
-    "make-tiny-model": ("write the tiny random test model to a folder", "bot.commands.tiny_model"),
+    "make-tiny-model": (
+        "write the tiny random test model (SD 1.x or SDXL) to a folder",
+        "bot.commands.tiny_model",
+    ),
     "db": ("back up or check the database and its files", "bot.commands.db"),
     "warm": (
         "compile the GPU worker's kernels into the cache ahead of its start",

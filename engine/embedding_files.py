@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from engine.embedding_metadata import FAMILY_BY_WIDTH, SDXL_WIDTH, SDXL_WIDTHS
+from engine.embedding_metadata import FAMILY_BY_PAIR, FAMILY_BY_WIDTH, PAIR_BY_FAMILY
 
 FORMAT_TAG = "lexicon-ti/1"
 # What a .pt zip may unpack to: its entries' declared sizes, summed. torch.save stores entries
@@ -41,7 +41,13 @@ FORMAT_TAG = "lexicon-ti/1"
 UNPACK_RATIO = 2
 UNPACK_SLACK = 64 * 1024
 MAX_VECTORS = 75
-FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "tiny": "the tiny test model"}
+FAMILY_LABELS = {
+    "sd1": "SD 1.x",
+    "sd2": "SD 2.x",
+    "sdxl": "SDXL",
+    "tiny": "the tiny test model",
+    "tiny-sdxl": "the tiny SDXL test model",
+}
 
 _ACCEPTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _RESERVED_METADATA = (
@@ -84,10 +90,19 @@ class EmbeddingFile:
     def n_vectors(self) -> int:
         return int(self.vectors.shape[0])
 
+    @property
+    def joined(self) -> torch.Tensor:
+        """`[n, width]`: what the engine splices — for SDXL the `clip_l` and `clip_g` halves
+        side by side (the first encoder's width first), otherwise `vectors` itself."""
+        if self.vectors_g is None:
+            return self.vectors
+        return torch.cat([self.vectors, self.vectors_g], dim=1)
+
 
 def family_label(family: str, width: int) -> str:
     """'SD 2.x (width 1024)' — how a family is named in messages."""
-    shown = "768+1280" if family == "sdxl" else str(width)
+    pair = PAIR_BY_FAMILY.get(family)
+    shown = f"{pair[0]}+{pair[1]}" if pair is not None and sum(pair) == width else str(width)
     return f"{FAMILY_LABELS.get(family, family)} (width {shown})"
 
 
@@ -278,7 +293,7 @@ def _single(
 ) -> EmbeddingFile:
     matrix = _validated_matrix(tensor, label)
     width = int(matrix.shape[1])
-    if width == SDXL_WIDTH:  # 2048 is only meaningful as an SDXL clip_l + clip_g pair
+    if width in {sum(pair) for pair in FAMILY_BY_PAIR}:  # meaningful only as a clip_l + clip_g pair
         raise EmbeddingFileError(
             f"This embedding has vectors of width {width}, which matches no supported model."
         )
@@ -296,7 +311,7 @@ def _sdxl(clip_l: Any, clip_g: Any, metadata: dict[str, str], stem: str) -> Embe
     matrix_l = _validated_matrix(clip_l, "clip_l")
     matrix_g = _validated_matrix(clip_g, "clip_g")
     widths = (int(matrix_l.shape[1]), int(matrix_g.shape[1]))
-    if widths != SDXL_WIDTHS:
+    if widths not in FAMILY_BY_PAIR:
         raise EmbeddingFileError(
             f"This SDXL embedding has widths {widths[0]}+{widths[1]} instead of 768+1280."
         )
@@ -307,8 +322,8 @@ def _sdxl(clip_l: Any, clip_g: Any, metadata: dict[str, str], stem: str) -> Embe
     return EmbeddingFile(
         vectors=matrix_l,
         vectors_g=matrix_g,
-        family="sdxl",
-        width=SDXL_WIDTH,
+        family=FAMILY_BY_PAIR[widths],
+        width=sum(widths),
         metadata=metadata,
         source_format="sdxl",
         name=metadata.get("name") or stem,

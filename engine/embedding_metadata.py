@@ -20,6 +20,9 @@ from typing import Any
 PRIVATE_METADATA = ("photo_hashes", "seed")
 SDXL_WIDTHS = (768, 1280)
 SDXL_WIDTH = sum(SDXL_WIDTHS)  # what `EmbeddingFile.width` says for an SDXL pair
+# (clip_l, clip_g) widths → family of the two-encoder models: SDXL and the tiny SDXL test model.
+FAMILY_BY_PAIR = {SDXL_WIDTHS: "sdxl", (32, 64): "tiny-sdxl"}
+PAIR_BY_FAMILY = {family: pair for pair, family in FAMILY_BY_PAIR.items()}
 
 # Text-encoder width → base-model family. SDXL is recognised by its key pair, not one width.
 FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", SDXL_WIDTH: "sdxl", 32: "tiny"}

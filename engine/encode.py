@@ -14,6 +14,17 @@ straddle two chunks. Chunks are encoded separately and concatenated. Weights mul
 states, which are then rescaled so their mean matches the unweighted mean (A1111's "Original"
 emphasis). Positive and negative conditioning are padded to the same number of chunks with the
 encoding of an empty chunk, as A1111 does with `pad_cond_uncond`.
+
+SDXL (A1111's semantics on both encoders): the same chunks go through both text encoders, the
+second with its own padding after the end-of-text token ("!" on SDXL, as A1111's clip_g
+embedder pads). Each encoder contributes its penultimate hidden state (no final layer norm, as
+diffusers' `encode_prompt` and A1111 take it), weighted on its own, and the two are concatenated
+on the feature axis (768 + 1280 = 2048 on SDXL). An embedding's vectors are the two halves side
+by side (`EmbeddingFile.joined`): the first encoder's width goes into encoder 1 (`clip_l`), the
+rest into encoder 2 (`clip_g`). The pooled embedding is the second encoder's projected final
+state at the first end-of-text token of the prompt's FIRST chunk, as A1111 takes it. An empty
+negative prompt on a model whose pipeline config says `force_zeros_for_empty_prompt` (SDXL's
+default) is zeros, states and pooled alike, as stock diffusers makes it.
 """
 
 from __future__ import annotations
@@ -59,6 +70,18 @@ class TokenizedPrompt:
 
     chunks: tuple[Chunk, ...]
     used_embeddings: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """One prompt and its negative, encoded: `cond` and `uncond` are `[1, 77·k, d]` with the
+    same k; SDXL adds the pooled embeddings `[1, p]` of each."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    used_embeddings: frozenset[str]
+    pooled: torch.Tensor | None = None
+    pooled_uncond: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -195,15 +218,27 @@ class PromptEncoder:
         embeddings: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond, uncond), each `[1, 77·k, d]` with the same k."""
-        cond, uncond, _used = self.encode_with_names(prompt, negative, embeddings or {})
-        return cond, uncond
+        encoded = self.encode_with_names(prompt, negative, embeddings or {})
+        return encoded.cond, encoded.uncond
 
     def encode_with_names(
         self, prompt: str, negative: str, embeddings: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, frozenset[str]]:
-        """Like `encode`, plus the embedding names that the prompt or negative used."""
+    ) -> Conditioning:
+        """Like `encode`, plus the embedding names that the prompt or negative used (and, for
+        SDXL, the pooled embeddings)."""
         sizes = {name: int(vectors.shape[0]) for name, vectors in embeddings.items()}
         positive = self.tokenize(prompt, sizes)
+        if not negative and self.model.force_zeros_for_empty_prompt:
+            states, pooled = self._encode(positive.chunks, embeddings)
+            cond = states.reshape(1, -1, states.shape[-1])
+            first = _first_pooled(pooled)
+            return Conditioning(
+                cond,
+                torch.zeros_like(cond),
+                positive.used_embeddings,
+                first,
+                None if first is None else torch.zeros_like(first),
+            )
         negative_prompt = self.tokenize(negative, sizes)
         count = max(len(positive.chunks), len(negative_prompt.chunks))
         padding = [self.empty_chunk()]
@@ -213,34 +248,64 @@ class PromptEncoder:
             + list(negative_prompt.chunks)
             + padding * (count - len(negative_prompt.chunks))
         )
-        states = self.encode_chunks(chunks, embeddings)  # [2k, 77, d]
+        states, pooled = self._encode(chunks, embeddings)  # [2k, 77, d]
         d = states.shape[-1]
-        cond = states[:count].reshape(1, count * 77, d)
-        uncond = states[count:].reshape(1, count * 77, d)
-        return cond, uncond, positive.used_embeddings | negative_prompt.used_embeddings
+        return Conditioning(
+            states[:count].reshape(1, count * 77, d),
+            states[count:].reshape(1, count * 77, d),
+            positive.used_embeddings | negative_prompt.used_embeddings,
+            _first_pooled(pooled),
+            None if pooled is None else _first_pooled(pooled[count:]),
+        )
 
     def encode_chunks(
         self, chunks: Sequence[Chunk], embeddings: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """Encode chunks as one batch `[len(chunks), 77, d]`, weighted A1111-style."""
+        return self._encode(chunks, embeddings)[0]
+
+    def _encode(
+        self, chunks: Sequence[Chunk], embeddings: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(states `[n, 77, d]`, SDXL's pooled `[n, p]` of every chunk or None)."""
         model = self.model
         ids = torch.tensor([c.ids for c in chunks], dtype=torch.long, device=model.device)
         replacement, mask = self._replacements(chunks, embeddings)
+        if model.is_sdxl:
+            return self._encode_sdxl(chunks, ids, replacement, mask)
         if model.graphs is not None:
             states = model.graphs.text(ids, replacement, mask)
         else:
             states = run_text_encoder(model.text_encoder, ids, replacement, mask)
-        if any(c.weighted for c in chunks):
-            weights = torch.tensor(
-                [c.weights for c in chunks], dtype=states.dtype, device=states.device
-            )
-            states = torch.stack(
-                [
-                    _apply_weights(z, w) if chunk.weighted else z
-                    for z, w, chunk in zip(states, weights, chunks, strict=True)
-                ]
-            )
-        return states
+        return _weighted(states, chunks), None
+
+    def _encode_sdxl(
+        self,
+        chunks: Sequence[Chunk],
+        ids: torch.Tensor,
+        replacement: torch.Tensor | None,
+        mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.model
+        width_l = int(model.text_encoder.config.hidden_size)
+        replacement_l = None if replacement is None else replacement[..., :width_l]
+        replacement_g = None if replacement is None else replacement[..., width_l:]
+        states_l, _ = run_text_encoder_sdxl(model.text_encoder, ids, replacement_l, mask)
+        states_g, pooled = run_text_encoder_sdxl(
+            model.text_encoder_2, self._ids_2(ids), replacement_g, mask, pool_at=self.eos
+        )
+        assert pooled is not None
+        states = torch.cat([_weighted(states_l, chunks), _weighted(states_g, chunks)], dim=-1)
+        return states, pooled
+
+    def _ids_2(self, ids: torch.Tensor) -> torch.Tensor:
+        """The second encoder's ids: its own padding after each chunk's first end-of-text."""
+        pad = self.model.tokenizer_2.pad_token_id
+        if pad is None or int(pad) == self.pad:
+            return ids
+        first_end = (ids == self.eos).int().argmax(dim=1, keepdim=True)
+        after = torch.arange(ids.shape[1], device=ids.device) > first_end
+        return ids.masked_fill(after, int(pad))
 
     def _replacements(
         self, chunks: Sequence[Chunk], embeddings: Mapping[str, torch.Tensor]
@@ -302,6 +367,43 @@ def encode_embeds(text_encoder: Any, inputs_embeds: torch.Tensor) -> torch.Tenso
     """
     transformer = text_transformer(text_encoder)
     hidden = transformer.embeddings(inputs_embeds=inputs_embeds)
+    hidden = _run_layers(transformer, hidden, transformer.encoder.layers)
+    return transformer.final_layer_norm(hidden)
+
+
+def run_text_encoder_sdxl(
+    text_encoder: Any,
+    ids: torch.Tensor,
+    replacement: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    *,
+    pool_at: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """SDXL's use of one text encoder: (penultimate hidden state `[n, 77, d]`, and with
+    `pool_at` the projected final state at each row's first `pool_at` token `[n, p]`).
+
+    The penultimate state is diffusers' `hidden_states[-2]` (the input of the last layer, no
+    final layer norm); the pooled one is `CLIPTextModelWithProjection.text_embeds` taken where
+    A1111 takes it: at the end-of-text token, whatever a config's legacy `eos_token_id` says.
+    Spliced like `run_text_encoder`.
+    """
+    transformer = text_transformer(text_encoder)
+    embeds = token_embeddings(text_encoder, ids)
+    if replacement is not None and mask is not None:
+        embeds = torch.where(mask.unsqueeze(-1), replacement.to(embeds.dtype), embeds)
+    hidden = transformer.embeddings(inputs_embeds=embeds)
+    layers = transformer.encoder.layers
+    penultimate = _run_layers(transformer, hidden, layers[:-1])
+    if pool_at is None:
+        return penultimate, None
+    final = transformer.final_layer_norm(_run_layers(transformer, penultimate, layers[-1:]))
+    first_end = (ids == pool_at).int().argmax(dim=1)
+    pooled_state = final[torch.arange(final.shape[0], device=final.device), first_end]
+    return penultimate, text_encoder.text_projection(pooled_state)
+
+
+def _run_layers(transformer: Any, hidden: torch.Tensor, layers: Sequence[Any]) -> torch.Tensor:
+    """`hidden` through `layers` of the CLIP encoder, causally masked as the encoder does it."""
     try:
         from transformers.masking_utils import create_causal_mask
     except ImportError:  # transformers 4.x
@@ -310,18 +412,36 @@ def encode_embeds(text_encoder: Any, inputs_embeds: torch.Tensor) -> torch.Tenso
         causal = _create_4d_causal_attention_mask(
             hidden.shape[:2], hidden.dtype, device=hidden.device
         )
-        output = transformer.encoder(
-            inputs_embeds=hidden, attention_mask=None, causal_attention_mask=causal
-        )
-    else:
-        mask = create_causal_mask(
-            config=transformer.config,
-            inputs_embeds=hidden,
-            attention_mask=None,
-            past_key_values=None,
-        )
-        output = transformer.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True)
-    return transformer.final_layer_norm(output[0])
+        for layer in layers:
+            hidden = layer(hidden, None, causal)[0]
+        return hidden
+    mask = create_causal_mask(
+        config=transformer.config,
+        inputs_embeds=hidden,
+        attention_mask=None,
+        past_key_values=None,
+    )
+    for layer in layers:
+        hidden = layer(hidden, mask, is_causal=True)
+    return hidden
+
+
+def _weighted(states: torch.Tensor, chunks: Sequence[Chunk]) -> torch.Tensor:
+    """`states` of `chunks` with each weighted chunk's weights applied A1111-style."""
+    if not any(c.weighted for c in chunks):
+        return states
+    weights = torch.tensor([c.weights for c in chunks], dtype=states.dtype, device=states.device)
+    return torch.stack(
+        [
+            _apply_weights(z, w) if chunk.weighted else z
+            for z, w, chunk in zip(states, weights, chunks, strict=True)
+        ]
+    )
+
+
+def _first_pooled(pooled: torch.Tensor | None) -> torch.Tensor | None:
+    """A prompt's pooled embedding `[1, p]`: its first chunk's, as A1111 takes it."""
+    return None if pooled is None else pooled[:1]
 
 
 def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,11 @@ shorter conditionings are padded with zeros that an encoder attention mask hides
 sees another's padding (a batch-mate's image is pixel-identical to its lone render on CPU). The
 padding still costs every row cross-attention over the longest prompt, so a prompt over
 `MAX_CHUNKS` is refused before anything runs.
+
+SDXL models follow stock `StableDiffusionXLPipeline` the same way: each row also carries its
+prompt's pooled embedding (`engine.encode`), and every row the six size numbers stock passes by
+default — original size = target size = (height, width), crop corner (0, 0) — as the UNet's
+`added_cond_kwargs`. Image-to-image on SDXL is refused for now.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
-from engine.encode import PromptEncoder
+from engine.encode import Conditioning, PromptEncoder
 from engine.errors import Cancelled
 from engine.jobs import (
     HIRES_SCALE,
@@ -110,9 +115,14 @@ def _validate(model: LoadedModel, request: GenerateRequest) -> _Prepared:
             check_family(parsed.family, parsed.width, model.family, model.hidden_size)
         except EmbeddingFileError as error:
             raise InvalidRequest(f"Embedding {payload.name}: {error}") from None
-        vectors[payload.name] = parsed.vectors
+        vectors[payload.name] = parsed.joined
         hashes[payload.name] = payload.source_sha256 or digest
     _check_chunks(model, request, {name: int(v.shape[0]) for name, v in vectors.items()})
+    if request.is_img2img and model.is_sdxl:
+        raise InvalidRequest(
+            "Image-to-image and upscaling are not available on SDXL models yet; "
+            "render from a prompt alone."
+        )
     init = _starting_image(request) if request.is_img2img else None
     return _Prepared(request, vectors, hashes, init)
 
@@ -270,35 +280,59 @@ class _Batch:
     cfg_images: list[int]  # image index of each uncond row
     guidance: list[float]  # per image
     first_image: list[int]  # per request, the index of its first image
+    # SDXL: the UNet's `added_cond_kwargs` per row, pooled embeddings and size numbers
+    text_embeds: torch.Tensor | None = None  # [rows, p]
+    time_ids: torch.Tensor | None = None  # [rows, 6]
 
 
 def _assemble_batch(
+    model: LoadedModel,
     prepared: Sequence[_Prepared],
-    conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
+    conditionings: Sequence[Conditioning],
 ) -> _Batch:
     cond_rows: list[torch.Tensor] = []
     uncond_rows: list[torch.Tensor] = []
+    pooled_rows: list[torch.Tensor] = []
+    pooled_uncond_rows: list[torch.Tensor] = []
     cfg_images: list[int] = []
     guidance: list[float] = []
     first_image: list[int] = []
-    for p, (cond, uncond, _used) in zip(prepared, conditionings, strict=True):
+    for p, encoded in zip(prepared, conditionings, strict=True):
         first_image.append(len(guidance))
         for _ in range(p.request.count):
             if p.request.guidance > 1:
                 cfg_images.append(len(guidance))
-                uncond_rows.append(uncond[0])
-            cond_rows.append(cond[0])
+                uncond_rows.append(encoded.uncond[0])
+                if encoded.pooled_uncond is not None:
+                    pooled_uncond_rows.append(encoded.pooled_uncond[0])
+            cond_rows.append(encoded.cond[0])
+            if encoded.pooled is not None:
+                pooled_rows.append(encoded.pooled[0])
             guidance.append(p.request.guidance)
     rows = cond_rows + uncond_rows
+    text_embeds, time_ids = None, None
+    if model.is_sdxl:
+        text_embeds = torch.stack(pooled_rows + pooled_uncond_rows)
+        time_ids = _time_ids(prepared[0].request, len(rows), text_embeds)
     longest = max(r.shape[0] for r in rows)
     if all(r.shape[0] == longest for r in rows):
-        return _Batch(torch.stack(rows), None, cfg_images, guidance, first_image)
+        return _Batch(
+            torch.stack(rows), None, cfg_images, guidance, first_image, text_embeds, time_ids
+        )
     states = rows[0].new_zeros(len(rows), longest, rows[0].shape[-1])
     mask = torch.zeros(len(rows), longest, dtype=states.dtype, device=states.device)
     for index, row in enumerate(rows):
         states[index, : row.shape[0]] = row
         mask[index, : row.shape[0]] = 1
-    return _Batch(states, mask, cfg_images, guidance, first_image)
+    return _Batch(states, mask, cfg_images, guidance, first_image, text_embeds, time_ids)
+
+
+def _time_ids(request: GenerateRequest, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """SDXL's micro-conditioning, stock's defaults: original size (height, width), crop corner
+    (0, 0), target size (height, width) — the same for every row of one batch."""
+    size = (request.height, request.width)
+    numbers = [*size, 0, 0, *size]
+    return torch.tensor([numbers], dtype=like.dtype, device=like.device).repeat(rows, 1)
 
 
 def _step_kwargs(scheduler: object, generators: list[torch.Generator]) -> dict[str, object]:
@@ -317,7 +351,7 @@ def _denoise(
     scheduler: object,
     timesteps: torch.Tensor,
     prepared: Sequence[_Prepared],
-    conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
+    conditionings: Sequence[Conditioning],
     latents: torch.Tensor,
     generators: list[torch.Generator],
     on_step: StepCallback | None,
@@ -326,13 +360,14 @@ def _denoise(
     preview_after: float,
 ) -> torch.Tensor:
     started = time.monotonic()
-    batch = _assemble_batch(prepared, conditionings)
+    batch = _assemble_batch(model, prepared, conditionings)
     step_kwargs = _step_kwargs(scheduler, generators)
     total = len(timesteps)
     images = latents.shape[0]
     rows = images + len(batch.cfg_images)
     padded = bucket(rows) if model.pad_batches else rows
     states, mask = _pad(batch.states, padded), _pad(batch.attention_mask, padded)
+    text_embeds, time_ids = _pad(batch.text_embeds, padded), _pad(batch.time_ids, padded)
     for index, t in enumerate(timesteps):
         model_input = torch.cat([latents, latents[batch.cfg_images]])
         model_input = _pad(scheduler.scale_model_input(model_input, t), padded)  # type: ignore[attr-defined]
@@ -342,7 +377,9 @@ def _denoise(
         if model.graphs is not None:
             prediction = model.graphs.unet(model_input, timestep, states, mask)
         else:
-            prediction = predict_noise(model.unet, model_input, timestep, states, mask)
+            prediction = predict_noise(
+                model.unet, model_input, timestep, states, mask, text_embeds, time_ids
+            )
         prediction = prediction[:rows]
         guided = _guide(prediction[:images], prediction[images:], batch)
         output = scheduler.step(guided, t, latents, **step_kwargs, return_dict=True)  # type: ignore[attr-defined]
@@ -404,13 +441,18 @@ def predict_noise(
     timestep: torch.Tensor,
     states: torch.Tensor,
     mask: torch.Tensor | None,
+    text_embeds: torch.Tensor | None = None,
+    time_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One UNet call of the denoising loop (what `engine.graphs` records per shape)."""
+    """One UNet call of the denoising loop (what `engine.graphs` records per shape); SDXL's
+    UNet also takes the pooled embeddings and size numbers."""
+    added = None if text_embeds is None else {"text_embeds": text_embeds, "time_ids": time_ids}
     return unet(
         sample,
         timestep,
         encoder_hidden_states=states,
         encoder_attention_mask=mask,
+        added_cond_kwargs=added,
         return_dict=False,
     )[0]
 
@@ -428,7 +470,7 @@ def _decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
     scaling = model.vae.config.scaling_factor
     images = []
     for start in range(0, latents.shape[0], DECODE_BATCH):
-        part = latents[start : start + DECODE_BATCH] / scaling
+        part = (latents[start : start + DECODE_BATCH] / scaling).to(model.vae.dtype)
         count = part.shape[0]
         if model.pad_batches:
             part = _pad(part, bucket(count))
@@ -448,14 +490,16 @@ def close_png_pool() -> None:
 def _package(
     model: LoadedModel,
     prepared: Sequence[_Prepared],
-    conditionings: Sequence[tuple[torch.Tensor, torch.Tensor, frozenset[str]]],
+    conditionings: Sequence[Conditioning],
     pixels: torch.Tensor,
 ) -> list[list[GeneratedImage]]:
     jobs: list[tuple[int, int, np.ndarray, str]] = []  # (request, image index, pixels, text)
     image = 0
-    for number, (p, (_cond, _uncond, used)) in enumerate(zip(prepared, conditionings, strict=True)):
+    for number, (p, encoded) in enumerate(zip(prepared, conditionings, strict=True)):
         request = p.request
-        ti_hashes: Mapping[str, str] = {name: p.hashes[name][:12] for name in sorted(used)}
+        ti_hashes: Mapping[str, str] = {
+            name: p.hashes[name][:12] for name in sorted(encoded.used_embeddings)
+        }
         for i in range(request.count):
             parameters = ImageParameters(
                 prompt=request.prompt,

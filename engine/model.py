@@ -6,14 +6,22 @@ A worker loads its model once and every request shares it; nothing here is ever 
 
 `load_model` accepts four kinds of spec:
 
-- `tiny` — the tiny random SD 1.x model, built once under `<data_dir>/models/tiny` and reused;
+- `tiny` — the tiny random SD 1.x model, built once under `<data_dir>/models/tiny` and reused
+  (`tiny-sdxl`: its SDXL sibling, under `<data_dir>/models/tiny-sdxl`);
 - a local diffusers folder (has `model_index.json`);
-- a single-file checkpoint (`.safetensors` / `.ckpt`), read with
-  `StableDiffusionPipeline.from_single_file`. Without network access diffusers cannot fetch the
-  matching configs, so a local diffusers config folder must be found: the `config` argument, or
-  a folder next to the checkpoint named after its stem (`v1-5.safetensors` + `v1-5/`), or
-  `<data_dir>/models/config`. Only the folder's configs and tokenizer are used, not its weights;
-- a Hugging Face hub id (`org/name`), through `from_pretrained` and the usual hub cache.
+- a single-file checkpoint (`.safetensors` / `.ckpt`), read with `from_single_file`. Without
+  network access diffusers cannot fetch the matching configs, so a local diffusers config folder
+  must be found: the `config` argument, or a folder next to the checkpoint named after its stem
+  (`v1-5.safetensors` + `v1-5/`), or `<data_dir>/models/config`. Only the folder's configs and
+  tokenizer are used, not its weights;
+- a Hugging Face hub id (`org/name`), through `from_pretrained` and the usual hub cache (read as
+  SD 1.x/2.x).
+
+A folder (or a single file's config folder) whose `model_index.json` names
+`StableDiffusionXLPipeline` is loaded as SDXL: two tokenizers and text encoders, family `sdxl`
+(`tiny-sdxl` for the tiny one), and `hidden_size` the two encoders' widths added (768 + 1280), the
+width an SDXL embedding's `clip_l` and `clip_g` halves make side by side. In float16 an SDXL VAE
+whose config says `force_upcast` stays in float32, as stock upcasts it to decode.
 
 Devices: `auto` means CUDA when present, else CPU. An explicit `cuda` without CUDA is an error,
 never a silent fallback. Default dtype: float16 on CUDA, float32 on CPU.
@@ -22,6 +30,7 @@ never a silent fallback. Default dtype: float16 on CUDA, float32 on CPU.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -31,11 +40,14 @@ from typing import Any
 import torch
 
 from engine.embedding_files import EmbeddingFileError, family_for_width
+from engine.embedding_metadata import FAMILY_BY_PAIR
 from engine.tiny import is_tiny_model, make_tiny_model
 
 _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _FULL_HASH_LIMIT = 64 * 1024 * 1024  # folders smaller than this are hashed byte for byte
 _SAMPLE = 1024 * 1024
+_SDXL_PIPELINE = "StableDiffusionXLPipeline"
+TINY_SPECS = {"tiny": "sd1", "tiny-sdxl": "sdxl"}  # spec → family of the tiny model it builds
 _DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -61,8 +73,8 @@ class LoadedModel:
     scheduler_config: Any  # the pipeline scheduler's FrozenDict config
     device: torch.device
     dtype: torch.dtype
-    family: str  # "sd1" | "sd2" | "tiny"
-    hidden_size: int
+    family: str  # "sd1" | "sd2" | "sdxl" | "tiny" | "tiny-sdxl"
+    hidden_size: int  # SDXL: both text encoders' widths added
     model_hash: str  # 10 hex digits that identify the weights (workers report it)
     native_size: int  # pixels; the side the model was trained at
     source: str = ""
@@ -73,6 +85,15 @@ class LoadedModel:
     checkpoint_hash: str = ""
     graphs: Any = None  # engine.graphs.ModelGraphs once CUDA graphs are on (engine.speed)
     pad_batches: bool = False  # pad UNet/VAE batches to powers of two (compiled models)
+    # SDXL only: the second tokenizer and text encoder (a CLIPTextModelWithProjection), and
+    # the pipeline's rule for an empty negative prompt (zeros instead of its encoding).
+    tokenizer_2: Any = None
+    text_encoder_2: Any = None
+    force_zeros_for_empty_prompt: bool = False
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
 
     @property
     def vae_scale_factor(self) -> int:
@@ -134,10 +155,10 @@ def load_model(
     data_dir = Path(data_dir)
     checkpoint_hash = ""  # A1111's "Model hash" exists only for a single-file checkpoint
 
-    if spec == "tiny":
-        folder = ensure_tiny_model(data_dir / "models" / "tiny")
+    if spec in TINY_SPECS:
+        folder = ensure_tiny_model(data_dir / "models" / spec, family=TINY_SPECS[spec])
         pipeline = _from_folder(folder, torch_dtype)
-        model_hash, name = _folder_hash(folder), "tiny"
+        model_hash, name = _folder_hash(folder), spec
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser()
         if not (folder / "model_index.json").is_file():
@@ -164,13 +185,13 @@ def load_model(
     return loaded
 
 
-def ensure_tiny_model(folder: Path, seed: int = 0) -> Path:
-    """Build the tiny model into `folder` unless a complete one is already there."""
+def ensure_tiny_model(folder: Path, seed: int = 0, family: str = "sd1") -> Path:
+    """Build the tiny model of `family` into `folder` unless a complete one is already there."""
     if is_tiny_model(folder):
         return folder
     scratch = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
-    make_tiny_model(scratch, seed=seed)
+    make_tiny_model(scratch, seed=seed, family=family)
     if folder.exists() and not is_tiny_model(folder):
         shutil.rmtree(folder)  # a half-written folder from an interrupted build
     try:
@@ -182,19 +203,33 @@ def ensure_tiny_model(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def _pipeline_class() -> Any:
-    from diffusers import StableDiffusionPipeline
+def _is_sdxl_folder(folder: Path) -> bool:
+    """Whether the diffusers folder's `model_index.json` names the SDXL pipeline."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # from_pretrained then says what is wrong with the folder
+    return isinstance(index, dict) and index.get("_class_name") == _SDXL_PIPELINE
 
-    return StableDiffusionPipeline
+
+def _pipeline_class(sdxl: bool = False) -> Any:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if sdxl else StableDiffusionPipeline
 
 
-def _quiet(dtype: torch.dtype) -> dict[str, Any]:
+def _quiet(dtype: torch.dtype, sdxl: bool = False) -> dict[str, Any]:
+    if sdxl:  # no safety checker to turn off; the invisible watermark is off
+        return {"add_watermarker": False, "dtype": dtype}
     return {"safety_checker": None, "requires_safety_checker": False, "dtype": dtype}
 
 
 def _from_folder(folder: Path, dtype: torch.dtype) -> Any:
+    sdxl = _is_sdxl_folder(folder)
     try:
-        return _pipeline_class().from_pretrained(folder, local_files_only=True, **_quiet(dtype))
+        return _pipeline_class(sdxl).from_pretrained(
+            folder, local_files_only=True, **_quiet(dtype, sdxl)
+        )
     except Exception as error:
         raise ModelLoadError(
             f"The diffusers model in {folder} could not be loaded ({_short(error)})."
@@ -214,9 +249,10 @@ def _single_file_config(checkpoint: Path, config: Path | None, data_dir: Path) -
 
 
 def _from_single_file(checkpoint: Path, config: Path, dtype: torch.dtype) -> Any:
+    sdxl = _is_sdxl_folder(config)
     try:
-        return _pipeline_class().from_single_file(
-            str(checkpoint), config=str(config), local_files_only=True, **_quiet(dtype)
+        return _pipeline_class(sdxl).from_single_file(
+            str(checkpoint), config=str(config), local_files_only=True, **_quiet(dtype, sdxl)
         )
     except Exception as error:
         raise ModelLoadError(
@@ -251,15 +287,23 @@ def _assemble(
     pipeline: Any, device: torch.device, dtype: torch.dtype, model_hash: str, spec: str
 ) -> LoadedModel:
     text_encoder = pipeline.text_encoder
-    hidden_size = int(text_encoder.config.hidden_size)
-    try:
-        family = family_for_width(hidden_size)
-    except EmbeddingFileError:
-        raise ModelLoadError(
-            f"The model {spec} has a text encoder of width {hidden_size}, which is not an "
-            "SD 1.x or SD 2.x model."
-        ) from None
-    modules = (text_encoder, pipeline.unet, pipeline.vae)
+    text_encoder_2 = getattr(pipeline, "text_encoder_2", None)
+    if text_encoder_2 is not None:
+        hidden_size, family = _sdxl_family(text_encoder, text_encoder_2, spec)
+    else:
+        hidden_size = int(text_encoder.config.hidden_size)
+        try:
+            family = family_for_width(hidden_size)
+        except EmbeddingFileError:
+            raise ModelLoadError(
+                f"The model {spec} has a text encoder of width {hidden_size}, which is not an "
+                "SD 1.x or SD 2.x model."
+            ) from None
+    modules = [text_encoder, pipeline.unet, pipeline.vae]
+    if text_encoder_2 is not None:
+        modules.append(text_encoder_2)
+        if dtype == torch.float16 and pipeline.vae.config.get("force_upcast", False):
+            pipeline.vae.to(torch.float32)  # SDXL's VAE overflows in float16
     for module in modules:
         module.requires_grad_(False)
         module.eval()
@@ -278,7 +322,24 @@ def _assemble(
         model_hash=model_hash,
         native_size=int(pipeline.unet.config.sample_size) * scale,
         source=spec,
+        tokenizer_2=getattr(pipeline, "tokenizer_2", None),
+        text_encoder_2=text_encoder_2,
+        force_zeros_for_empty_prompt=bool(
+            text_encoder_2 is not None and pipeline.config.get("force_zeros_for_empty_prompt")
+        ),
     )
+
+
+def _sdxl_family(text_encoder: Any, text_encoder_2: Any, spec: str) -> tuple[int, str]:
+    """(both encoders' widths added, family) of an SDXL pipeline, or a sentence if neither
+    SDXL nor the tiny SDXL model has that pair of widths."""
+    pair = (int(text_encoder.config.hidden_size), int(text_encoder_2.config.hidden_size))
+    if pair not in FAMILY_BY_PAIR:
+        raise ModelLoadError(
+            f"The SDXL model {spec} has text encoders of widths {pair[0]}+{pair[1]}, which is "
+            "not SDXL (768+1280)."
+        )
+    return sum(pair), FAMILY_BY_PAIR[pair]
 
 
 def _file_hash(path: Path) -> str:

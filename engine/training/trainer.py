@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.embedding_files import write_embedding
+from engine.embedding_metadata import FAMILY_BY_PAIR
 from engine.encode import encode_embeds, token_embeddings
 from engine.jobs import Progress, TrainRequest, TrainResult, crosses_half
 from engine.photos import Photo, load_photos
@@ -170,7 +171,7 @@ class Trainer:
 
     def _check_request(self) -> None:
         request, parts = self.request, self.parts
-        if parts.family == "sdxl":
+        if parts.family in FAMILY_BY_PAIR.values():  # SDXL and the tiny SDXL model
             raise TrainRequestError("Training SDXL embeddings is not supported yet.")
         if not request.name:
             raise TrainRequestError("The new word needs a name.")

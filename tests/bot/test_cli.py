@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -83,3 +84,16 @@ def test_warm_with_compile_off_has_nothing_to_do(cli, tmp_path) -> None:
         "set LEXICON_COMPILE=default to build the cache."
     )
     assert not (tmp_path / "data").exists()
+
+
+def test_make_tiny_model_writes_an_sdxl_model_with_family_sdxl(cli, tmp_path) -> None:
+    """`lexicon make-tiny-model DIR --family sdxl` writes a diffusers SDXL folder."""
+    folder = tmp_path / "tiny-sdxl"
+    result = cli("make-tiny-model", str(folder), "--family", "sdxl")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote the tiny SDXL model to {folder}"
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionXLPipeline"
+    assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
+    refused = cli("make-tiny-model", str(tmp_path / "other"), "--family", "sd3")
+    assert refused.returncode != 0 and "invalid choice: 'sd3'" in refused.stderr

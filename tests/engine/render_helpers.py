@@ -1,5 +1,6 @@
 """Helpers for the rendering tests (text-to-image and image-to-image): random embeddings for the
-tiny model, one beach prompt to vary, and pixels to compare with stock diffusers."""
+tiny models (SD 1.x and SDXL), one beach prompt to vary, and pixels to compare with stock
+diffusers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import save as save_safetensors
 
 from engine.embedding_files import write_embedding
 from engine.jobs import EmbeddingPayload, GenerateRequest
@@ -24,6 +26,20 @@ def random_embedding(name: str, n: int, seed: int) -> EmbeddingPayload:
 
 
 ZORB = random_embedding("zorb", 2, 1)
+SDXL_WIDTHS = (32, 64)  # the tiny SDXL model's clip_l and clip_g widths
+
+
+def sdxl_embedding(
+    name: str, n: int, seed: int
+) -> tuple[EmbeddingPayload, dict[str, torch.Tensor]]:
+    """An A1111/ComfyUI-style SDXL file `{clip_l, clip_g}` of `n` random vectors, and its halves."""
+    generator = torch.Generator().manual_seed(seed)
+    halves = {
+        key: torch.randn(n, w, generator=generator)
+        for key, w in zip(("clip_l", "clip_g"), SDXL_WIDTHS, strict=True)
+    }
+    data = save_safetensors(halves)
+    return EmbeddingPayload(name=name, data=data, sha256=hashlib.sha256(data).hexdigest()), halves
 
 
 def beach_request(*, seed: int, steps: int, **fields: Any) -> GenerateRequest:
@@ -43,3 +59,21 @@ def beach_request(*, seed: int, steps: int, **fields: Any) -> GenerateRequest:
 def pixels(png: bytes) -> np.ndarray:
     """A PNG's RGB values as signed integers, ready to subtract."""
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def stock_pixels(
+    pipe: Any, request: GenerateRequest, index: int, negative: str | None
+) -> np.ndarray:
+    """Image `index` of `request` as a stock text-to-image pipeline renders it alone (seeded
+    `seed + index`), as signed integers like `pixels`."""
+    reference = pipe(
+        request.prompt,
+        negative_prompt=negative,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        height=request.height,
+        width=request.width,
+        generator=torch.Generator("cpu").manual_seed(request.seed + index),
+        output_type="np",
+    ).images[0]
+    return (reference * 255).round().astype(np.int16)

@@ -20,7 +20,13 @@ from engine.jobs import MAX_CHUNKS, SAMPLERS, EmbeddingPayload, GenerateRequest,
 from engine.model import LoadedModel
 from engine.png import read_parameters
 from engine.schedulers import make_scheduler
-from tests.engine.render_helpers import ZORB, beach_request, pixels, random_embedding
+from tests.engine.render_helpers import (
+    ZORB,
+    beach_request,
+    pixels,
+    random_embedding,
+    stock_pixels,
+)
 
 STEPS = 4
 
@@ -57,17 +63,7 @@ def test_seeded_image_equals_stock_pipeline(
     ours = generate(tiny_model, [request])[0]
     stock.scheduler = make_scheduler(sampler, tiny_model.scheduler_config)
     for image in ours:
-        reference = stock(
-            request.prompt,
-            negative_prompt=request.negative,
-            num_inference_steps=STEPS,
-            guidance_scale=request.guidance,
-            height=64,
-            width=64,
-            generator=torch.Generator("cpu").manual_seed(request.seed + image.index),
-            output_type="np",
-        ).images[0]
-        expected = (reference * 255).round().astype(np.int16)
+        expected = stock_pixels(stock, request, image.index, request.negative)
         assert image.seed == request.seed + image.index
         assert np.abs(pixels(image.png) - expected).max() <= 2
 
