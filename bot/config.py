@@ -116,9 +116,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _tiny_sizes(self) -> Settings:
-        # The tiny model's native size is 64x64; 512x512 on it would be slow noise. Only when
+        # The tiny models' native size is 64x64; 512x512 on them would be slow noise. Only when
         # the operator has not chosen sizes themselves.
-        if self.model == "tiny" and "allowed_sizes" not in self.model_fields_set:
+        if self.model in ("tiny", "tiny-sdxl") and "allowed_sizes" not in self.model_fields_set:
             self.allowed_sizes = ["64x64", "128x128"]
         return self
 

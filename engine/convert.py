@@ -25,7 +25,6 @@ import resource
 import sys
 from typing import Any
 
-WIDTH_BY_FAMILY = {"sd1": 768, "sd2": 1024, "tiny": 32}
 # Private writable memory (RLIMIT_DATA: heap and anonymous maps, not the mapped torch libraries,
 # whose size differs between CPU and CUDA builds). torch itself takes ~220 MiB of it.
 MEMORY_LIMIT_BYTES = 1024 * 1024 * 1024
@@ -40,6 +39,7 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
         read_embedding,
         write_embedding,
     )
+    from engine.embedding_metadata import WIDTH_BY_FAMILY
 
     try:
         parsed = read_embedding(data, filename)
@@ -51,6 +51,7 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
             kind="negative" if kind == "negative" else "positive",
             family=parsed.family,
             extra={"imported_from": parsed.source_format},
+            vectors_g=parsed.vectors_g,
         )
     except EmbeddingFileError as error:
         return {"ok": False, "error": str(error)}
@@ -73,6 +74,11 @@ def to_a1111(data: bytes, name: str) -> dict[str, Any]:
         parsed = read_embedding(data, f"{name}.safetensors")
     except EmbeddingFileError as error:
         return {"ok": False, "error": str(error)}
+    if parsed.vectors_g is not None:
+        return {
+            "ok": False,
+            "error": "SDXL embeddings have no A1111 .pt form; A1111 reads the .safetensors export.",
+        }
     steps = parsed.metadata.get("steps", "")
     layout = {
         "string_to_token": {"*": 265},  # A1111's placeholder token id, the same in every file

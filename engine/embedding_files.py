@@ -141,13 +141,23 @@ def write_embedding(
     base_model_hash: str = "",
     photo_hashes: Sequence[str] = (),
     extra: Mapping[str, str] | None = None,
+    vectors_g: torch.Tensor | None = None,
 ) -> bytes:
-    """Lexicon's embedding file: safetensors `{"emb_params": float32[n, d]}` plus metadata."""
+    """Lexicon's embedding file: safetensors `{"emb_params": float32[n, d]}` plus metadata; for
+    the two-encoder (SDXL) families `{"clip_l": …, "clip_g": …}`, the layout A1111, ComfyUI and
+    diffusers read for SDXL, with `vectors_g` the second encoder's half."""
     if kind not in ("positive", "negative"):
         raise ValueError(f"kind must be 'positive' or 'negative', not {kind!r}.")
     matrix = _validated_matrix(vectors.detach(), "emb_params")
+    tensors = {"emb_params": matrix}
     width = int(matrix.shape[1])
-    if family_for_width(width) != family:
+    if vectors_g is not None:
+        matrix_g = _validated_matrix(vectors_g.detach(), "clip_g")
+        pair = (width, int(matrix_g.shape[1]))
+        if FAMILY_BY_PAIR.get(pair) != family or matrix_g.shape[0] != matrix.shape[0]:
+            raise ValueError(f"Vectors of widths {pair} do not belong to family {family!r}.")
+        tensors, width = {"clip_l": matrix, "clip_g": matrix_g}, sum(pair)
+    elif family_for_width(width) != family:
         raise ValueError(f"Vectors of width {width} do not belong to family {family!r}.")
     extra = dict(extra or {})
     clashes = sorted(set(extra) & set(_RESERVED_METADATA))
@@ -165,7 +175,7 @@ def write_embedding(
         "base_model_hash": base_model_hash,
         "photo_hashes": ",".join(photo_hashes),
     }
-    return save_safetensors({"emb_params": matrix.contiguous()}, metadata=metadata)
+    return save_safetensors({k: t.contiguous() for k, t in tensors.items()}, metadata=metadata)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,10 @@ PAIR_BY_FAMILY = {family: pair for pair, family in FAMILY_BY_PAIR.items()}
 
 # Text-encoder width → base-model family. SDXL is recognised by its key pair, not one width.
 FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", SDXL_WIDTH: "sdxl", 32: "tiny"}
+# Family → the width `EmbeddingFile.width` has for it (two-encoder families: the halves added).
+WIDTH_BY_FAMILY = {family: width for width, family in FAMILY_BY_WIDTH.items()} | {
+    family: sum(pair) for family, pair in PAIR_BY_FAMILY.items()
+}
 MAX_HEADER_BYTES = 64 * 1024  # Lexicon's header is a few hundred bytes of shape and metadata
 
 

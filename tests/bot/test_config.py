@@ -39,6 +39,17 @@ def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert settings.sizes == [(64, 64), (512, 512)]
 
 
+@pytest.mark.parametrize("model", ["tiny", "tiny-sdxl"])
+def test_the_tiny_models_default_to_their_native_sizes(
+    monkeypatch: pytest.MonkeyPatch, model: str
+) -> None:
+    """On a tiny test model the sizes offered are its own, unless the operator chose some."""
+    monkeypatch.setenv("LEXICON_MODEL", model)
+    assert load_settings().sizes == [(64, 64), (128, 128)]
+    monkeypatch.setenv("LEXICON_ALLOWED_SIZES", "512x512")
+    assert load_settings().sizes == [(512, 512)]
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "fragment"),
     [

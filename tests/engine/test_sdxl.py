@@ -3,6 +3,7 @@ with clip_l/clip_g embeddings spliced per request, A1111 weights and long prompt
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import io
@@ -258,3 +259,104 @@ def test_training_on_sdxl_is_refused(tiny_sdxl_model: LoadedModel) -> None:
     """Training an embedding for the tiny SDXL model is refused as for SDXL."""
     with pytest.raises(TrainRequestError, match="Training SDXL embeddings is not supported yet"):
         Trainer(TrainComponents.from_model(tiny_sdxl_model), helpers.request())
+
+
+# --- files: SDXL embeddings in, and out in the layout the other tools read ----------------------
+
+
+def _sdxl_file(
+    n: int, seed: int, dtype: torch.dtype = torch.float32
+) -> tuple[bytes, dict[str, torch.Tensor]]:
+    """An SDXL embedding as A1111, ComfyUI and kohya write it: `{clip_l, clip_g}` safetensors."""
+    generator = torch.Generator().manual_seed(seed)
+    halves = {
+        "clip_l": torch.randn(n, 768, generator=generator).to(dtype),
+        "clip_g": torch.randn(n, 1280, generator=generator).to(dtype),
+    }
+    return save_safetensors(halves, metadata={"name": "glowz"}), halves
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_an_sdxl_import_is_stored_as_clip_l_and_clip_g(dtype: torch.dtype) -> None:
+    """An SDXL upload on an SDXL model is kept whole: both halves, in the SDXL layout."""
+    from safetensors.torch import load as load_safetensors
+
+    from engine.convert import convert
+
+    data, halves = _sdxl_file(2, seed=5, dtype=dtype)
+    answer = convert(data, "glowz.safetensors", "glowz", "negative", "sdxl")
+    assert answer["ok"], answer
+    assert (answer["family"], answer["width"], answer["n_vectors"]) == ("sdxl", 2048, 2)
+    stored = base64.b64decode(answer["data"])
+    tensors = load_safetensors(stored)
+    assert set(tensors) == {"clip_l", "clip_g"}
+    for key, half in halves.items():
+        torch.testing.assert_close(tensors[key], half.float())
+    parsed = read_embedding(stored, "glowz.safetensors")
+    assert (parsed.family, parsed.metadata["kind"], parsed.metadata["name"]) == (
+        "sdxl",
+        "negative",
+        "glowz",
+    )
+
+
+def test_an_sdxl_import_on_an_sd1_model_names_both_families() -> None:
+    """The same upload on an SD 1.x model is refused in one sentence naming both."""
+    from engine.convert import convert
+
+    data, _ = _sdxl_file(1, seed=6)
+    answer = convert(data, "glowz.safetensors", "glowz", "positive", "sd1")
+    assert answer == {
+        "ok": False,
+        "error": "This embedding is for SDXL (width 768+1280) but the loaded model is "
+        "SD 1.x (width 768).",
+    }
+
+
+def test_an_sdxl_file_has_no_a1111_pt_form() -> None:
+    """Export as A1111 .pt is refused for SDXL with the form A1111 does read."""
+    from engine.convert import convert, to_a1111
+
+    data, _ = _sdxl_file(1, seed=7)
+    stored = base64.b64decode(convert(data, "g.safetensors", "glowz", "positive", "sdxl")["data"])
+    answer = to_a1111(stored, "glowz")
+    assert answer == {
+        "ok": False,
+        "error": "SDXL embeddings have no A1111 .pt form; A1111 reads the .safetensors export.",
+    }
+
+
+def test_a_lexicon_sdxl_file_loads_in_diffusers_sdxl_pipeline(
+    tiny_sdxl_model: LoadedModel, stock_sdxl_factory: Callable[[], Any]
+) -> None:
+    """A file Lexicon writes loads in stock StableDiffusionXLPipeline (each half into its
+    encoder, as diffusers documents) and encodes the prompt exactly as Lexicon does."""
+    from safetensors.torch import load as load_safetensors
+
+    from engine.embedding_files import write_embedding
+
+    _, halves = sdxl_embedding("qorb", 2, 31)
+    data = write_embedding(
+        halves["clip_l"],
+        name="qorb",
+        kind="positive",
+        family="tiny-sdxl",
+        vectors_g=halves["clip_g"],
+    )
+    state = load_safetensors(data)
+    pipe = stock_sdxl_factory()
+    pipe.load_textual_inversion(
+        state["clip_g"], token="qorb", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
+    pipe.load_textual_inversion(
+        state["clip_l"], token="qorb", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
+    )
+    prompt = "a photo of qorb on a beach"
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt, device=torch.device("cpu"), num_images_per_prompt=1
+        )
+    joined = read_embedding(data, "qorb.safetensors").joined
+    ours = PromptEncoder(tiny_sdxl_model).encode_with_names(prompt, "", {"qorb": joined})
+    torch.testing.assert_close(ours.cond, embeds)
+    torch.testing.assert_close(ours.pooled, pooled)
