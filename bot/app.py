@@ -37,10 +37,10 @@ class WorkerUnavailable(RuntimeError):
 
 
 def engine_spec(settings: Settings) -> EngineSpec:
-    """What a worker (embedded or standalone) builds its engine from."""
+    """What a worker (embedded or standalone) builds its engines from: the models it holds."""
     return EngineSpec(
         settings.engine,
-        settings.model,
+        settings.worker_models,
         settings.device,
         settings.data_dir,
         torch_threads=settings.torch_threads,

@@ -23,7 +23,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from engine.worker_config import ModelSource
+
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# A model's name, as members type it in `/imagine model:` and operators in LEXICON_MODELS.
+MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 _SIZE_PATTERN = re.compile(r"^(\d{2,4})x(\d{2,4})$")
@@ -45,6 +50,14 @@ class Settings(BaseSettings):
 
     discord_token: SecretStr | None = Field(default=None, alias="DISCORD_TOKEN")
     model: str = Field(default=DEFAULT_MODEL, alias="LEXICON_MODEL", min_length=1)
+    # Several checkpoints: `name=source` pairs; the first is the deployment's default model.
+    model_list: Annotated[tuple[ModelSource, ...], NoDecode] = Field(
+        default=(), alias="LEXICON_MODELS"
+    )
+    # The names of the models this worker holds (unset: every configured model).
+    worker_model_names: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), alias="LEXICON_WORKER_MODELS"
+    )
     data_dir: Path = Field(default=Path("./data"), alias="LEXICON_DATA_DIR")
     device: str = Field(default="auto", alias="LEXICON_DEVICE")
     queue: str = Field(default="local", alias="LEXICON_QUEUE")
@@ -118,9 +131,53 @@ class Settings(BaseSettings):
     def _tiny_sizes(self) -> Settings:
         # The tiny models' native size is 64x64; 512x512 on them would be slow noise. Only when
         # the operator has not chosen sizes themselves.
-        if self.model in ("tiny", "tiny-sdxl") and "allowed_sizes" not in self.model_fields_set:
+        tiny = all(model.source in ("tiny", "tiny-sdxl") for model in self.models)
+        if tiny and "allowed_sizes" not in self.model_fields_set:
             self.allowed_sizes = ["64x64", "128x128"]
         return self
+
+    @model_validator(mode="after")
+    def _one_way_to_name_models(self) -> Settings:
+        if self.model_list and "model" in self.model_fields_set:
+            raise ValueError(
+                "LEXICON_MODEL and LEXICON_MODELS are both set: keep LEXICON_MODELS and "
+                "remove LEXICON_MODEL (it is the one-model shorthand)"
+            )
+        names = [model.name for model in self.models]
+        unknown = [name for name in self.worker_model_names if name not in names]
+        if unknown:
+            raise ValueError(
+                f"LEXICON_WORKER_MODELS names {unknown[0]!r}, which is not a configured model; "
+                f"use some of {', '.join(names)}"
+            )
+        return self
+
+    @field_validator("model_list", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> object:
+        parts = _comma_list(value)
+        if parts is None:
+            return value
+        models: list[ModelSource] = []
+        for part in parts:
+            name, equals, source = (piece.strip() for piece in part.partition("="))
+            if not equals or not source:
+                raise ValueError(f"{part!r} is not name=source (for example sd15=/models/sd15)")
+            if not MODEL_NAME_PATTERN.match(name):
+                raise ValueError(
+                    f"in {part!r} the name {name!r} is not 1-32 lower-case letters, digits, "
+                    "dots, dashes or underscores starting with a letter or digit"
+                )
+            if any(model.name == name for model in models):
+                raise ValueError(f"{part!r} repeats the name {name!r}; give each model its own")
+            models.append(ModelSource(name, source))
+        return tuple(models)
+
+    @field_validator("worker_model_names", mode="before")
+    @classmethod
+    def _split_worker_models(cls, value: object) -> object:
+        parts = _comma_list(value)
+        return value if parts is None else tuple(parts)
 
     @field_validator("cuda_graphs")
     @classmethod
@@ -181,6 +238,22 @@ class Settings(BaseSettings):
         return [(int(w), int(h)) for w, h in (s.split("x") for s in self.allowed_sizes)]
 
     @property
+    def models(self) -> tuple[ModelSource, ...]:
+        """Every configured model, the deployment default first (LEXICON_MODEL: just one)."""
+        return self.model_list or (ModelSource(name_for_source(self.model), self.model),)
+
+    @property
+    def default_model(self) -> str:
+        """The name of the deployment's default model (the first one configured)."""
+        return self.models[0].name
+
+    @property
+    def worker_models(self) -> tuple[ModelSource, ...]:
+        """The models a worker started with these settings holds (LEXICON_WORKER_MODELS)."""
+        wanted = self.worker_model_names
+        return tuple(m for m in self.models if not wanted or m.name in wanted)
+
+    @property
     def database_path(self) -> Path:
         return self.data_dir / "lexicon.sqlite3"
 
@@ -194,6 +267,15 @@ class Settings(BaseSettings):
                 "DISCORD_TOKEN=<token> in the environment or in .env."
             )
         return token
+
+
+def name_for_source(source: str) -> str:
+    """The name of the one model of LEXICON_MODEL: `tiny`, a file's stem or a folder's (or hub
+    id's) last part, lower-cased and cleaned to the name rules."""
+    path = Path(source)
+    base = path.stem if path.suffix.lower() in _SINGLE_FILE_SUFFIXES else path.name
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).lstrip("._-")[:32]
+    return cleaned or "model"
 
 
 def _comma_list(value: object) -> list[str] | None:
@@ -214,9 +296,11 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as error:
         first = error.errors()[0]
-        location = first["loc"][0] if first["loc"] else "settings"
-        name = location if str(location).isupper() else _env_name(str(location))
         message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a check of several settings names them itself
+            raise StartupError(f"{message}.") from None
+        location = first["loc"][0]
+        name = location if str(location).isupper() else _env_name(str(location))
         raise StartupError(f"{name} is invalid: {message}.") from None
     except SettingsError as error:  # a value pydantic-settings could not even parse
         raise StartupError(f"A setting could not be read: {error}.") from None

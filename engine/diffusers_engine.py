@@ -43,6 +43,7 @@ class DiffusersEngine:
         self.recipe = recipe or TrainRecipe()
         self.device = str(model.device)
         self.family = model.family
+        self.width = model.hidden_size
         self.model_hash = model.model_hash
 
     @classmethod

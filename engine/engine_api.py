@@ -42,6 +42,7 @@ class Engine(Protocol):
 
     device: str
     family: str
+    width: int  # the text encoder's hidden size: an embedding's vectors must be this wide
     model_hash: str
 
     def generate(

@@ -101,6 +101,11 @@ class EmbeddingPayload:
     source_sha256: str = ""
 
 
+def _model_params(model: str) -> dict[str, str]:
+    """A job row's model key: absent for the default of rows written before models had names."""
+    return {"model": model} if model else {}
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """One `/imagine`, validated: `count` images, image i seeded with `seed + i`.
@@ -127,6 +132,8 @@ class GenerateRequest:
     # "Hires. fix" (Upscale): > 0 means the starting image is enlarged ×HIRES_SCALE and denoised
     # with these steps; `steps`, `width` and `height` stay the first pass's, as A1111 records.
     hires_steps: int = 0
+    # The configured model's name; "" = the deployment's default (rows queued before names).
+    model: str = ""
 
     @property
     def is_img2img(self) -> bool:
@@ -162,7 +169,8 @@ class GenerateRequest:
     def batch_key(self) -> str:
         """Requests with equal keys can share one UNet batch."""
         key = f"{self.out_width}x{self.out_height}:{self.run_steps}:{self.sampler}"
-        return f"{key}:img2img:{self.strength!r}" if self.is_img2img else key
+        key = f"{key}:img2img:{self.strength!r}" if self.is_img2img else key
+        return f"{self.model}:{key}" if self.model else key
 
     def check(self, *, max_steps: int = MAX_STEPS) -> None:
         """Refuse, in one sentence, anything outside the limits above."""
@@ -232,7 +240,7 @@ class GenerateRequest:
             if self.is_img2img
             else {}
         )
-        return image | {
+        return image | _model_params(self.model) | {
             "prompt": self.prompt,
             "negative": self.negative,
             "count": self.count,
@@ -275,6 +283,7 @@ class GenerateRequest:
             init_sha256=str(params.get("init_image", "")),
             strength=float(params.get("strength", 0.0)),
             hires_steps=int(params.get("hires_steps", 0)),
+            model=str(params.get("model", "")),
         )
 
     def with_files(self, read: Callable[[str], bytes], init_image: bytes = b"") -> GenerateRequest:
@@ -316,6 +325,8 @@ class TrainRequest:
     extra_metadata: dict[str, str] = field(default_factory=dict)
     # Attachment filenames, same order as `photos`, so an intake error can say "Photo 2 (cat.png)".
     photo_names: tuple[str, ...] = ()
+    # The configured model to train on; "" = the deployment's default (rows queued before names).
+    model: str = ""
 
     def check(self) -> None:
         """Refuse, in one sentence, anything outside the limits above (photos are checked by
@@ -333,7 +344,7 @@ class TrainRequest:
 
     def to_params(self) -> dict[str, Any]:
         """The job row's JSON: everything but the photos."""
-        return {
+        return _model_params(self.model) | {
             "name": self.name,
             "kind": self.kind,
             "init_word": self.init_word,
@@ -356,6 +367,7 @@ class TrainRequest:
             seed=int(params["seed"]),
             negative=bool(params.get("negative", False)),
             share=bool(params.get("share", False)),
+            model=str(params.get("model", "")),
         )
 
     def with_photos(self, photos: tuple[bytes, ...]) -> TrainRequest:

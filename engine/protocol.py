@@ -83,14 +83,24 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
+class ModelHeld:
+    """One model a worker has loaded: its configured name, family, text-encoder width and the
+    hash that identifies its weights."""
+
+    name: str
+    family: str
+    width: int
+    model_hash: str
+
+
+@dataclass(frozen=True)
 class WorkerReady:
-    """The model is loaded; the worker accepts work for these slots."""
+    """The models are loaded; the worker accepts work for them in these slots."""
 
     worker_id: str
     device: str
     max_batch: int
-    model_hash: str
-    family: str
+    models: tuple[ModelHeld, ...]
 
 
 @dataclass(frozen=True)
@@ -192,6 +202,7 @@ _TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         GenerateJob,
+        ModelHeld,
         *get_args(ToWorker),
         *get_args(FromWorker),
         GenerateRequest,

@@ -91,6 +91,7 @@ class StandInTraining:
 class StandInEngine:
     device = "cpu"
     family = "tiny"
+    width = STANDIN_WIDTH
     model_hash = "standin0"
 
     def __init__(self, step_seconds: float = 0.0, start_seconds: float = 0.0) -> None:

@@ -12,11 +12,20 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class ModelSource:
+    """One configured model: the name members pick it by, and what it is loaded from (a hub
+    id, a diffusers folder, a single file or `tiny`, as LEXICON_MODEL accepts)."""
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True)
 class EngineSpec:
     """Which engine a worker builds, and from what. Picklable, so it crosses the spawn."""
 
     kind: str  # "diffusers" (the real one) or "standin" (fast, torch-free, for tests)
-    model: str
+    models: tuple[ModelSource, ...]  # one engine each, in this order
     device: str
     data_dir: Path
     standin_step_seconds: float = 0.0

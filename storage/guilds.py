@@ -19,6 +19,7 @@ def settings_from_row(row: sqlite3.Row) -> GuildSettings:
         blocked_words=tuple(json.loads(row["blocked_words"])),
         allowed_channel_ids=tuple(int(value) for value in json.loads(row["allowed_channel_ids"])),
         default_negative_prompt=row["default_negative_prompt"],
+        default_model=row["default_model"],
     )
 
 
@@ -30,6 +31,7 @@ def _normalized(settings: GuildSettings) -> GuildSettings:
         blocked_words=tuple(words),
         allowed_channel_ids=tuple(sorted(set(settings.allowed_channel_ids))),
         default_negative_prompt=settings.default_negative_prompt.strip(),
+        default_model=settings.default_model,
     )
 
 
@@ -59,10 +61,11 @@ class GuildSettingsRepository:
             await transaction.execute(
                 """
                 INSERT INTO guild_settings (guild_id, limits, blocked_words, allowed_channel_ids,
-                    default_negative_prompt, updated_at)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    default_negative_prompt, default_model, updated_at)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                 ON CONFLICT (guild_id) DO UPDATE SET limits = ?2, blocked_words = ?3,
-                    allowed_channel_ids = ?4, default_negative_prompt = ?5, updated_at = ?6
+                    allowed_channel_ids = ?4, default_negative_prompt = ?5, default_model = ?6,
+                    updated_at = ?7
                 """,
                 (
                     guild_id,
@@ -70,6 +73,7 @@ class GuildSettingsRepository:
                     json.dumps(list(updated.blocked_words)),
                     json.dumps(list(updated.allowed_channel_ids)),
                     updated.default_negative_prompt,
+                    updated.default_model,
                     to_seconds(self._clock()),
                 ),
             )

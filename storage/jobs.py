@@ -85,12 +85,24 @@ async def _updated(transaction: Transaction, sql: str, params: Params) -> Job:
     return job_from_row(row)
 
 
-def _fair_queue_sql(kinds: Collection[JobKind | str] | None) -> tuple[str, list[Any]]:
+@dataclass(frozen=True)
+class ModelFilter:
+    """Queued jobs for some configured models only; a job with no model (queued before models
+    had names) is one for `default`."""
+
+    names: Collection[str]
+    default: str
+
+
+def _fair_queue_sql(
+    kinds: Collection[JobKind | str] | None, models: ModelFilter | None = None
+) -> tuple[str, list[Any]]:
     """A query of queued jobs in fair order: `SELECT id, position FROM fair ORDER BY position`.
 
     A user's place is the moment their last job started (never: first of all), so whoever has
     waited longest since their last turn goes next. Each round takes one job per user, their
-    oldest, users in that order; the whole order therefore equals successive claims.
+    oldest, users in that order; the whole order therefore equals successive claims. With
+    `models`, the order is that among the jobs for those models (what one worker can run).
     """
     filters = ["state = 'queued'"]
     params: list[Any] = []
@@ -98,6 +110,10 @@ def _fair_queue_sql(kinds: Collection[JobKind | str] | None) -> tuple[str, list[
         kind_values = sorted(JobKind(kind).value for kind in kinds)
         filters.append(f"kind IN ({', '.join('?' for _ in kind_values)})")
         params.extend(kind_values)
+    if models is not None:
+        names = sorted(models.names)
+        filters.append(f"coalesce(model, ?) IN ({', '.join('?' for _ in names)})")
+        params.extend([models.default, *names])
     sql = f"""
         WITH queued AS (
             SELECT id, user_id, created_at,
@@ -154,9 +170,11 @@ class JobRepository:
         delivery: Delivery | None = None,
         photos: Sequence[bytes] = (),
         max_active: int | None = None,
+        model: str | None = None,
     ) -> Job:
-        """Queue a job. Training photos are stored before the row commits; `max_active`
-        (queued + running jobs of this user) is checked atomically with the insert."""
+        """Queue a job for `model` (None: the deployment's default). Training photos are stored
+        before the row commits; `max_active` (queued + running jobs of this user) is checked
+        atomically with the insert."""
         kind = JobKind(kind)
         delivery = delivery or Delivery()
         now = self._clock()
@@ -170,8 +188,8 @@ class JobRepository:
             job_id = await transaction.insert(
                 """
                 INSERT INTO jobs (user_id, guild_id, kind, params, batch_key, max_attempts,
-                    channel_id, message_id, interaction_token, token_expires_at, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    channel_id, message_id, interaction_token, token_expires_at, created_at, model)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     user_id,
@@ -185,6 +203,7 @@ class JobRepository:
                     delivery.interaction_token,
                     _maybe_seconds(delivery.token_expires_at),
                     to_seconds(now),
+                    model,
                 ),
             )
             for idx, photo in enumerate(photos):
@@ -227,10 +246,14 @@ class JobRepository:
         return [job_from_row(row) for row in rows]
 
     async def fair_order(
-        self, limit: int = 50, kinds: Collection[JobKind | str] | None = None
+        self,
+        limit: int = 50,
+        kinds: Collection[JobKind | str] | None = None,
+        models: ModelFilter | None = None,
     ) -> list[Job]:
-        """Queued jobs in fair order, for the scheduler to pick from (nothing is claimed)."""
-        fair, params = _fair_queue_sql(kinds)
+        """Queued jobs in fair order, for the scheduler to pick from (nothing is claimed);
+        with `models`, only those for these models, in fair order among themselves."""
+        fair, params = _fair_queue_sql(kinds, models)
         rows = await self._db.fetch_all(
             f"""{fair}
             SELECT jobs.* FROM fair JOIN jobs ON jobs.id = fair.id

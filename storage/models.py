@@ -172,6 +172,7 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    model: str | None = None  # the configured model's name; None: the deployment's default
 
     @property
     def is_final(self) -> bool:
@@ -215,3 +216,4 @@ class GuildSettings:
     blocked_words: tuple[str, ...] = ()
     allowed_channel_ids: tuple[int, ...] = ()  # empty: every channel
     default_negative_prompt: str = ""
+    default_model: str | None = None  # a configured model's name; None: the deployment's

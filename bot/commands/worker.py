@@ -51,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
         )
     password = urlsplit(settings.queue).password
     configure_logging(settings.log_level, secrets=[password] if password else [])
-    logging.getLogger("lexicon").info("worker: model %s on %s", settings.model, settings.device)
+    names = ", ".join(model.name for model in settings.worker_models)
+    logging.getLogger("lexicon").info("worker: models %s on %s", names, settings.device)
     heartbeat, ttl = liveness_for(settings.lease_seconds)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
     config = worker_config(settings, worker_id, heartbeat_interval=heartbeat)

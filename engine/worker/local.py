@@ -1,9 +1,10 @@
 """Entry point of the embedded GPU worker: a child process of the bot, spoken to over a pipe.
 
 Only the spawned child imports this module (`bot.transport` names it by its module name), and
-the engine, with it torch, is imported by `build_engine` only. The Redis worker builds its
-engine here too, and so does `lexicon warm` (`warm`), which starts an engine only to fill the
-compile cache under the data dir ahead of the first worker start.
+the engines, with them torch, are imported by `build_engines` only: one engine per model the
+worker holds. The Redis worker builds its engines here too, and so does `lexicon warm` (`warm`),
+which starts them only to fill the compile cache under the data dir ahead of the first worker
+start.
 """
 
 from __future__ import annotations
@@ -20,7 +21,25 @@ from engine.worker.loop import Worker
 from engine.worker_config import CannotWarm, EngineSpec, WorkerConfig
 
 
-def build_engine(spec: EngineSpec) -> Engine:
+def build_engines(spec: EngineSpec) -> dict[str, Engine]:
+    """One engine per model of `spec`, by name, in the order configured; if one cannot load,
+    those already loaded are closed."""
+    engines: dict[str, Engine] = {}
+    try:
+        for model in spec.models:
+            engines[model.name] = build_engine(spec, model.source)
+    except BaseException:
+        close_engines(engines)
+        raise
+    return engines
+
+
+def close_engines(engines: dict[str, Engine]) -> None:
+    for engine in engines.values():
+        engine.close()
+
+
+def build_engine(spec: EngineSpec, source: str) -> Engine:
     if spec.kind == "standin":
         from engine.standin import StandInEngine
 
@@ -33,7 +52,7 @@ def build_engine(spec: EngineSpec) -> Engine:
     from engine.training import TrainRecipe
 
     return DiffusersEngine.load(
-        spec.model,
+        source,
         spec.device,
         spec.data_dir,
         recipe=TrainRecipe(batch_size=spec.train_batch_size),
@@ -58,10 +77,10 @@ def warm(spec: EngineSpec) -> tuple[Path, float]:
                 f"compiling needs a CUDA GPU and LEXICON_DEVICE resolves to {device} here, so "
                 "there is nothing to warm; run lexicon warm on the GPU worker's machine."
             )
-        engine = build_engine(spec)
+        engines = build_engines(spec)
     except ModelLoadError as error:
         raise CannotWarm(str(error)) from None
-    engine.close()
+    close_engines(engines)
     return CompileCache.for_device(spec.data_dir, device).folder, time.perf_counter() - started
 
 
@@ -93,16 +112,16 @@ def quiet_libraries() -> None:
 
 
 def child_main(connection: Connection, spec: EngineSpec, config: WorkerConfig) -> None:
-    """Run in the spawned child: load the engine once, then serve until told to stop."""
+    """Run in the spawned child: load the engines once, then serve until told to stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s: %(message)s")
     quiet_libraries()
     channel = PipeChannel(connection)
     try:
-        engine = build_engine(spec)
+        engines = build_engines(spec)
     except Exception as error:  # report why, in one sentence, then exit
         channel.send(WorkerLost(config.worker_id, f"the GPU worker could not start: {error}"))
         raise SystemExit(1) from None
     try:
-        Worker(engine, channel, config).run()
+        Worker(engines, channel, config).run()
     finally:
-        engine.close()
+        close_engines(engines)

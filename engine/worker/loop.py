@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,8 +55,13 @@ class _Training:
 
 
 class Worker:
-    def __init__(self, engine: Engine, channel: Channel, config: WorkerConfig) -> None:
-        self.engine = engine
+    """Serves the models in `engines` (by configured name): each request names its model, and
+    a batch holds requests for one model only (the scheduler never mixes them)."""
+
+    def __init__(
+        self, engines: Mapping[str, Engine], channel: Channel, config: WorkerConfig
+    ) -> None:
+        self.engines = dict(engines)
         self.channel = channel
         self.config = config
         self._send_lock = threading.Lock()
@@ -83,7 +88,7 @@ class Worker:
             with self._held_lock:
                 ids = tuple(sorted(self._held))
             try:
-                memory = self.engine.peak_memory_bytes()
+                memory = max(engine.peak_memory_bytes() for engine in self.engines.values())
                 self.send(protocol.Heartbeat(self.config.worker_id, ids, memory))
             except (OSError, EOFError):
                 return
@@ -117,16 +122,12 @@ class Worker:
 
     def run(self) -> None:
         """Serve until a Shutdown arrives; returns after releasing unfinished work."""
-        engine = self.engine
-        self.send(
-            protocol.WorkerReady(
-                self.config.worker_id,
-                engine.device,
-                self.config.max_batch,
-                engine.model_hash,
-                engine.family,
-            )
+        held = tuple(
+            protocol.ModelHeld(name, engine.family, engine.width, engine.model_hash)
+            for name, engine in self.engines.items()
         )
+        device = next(iter(self.engines.values())).device
+        self.send(protocol.WorkerReady(self.config.worker_id, device, self.config.max_batch, held))
         self.send(protocol.SlotFree(self.config.worker_id, "generate"))
         self.send(protocol.SlotFree(self.config.worker_id, "train"))
         beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
@@ -218,7 +219,8 @@ class Worker:
             return all(job.job_id in self._cancelled for job in jobs)
 
         try:
-            results = self.engine.generate([job.request for job in jobs], on_step)
+            engine = self._engine_for(jobs[0].request.model)
+            results = engine.generate([job.request for job in jobs], on_step)
         except Cancelled:
             return [
                 protocol.JobCancelled(job.job_id, job.attempt)
@@ -261,7 +263,8 @@ class Worker:
                 )
             )
             try:
-                run = self.engine.start_training(job.request, job.resume_from)
+                engine = self._engine_for(job.request.model)
+                run = engine.start_training(job.request, job.resume_from)
             except UserInputError as error:
                 self._end_training(
                     job, protocol.JobFailed(job.job_id, job.attempt, str(error), False)
@@ -305,10 +308,25 @@ class Worker:
                 job, protocol.JobFailed(job.job_id, job.attempt, _fault_sentence(error), True)
             )
 
+    def _engine_for(self, model: str) -> Engine:
+        """The engine of `model`; an empty name (a request from before models had names) means
+        the first model the worker holds."""
+        if not model:
+            return next(iter(self.engines.values()))
+        try:
+            return self.engines[model]
+        except KeyError:
+            raise ModelNotHeld(model) from None
+
     def _end_training(self, job: protocol.TrainJob, outcome: protocol.FromWorker) -> None:
         self._training = None
         self.send(outcome)
         self.send(protocol.SlotFree(self.config.worker_id, "train"))
+
+
+class ModelNotHeld(LookupError):
+    """A job named a model this worker does not hold (the scheduler routes by model, so this is
+    a routing fault: the job is retried, elsewhere)."""
 
 
 def _fault_sentence(error: BaseException) -> str:

@@ -62,7 +62,7 @@ from engine.redis_wire import (
     parse_jobs,
     refused_sentence,
 )
-from engine.worker.local import build_engine, quiet_libraries
+from engine.worker.local import build_engines, close_engines, quiet_libraries
 from engine.worker.loop import Worker
 from engine.worker_config import EngineSpec, WorkerConfig
 
@@ -583,7 +583,7 @@ def serve(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     install_signals: bool = True,
 ) -> int:
-    """Load the engine once, register, serve until SIGTERM; returns the exit status.
+    """Load the engines once, register, serve until SIGTERM; returns the exit status.
     QueueRefused when Redis refuses the credentials in `url`."""
     quiet_libraries()
     channel = RedisChannel(
@@ -603,9 +603,10 @@ def serve(
     if install_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: channel.request_stop())
-    log.info("worker %s: loading the %s engine (%s)", config.worker_id, spec.kind, spec.model)
+    names = ", ".join(f"{model.name}={model.source}" for model in spec.models)
+    log.info("worker %s: loading the %s engine (%s)", config.worker_id, spec.kind, names)
     try:
-        engine = build_engine(spec)
+        engines = build_engines(spec)
     except Exception as error:
         log.error("the GPU worker could not start: %s", error)
         with contextlib.suppress(ChannelClosed):
@@ -616,11 +617,11 @@ def serve(
         return 1
     if channel._stop.is_set():
         return 0
-    log.info("worker %s: ready on %s, serving %s", config.worker_id, engine.device, url)
+    log.info("worker %s: ready, serving %s", config.worker_id, url)
     try:
-        Worker(engine, channel, config).run()
+        Worker(engines, channel, config).run()
         channel.close()
     finally:
-        engine.close()  # its threads (PNG encoders) must stop before the interpreter does
+        close_engines(engines)  # their threads (PNG encoders) must stop before the interpreter
     log.info("worker %s: stopped", config.worker_id)
     return 0
