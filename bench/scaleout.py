@@ -69,10 +69,11 @@ def serve_worker(url: str, worker_id: str, step_seconds: float, max_batch: int) 
     """The worker side, in a child process."""
     from engine.redis_wire import liveness_for
     from engine.worker.redis import serve
-    from engine.worker_config import EngineSpec, WorkerConfig
+    from engine.worker_config import EngineSpec, ModelSource, WorkerConfig
 
     heartbeat, ttl = liveness_for(30.0)
-    spec = EngineSpec("standin", "standin", "cpu", Path(tempfile.gettempdir()), step_seconds)
+    models = (ModelSource("standin", "standin"),)
+    spec = EngineSpec("standin", models, "cpu", Path(tempfile.gettempdir()), step_seconds)
     config = WorkerConfig(worker_id, max_batch=max_batch, heartbeat_interval=heartbeat)
     return serve(url, spec, config, ttl=ttl)
 

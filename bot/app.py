@@ -140,6 +140,7 @@ class Lexicon(AsyncClosing):
             hub,
             max_batch=settings.max_batch,
             lease_seconds=settings.lease_seconds,
+            default_model=settings.default_model,
         )
         checks = _Checks(settings, storage.users, storage.guilds, storage.jobs, storage.preferences)
         imagine = ImagineService(

@@ -219,7 +219,7 @@ class LibraryService:
         library = shared_library(actor) if share else None
         if share:
             NAME_RULES.check_shareable(checked)
-        family = await self.model_family()
+        family = await self.model_family(await self.checks.model_for(actor.guild_id, None))
         kind = "negative" if negative else "positive"
         answer = await self._child(
             data, "import", filename[:200] or "upload", checked.display, kind, family
@@ -265,18 +265,20 @@ class LibraryService:
             return embedding
         return dataclasses.replace(embedding, thumbnail_job_id=submitted.job.id)
 
-    async def model_family(self, limit_seconds: float = 600.0) -> str:
-        """The family of the model the workers serve (waits for a worker to report it)."""
+    async def model_family(self, model: str, limit_seconds: float = 600.0) -> str:
+        """The family of the configured model `model` (waits for a worker to report it)."""
         try:
-            await asyncio.wait_for(self.scheduler.worker_ready.wait(), limit_seconds)
+            async with asyncio.timeout(limit_seconds):
+                while model not in self.scheduler.models:
+                    await self.scheduler.worker_ready.wait()
+                    if model not in self.scheduler.models:
+                        await asyncio.sleep(0.1)  # workers are up, none has reported it yet
         except TimeoutError:
             raise ServiceError(
-                "No GPU worker is running, so the file cannot be checked against the model; "
-                "try again later."
+                f"No GPU worker serving **{model}** is running, so the file cannot be checked "
+                "against the model; try again later."
             ) from None
-        family = self.scheduler.model_family
-        assert family is not None
-        return family
+        return self.scheduler.models[model].family
 
     async def _child(self, data: bytes, *args: str) -> dict[str, Any]:
         """Run `python -m engine.convert ARGS` on `data`, one of at most MAX_CONVERT_CHILDREN."""

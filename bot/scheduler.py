@@ -6,6 +6,11 @@ compatible `/imagine` requests into one GPU batch, and turns worker events into 
 transitions. Because nothing is queued anywhere but SQLite, a restart of any process loses
 nothing: the bot requeues what was running, and workers need no state.
 
+Models: each job names a configured model (none: the deployment's default) and each worker
+says which models it holds (`WorkerReady.models`). A worker is handed only jobs for its models,
+picked in fair order among those jobs; a batch's key includes its model, so batches never mix
+models. A job for a model no live worker holds waits in the queue until one comes.
+
 Batching vs fairness: a batch takes jobs in fair order that share the head job's batch key, at
 most one per user. So one user's twenty requests never start before another user's first (not
 even in the same batch), and a busy server with many users still runs full batches. The price
@@ -29,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from bot import metrics
@@ -48,6 +53,7 @@ from engine.protocol import (
     JobFailed,
     JobReleased,
     JobStarted,
+    ModelHeld,
     ProgressReport,
     SlotFree,
     TrainCheckpoint,
@@ -60,7 +66,7 @@ from storage.clock import utc_now
 from storage.embeddings import EmbeddingRepository
 from storage.errors import LeaseLost, NameTaken, NotFound, StorageError, StorageUnavailable
 from storage.files import FileStore
-from storage.jobs import JobRepository
+from storage.jobs import JobRepository, ModelFilter
 from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewImage
 
 log = logging.getLogger("lexicon.scheduler")
@@ -88,10 +94,21 @@ def _log_failure(what: str, error: Exception) -> None:
         log.error("%s failed", what, exc_info=error)
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the workers reported about one configured model."""
+
+    name: str
+    family: str
+    width: int
+    model_hash: str
+
+
 @dataclass
 class _Worker:
     worker_id: str
     max_batch: int
+    models: frozenset[str]
     free: set[str] = field(default_factory=lambda: {"generate", "train"})
     jobs: set[int] = field(default_factory=set)
 
@@ -118,6 +135,7 @@ class Scheduler:
         max_batch: int = 8,
         lease_seconds: float = 30.0,
         owner_prefix: str = "local",
+        default_model: str = "",
     ) -> None:
         self.jobs = jobs
         self.embeddings = embeddings
@@ -135,7 +153,11 @@ class Scheduler:
         self._running_kind: dict[int, str] = {}  # job id → kind, for queue ETAs
         self.worker_ready = asyncio.Event()
         self.last_worker_error: str | None = None
-        self.model_family: str | None = None
+        # The deployment's default model: what a job that names none runs on.
+        self.default_model = default_model
+        # Every model a worker has reported, by name (kept after the worker goes: a model's
+        # family does not change while the bot runs).
+        self.models: dict[str, ModelInfo] = {}
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -195,6 +217,19 @@ class Scheduler:
         busy = min(running) if running else 0.0  # the first slot to come free
         return busy + per_job * ((position - 1) // batch) / workers
 
+    def model_of(self, job: Job) -> str:
+        """The configured model a job runs on."""
+        return job.model or self.default_model
+
+    def is_served(self, model: str) -> bool:
+        """Whether a live worker holds `model` (else its jobs wait for one)."""
+        return any(model in worker.models for worker in self._workers.values())
+
+    def waiting_for(self, job: Job) -> str | None:
+        """The job's model when workers are up but none holds it (the job waits for one)."""
+        model = self.model_of(job)
+        return model if self._workers and not self.is_served(model) else None
+
     async def cancel(self, job: Job, stopped_worker: str | None) -> None:
         """Tell the worker to stop a job that was already marked cancelled in the database."""
         self.hub.publish(JobUpdate(job.id, job.user_id, "cancelled"))
@@ -225,8 +260,13 @@ class Scheduler:
             if "train" in worker.free and await self._dispatch_train(worker):
                 worker.free.discard("train")
 
+    def _filter(self, worker: _Worker) -> ModelFilter:
+        return ModelFilter(worker.models, self.default_model)
+
     async def _dispatch_generate(self, worker: _Worker) -> bool:
-        candidates = await self.jobs.fair_order(limit=256, kinds=[JobKind.GENERATE])
+        candidates = await self.jobs.fair_order(
+            limit=256, kinds=[JobKind.GENERATE], models=self._filter(worker)
+        )
         chosen = choose_batch(candidates, min(worker.max_batch, self.max_batch))
         if not chosen:
             return False
@@ -246,7 +286,9 @@ class Scheduler:
         return True
 
     async def _dispatch_train(self, worker: _Worker) -> bool:
-        candidates = await self.jobs.fair_order(limit=1, kinds=[JobKind.TRAIN])
+        candidates = await self.jobs.fair_order(
+            limit=1, kinds=[JobKind.TRAIN], models=self._filter(worker)
+        )
         if not candidates:
             return False
         claimed = await self.jobs.claim_ids(
@@ -270,13 +312,16 @@ class Scheduler:
         except (NotFound, OSError):
             await self._fail(job.id, job.user_id, "The photos for this training were lost.", False)
             return False
-        request = TrainRequest.from_params(job.params).with_photos(tuple(photos))
+        request = replace(
+            TrainRequest.from_params(job.params).with_photos(tuple(photos)),
+            model=self.model_of(job),
+        )
         worker.jobs.add(job.id)
         await self.transport.submit(TrainJob(job.id, job.attempts, request, checkpoint))
         return True
 
     async def _generate_request(self, job: Job, worker_id: str) -> GenerateRequest | None:
-        request = GenerateRequest.from_params(job.params)
+        request = replace(GenerateRequest.from_params(job.params), model=self.model_of(job))
         files: dict[str, bytes] = {}
         for used in request.embeddings:
             try:
@@ -352,14 +397,16 @@ class Scheduler:
         return False
 
     async def _on_ready(self, event: WorkerReady) -> None:
-        worker = _Worker(event.worker_id, event.max_batch)
+        names = frozenset(model.name for model in event.models)
+        worker = _Worker(event.worker_id, event.max_batch, names)
         # A worker that (re)appears while it still holds jobs (a bot restart with remote
         # workers) is busy in those slots until it reports them free.
         for job in await self.jobs.leased_to(event.worker_id):
             worker.free.discard(job.kind.value)
             worker.jobs.add(job.id)
         self._workers[event.worker_id] = worker
-        self.model_family = event.family
+        for held in event.models:
+            self.models[held.name] = _info(held)
         self.worker_ready.set()
         self.wake()
 
@@ -429,7 +476,8 @@ class Scheduler:
         metrics.RUN_SECONDS.labels("train").observe(event.seconds)
         job = await self.jobs.get(event.job_id)
         request, result = TrainRequest.from_params(job.params), event.result
-        family = self.model_family or result.family
+        served = self.models.get(self.model_of(job))
+        family = served.family if served is not None else result.family
         try:
             width = check_trained(result.embedding, n_vectors=request.n_vectors, family=family)
             if (result.n_vectors, result.width, result.family) != (
@@ -579,6 +627,10 @@ class Scheduler:
             if requeued:
                 log.warning("requeued jobs with expired leases: %s", requeued)
                 self.wake()
+
+
+def _info(held: ModelHeld) -> ModelInfo:
+    return ModelInfo(held.name, held.family, held.width, held.model_hash)
 
 
 def choose_batch(candidates: list[Job], max_images: int) -> list[Job]:

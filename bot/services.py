@@ -25,6 +25,7 @@ from typing import TypeVar
 from bot.config import Settings
 from bot.hub import JobHub, JobUpdate
 from bot.scheduler import Scheduler
+from engine.embedding_metadata import FAMILY_LABELS
 from engine.jobs import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -96,6 +97,7 @@ class ImagineOptions:
     # The embeddings the request this one repeats used (a button): any the new member cannot
     # use is named in a note instead of being dropped silently.
     expected: tuple[str, ...] = ()
+    model: str | None = None  # a configured model's name; None: the server's default
 
     @classmethod
     def again(cls, request: GenerateRequest) -> ImagineOptions:
@@ -109,6 +111,7 @@ class ImagineOptions:
             size=f"{request.width}x{request.height}",
             sampler=request.sampler,
             expected=tuple(e.name for e in request.embeddings),
+            model=request.model or None,
         )
 
 
@@ -124,6 +127,7 @@ class TrainOptions:
     share: bool | None = None  # None: the member's `/settings` choice, else not shared
     negative: bool = False
     steps: int | None = None
+    model: str | None = None  # a configured model's name; None: the server's default
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class Submitted:
     job: Job
     position: int | None
     eta_seconds: float | None
+    waiting_for: str | None = None  # its model, while no live worker holds it
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -263,6 +268,23 @@ class _Checks:
             if word is not None:
                 raise ServiceError(f"'{word}' is blocked on this server; remove it and try again.")
 
+    async def model_for(self, guild_id: int | None, requested: str | None) -> str:
+        """The configured model a job runs on: the one asked for, else the server's default
+        (while it is still configured), else the deployment's."""
+        names = [model.name for model in self.settings.models]
+        if requested is not None:
+            if requested not in names:
+                raise ServiceError(
+                    f"There is no model called **{requested}** here; choose one of "
+                    f"{', '.join(f'**{name}**' for name in names)}."
+                )
+            return requested
+        if guild_id is not None:
+            chosen = (await self.guilds.get(guild_id)).default_model
+            if chosen in names:
+                return chosen
+        return self.settings.default_model
+
     async def max_active(self, user_id: int, guild_id: int | None = None) -> int:
         """The user's own override, else the server's limit, else the operator's default."""
         user = await self.users.get_or_create(user_id)
@@ -371,7 +393,8 @@ class ImagineService(_QueueingService):
             raise ServiceError(
                 f"Image {idx + 1} of job #{job_id} was deleted; pick another image."
             ) from None
-        return GenerateRequest.from_params(job.params), png
+        request = GenerateRequest.from_params(job.params)
+        return dataclasses.replace(request, model=self.scheduler.model_of(job)), png
 
     async def _enqueue(
         self,
@@ -394,6 +417,7 @@ class ImagineService(_QueueingService):
                 delivery=delivery,
                 photos=[request.init_image] if request.is_img2img else [],
                 max_active=await self.checks.max_active(user_id, guild_id),
+                model=request.model,
             )
         except OSError as error:
             raise disk_failure("starting image", error) from None
@@ -465,6 +489,7 @@ class ImagineService(_QueueingService):
             init_image=start or b"",
             strength=strength or 0.0,
             hires_steps=hires_steps,
+            model=await self.checks.model_for(guild_id, options.model),
         )
         try:
             request.check(max_steps=settings.max_steps)
@@ -477,6 +502,7 @@ class ImagineService(_QueueingService):
             if default_negative and default_negative not in negative:
                 negative = f"{negative}, {default_negative}" if negative else default_negative
         used = await self.resolve_names(user_id, guild_id, request.prompt, negative)
+        self.refuse_other_family(request.model, used)
         prompt, negative = _move_negative_embeddings(request.prompt, negative, used)
         return dataclasses.replace(
             request,
@@ -487,6 +513,30 @@ class ImagineService(_QueueingService):
                 for e in used
             ),
         )
+
+    def refuse_other_family(self, model: str, used: Sequence[Embedding]) -> None:
+        """Refuse an embedding trained for another family than `model`'s, naming a configured
+        model that fits. A model no worker has reported yet is left to the worker's check."""
+        served = self.scheduler.models.get(model)
+        if served is None:
+            return
+        for embedding in used:
+            if embedding.family.value == served.family:
+                continue
+            fits = [
+                info.name
+                for info in self.scheduler.models.values()
+                if info.family == embedding.family.value
+            ]
+            hint = (
+                f"try model **{fits[0]}**"
+                if fits
+                else "no model here fits it, so leave it out of the prompt"
+            )
+            raise ServiceError(
+                f"**{embedding.name_folded}** was trained for {_family(embedding.family.value)}, "
+                f"but **{model}** is {_family(served.family)}; {hint}."
+            )
 
     async def notes(
         self,
@@ -601,6 +651,7 @@ class TrainService(_QueueingService):
             seed=secrets.randbelow(2**31),
             share=share,
             negative=options.negative,
+            model=await self.checks.model_for(guild_id, options.model),
         )
         try:
             request.check()
@@ -617,6 +668,7 @@ class TrainService(_QueueingService):
                 delivery=delivery,
                 photos=stored,
                 max_active=max_active,
+                model=request.model,
             )
         except OSError as error:
             raise disk_failure("photos", error) from None
@@ -681,7 +733,11 @@ async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:
     hub.publish(JobUpdate(job.id, job.user_id, "queued"))
     position = await scheduler.jobs.queue_position(job.id)
     eta = await scheduler.estimate_start(job)
-    return Submitted(job, position, eta)
+    return Submitted(job, position, eta, scheduler.waiting_for(job))
+
+
+def _family(family: str) -> str:
+    return FAMILY_LABELS.get(family, family)
 
 
 def _ratio(size: str) -> float:

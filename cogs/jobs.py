@@ -63,7 +63,7 @@ class Jobs(LookupCog):
             else:
                 position = await app.storage.jobs.queue_position(job.id)
                 eta = await app.scheduler.estimate_start(job)
-                where = queue_place(position, eta)
+                where = queue_place(position, eta, app.scheduler.waiting_for(job))
             lines.append(f"**#{job.id}** {_describe(job)} — {where}")
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
 

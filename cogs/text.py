@@ -39,16 +39,24 @@ def notes_text(job: Job) -> str:
     return "".join(f"\n-# {note}" for note in job_notes(job))
 
 
-def queued_text(job: Job, position: int | None, eta_seconds: float | None) -> str:
-    """Where the job stands in line: "next up" or "#N in line", and when it should start."""
+def queued_text(
+    job: Job, position: int | None, eta_seconds: float | None, waiting_for: str | None = None
+) -> str:
+    """Where the job stands in line: "next up" or "#N in line", and when it should start (or
+    which model's worker it waits for)."""
     if position is None:
         return f"Starting {job_title(job)} (job #{job.id})…" + notes_text(job)
-    place = queue_place(position, eta_seconds)
+    place = queue_place(position, eta_seconds, waiting_for)
     return f"Queued {job_title(job)} (job #{job.id}) — {place}." + notes_text(job)
 
 
-def queue_place(position: int | None, eta_seconds: float | None) -> str:
-    """`next up, expected to start <t:…:R>` or `#3 in line, …`."""
+def queue_place(
+    position: int | None, eta_seconds: float | None, waiting_for: str | None = None
+) -> str:
+    """`next up, expected to start <t:…:R>` or `#3 in line, …`; while no live worker holds the
+    job's model, `waiting for a worker that serves **sd15**`."""
+    if waiting_for is not None:
+        return f"waiting for a worker that serves **{waiting_for}**"
     place = "next up" if position == 1 else f"#{position} in line"
     when = (
         f"expected to start {relative_time(eta_seconds)}"

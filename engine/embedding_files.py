@@ -32,7 +32,12 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from engine.embedding_metadata import FAMILY_BY_PAIR, FAMILY_BY_WIDTH, PAIR_BY_FAMILY
+from engine.embedding_metadata import (
+    FAMILY_BY_PAIR,
+    FAMILY_BY_WIDTH,
+    FAMILY_LABELS,
+    PAIR_BY_FAMILY,
+)
 
 FORMAT_TAG = "lexicon-ti/1"
 # What a .pt zip may unpack to: its entries' declared sizes, summed. torch.save stores entries
@@ -41,13 +46,6 @@ FORMAT_TAG = "lexicon-ti/1"
 UNPACK_RATIO = 2
 UNPACK_SLACK = 64 * 1024
 MAX_VECTORS = 75
-FAMILY_LABELS = {
-    "sd1": "SD 1.x",
-    "sd2": "SD 2.x",
-    "sdxl": "SDXL",
-    "tiny": "the tiny test model",
-    "tiny-sdxl": "the tiny SDXL test model",
-}
 
 _ACCEPTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _RESERVED_METADATA = (

@@ -30,6 +30,14 @@ FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2", SDXL_WIDTH: "sdxl", 32: "tiny"}
 WIDTH_BY_FAMILY = {family: width for width, family in FAMILY_BY_WIDTH.items()} | {
     family: sum(pair) for family, pair in PAIR_BY_FAMILY.items()
 }
+# How a family is named in messages (the bot's refusals and the engine's alike).
+FAMILY_LABELS = {
+    "sd1": "SD 1.x",
+    "sd2": "SD 2.x",
+    "sdxl": "SDXL",
+    "tiny": "the tiny test model",
+    "tiny-sdxl": "the tiny SDXL test model",
+}
 MAX_HEADER_BYTES = 64 * 1024  # Lexicon's header is a few hundred bytes of shape and metadata
 
 

@@ -240,22 +240,26 @@ class GenerateRequest:
             if self.is_img2img
             else {}
         )
-        return image | _model_params(self.model) | {
-            "prompt": self.prompt,
-            "negative": self.negative,
-            "count": self.count,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "seed": self.seed,
-            "width": self.width,
-            "height": self.height,
-            "sampler": self.sampler,
-            "embeddings": [
-                {"id": e.id, "name": e.name, "sha256": e.sha256}
-                | ({"source_sha256": e.source_sha256} if e.source_sha256 else {})
-                for e in self.embeddings
-            ],
-        }
+        return (
+            image
+            | _model_params(self.model)
+            | {
+                "prompt": self.prompt,
+                "negative": self.negative,
+                "count": self.count,
+                "steps": self.steps,
+                "guidance": self.guidance,
+                "seed": self.seed,
+                "width": self.width,
+                "height": self.height,
+                "sampler": self.sampler,
+                "embeddings": [
+                    {"id": e.id, "name": e.name, "sha256": e.sha256}
+                    | ({"source_sha256": e.source_sha256} if e.source_sha256 else {})
+                    for e in self.embeddings
+                ],
+            }
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> GenerateRequest:

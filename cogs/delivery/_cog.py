@@ -222,7 +222,8 @@ class DeliveryCog(commands.Cog, name="Delivery"):
             self._places[job.id] = place
             try:
                 eta = await app.scheduler.estimate_start(job, place)
-                await self._edit(job, content=queued_text(job, place, eta))
+                serves = app.scheduler.waiting_for(job)
+                await self._edit(job, content=queued_text(job, place, eta, serves))
             except (discord.HTTPException, StorageError) as error:
                 log.info("could not move job %d up the line: %s", job.id, error)
             self.note_edit(job.id)

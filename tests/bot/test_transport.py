@@ -20,11 +20,12 @@ from engine.protocol import (
     WorkerLost,
     WorkerReady,
 )
-from engine.worker_config import EngineSpec, WorkerConfig
+from engine.worker_config import EngineSpec, ModelSource, WorkerConfig
 
 
 def _transport(tmp_path: Path, step_seconds: float = 0.0) -> LocalTransport:
-    spec = EngineSpec("standin", "standin", "cpu", tmp_path, standin_step_seconds=step_seconds)
+    models = (ModelSource("standin", "standin"),)
+    spec = EngineSpec("standin", models, "cpu", tmp_path, standin_step_seconds=step_seconds)
     return LocalTransport(spec, WorkerConfig("test", train_slice_steps=5), restart_delay=0.1)
 
 
@@ -47,7 +48,7 @@ async def test_batch_round_trip(tmp_path: Path) -> None:
     await transport.start()
     try:
         ready = await _next(transport, WorkerReady)
-        assert ready.family == "tiny"
+        assert ready.models[0].family == "tiny"
         jobs = (GenerateJob(1, 1, _request("a")), GenerateJob(2, 1, _request("b")))
         await transport.submit(GenerateBatch(jobs))
         done = [await _next(transport, GenerateDone), await _next(transport, GenerateDone)]
@@ -97,7 +98,8 @@ async def test_killed_worker_is_reported_and_restarted(tmp_path: Path) -> None:
 
 async def test_worker_that_cannot_start_says_why(tmp_path: Path) -> None:
     """A worker whose engine fails to load is not restarted in a loop; the reason is kept."""
-    spec = EngineSpec("diffusers", str(tmp_path / "no-such-model"), "cpu", tmp_path)
+    models = (ModelSource("missing", str(tmp_path / "no-such-model")),)
+    spec = EngineSpec("diffusers", models, "cpu", tmp_path)
     transport = LocalTransport(spec, WorkerConfig("bad"), restart_delay=0.1)
     await transport.start()
     try:

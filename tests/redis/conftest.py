@@ -114,9 +114,10 @@ sys.path.insert(0, {root!r})
 logging.basicConfig(level=logging.INFO, format="%(asctime)s {worker_id} %(name)s: %(message)s")
 from engine.redis_wire import liveness_for
 from engine.worker.redis import serve
-from engine.worker_config import EngineSpec, WorkerConfig
+from engine.worker_config import EngineSpec, ModelSource, WorkerConfig
 heartbeat, ttl = liveness_for({lease!r})
-spec = EngineSpec("standin", "standin", "cpu", Path({data!r}), standin_step_seconds={step!r},
+models = tuple(ModelSource(name, "standin") for name in {models!r})
+spec = EngineSpec("standin", models, "cpu", Path({data!r}), standin_step_seconds={step!r},
                   standin_start_seconds={start!r})
 config = WorkerConfig({worker_id!r}, max_batch={max_batch!r}, train_slice_steps=5,
                       checkpoint_every=5, heartbeat_interval=heartbeat)
@@ -160,9 +161,12 @@ class Workers:
         step_seconds: float = 0.0,
         max_batch: int = 8,
         start_seconds: float = 0.0,
+        models: tuple[str, ...] = ("standin",),
     ) -> WorkerProcess:
-        """A worker with the stand-in engine, started through `engine.worker.redis.serve`."""
+        """A worker with the stand-in engine (one per model name in `models`), started through
+        `engine.worker.redis.serve`."""
         script = _STANDIN_WORKER.format(
+            models=models,
             root=str(REPO_ROOT),
             worker_id=worker_id,
             lease=LEASE_SECONDS,

@@ -21,6 +21,7 @@ from engine.protocol import (
     GenerateDone,
     JobCancelled,
     JobStarted,
+    ModelHeld,
     TrainDone,
     WorkerLost,
     WorkerReady,
@@ -254,7 +255,7 @@ async def test_redis_restart_mid_run_loses_no_job(
 def register_ghost(client: redis.Redis, name: str = "ghost") -> None:
     """Register a live worker that never reads: what a worker looks like to the bot whose
     batch was still waiting in the stream when Redis lost it."""
-    ready = encode(WorkerReady(name, "cpu", 8, "standin0", "tiny"))
+    ready = encode(WorkerReady(name, "cpu", 8, (ModelHeld("standin", "tiny", 32, "standin0"),)))
     client.hset(f"lexicon:worker:{name}", mapping={"ready": ready, "beat": 1, "jobs": ""})
     client.pexpire(f"lexicon:worker:{name}", 120_000)
     client.sadd("lexicon:workers", name)

@@ -71,7 +71,7 @@ async def test_batch_round_trip_leaves_nothing_in_redis(
     workers.standin("w0")
     events = transport.events()
     ready = await _next(events, protocol.WorkerReady)
-    assert ready.worker_id == "w0" and ready.family == "tiny"
+    assert ready.worker_id == "w0" and ready.models[0].family == "tiny"
     await _next(events, protocol.SlotFree)
     jobs = (
         protocol.GenerateJob(1, 1, _request("a", count=2)),
