@@ -307,6 +307,11 @@ class _QueueingService:
     scheduler: Scheduler
     hub: JobHub
 
+    async def model_names(self, guild_id: int | None) -> list[str]:
+        """The configured models' names, the server's default first."""
+        default = await self.checks.model_for(guild_id, None)
+        return [default, *(m.name for m in self.settings.models if m.name != default)]
+
 
 @dataclass(eq=False)
 class ImagineService(_QueueingService):

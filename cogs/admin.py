@@ -1,5 +1,5 @@
 """`/admin …`: what server managers (Manage Server) control — limits, blocked words, the default
-negative prompt, this server's shared embeddings, and who may use Lexicon here.
+negative prompt and model, this server's shared embeddings, and who may use Lexicon here.
 
 Discord hides the group from members without Manage Server (default permissions), the cog
 checks the permission again on every use (server admins can widen command visibility) and
@@ -18,7 +18,7 @@ from discord.ext import commands
 
 from bot.discord_bot import LexiconBot
 from bot.services import BANNED, GUILD_MAX_QUEUED, ServiceError
-from cogs.common import Refused, actor_of, shorten
+from cogs.common import Refused, actor_of, model_choices, shorten
 from storage.models import GuildSettings
 
 MANAGE_GUILD = discord.Permissions(manage_guild=True)
@@ -152,6 +152,26 @@ class Admin(commands.Cog):
         )
         await interaction.response.send_message(reply, ephemeral=True)
 
+    @admin.command(name="model", description="Set or clear the model a bare /imagine uses here")
+    @app_commands.describe(name="One of the configured models; leave out for the default")
+    @app_commands.autocomplete(name=model_choices)
+    async def model(
+        self, interaction: discord.Interaction[LexiconBot], name: str | None = None
+    ) -> None:
+        chosen = None
+        if name is not None:
+            chosen = await self.bot.app.imagine.checks.model_for(None, name.strip().lower())
+        await self._update(
+            interaction, lambda current: dataclasses.replace(current, default_model=chosen)
+        )
+        default = self.bot.settings.default_model
+        reply = (
+            f"`/imagine` and `/train` here use **{chosen}** unless a member picks another model."
+            if chosen
+            else f"This server uses the deployment's default model, **{default}**."
+        )
+        await interaction.response.send_message(reply, ephemeral=True)
+
     @admin.command(name="remove", description="Take a shared embedding out of the library")
     @app_commands.describe(name="The shared embedding", delete="Delete it instead of unsharing")
     @app_commands.autocomplete(name=shared_name_choices)
@@ -215,9 +235,12 @@ def describe(settings: GuildSettings, bot: LexiconBot) -> str:
     limit = settings.limits.get(GUILD_MAX_QUEUED, bot.settings.max_queued_per_user)
     words = ", ".join(settings.blocked_words) or "none"
     negative = settings.default_negative_prompt or "none"
+    names = [model.name for model in bot.settings.models]
+    model = settings.default_model if settings.default_model in names else names[0]
     return (
         f"**Jobs per user** {limit}\n**Blocked words** {shorten(words, 1200)}\n"
         f"**Default negative prompt** {negative}"
+        + (f"\n**Default model** {model}" if len(names) > 1 else "")
     )
 
 

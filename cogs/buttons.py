@@ -5,6 +5,7 @@ are registered by `cogs.embeddings`, which owns `/library`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 from collections.abc import Awaitable, Callable
@@ -62,10 +63,15 @@ class RerollButton(PersistentButton, action="reroll", fields=("job", "idx")):
 
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
         check_rate(interaction)
-        job = await interaction.client.app.storage.jobs.get(self.value("job"))
-        await queue_imagine(
-            interaction, ImagineOptions.again(GenerateRequest.from_params(job.params))
-        )
+        app = interaction.client.app
+        job = await app.storage.jobs.get(self.value("job"))
+        await queue_imagine(interaction, ImagineOptions.again(source_request(app, job)))
+
+
+def source_request(app: Lexicon, job: Job) -> GenerateRequest:
+    """The request behind a result, naming the model it ran on (a button keeps that model)."""
+    request = GenerateRequest.from_params(job.params)
+    return dataclasses.replace(request, model=app.scheduler.model_of(job))
 
 
 class InfoButton(PersistentButton, action="info", fields=("job", "idx")):
@@ -85,6 +91,7 @@ class InfoButton(PersistentButton, action="info", fields=("job", "idx")):
         if info.negative:
             lines.append(f"**Negative** {shorten(info.negative, 500)}")
         lines.append(f"**Seed** {info.seed or image.seed}")
+        lines.append(f"**Model** {app.scheduler.model_of(job)}")
         lines.append(await embeddings_line(app, request, job.user_id))
         shown = ("Steps", "Sampler", "CFG scale", "Size", "Model hash")
         settings = [f"{key} {info.settings[key]}" for key in shown if key in info.settings]
@@ -160,7 +167,7 @@ class EditButton(PersistentButton, action="edit", fields=("job", "idx")):
     async def pressed(self, interaction: discord.Interaction[LexiconBot]) -> None:
         app = interaction.client.app
         job, image = await _looked_up_image(interaction, self)
-        request = GenerateRequest.from_params(job.params)
+        request = source_request(app, job)
         title = f"Edit image {image.idx + 1} of job #{job.id}"
         await interaction.response.send_modal(
             EditModal(request, image.seed, title, app.settings.allowed_sizes)
@@ -264,8 +271,10 @@ class DetailsButton(PersistentButton, action="details", fields=("embedding",)):
         _, job = await trained_as(interaction.client.app, embedding)
         steps = TrainRequest.from_params(job.params).steps if job is not None else None
         loss = (job.result or {}).get("final_loss") if job is not None else None
+        model = interaction.client.app.scheduler.model_of(job) if job is not None else None
         await interaction.response.send_message(
-            technical_details(embedding, steps=steps, final_loss=loss), ephemeral=True
+            technical_details(embedding, steps=steps, final_loss=loss, model=model),
+            ephemeral=True,
         )
 
 

@@ -39,10 +39,14 @@ def example_prompts(embedding: Embedding, kind: str | None) -> list[str]:
 
 
 def embedding_card(
-    embedding: Embedding, *, kind: str | None = None, images: list[str] | None = None
+    embedding: Embedding,
+    *,
+    kind: str | None = None,
+    images: list[str] | None = None,
+    model: str | None = None,
 ) -> list[discord.Embed]:
-    """The card: what it is, whose, how to use it, and example prompts (each with its image
-    when `images` names attachments, in the same order)."""
+    """The card: what it is, whose, how to use it (and the model it was trained on, when given),
+    and example prompts (each with its image when `images` names attachments, in order)."""
     where = "in the shared library" if embedding.is_shared else "private to its owner"
     lines = [
         f"**{embedding.name}** is {describe_kind(embedding, kind)}, by <@{embedding.owner_id}>, "
@@ -51,6 +55,8 @@ def embedding_card(
     if embedding.description:
         lines.append(f"> {embedding.description}")
     lines.append(usage_line(embedding))
+    if model is not None:
+        lines.append(f"Trained on **{model}**; it works with models of the same family.")
     examples = example_prompts(embedding, kind)
     lines.append("**Try these**\n" + "\n".join(f"{i}. `{p}`" for i, p in enumerate(examples, 1)))
     card = discord.Embed(
@@ -91,14 +97,21 @@ def how_to_use(embedding: Embedding, kind: str | None) -> str:
 
 
 def technical_details(
-    embedding: Embedding, *, steps: object = None, final_loss: object = None
+    embedding: Embedding,
+    *,
+    steps: object = None,
+    final_loss: object = None,
+    model: str | None = None,
 ) -> str:
-    """What the card's **Info** shows: the numbers people who know textual inversion ask."""
+    """What the card's **Info** shows: the numbers people who know textual inversion ask, and
+    the model it was trained on (when it was trained here)."""
     lines = [
         f"**{embedding.name}** · {embedding.kind.value} embedding · {embedding.source.value}",
         f"Vectors {embedding.n_vectors} × {embedding.width} · "
         f"model family {embedding.family.value}",
     ]
+    if model is not None:
+        lines.append(f"Trained on model {model}")
     if steps is not None:
         lines.append(f"Training steps {steps}")
     if isinstance(final_loss, float):

@@ -110,3 +110,13 @@ def refuse_oversized(photos: list[discord.Attachment], limit: int) -> None:
                 f"Photo {position} ({photo.filename}) is {_size(photo.size)}, over the "
                 f"{_size(limit)} limit; send a smaller file."
             )
+
+
+async def model_choices(
+    interaction: discord.Interaction[LexiconBot], current: str
+) -> list[app_commands.Choice[str]]:
+    """Autocomplete: the configured models whose names contain what was typed, the server's
+    default first."""
+    names = await interaction.client.app.imagine.model_names(interaction.guild_id)
+    typed = current.strip().lower()
+    return [app_commands.Choice(name=n, value=n) for n in names if typed in n][:25]

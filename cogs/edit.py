@@ -90,6 +90,7 @@ class EditModal(discord.ui.Modal):
             size=self.size,
             sampler=self.request.sampler,
             expected=tuple(e.name for e in self.request.embeddings if e.name in written),
+            model=self.request.model or None,
         )
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:

@@ -10,7 +10,7 @@ from discord import app_commands
 
 from bot.discord_bot import LexiconBot
 from bot.services import ImagineOptions
-from cogs.common import RateLimitedCog, offer_choices, refuse_oversized
+from cogs.common import RateLimitedCog, model_choices, offer_choices, refuse_oversized
 from cogs.errors import defer_public
 from cogs.queueing import queue_imagine, queue_options
 from engine.jobs import (
@@ -62,8 +62,9 @@ class Imagine(RateLimitedCog):
         size="Image size",
         image="A picture to start from (image-to-image)",
         strength="How far to move away from that picture (0.05-1, default 0.75)",
+        model="Which model renders it (default: this server's)",
     )
-    @app_commands.autocomplete(prompt=prompt_choices)
+    @app_commands.autocomplete(prompt=prompt_choices, model=model_choices)
     async def imagine(
         self,
         interaction: discord.Interaction[LexiconBot],
@@ -76,6 +77,7 @@ class Imagine(RateLimitedCog):
         size: str | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_STRENGTH, MAX_STRENGTH] | None = None,
+        model: str | None = None,
     ) -> None:
         options = ImagineOptions(
             prompt,
@@ -86,6 +88,7 @@ class Imagine(RateLimitedCog):
             seed=seed,
             size=size,
             strength=strength,
+            model=model,
         )
         if image is None:
             await queue_imagine(interaction, options)

@@ -9,7 +9,7 @@ from discord import app_commands
 
 from bot.discord_bot import LexiconBot
 from bot.services import TrainOptions
-from cogs.common import RateLimitedCog, refuse_oversized
+from cogs.common import RateLimitedCog, model_choices, refuse_oversized
 from cogs.errors import defer_public
 from cogs.queueing import queue_options
 from engine.jobs import MAX_VECTORS
@@ -31,7 +31,9 @@ class Train(RateLimitedCog):
         init_word="A word close to the subject to start from, like 'dog'",
         vectors="How many vectors the word gets (1-8; more learns more, needs more photos)",
         share="Put it in the shared library when done (default: your /settings)",
+        model="The model to train on; the word works with models of its family",
     )
+    @app_commands.autocomplete(model=model_choices)
     async def train(
         self,
         interaction: discord.Interaction[LexiconBot],
@@ -45,13 +47,14 @@ class Train(RateLimitedCog):
         init_word: app_commands.Range[str, 1, 32] | None = None,
         vectors: app_commands.Range[int, 1, MAX_VECTORS] | None = None,
         share: bool | None = None,
+        model: str | None = None,
     ) -> None:
         message_id = await defer_public(interaction)
         photos = [p for p in (photo1, photo2, photo3, photo4, photo5) if p is not None]
         refuse_oversized(photos, self.bot.settings.max_photo_bytes)
         files = [(photo.filename, await photo.read()) for photo in photos]
         options = TrainOptions(
-            name, files, kind=kind, init_word=init_word, vectors=vectors, share=share
+            name, files, kind=kind, init_word=init_word, vectors=vectors, share=share, model=model
         )
         await queue_options(
             interaction, interaction.client.app.train.submit, options, message_id=message_id

@@ -111,7 +111,8 @@ async def _train_card(app: Lexicon, job: Job, upload_limit: int) -> Outgoing:
     uploads = await asyncio.to_thread(fit_uploads, uploads, upload_limit)
     kind = TrainRequest.from_params(job.params).kind
     shown = [u.filename for u in uploads]
-    embeds = embedding_card(embedding, kind=kind, images=shown)
+    model = app.scheduler.model_of(job)
+    embeds = embedding_card(embedding, kind=kind, images=shown, model=model)
     content = (
         f"**{embedding.name}** is ready — write `<{embedding.name_folded}>` in `/imagine`. "
         "Here is what it makes:"
