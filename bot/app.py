@@ -67,7 +67,7 @@ def default_transport(settings: Settings) -> Transport:
     if settings.queue != "local":
         from bot.redis_transport import RedisTransport
 
-        return RedisTransport(settings.queue)
+        return RedisTransport(settings.queue, models=tuple(m.name for m in settings.models))
     return LocalTransport(engine_spec(settings), worker_config(settings, f"local{os.getpid()}"))
 
 

@@ -7,7 +7,8 @@ In short:
 
 - `submit` stores the encoded batch or training job in a payload key with a TTL (bounded by
   `max_payload_bytes`; a bigger job fails with a sentence instead) and appends a small entry
-  naming it to the work stream of its slot kind. Any worker with that slot free takes it.
+  naming it to the work stream of its slot kind and model. Any worker that holds the model and
+  has that slot free takes it.
 - Workers report on this bot's event stream, read through a consumer group: an event is
   acknowledged and deleted only after the scheduler has handled it, so a bot that dies mid-way
   reads it again on restart, and results leave Redis as soon as they are stored.
@@ -20,9 +21,9 @@ In short:
 - Capacity. The work stream is shared, so the worker that takes an entry may not be the one the
   scheduler had in mind (the scheduler moves the lease on `JobStarted`), and a slot can end up
   counted busy while its worker idles. The monitor therefore also offers `SlotFree` for every
-  registered worker that holds no entry of a kind while no entry of that kind waits unread —
-  only if no submit happened since that snapshot, so an offer can never add capacity that
-  does not exist.
+  registered worker that holds no entry of a kind while no entry of that kind for its models
+  waits unread — only if no submit happened since that snapshot, so an offer can never add
+  capacity that does not exist.
 
 Nothing a worker writes can stop the reader: every event is decoded within `max_payload_bytes`
 and `engine.protocol.MAX_DEPTH`, and one that cannot be read is acknowledged and moved to the
@@ -66,6 +67,7 @@ from engine.redis_wire import (
     as_text,
     dead_letter,
     format_jobs,
+    model_of,
     refused_sentence,
     slot_of,
 )
@@ -85,6 +87,7 @@ _FROM_WORKER = get_args(protocol.FromWorker)
 class _Known:
     """A worker the transport has announced (or will announce) to the scheduler."""
 
+    models: tuple[str, ...]  # the models it holds (their work streams are the ones it reads)
     beat: bytes | None = None
 
 
@@ -115,8 +118,12 @@ class RedisTransport:
         reconnect_grace: float = 15.0,
         cancel_ttl: float = 86_400.0,
         submit_patience: float = 30.0,
+        models: tuple[str, ...] = (),
     ) -> None:
         self.url = url
+        # Models whose work streams the transport looks after: the configured ones, and any a
+        # worker reports or a job names.
+        self._models: set[str] = set(models)
         self.layout = layout or RedisLayout()
         self.max_payload_bytes = max_payload_bytes
         self.payload_ttl = payload_ttl
@@ -185,8 +192,9 @@ class RedisTransport:
     # --- Transport ---------------------------------------------------------------------------
 
     async def submit(self, work: protocol.GenerateBatch | protocol.TrainJob) -> None:
-        slot = slot_of(work)
+        slot, model = slot_of(work), model_of(work)
         self._submit_seq[slot] += 1  # first, before any await: invalidates pending offers
+        self._models.add(model)
         if isinstance(work, protocol.GenerateBatch):
             pairs = [(job.job_id, job.attempt) for job in work.jobs]
         else:
@@ -207,7 +215,8 @@ class RedisTransport:
         async def write() -> None:
             pipe = self.client.pipeline(transaction=True)
             pipe.set(key, data, px=int(self.payload_ttl * 1000))
-            pipe.xadd(self.layout.work(slot), fields, maxlen=WORK_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            stream = self.layout.work(slot, model)
+            pipe.xadd(stream, fields, maxlen=WORK_MAXLEN, approximate=True)  # type: ignore[arg-type]
             await pipe.execute()
 
         if not await self._patiently(write, self.submit_patience):
@@ -318,7 +327,9 @@ class RedisTransport:
             if worker in self._known or worker in self._lost:
                 self._acks.append(entry_id)  # announced already, or an old one of a dead worker
                 return
-            self._known[worker] = _Known()
+            held = tuple(model.name for model in message.models)
+            self._known[worker] = _Known(held)
+            self._models.update(held)
         elif isinstance(message, protocol.WorkerLost):
             self._known.pop(message.worker_id, None)
             self._lost[message.worker_id] = time.monotonic()
@@ -403,25 +414,26 @@ class RedisTransport:
         layout = self.layout
         members = {as_text(m) for m in await self.client.smembers(layout.workers)}
         workers = sorted(members | set(self._known))
+        streams = self._streams()
         pipe = self.client.pipeline(transaction=True)
-        for slot in SLOTS:
-            pipe.xlen(layout.work(slot))
-            pipe.xpending(layout.work(slot), WORK_GROUP)
+        for _, _, stream in streams:
+            pipe.xlen(stream)
+            pipe.xpending(stream, WORK_GROUP)
         for worker in workers:
             pipe.hmget(layout.worker(worker), ["ready", "beat", "jobs", "stopping", "memory"])
         results = await pipe.execute(raise_on_error=False)
-        unread: dict[str, int] = {}
-        holding: dict[str, set[str]] = {}
-        for index, slot in enumerate(SLOTS):
+        unread: dict[tuple[str, str], int] = {}
+        holding: dict[tuple[str, str], set[str]] = {}
+        for index, (slot, model, _) in enumerate(streams):
             length, pending = results[2 * index], results[2 * index + 1]
             length = length if isinstance(length, int) else 0
             if isinstance(pending, dict):
-                unread[slot] = length - int(pending.get("pending", 0))
-                holding[slot] = {as_text(c["name"]) for c in pending.get("consumers") or []}
+                unread[slot, model] = length - int(pending.get("pending", 0))
+                holding[slot, model] = {as_text(c["name"]) for c in pending.get("consumers") or []}
             else:  # no group yet: everything in the stream is unread
-                unread[slot], holding[slot] = length, set()
+                unread[slot, model], holding[slot, model] = length, set()
         in_grace = time.monotonic() - self._outage_at < self.reconnect_grace
-        for worker, fields in zip(workers, results[2 * len(SLOTS) :], strict=True):
+        for worker, fields in zip(workers, results[2 * len(streams) :], strict=True):
             ready, beat, jobs, stopping, memory = fields if isinstance(fields, list) else [None] * 5
             if ready is None:
                 if not in_grace:
@@ -439,7 +451,9 @@ class RedisTransport:
                 log.warning("worker %s has an unreadable registration (%s); ignored", worker, error)
                 continue
             if known is None:
-                known = self._known[worker] = _Known()
+                held = tuple(model.name for model in announcement.models)
+                known = self._known[worker] = _Known(held)
+                self._models.update(held)
                 self._lost.pop(worker, None)
                 self._queue.put_nowait((announcement, None))
             if beat != known.beat:
@@ -449,7 +463,11 @@ class RedisTransport:
                 continue
             for slot in SLOTS:
                 key = (worker, slot)
-                free = unread[slot] <= 0 and worker not in holding[slot]
+                free = all(
+                    unread.get((slot, model), 0) <= 0
+                    and worker not in holding.get((slot, model), set())
+                    for model in known.models
+                )
                 if free and self._offered.get(key) != seq[slot]:
                     self._offers[key] = self._offered[key] = seq[slot]
                     self._queue.put_nowait(_WAKE)
@@ -470,8 +488,7 @@ class RedisTransport:
     async def _lose(self, worker: str, reason: str) -> None:
         """A worker is gone: drop its stream entries (the scheduler requeues its jobs)."""
         layout = self.layout
-        for slot in SLOTS:
-            stream = layout.work(slot)
+        for _, _, stream in self._streams():
             with contextlib.suppress(ResponseError):
                 pending = await self.client.xpending_range(
                     stream, WORK_GROUP, min="-", max="+", count=1000, consumername=worker
@@ -494,8 +511,8 @@ class RedisTransport:
     async def _janitor(self) -> None:
         """XAUTOCLAIM entries idle longer than `reclaim_idle_seconds` and drop them."""
         min_idle = int(self.reclaim_idle_seconds * 1000)
-        for slot in SLOTS:
-            stream, start = self.layout.work(slot), "0-0"
+        for slot, _, stream in self._streams():
+            start = "0-0"
             with contextlib.suppress(ResponseError):  # no group yet
                 while True:
                     response = await self.client.xautoclaim(
@@ -520,8 +537,16 @@ class RedisTransport:
             pipe.delete(*keys)
         await pipe.execute()
 
+    def _streams(self) -> list[tuple[str, str, str]]:
+        """(slot, model, stream) of every work stream the transport looks after."""
+        return [
+            (slot, model, self.layout.work(slot, model))
+            for slot in SLOTS
+            for model in sorted(self._models)
+        ]
+
     async def _ensure_groups(self) -> None:
-        streams = [self.layout.work(slot) for slot in SLOTS]
+        streams = [stream for _, _, stream in self._streams()]
         for stream, group in [
             *((s, WORK_GROUP) for s in streams),
             (self.layout.events(), BOT_GROUP),

@@ -5,9 +5,11 @@ liveness timing: both sides import them from here and neither imports the other,
 never loads worker code and a layout change is made in one place. Torch-free; messages inside
 the entries are `engine.protocol` dataclasses in its JSON codec.
 
-A work entry (on `work(slot)`) has the fields `p` (its payload key), `jobs` (`format_jobs`) and
-`bot` (the bot id whose event stream gets the reports); event and control entries carry one
-encoded message in the field `m`.
+Work goes on one stream per slot kind and model (`work(slot, model)`, e.g.
+`lexicon:work:generate:sd15`): a worker reads only the streams of the models it holds, so a job
+reaches only a worker that can run it. A work entry has the fields `p` (its payload key), `jobs`
+(`format_jobs`) and `bot` (the bot id whose event stream gets the reports); event and control
+entries carry one encoded message in the field `m`.
 
 An entry that cannot be read (too big, nested too deep, not a protocol message: a bug or an
 attack) is a *poison* entry: whoever meets it acknowledges it and moves a copy to the capped
@@ -72,8 +74,8 @@ class RedisLayout:
     prefix: str = "lexicon"
     bot_id: str = "bot"
 
-    def work(self, slot: str) -> str:
-        return f"{self.prefix}:work:{slot}"
+    def work(self, slot: str, model: str) -> str:
+        return f"{self.prefix}:work:{slot}:{model}"
 
     def payload(self, token: str) -> str:
         return f"{self.prefix}:payload:{token}"
@@ -121,6 +123,13 @@ def dead_letter(
 
 def slot_of(message: GenerateBatch | TrainJob) -> SlotKind:
     return "generate" if isinstance(message, GenerateBatch) else "train"
+
+
+def model_of(message: GenerateBatch | TrainJob) -> str:
+    """The model a work entry is for (a batch never mixes models)."""
+    if isinstance(message, GenerateBatch):
+        return message.jobs[0].request.model
+    return message.request.model
 
 
 def format_jobs(pairs: Iterable[tuple[int, int]]) -> str:

@@ -5,10 +5,13 @@ The worker loop is the same `engine.worker.loop.Worker` the embedded worker runs
 `lexicon worker` imports the engine (and with it torch) only once the connection is set up.
 
 How a worker uses Redis (docs/SCALING.md has the whole picture):
-- work arrives on one stream per slot kind (`lexicon:work:generate`, `lexicon:work:train`) that
-  every worker reads through the consumer group `workers`, one entry at a time and only while it
-  has that slot free. The entry names its payload, a separate key that the reader takes with
-  GETDEL, so photos and embeddings stay in Redis only until a worker picks them up;
+- work arrives on one stream per slot kind and model (`lexicon:work:generate:sd15`,
+  `lexicon:work:train:sd15`); a worker reads the streams of the models it holds through the
+  consumer group `workers`, only while it has that slot free. A read over several models' streams
+  may return an entry from each at once: the extras run after the first, and the slot is
+  announced free again only when all of them are done. The entry names its payload, a separate
+  key that the reader takes with GETDEL, so photos and embeddings stay in Redis only until a
+  worker picks them up;
 - when the worker has reported every job of an entry (done, failed, cancelled or released), the
   report and the XACK + XDEL of the entry go in one MULTI, so an entry is gone exactly when its
   outcome is on the bot's event stream;
@@ -79,16 +82,18 @@ TRANSIENT = ("OOM", "LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN")
 T = TypeVar("T")
 
 
-# Free a slot: take the oldest waiting entry if there is one (returned as XREADGROUP returns
-# it), else announce the free slot on the bot's event stream. Atomic, so an announcement never
-# coexists with unread work. KEYS: work stream, events stream. ARGV: group, consumer, encoded
-# SlotFree, events maxlen.
+# Free a slot: take the oldest waiting entry of the first of its work streams (one per model
+# held) that has one (returned as XREADGROUP returns it), else announce the free slot on the
+# bot's event stream. Atomic, so an announcement never coexists with unread work. KEYS: the work
+# streams, then the events stream. ARGV: group, consumer, encoded SlotFree, events maxlen.
 TAKE_OR_ANNOUNCE = """
-redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
-local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
-                       'STREAMS', KEYS[1], '>')
-if got then return got end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3])
+for i = 1, #KEYS - 1 do
+  redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[1], '0', 'MKSTREAM')
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+                         'STREAMS', KEYS[i], '>')
+  if got then return got end
+end
+redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[4], '*', 'm', ARGV[3])
 return false
 """
 
@@ -146,6 +151,7 @@ class RedisChannel:
         self._held: dict[tuple[int, int], _Entry] = {}
         self._worker_jobs: tuple[int, ...] = ()
         self._ready: bytes | None = None
+        self._models: tuple[str, ...] = ()  # the models held, from the registration
         self._control_last = "0-0"
         self._next_peek = 0.0
         self._stop = threading.Event()
@@ -188,9 +194,9 @@ class RedisChannel:
             pipe.delete(layout.worker(self.worker_id), layout.control(self.worker_id))
             pipe.srem(layout.workers, self.worker_id)
             pipe.execute()
-            for slot in SLOTS:
+            for stream in self._streams(SLOTS):
                 with contextlib.suppress(ResponseError):
-                    self.client.xgroup_delconsumer(layout.work(slot), WORK_GROUP, self.worker_id)
+                    self.client.xgroup_delconsumer(stream, WORK_GROUP, self.worker_id)
 
         with contextlib.suppress(ChannelClosed):
             self._retry(farewell)
@@ -214,6 +220,7 @@ class RedisChannel:
                 self._retry(lambda: self._xadd_event(self.client, self.layout.events(), data))
 
     def _register(self, message: protocol.WorkerReady) -> None:
+        self._models = tuple(model.name for model in message.models)
         self._ready = protocol.encode(message)
         self._retry(self._write_registration)
 
@@ -241,12 +248,10 @@ class RedisChannel:
         if self._stop.is_set():
             return
         data = protocol.encode(message)
-        stream, events = self.layout.work(slot), self.layout.events()
+        keys = [*self._streams([slot]), self.layout.events()]
 
         def take_or_announce() -> Any:
-            return self._take(
-                keys=[stream, events], args=[WORK_GROUP, self.worker_id, data, EVENTS_MAXLEN]
-            )
+            return self._take(keys=keys, args=[WORK_GROUP, self.worker_id, data, EVENTS_MAXLEN])
 
         self._accept_entries(self._retry(take_or_announce))
 
@@ -390,8 +395,15 @@ class RedisChannel:
                 elif isinstance(message, protocol.Shutdown):
                     self.request_stop()
 
+    def _streams(self, slots: list[protocol.SlotKind] | tuple[protocol.SlotKind, ...]) -> list[str]:
+        """The work streams of these slots for every model this worker holds."""
+        return [self.layout.work(slot, model) for slot in slots for model in self._models]
+
+    def _slot_of(self, stream: str) -> protocol.SlotKind:
+        return "generate" if stream in self._streams(["generate"]) else "train"
+
     def _read_work(self, slots: list[protocol.SlotKind], block_ms: int | None) -> None:
-        streams: dict[Any, Any] = {self.layout.work(slot): ">" for slot in slots}
+        streams: dict[Any, Any] = dict.fromkeys(self._streams(slots), ">")
         try:
             response: Any = self.client.xreadgroup(
                 WORK_GROUP, self.worker_id, streams, count=1, block=block_ms
@@ -404,16 +416,14 @@ class RedisChannel:
         self._accept_entries(response)
 
     def _ensure_groups(self) -> None:
-        for slot in SLOTS:
+        for stream in self._streams(SLOTS):
             with contextlib.suppress(ResponseError):  # BUSYGROUP: someone was faster
-                self.client.xgroup_create(self.layout.work(slot), WORK_GROUP, "0", mkstream=True)
+                self.client.xgroup_create(stream, WORK_GROUP, "0", mkstream=True)
 
     def _accept_entries(self, response: Any) -> None:
         for stream, entries in response or []:
             stream_name = as_text(stream)
-            slot: protocol.SlotKind = (
-                "generate" if stream_name == self.layout.work("generate") else "train"
-            )
+            slot = self._slot_of(stream_name)
             for entry_id, fields in entries:
                 self._accept(stream_name, slot, as_text(entry_id), fields)
 
@@ -461,6 +471,8 @@ class RedisChannel:
                 self.send(protocol.JobReleased(job_id, attempt))
             return
         with self._lock:
+            if not self._free[slot]:  # a second model's entry of one read: free after both
+                self._swallow[slot] += 1
             self._free[slot] = False
             for (job_id, _), is_cancelled in zip(jobs, cancelled, strict=True):
                 if is_cancelled:

@@ -230,6 +230,7 @@ def redis_transport(url: str, **overrides: Any) -> RedisTransport:
         "check_interval": 0.2,
         "reclaim_idle_seconds": 4.0,
         "reconnect_grace": 5.0,
+        "models": ("standin",),  # the configured model of the stand-in workers
     }
     values.update(overrides)
     return RedisTransport(url, **values)
@@ -246,6 +247,7 @@ async def open_bot(
     values.update(overrides)
     transport_options = values.pop("transport_options", {})
     settings = make_settings(data_dir, model, queue=url, **values)
+    transport_options.setdefault("models", tuple(model.name for model in settings.models))
     app = await Lexicon.open(settings, redis_transport(url, **transport_options))
     try:
         yield app
@@ -277,12 +279,10 @@ async def assert_each_finished_once(
 
 def redis_leftovers(client: redis.Redis) -> dict[str, int]:
     """What a finished run left in Redis: work entries, payloads, results, pending reads."""
+    streams = list(client.scan_iter("lexicon:work:*"))  # one per slot kind and model
     left = {
-        "work": sum(client.xlen(f"lexicon:work:{slot}") for slot in ("generate", "train")),
-        "pending": sum(
-            int(client.xpending(f"lexicon:work:{slot}", "workers")["pending"])
-            for slot in ("generate", "train")
-        ),
+        "work": sum(client.xlen(stream) for stream in streams),
+        "pending": sum(int(client.xpending(stream, "workers")["pending"]) for stream in streams),
         "events": client.xlen("lexicon:events:bot"),
         "payloads": len(list(client.scan_iter("lexicon:payload:*"))),
     }

@@ -79,10 +79,10 @@ async def test_a_worker_survives_poison_control_and_work_entries(
         client = redis_server.client()
         client.xadd("lexicon:control:w0", {"m": DEEP})
         client.set("lexicon:payload:bad", DEEP)
-        client.xadd("lexicon:work:generate", {"p": "lexicon:payload:bad", "jobs": "5:1"})
+        client.xadd("lexicon:work:generate:standin", {"p": "lexicon:payload:bad", "jobs": "5:1"})
         released = await _next(events, protocol.JobReleased)
         assert (released.job_id, released.attempt) == (5, 1)
-        client.xadd("lexicon:work:generate", {"p": "lexicon:payload:x", "jobs": "five"})
+        client.xadd("lexicon:work:generate:standin", {"p": "lexicon:payload:x", "jobs": "five"})
         request = GenerateRequest("a cube", 1, steps=2, guidance=7.0, width=64, height=64)
         await transport.submit(protocol.GenerateBatch((protocol.GenerateJob(6, 1, request),)))
         done = await _next(events, protocol.GenerateDone)
@@ -92,7 +92,7 @@ async def test_a_worker_survives_poison_control_and_work_entries(
         assert len(reasons) == 3, reasons
         assert sum("deeper than" in r for r in reasons) == 2
         assert any("unreadable work entry fields" in r for r in reasons)
-        assert client.xlen("lexicon:work:generate") == 0
+        assert client.xlen("lexicon:work:generate:standin") == 0
     finally:
         await transport.close()
 

@@ -212,7 +212,9 @@ async def test_sigkill_worker_mid_job_is_reclaimed_and_finished(
         resumed_at = train_progress()[seen_before_kill]
         assert 15 <= resumed_at <= killed_at + 5, (resumed_at, killed_at)
     client = redis_server.client()
-    consumers = {c["name"] for c in client.xinfo_consumers("lexicon:work:generate", "workers")}
+    consumers = {
+        c["name"] for c in client.xinfo_consumers("lexicon:work:generate:standin", "workers")
+    }
     assert b"victim" not in consumers
     await assert_redis_clean(client)
 
@@ -270,7 +272,9 @@ async def test_work_that_vanished_with_redis_is_sent_again(
         register_ghost(redis_server.client())
         await app.wait_for_worker(10)
         job_id = (await app.imagine.submit(1, ImagineOptions("a lost image", seed=1))).job.id
-        await until(lambda: redis_server.client().xlen("lexicon:work:generate") == 1, limit=10)
+        await until(
+            lambda: redis_server.client().xlen("lexicon:work:generate:standin") == 1, limit=10
+        )
         assert (await app.storage.jobs.get(job_id)).lease_owner == "ghost"
         redis_server.kill()
         redis_server.start()

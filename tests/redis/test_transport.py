@@ -104,7 +104,7 @@ async def test_payload_over_the_limit_fails_with_a_sentence(redis_server: RedisS
         assert failed.job_id == 7 and failed.attempt == 1 and not failed.retryable
         assert "MB" in failed.error and "0 MB a GPU worker accepts" in failed.error
         client = redis_server.client()
-        assert client.xlen("lexicon:work:train") == 0
+        assert client.xlen("lexicon:work:train:standin") == 0
         assert list(client.scan_iter("lexicon:payload:*")) == []
     finally:
         await transport.close()
@@ -136,16 +136,16 @@ async def test_cancel_before_any_worker_started_the_job(
 async def test_janitor_reclaims_entries_of_a_vanished_consumer(redis_server: RedisServer) -> None:
     """An entry of a vanished consumer is XAUTOCLAIMed after the idle time and dropped."""
     client = redis_server.client()
-    client.xgroup_create("lexicon:work:generate", "workers", "0", mkstream=True)
+    client.xgroup_create("lexicon:work:generate:standin", "workers", "0", mkstream=True)
     client.set("lexicon:payload:orphan", protocol.encode(protocol.GenerateBatch(())))
-    client.xadd("lexicon:work:generate", {"p": "lexicon:payload:orphan", "jobs": "9:1"})
-    client.xreadgroup("workers", "ghost", {"lexicon:work:generate": ">"}, count=1)
-    assert client.xpending("lexicon:work:generate", "workers")["pending"] == 1
+    client.xadd("lexicon:work:generate:standin", {"p": "lexicon:payload:orphan", "jobs": "9:1"})
+    client.xreadgroup("workers", "ghost", {"lexicon:work:generate:standin": ">"}, count=1)
+    assert client.xpending("lexicon:work:generate:standin", "workers")["pending"] == 1
     transport = redis_transport(redis_server.url, reclaim_idle_seconds=1.0)
     await transport.start()
     try:
-        await until(lambda: client.xlen("lexicon:work:generate") == 0, limit=10)
-        assert client.xpending("lexicon:work:generate", "workers")["pending"] == 0
+        await until(lambda: client.xlen("lexicon:work:generate:standin") == 0, limit=10)
+        assert client.xpending("lexicon:work:generate:standin", "workers")["pending"] == 0
         assert client.get("lexicon:payload:orphan") is None
     finally:
         await transport.close()
@@ -165,7 +165,7 @@ async def test_a_long_job_keeps_its_entry_from_the_janitor(
         await transport.submit(protocol.TrainJob(4, 1, TrainRequest("zorb", photos, steps=60)))
         await asyncio.sleep(2.0)  # twice the idle limit, a third of the training
         client = redis_server.client()
-        pending: Any = client.xpending_range("lexicon:work:train", "workers", "-", "+", 10)
+        pending: Any = client.xpending_range("lexicon:work:train:standin", "workers", "-", "+", 10)
         assert [p["consumer"] for p in pending] == [b"w0"]
         assert pending[0]["time_since_delivered"] < 1000
         done = await _next(events, protocol.TrainDone, limit=30)
