@@ -35,8 +35,8 @@ def _no_operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_settings(data_dir: Path, model: Path | str, **overrides: Any) -> Settings:
+    """Test settings on `model` (LEXICON_MODEL), or on `model_list` (LEXICON_MODELS) if given."""
     values: dict[str, Any] = {
-        "model": str(model),
         "data_dir": data_dir,
         "device": "cpu",
         "allowed_sizes": ["64x64"],
@@ -48,6 +48,8 @@ def make_settings(data_dir: Path, model: Path | str, **overrides: Any) -> Settin
         "checkpoint_every": 5,
         "torch_threads": 1,  # two cores shared by several processes: no oversubscription
     }
+    if "model_list" not in overrides:
+        values["model"] = str(model)
     values.update(overrides)
     return Settings(**values)
 

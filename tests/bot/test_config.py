@@ -108,3 +108,66 @@ def test_token_is_secret_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert "not-a-real-token-but-secret" not in repr(settings)
     assert settings.require_discord_token() == "not-a-real-token-but-secret"
+
+
+def test_models_are_named_pairs_and_the_first_is_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LEXICON_MODELS lists name=source pairs in order; the first is the deployment default."""
+    monkeypatch.setenv("LEXICON_MODELS", "sd15=/models/sd15, anime=/ckpt/anything-v3.safetensors")
+    settings = load_settings()
+    assert [(m.name, m.source) for m in settings.models] == [
+        ("sd15", "/models/sd15"),
+        ("anime", "/ckpt/anything-v3.safetensors"),
+    ]
+    assert settings.default_model == "sd15"
+    assert settings.worker_models == settings.models
+    monkeypatch.setenv("LEXICON_WORKER_MODELS", "anime")
+    assert [m.name for m in load_settings().worker_models] == ["anime"]
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [
+        ("tiny", "tiny"),
+        ("/models/My Model", "my-model"),
+        ("/ckpt/Anything-V3.0.safetensors", "anything-v3.0"),
+        (DEFAULT_MODEL, "stable-diffusion-v1-5"),
+    ],
+)
+def test_the_one_model_is_named_after_its_source(
+    monkeypatch: pytest.MonkeyPatch, source: str, name: str
+) -> None:
+    """With LEXICON_MODEL alone, the one model's name is its source's stem, cleaned."""
+    monkeypatch.setenv("LEXICON_MODEL", source)
+    settings = load_settings()
+    assert [(m.name, m.source) for m in settings.models] == [(name, source)]
+
+
+@pytest.mark.parametrize(
+    ("variables", "fragment"),
+    [
+        ({"LEXICON_MODELS": "SD15=/m"}, "LEXICON_MODELS is invalid: in 'SD15=/m' the name 'SD15'"),
+        ({"LEXICON_MODELS": "a=/m,b"}, "LEXICON_MODELS is invalid: 'b' is not name=source"),
+        ({"LEXICON_MODELS": "a=/m,a=/n"}, "LEXICON_MODELS is invalid: 'a=/n' repeats the name"),
+        (
+            {"LEXICON_MODELS": "a=/m", "LEXICON_MODEL": "tiny"},
+            "LEXICON_MODEL and LEXICON_MODELS are both set",
+        ),
+        (
+            {"LEXICON_MODELS": "a=/m", "LEXICON_WORKER_MODELS": "b"},
+            "LEXICON_WORKER_MODELS names 'b', which is not a configured model; use some of a",
+        ),
+    ],
+)
+def test_bad_models_give_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], fragment: str
+) -> None:
+    """A bad pair, a repeated name, both settings or an unknown worker model: one sentence."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(StartupError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(fragment)
+    assert "\n" not in message and message.endswith(".")

@@ -1,0 +1,175 @@
+"""Several checkpoints in one deployment: requests name their model, the scheduler hands each
+job only to a worker that holds its model (fairly among the jobs that worker can run), and a
+job for a model nobody serves waits. The workers are real `engine.worker.loop.Worker`s with the
+stand-in engine, in threads of this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bot.app import Lexicon
+from bot.services import ImagineOptions, ServiceError
+from engine import protocol
+from engine.jobs import GenerateRequest, TrainRequest
+from engine.standin import StandInEngine
+from engine.worker.loop import Worker
+from engine.worker_config import WorkerConfig
+from storage.models import JobState
+from tests.bot.conftest import make_settings, until, wait_all
+
+STEP_SECONDS = 0.02
+
+
+def test_requests_keep_their_model_through_the_job_row() -> None:
+    """to_params/from_params carry the model; a row without one reads as the default ("")."""
+    generate = GenerateRequest("a cat", 1, 4, 7.0, 64, 64, model="anime")
+    train = TrainRequest("zorb", steps=10, model="sd15")
+    assert GenerateRequest.from_params(generate.to_params()) == generate
+    assert TrainRequest.from_params(train.to_params()) == train
+    old = {k: v for k, v in generate.to_params().items() if k != "model"}
+    assert GenerateRequest.from_params(old).model == ""
+    assert generate.batch_key.startswith("anime:")  # batches never mix models
+
+
+class _Inbox:
+    """A `Channel` between one in-process worker thread and the transport."""
+
+    def __init__(self, deliver: Any) -> None:
+        self.messages: queue.Queue[protocol.ToWorker] = queue.Queue()
+        self.deliver = deliver
+
+    def send(self, message: protocol.FromWorker) -> None:
+        self.deliver(message)
+
+    def poll(self, timeout: float) -> protocol.ToWorker | None:
+        try:
+            return self.messages.get(timeout=timeout) if timeout > 0 else self.messages.get_nowait()
+        except queue.Empty:
+            return None
+
+
+class InProcessWorkers:
+    """A `Transport` to worker loops in threads, one per entry of `held` (worker id → models).
+    Work goes to the worker the scheduler leased it to, so a wrong choice would show."""
+
+    def __init__(self, held: dict[str, tuple[str, ...]]) -> None:
+        self.held = held
+        self.app: Lexicon | None = None
+        self.started: list[tuple[int, str]] = []  # (job id, worker id) in start order
+        self._events: asyncio.Queue[protocol.FromWorker] = asyncio.Queue()
+        self._inboxes: dict[str, _Inbox] = {}
+        self._threads: list[threading.Thread] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for worker_id, models in self.held.items():
+            inbox = _Inbox(lambda m: loop.call_soon_threadsafe(self._events.put_nowait, m))
+            engines = {name: StandInEngine(STEP_SECONDS) for name in models}
+            worker = Worker(engines, inbox, WorkerConfig(worker_id, heartbeat_interval=0.2))
+            thread = threading.Thread(target=worker.run, name=worker_id, daemon=True)
+            self._inboxes[worker_id] = inbox
+            self._threads.append(thread)
+            thread.start()
+
+    async def close(self) -> None:
+        for inbox in self._inboxes.values():
+            inbox.messages.put(protocol.Shutdown())
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 10)
+
+    async def submit(self, work: protocol.GenerateBatch | protocol.TrainJob) -> None:
+        assert self.app is not None
+        first = work.jobs[0].job_id if isinstance(work, protocol.GenerateBatch) else work.job_id
+        owner = (await self.app.storage.jobs.get(first)).lease_owner
+        assert owner is not None
+        self._inboxes[owner].messages.put(work)
+
+    async def cancel(self, job_id: int) -> None:
+        for inbox in self._inboxes.values():
+            inbox.messages.put(protocol.CancelJob(job_id))
+
+    async def events(self) -> AsyncIterator[protocol.FromWorker]:
+        while True:
+            event = await self._events.get()
+            if isinstance(event, protocol.JobStarted):
+                self.started.append((event.job_id, event.worker_id))
+            yield event
+
+
+@contextlib.asynccontextmanager
+async def two_workers(
+    tmp_path: Path, models: str, held: dict[str, tuple[str, ...]]
+) -> AsyncIterator[tuple[Lexicon, InProcessWorkers]]:
+    """A Lexicon whose configured `models` (LEXICON_MODELS) are served by in-process workers."""
+    settings = make_settings(
+        tmp_path / "data", "", model_list=models, engine="standin", allowed_sizes=["64x64"]
+    )
+    transport = InProcessWorkers(held)
+    app = await Lexicon.open(settings, transport, start_worker=False)
+    transport.app = app
+    try:
+        await app.scheduler.start()
+        served = {name for names in held.values() for name in names}
+        await until(lambda: set(app.scheduler.models) == served, limit=30)
+        yield app, transport
+    finally:
+        await app.close()
+
+
+async def test_jobs_go_only_to_a_worker_that_holds_their_model(tmp_path: Path) -> None:
+    """Jobs for a and b from several users each run once, on the worker holding their model."""
+    held = {"wa": ("a",), "wb": ("b",)}
+    async with two_workers(tmp_path, "a=standin,b=standin", held) as (app, transport):
+        ids: dict[int, str] = {}
+        for index in range(12):
+            model = "ab"[index % 2]
+            options = ImagineOptions(f"a cube {index}", seed=index, model=model)
+            ids[(await app.imagine.submit(index % 3 + 1, options)).job.id] = model
+        await wait_all(app, list(ids), limit=60)
+        for job_id, model in ids.items():
+            job = await app.storage.jobs.get(job_id)
+            assert (job.state, job.attempts, job.model) == (JobState.SUCCEEDED, 1, model)
+        ran_on = dict(transport.started)
+        assert {job_id: held[ran_on[job_id]][0] for job_id in ids} == ids
+        assert app.scheduler.models["a"].family == "tiny"
+
+
+async def test_fairness_across_users_holds_within_a_model(tmp_path: Path) -> None:
+    """One member's ten jobs for a, then another's one: it starts before the first's third."""
+    held = {"wa": ("a",), "wb": ("b",)}
+    async with two_workers(tmp_path, "a=standin,b=standin", held) as (app, transport):
+        first = [
+            (await app.imagine.submit(1, ImagineOptions(f"x {i}", seed=i, model="a"))).job.id
+            for i in range(10)
+        ]
+        second = (await app.imagine.submit(2, ImagineOptions("y", seed=1, model="a"))).job.id
+        await wait_all(app, [*first, second], limit=60)
+        order = [job_id for job_id, _ in transport.started]
+        assert order.index(second) < order.index(first[2])
+
+
+async def test_a_model_no_worker_holds_waits_and_says_so(tmp_path: Path) -> None:
+    """A job for c (configured, held by no live worker) waits with the sentence that says why,
+    while the jobs of a keep running; an unknown name is refused in one sentence."""
+    held = {"wa": ("a",), "wb": ("b",)}
+    async with two_workers(tmp_path, "a=standin,b=standin,c=standin", held) as (app, _):
+        waiting = await app.imagine.submit(1, ImagineOptions("z", seed=1, model="c"))
+        assert waiting.waiting_for == "c"
+        running = await app.imagine.submit(2, ImagineOptions("w", seed=1, model="a"))
+        assert running.waiting_for is None
+        await wait_all(app, [running.job.id], limit=60)
+        assert (await app.storage.jobs.get(waiting.job.id)).state is JobState.QUEUED
+        try:
+            await app.imagine.submit(1, ImagineOptions("v", model="nope"))
+        except ServiceError as refusal:
+            assert str(refusal) == (
+                "There is no model called **nope** here; choose one of **a**, **b**, **c**."
+            )
+        else:
+            raise AssertionError("an unknown model was accepted")

@@ -1,0 +1,64 @@
+"""Migration 0006 (several checkpoints): job rows and server settings name a model, and rows
+written before it mean the deployment's default model."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+from storage import Storage
+from storage.db import migrations
+from storage.jobs import ModelFilter
+from storage.models import Actor
+
+SERVER = 10
+
+
+def _version_5_database(data_dir: Path) -> None:
+    """A database at schema 5 with a queued job and a configured server."""
+    data_dir.mkdir(parents=True)
+    connection = sqlite3.connect(data_dir / "lexicon.sqlite3")
+    for migration in migrations()[:5]:
+        for statement in migration.statements():
+            connection.execute(statement)
+    connection.executescript(
+        f"""
+        PRAGMA user_version = 5;
+        INSERT INTO users (id, created_at) VALUES (1, 0);
+        INSERT INTO jobs (id, user_id, guild_id, kind, params, created_at)
+            VALUES (7, 1, {SERVER}, 'generate', '{{}}', 0);
+        INSERT INTO guild_settings (guild_id, default_negative_prompt, updated_at)
+            VALUES ({SERVER}, 'blurry', 0);
+        """
+    )
+    connection.commit()
+    connection.close()
+
+
+async def test_migration_0006_keeps_old_rows_on_the_default_model(data_dir: Path) -> None:
+    """An old job has no model (the default's) and an old server no default model; both take
+    one after the migration, and an old job counts as the default model's when filtering."""
+    _version_5_database(data_dir)
+    store = await Storage.open(data_dir)
+    try:
+        old = await store.jobs.get(7)
+        assert old.model is None
+        settings = await store.guilds.get(SERVER)
+        assert (settings.default_negative_prompt, settings.default_model) == ("blurry", None)
+
+        new = await store.jobs.enqueue(1, "generate", {"prompt": "x"}, model="xl")
+        assert (await store.jobs.get(new.id)).model == "xl"
+        for_default = await store.jobs.fair_order(models=ModelFilter({"sd15"}, "sd15"))
+        for_xl = await store.jobs.fair_order(models=ModelFilter({"xl"}, "sd15"))
+        assert [job.id for job in for_default] == [7]
+        assert [job.id for job in for_xl] == [new.id]
+
+        manager = Actor(1, is_manager=True, guild_id=SERVER)
+        updated = await store.guilds.update(
+            manager, SERVER, lambda current: dataclasses.replace(current, default_model="xl")
+        )
+        assert updated.default_model == "xl"
+        assert (await store.guilds.get(SERVER)).default_model == "xl"
+    finally:
+        await store.close()
