@@ -83,7 +83,9 @@ async def test_a_worker_survives_poison_control_and_work_entries(
         released = await _next(events, protocol.JobReleased)
         assert (released.job_id, released.attempt) == (5, 1)
         client.xadd("lexicon:work:generate:standin", {"p": "lexicon:payload:x", "jobs": "five"})
-        request = GenerateRequest("a cube", 1, steps=2, guidance=7.0, width=64, height=64)
+        request = GenerateRequest(
+            "a cube", 1, steps=2, guidance=7.0, width=64, height=64, model="standin"
+        )
         await transport.submit(protocol.GenerateBatch((protocol.GenerateJob(6, 1, request),)))
         done = await _next(events, protocol.GenerateDone)
         assert done.job_id == 6 and done.worker_id == "w0"

@@ -23,7 +23,9 @@ from tests.redis.conftest import (
 
 
 def _request(prompt: str, steps: int = 4, count: int = 1) -> GenerateRequest:
-    return GenerateRequest(prompt, 1, steps=steps, guidance=7.0, width=64, height=64, count=count)
+    return GenerateRequest(
+        prompt, 1, steps=steps, guidance=7.0, width=64, height=64, count=count, model="standin"
+    )
 
 
 async def _next(events: Any, kind: type, limit: float = 30.0) -> Any:
@@ -99,7 +101,9 @@ async def test_payload_over_the_limit_fails_with_a_sentence(redis_server: RedisS
     await transport.start()
     try:
         photos = tuple(bytes(60_000) for _ in range(3))
-        await transport.submit(protocol.TrainJob(7, 1, TrainRequest("zorb", photos, steps=12)))
+        await transport.submit(
+            protocol.TrainJob(7, 1, TrainRequest("zorb", photos, steps=12, model="standin"))
+        )
         failed = await _next(transport.events(), protocol.JobFailed, limit=5)
         assert failed.job_id == 7 and failed.attempt == 1 and not failed.retryable
         assert "MB" in failed.error and "0 MB a GPU worker accepts" in failed.error
@@ -162,7 +166,9 @@ async def test_a_long_job_keeps_its_entry_from_the_janitor(
         events = transport.events()
         await _next(events, protocol.SlotFree)
         photos = (b"a", b"b", b"c")
-        await transport.submit(protocol.TrainJob(4, 1, TrainRequest("zorb", photos, steps=60)))
+        await transport.submit(
+            protocol.TrainJob(4, 1, TrainRequest("zorb", photos, steps=60, model="standin"))
+        )
         await asyncio.sleep(2.0)  # twice the idle limit, a third of the training
         client = redis_server.client()
         pending: Any = client.xpending_range("lexicon:work:train:standin", "workers", "-", "+", 10)

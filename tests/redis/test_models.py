@@ -1,0 +1,69 @@
+"""Several models over Redis: each job reaches only a worker that holds its model; when the only
+worker of a model dies, that model's jobs wait (and say so) while the other model's flow, and
+they run once a worker holding it comes back."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from bot.services import ImagineOptions
+from engine.protocol import GenerateDone, JobStarted, WorkerLost
+from storage.models import JobState
+from tests.redis.conftest import (
+    RedisServer,
+    Workers,
+    assert_redis_clean,
+    observe_events,
+    open_bot,
+    recording,
+    until,
+    wait_all,
+)
+
+MODELS = "a=standin,b=standin"
+
+
+async def test_jobs_follow_their_model_and_wait_for_its_worker(
+    tmp_path: Path, redis_server: RedisServer, workers: Workers
+) -> None:
+    """Two workers hold a and b; killing a's worker mid-job parks a's jobs while b's finish;
+    a new worker for a runs them (the interrupted one as its second attempt)."""
+    workers.standin("wa", models=("a",), step_seconds=0.05)
+    workers.standin("wb", models=("b",), step_seconds=0.01)
+    async with open_bot(tmp_path / "data", redis_server.url, model_list=MODELS) as app:
+        events = observe_events(app)
+        await until(lambda: set(app.scheduler.models) == {"a", "b"}, limit=60)
+        async with recording(app) as updates:
+            first = {
+                (await app.imagine.submit(user, ImagineOptions(f"{m} {user}", model=m))).job.id: m
+                for user in (1, 2, 3)
+                for m in "ab"
+            }
+            await wait_all(app, list(first), limit=120)
+            runner = {e.job_id: e.worker_id for e in events if isinstance(e, JobStarted)}
+            assert {job_id: runner[job_id] for job_id in first} == {
+                job_id: f"w{model}" for job_id, model in first.items()
+            }
+
+            slow = await app.imagine.submit(4, ImagineOptions("slow a", steps=40, model="a"))
+            await until(
+                lambda: any(u.job_id == slow.job.id for u in updates if u.kind == "progress")
+            )
+            workers.started[0].kill(signal.SIGKILL)
+            await until(lambda: any(isinstance(e, WorkerLost) for e in events), limit=60)
+            parked = await app.imagine.submit(5, ImagineOptions("parked a", model="a"))
+            assert parked.waiting_for == "a"
+            flowing = await app.imagine.submit(5, ImagineOptions("flowing b", model="b"))
+            await wait_all(app, [flowing.job.id], limit=60)
+            for job_id in (slow.job.id, parked.job.id):
+                assert (await app.storage.jobs.get(job_id)).state is JobState.QUEUED
+                assert app.scheduler.waiting_for(await app.storage.jobs.get(job_id)) == "a"
+
+            workers.standin("wa2", models=("a",), step_seconds=0.01)
+            await wait_all(app, [slow.job.id, parked.job.id], limit=120)
+            assert (await app.storage.jobs.get(slow.job.id)).attempts == 2
+            done_by = {e.job_id: e.worker_id for e in events if isinstance(e, GenerateDone)}
+            assert done_by[slow.job.id] == done_by[parked.job.id] == "wa2"
+            assert done_by[flowing.job.id] == "wb"
+    await assert_redis_clean(redis_server.client())
