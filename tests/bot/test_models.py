@@ -173,3 +173,23 @@ async def test_a_model_no_worker_holds_waits_and_says_so(tmp_path: Path) -> None
             )
         else:
             raise AssertionError("an unknown model was accepted")
+
+
+async def test_an_embedding_of_another_family_is_refused_by_name(tmp_path: Path) -> None:
+    """An SD 1.x word in a prompt for a tiny model: one sentence naming both families, the
+    word and the model; nothing is queued."""
+    held = {"wa": ("a",), "wb": ("b",)}
+    async with two_workers(tmp_path, "a=standin,b=standin", held) as (app, _):
+        await app.storage.embeddings.create(
+            1, "zorb", b"sd1 vectors", n_vectors=1, width=768, family="sd1", source="imported"
+        )
+        try:
+            await app.imagine.submit(1, ImagineOptions("a photo of <zorb>", model="b"))
+        except ServiceError as refusal:
+            assert str(refusal) == (
+                "**zorb** was trained for SD 1.x, but **b** is the tiny test model; no model "
+                "here fits it, so leave it out of the prompt."
+            )
+        else:
+            raise AssertionError("an SD 1.x embedding was accepted for a tiny model")
+        assert await app.storage.jobs.list_for_user(1) == []

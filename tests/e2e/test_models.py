@@ -1,0 +1,80 @@
+"""Two models in one deployment, in a simulated server: `/imagine model:`, the server's default
+model (`/admin model`), autocomplete, an unknown name, and buttons that keep a result's model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cogs.images import parse_parameters
+from engine.model import ensure_tiny_model
+from engine.png import read_parameters
+from tests.bot.conftest import make_settings
+from tests.e2e.conftest import refusal, standin_settings
+from tests.simulation import Simulation, simulated
+
+
+async def _image(sim: Simulation, message_id: int) -> bytes:
+    message = sim.channel_message(message_id)
+    data: bytes = await message.attachments[0].read()
+    assert parse_parameters(read_parameters(data)).seed == "7"
+    return data
+
+
+async def test_two_models_default_autocomplete_and_buttons(tmp_path: Path) -> None:
+    """model:a and model:b render and are recorded; the admin default changes a bare /imagine;
+    autocomplete puts the server's default first; Reroll keeps its result's model."""
+    settings = standin_settings(tmp_path / "data", model_list="a=standin,b=standin")
+    async with simulated(settings) as sim:
+        alice, mia = sim.member("alice"), sim.member("mia", manager=True)
+        for model in ("b", "a"):
+            result = await alice.slash(sim.channel, "imagine", prompt="a red cube", model=model)
+            job = await sim.job_done(alice)
+            assert (job.state.value, job.model) == ("succeeded", model)
+        info = await alice.click(result.response, label="Info")
+        assert "**Model** a" in info.response.content
+
+        offered = await alice.autocomplete(sim.channel, "imagine", "model", "")
+        assert [choice["value"] for choice in offered] == ["a", "b"]
+        bare = await alice.slash(sim.channel, "imagine", prompt="a blue ball")
+        assert (await sim.job_done(alice)).model == "a"
+
+        chosen = await mia.slash(sim.channel, "admin model", name="b")
+        assert chosen.response.content == (
+            "`/imagine` and `/train` here use **b** unless a member picks another model."
+        )
+        shown = await mia.slash(sim.channel, "admin settings")
+        assert "**Default model** b" in shown.response.content
+        offered = await alice.autocomplete(sim.channel, "imagine", "model", "")
+        assert [choice["value"] for choice in offered] == ["b", "a"]
+        await alice.slash(sim.channel, "imagine", prompt="a green cone")
+        assert (await sim.job_done(alice)).model == "b"
+
+        await alice.click(bare.response, label="Reroll")  # made on a: stays on a
+        assert (await sim.job_done(alice)).model == "a"
+
+        unknown = await alice.slash(sim.channel, "imagine", prompt="a cube", model="xl")
+        assert (
+            refusal(unknown) == "There is no model called **xl** here; choose one of **a**, **b**."
+        )
+
+
+async def test_two_tiny_models_render_on_the_real_engine(
+    tmp_path: Path, tiny_model_path: Path
+) -> None:
+    """One local worker holds two tiny SD models (different seeds, one named by its folder):
+    each /imagine renders on the model it names (same prompt and seed, other weights)."""
+    second = ensure_tiny_model(tmp_path / "second-tiny", seed=1)
+    models = f"first={tiny_model_path},second={second}"
+    settings = make_settings(tmp_path / "data", "", model_list=models)
+    async with simulated(settings) as sim:
+        alice = sim.member("alice")
+        images = {}
+        for model in ("first", "second"):
+            result = await alice.slash(
+                sim.channel, "imagine", prompt="a red cube", seed=7, model=model
+            )
+            job = await sim.job_done(alice, limit=600)
+            assert (job.state.value, job.model) == ("succeeded", model), job.error
+            images[model] = await _image(sim, result.response.id)
+        assert images["first"] != images["second"]
+        assert sim.app.scheduler.models["second"].family == "tiny"
