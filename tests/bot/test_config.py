@@ -50,6 +50,15 @@ def test_the_tiny_models_default_to_their_native_sizes(
     assert load_settings().sizes == [(512, 512)]
 
 
+def assert_one_sentence(fragment: str) -> None:
+    """Loading settings fails with one line that starts with `fragment` and ends the sentence."""
+    with pytest.raises(StartupError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(fragment)
+    assert "\n" not in message and message.endswith(".")
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "fragment"),
     [
@@ -66,11 +75,7 @@ def test_invalid_values_give_one_sentence(
 ) -> None:
     """A wrong value names its variable in a single line that ends the sentence."""
     monkeypatch.setenv(variable, value)
-    with pytest.raises(StartupError) as caught:
-        load_settings()
-    message = str(caught.value)
-    assert message.startswith(fragment)
-    assert "\n" not in message and message.endswith(".")
+    assert_one_sentence(fragment)
 
 
 def test_two_kinds_of_cuda_graphs_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,8 +171,4 @@ def test_bad_models_give_one_sentence(
     """A bad pair, a repeated name, both settings or an unknown worker model: one sentence."""
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(StartupError) as caught:
-        load_settings()
-    message = str(caught.value)
-    assert message.startswith(fragment)
-    assert "\n" not in message and message.endswith(".")
+    assert_one_sentence(fragment)
