@@ -8,8 +8,8 @@ nothing: the bot requeues what was running, and workers need no state.
 
 Models: each job names a configured model (none: the deployment's default) and each worker
 says which models it holds (`WorkerReady.models`). A worker is handed only jobs for its models,
-picked in fair order among those jobs; a batch's key includes its model, so batches never mix
-models. A job for a model no live worker holds waits in the queue until one comes.
+picked in fair order among those jobs; a batch holds jobs of the head job's model only, so
+batches never mix models. A job for a model no live worker holds waits in the queue until one comes.
 
 Batching vs fairness: a batch takes jobs in fair order that share the head job's batch key, at
 most one per user. So one user's twenty requests never start before another user's first (not
@@ -642,7 +642,7 @@ def choose_batch(candidates: list[Job], max_images: int) -> list[Job]:
     users: set[int] = set()
     images = 0
     for job in candidates:
-        if job.batch_key != head.batch_key or job.user_id in users:
+        if job.batch_key != head.batch_key or job.model != head.model or job.user_id in users:
             continue
         count = GenerateRequest.from_params(job.params).count
         if chosen and images + count > max_images:

@@ -169,8 +169,7 @@ class GenerateRequest:
     def batch_key(self) -> str:
         """Requests with equal keys can share one UNet batch."""
         key = f"{self.out_width}x{self.out_height}:{self.run_steps}:{self.sampler}"
-        key = f"{key}:img2img:{self.strength!r}" if self.is_img2img else key
-        return f"{self.model}:{key}" if self.model else key
+        return f"{key}:img2img:{self.strength!r}" if self.is_img2img else key
 
     def check(self, *, max_steps: int = MAX_STEPS) -> None:
         """Refuse, in one sentence, anything outside the limits above."""

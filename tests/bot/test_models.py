@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import queue
 import threading
 from collections.abc import AsyncIterator
@@ -14,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import Lexicon
+from bot.scheduler import choose_batch
 from bot.services import ImagineOptions, ServiceError
 from engine import protocol
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.standin import StandInEngine
 from engine.worker.loop import Worker
 from engine.worker_config import WorkerConfig
-from storage.models import JobState
+from storage import Storage
+from storage.models import JobKind, JobState
 from tests.bot.conftest import make_settings, until, wait_all
 
 STEP_SECONDS = 0.02
@@ -34,7 +37,19 @@ def test_requests_keep_their_model_through_the_job_row() -> None:
     assert TrainRequest.from_params(train.to_params()) == train
     old = {k: v for k, v in generate.to_params().items() if k != "model"}
     assert GenerateRequest.from_params(old).model == ""
-    assert generate.batch_key.startswith("anime:")  # batches never mix models
+
+
+async def test_a_batch_never_mixes_models(tmp_path: Path) -> None:
+    """Compatible requests of three users for two models: the batch takes the head's model only."""
+    request = GenerateRequest("a cube", 1, 10, 7.5, 64, 64)
+    async with await Storage.open(tmp_path / "data") as store:
+        for user, model in ((1, "a"), (2, "b"), (3, "a")):
+            stored = dataclasses.replace(request, model=model)
+            await store.jobs.enqueue(
+                user, "generate", stored.to_params(), batch_key=stored.batch_key, model=model
+            )
+        chosen = choose_batch(await store.jobs.fair_order(kinds=[JobKind.GENERATE]), 8)
+        assert [(job.user_id, job.model) for job in chosen] == [(1, "a"), (3, "a")]
 
 
 class _Inbox:
