@@ -28,6 +28,7 @@ class Family(StrEnum):
     SD2 = "sd2"
     SDXL = "sdxl"
     TINY = "tiny"  # the tiny random test model
+    TINY_SDXL = "tiny-sdxl"  # its SDXL sibling
 
 
 class EmbeddingSource(StrEnum):

@@ -56,16 +56,17 @@ async def test_tables_are_strict(tmp_path: Path) -> None:
 async def test_a_newer_schema_is_refused_with_one_sentence(tmp_path: Path) -> None:
     """A database from a newer Lexicon is refused, naming both versions and what to do."""
     path = tmp_path / "future.sqlite3"
+    future = latest_version() + 1
     with sqlite3.connect(path) as connection:
-        connection.execute("PRAGMA user_version = 7")
+        connection.execute(f"PRAGMA user_version = {future}")
     with pytest.raises(SchemaTooNew) as caught:
         await Database.open(path)
     assert str(caught.value) == (
-        f"The database at {path} is at schema version 7 but this Lexicon knows only up to "
-        f"{latest_version()}; upgrade Lexicon or restore a backup."
+        f"The database at {path} is at schema version {future} but this Lexicon knows only up "
+        f"to {latest_version()}; upgrade Lexicon or restore a backup."
     )
     with sqlite3.connect(path) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == 7
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == future
 
 
 async def test_connections_use_wal_normal_sync_foreign_keys_and_busy_timeout(
