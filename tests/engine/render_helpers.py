@@ -62,18 +62,20 @@ def pixels(png: bytes) -> np.ndarray:
 
 
 def stock_pixels(
-    pipe: Any, request: GenerateRequest, index: int, negative: str | None
+    pipe: Any, request: GenerateRequest, index: int, negative: str | None, **options: Any
 ) -> np.ndarray:
-    """Image `index` of `request` as a stock text-to-image pipeline renders it alone (seeded
-    `seed + index`), as signed integers like `pixels`."""
-    reference = pipe(
-        request.prompt,
-        negative_prompt=negative,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance,
-        height=request.height,
-        width=request.width,
-        generator=torch.Generator("cpu").manual_seed(request.seed + index),
-        output_type="np",
-    ).images[0]
+    """Image `index` of `request` as a stock pipeline renders it alone (seeded `seed + index`),
+    as signed integers like `pixels`. `options` add to or replace the text-to-image arguments
+    (an image-to-image pipeline's `image` and `strength`, say); None leaves one out."""
+    arguments = {
+        "negative_prompt": negative,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.guidance,
+        "height": request.height,
+        "width": request.width,
+        "generator": torch.Generator("cpu").manual_seed(request.seed + index),
+        "output_type": "np",
+    }
+    chosen = {key: value for key, value in (arguments | options).items() if value is not None}
+    reference = pipe(request.prompt, **chosen).images[0]
     return (reference * 255).round().astype(np.int16)

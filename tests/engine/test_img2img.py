@@ -22,7 +22,7 @@ from engine.jobs import GenerateRequest, RequestError
 from engine.model import LoadedModel
 from engine.png import read_parameters
 from engine.schedulers import make_scheduler
-from tests.engine.render_helpers import ZORB, beach_request, pixels
+from tests.engine.render_helpers import ZORB, beach_request, pixels, stock_pixels
 
 STEPS = 10
 SAMPLERS = ("euler_a", "ddim", "dpmpp_2m_karras", "euler")
@@ -78,20 +78,20 @@ def _stock_images(
     pipe: Any, model: LoadedModel, request: GenerateRequest, image: Image.Image
 ) -> list[np.ndarray]:
     pipe.scheduler = make_scheduler(request.sampler, model.scheduler_config)
-    out = []
-    for i in range(request.count):
-        reference = pipe(
-            request.prompt,
+    return [
+        stock_pixels(
+            pipe,
+            request,
+            i,
+            request.negative,
             image=image,
             strength=request.strength,
-            negative_prompt=request.negative,
             num_inference_steps=request.run_steps,
-            guidance_scale=request.guidance,
-            generator=torch.Generator("cpu").manual_seed(request.seed + i),
-            output_type="np",
-        ).images[0]
-        out.append((reference * 255).round().astype(np.int16))
-    return out
+            height=None,  # image-to-image takes the size of its image
+            width=None,
+        )
+        for i in range(request.count)
+    ]
 
 
 def _worst(ours: list[Any], expected: list[np.ndarray]) -> int:

@@ -19,6 +19,21 @@ RESERVED = frozenset({"cat", "dog", "photo"})
 COMMON = frozenset({"highres", "bokeh"})
 
 
+def database_at(data_dir: Path, version: int, rows: str) -> None:
+    """A database file at schema `version` (migrations 1…version applied as they shipped),
+    holding the rows that the `rows` script inserts: what an older Lexicon left behind."""
+    from storage.db import migrations
+
+    data_dir.mkdir(parents=True)
+    connection = sqlite3.connect(data_dir / "lexicon.sqlite3")
+    for migration in migrations()[:version]:
+        for statement in migration.statements():
+            connection.execute(statement)
+    connection.executescript(f"PRAGMA user_version = {version};\n{rows}")
+    connection.commit()
+    connection.close()
+
+
 def is_reserved_word(word: str) -> bool:
     """A stand-in for the tokenizer's vocabulary check."""
     return word in RESERVED

@@ -10,22 +10,18 @@ from pathlib import Path
 import pytest
 
 from storage import Storage
-from storage.db import migrations
 from storage.errors import NameTaken
+from tests.storage.conftest import database_at
 
 SHA = hashlib.sha256(b"vectors").hexdigest()
 
 
 def _version_6_database(data_dir: Path) -> None:
     """A database at schema 6 holding one shared, described, thumbnailed embedding."""
-    data_dir.mkdir(parents=True)
-    connection = sqlite3.connect(data_dir / "lexicon.sqlite3")
-    for migration in migrations()[:6]:
-        for statement in migration.statements():
-            connection.execute(statement)
-    connection.executescript(
+    database_at(
+        data_dir,
+        6,
         f"""
-        PRAGMA user_version = 6;
         INSERT INTO users (id, created_at) VALUES (1, 0);
         INSERT INTO jobs (id, user_id, guild_id, kind, params, created_at)
             VALUES (3, 1, 10, 'generate', '{{}}', 0);
@@ -34,10 +30,8 @@ def _version_6_database(data_dir: Path) -> None:
                 source_sha256, shared_guild_id, thumbnail_job_id)
             VALUES (5, 1, 'Zorb', 'zorb', 'negative', 'shared', 2, 32, 'tiny', '{SHA}',
                 'imported', 'my cat', 1.5, 4, '{SHA}', 10, 3);
-        """
+        """,
     )
-    connection.commit()
-    connection.close()
 
 
 async def test_migration_0007_keeps_every_embedding_and_accepts_tiny_sdxl(

@@ -4,36 +4,29 @@ written before it mean the deployment's default model."""
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from pathlib import Path
 
 from storage import Storage
-from storage.db import migrations
 from storage.jobs import ModelFilter
 from storage.models import Actor
+from tests.storage.conftest import database_at
 
 SERVER = 10
 
 
 def _version_5_database(data_dir: Path) -> None:
     """A database at schema 5 with a queued job and a configured server."""
-    data_dir.mkdir(parents=True)
-    connection = sqlite3.connect(data_dir / "lexicon.sqlite3")
-    for migration in migrations()[:5]:
-        for statement in migration.statements():
-            connection.execute(statement)
-    connection.executescript(
+    database_at(
+        data_dir,
+        5,
         f"""
-        PRAGMA user_version = 5;
         INSERT INTO users (id, created_at) VALUES (1, 0);
         INSERT INTO jobs (id, user_id, guild_id, kind, params, created_at)
             VALUES (7, 1, {SERVER}, 'generate', '{{}}', 0);
         INSERT INTO guild_settings (guild_id, default_negative_prompt, updated_at)
             VALUES ({SERVER}, 'blurry', 0);
-        """
+        """,
     )
-    connection.commit()
-    connection.close()
 
 
 async def test_migration_0006_keeps_old_rows_on_the_default_model(data_dir: Path) -> None:
