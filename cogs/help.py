@@ -57,6 +57,17 @@ def guide(bot: LexiconBot) -> discord.Embed:
         ),
         inline=False,
     )
+    if len(settings.models) > 1:
+        names = ", ".join(f"**{model.name}**" for model in settings.models)
+        embed.add_field(
+            name="Models",
+            value=(
+                f"This server runs several image models: {names}. Pick one with `model:` on "
+                "`/imagine` and `/train`. A word works with models of the kind it was trained "
+                "for (SD 1.x or SDXL); the bot tells you when it doesn't fit."
+            ),
+            inline=False,
+        )
     embed.add_field(
         name="Limits",
         value=(

@@ -57,6 +57,16 @@ async def test_two_models_default_autocomplete_and_buttons(tmp_path: Path) -> No
             refusal(unknown) == "There is no model called **xl** here; choose one of **a**, **b**."
         )
 
+        guide = (await alice.slash(sim.channel, "help")).response.embeds[0]
+        models = {field.name: field.value for field in guide.fields}["Models"]
+        assert models.startswith("This server runs several image models: **a**, **b**.")
+
+
+async def test_help_leaves_models_out_when_there_is_one(sim: Simulation) -> None:
+    """With one model, /help does not talk about choosing one."""
+    guide = (await sim.member("alice").slash(sim.channel, "help")).response.embeds[0]
+    assert "Models" not in [field.name for field in guide.fields]
+
 
 async def test_two_tiny_models_render_on_the_real_engine(
     tmp_path: Path, tiny_model_path: Path
