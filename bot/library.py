@@ -102,18 +102,25 @@ class LibraryService:
         return LibraryPage(items, total, page, pages)
 
     async def usable_names(
-        self, viewer_id: int, prefix: str = "", limit: int = 25, guild_id: int | None = None
+        self,
+        viewer_id: int,
+        prefix: str = "",
+        limit: int = 25,
+        guild_id: int | None = None,
+        family: str | None = None,
     ) -> list[str]:
-        """Names for autocomplete: the viewer's own first, then the library `guild_id` sees."""
+        """Names for autocomplete: the viewer's own first, then the library `guild_id` sees;
+        with `family`, only the words made for that family of models."""
         prefix = prefix.lower()
         names: list[str] = []
-        for embedding in await self.storage.embeddings.list_owned(viewer_id):
-            if embedding.name_folded.startswith(prefix):
-                names.append(embedding.name_folded)
+        owned = await self.storage.embeddings.list_owned(viewer_id)
         shared = await self.storage.embeddings.list_shared(prefix, limit=limit, guild_id=guild_id)
-        for embedding in shared:
-            if embedding.name_folded not in names and embedding.name_folded.startswith(prefix):
-                names.append(embedding.name_folded)
+        for embedding in [*owned, *shared]:
+            folded = embedding.name_folded
+            if family is not None and embedding.family.value != family:
+                continue
+            if folded not in names and folded.startswith(prefix):
+                names.append(folded)
         return names[:limit]
 
     async def export(

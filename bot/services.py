@@ -312,6 +312,16 @@ class _QueueingService:
         default = await self.checks.model_for(guild_id, None)
         return [default, *(m.name for m in self.settings.models if m.name != default)]
 
+    async def family_for(self, guild_id: int | None, requested: str | None) -> str | None:
+        """The family of the model a request here would run on (None: a name that is not
+        configured, or a model no worker has reported yet)."""
+        try:
+            name = await self.checks.model_for(guild_id, requested)
+        except ServiceError:
+            return None
+        served = self.scheduler.models.get(name)
+        return served.family if served is not None else None
+
 
 @dataclass(eq=False)
 class ImagineService(_QueueingService):

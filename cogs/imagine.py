@@ -31,12 +31,19 @@ async def prompt_choices(
     interaction: discord.Interaction[LexiconBot], current: str
 ) -> list[app_commands.Choice[str]]:
     """Autocomplete: the prompt so far with its last word completed to a `<name>` the member
-    may use (their own first, then shared ones)."""
+    may use (their own first, then this server's shared ones) that fits the model picked in
+    `model:` (else the server's default)."""
     match = _LAST_WORD.search(current)
     assert match is not None  # the pattern matches the empty tail too
     head = current[: match.start()]
-    names = await interaction.client.app.library.usable_names(
-        interaction.user.id, match.group(1), limit=25
+    app = interaction.client.app
+    picked = getattr(interaction.namespace, "model", None)
+    names = await app.library.usable_names(
+        interaction.user.id,
+        match.group(1),
+        limit=25,
+        guild_id=interaction.guild_id,
+        family=await app.imagine.family_for(interaction.guild_id, picked),
     )
     choices = [f"{head}<{name}>" for name in names]
     return [

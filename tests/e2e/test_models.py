@@ -88,3 +88,32 @@ async def test_two_tiny_models_render_on_the_real_engine(
             images[model] = await _image(sim, result.response.id)
         assert images["first"] != images["second"]
         assert sim.app.scheduler.models["second"].family == "tiny"
+
+
+async def test_prompt_autocomplete_offers_words_that_fit_the_picked_model(tmp_path: Path) -> None:
+    """Typing `<` offers the member's words and this server's shared ones, only those made
+    for the family of the model picked in `model:`."""
+    settings = standin_settings(tmp_path / "data", model_list="a=standin,b=standin")
+    async with simulated(settings) as sim:
+        alice, bob = sim.member("alice"), sim.member("bob")
+        embeddings = sim.app.storage.embeddings
+        common = {"n_vectors": 1, "source": "imported"}
+        await embeddings.create(alice.id, "tinyzo", b"t", width=32, family="tiny", **common)
+        await embeddings.create(alice.id, "sdonezo", b"s", width=768, family="sd1", **common)
+        await embeddings.create(
+            bob.id,
+            "zorbix",
+            b"h",
+            width=32,
+            family="tiny",
+            shared=True,
+            shared_guild_id=sim.guild.id,
+            **common,
+        )
+        offered = await alice.autocomplete(
+            sim.channel, "imagine", "prompt", "a photo of <", model="b"
+        )
+        assert [choice["value"] for choice in offered] == [
+            "a photo of <tinyzo>",
+            "a photo of <zorbix>",
+        ]
