@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--strength", type=float, help="how far to move from --image, 0.05-1 (default 0.75)"
     )
     parser.add_argument("--user", type=int, default=0, help="whose embeddings to use (default 0)")
+    parser.add_argument("--model", help="a name from LEXICON_MODELS (default: the first)")
     parser.add_argument("--out", default="image.png", help="output PNG path")
 
 
@@ -55,6 +56,7 @@ async def _imagine(args: argparse.Namespace) -> int:
         image=image,
         image_name="" if args.image is None else Path(args.image).name,
         strength=args.strength,
+        model=args.model,
     )
     async with open_app() as app:
         submitted = await app.imagine.submit(args.user, options)

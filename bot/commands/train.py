@@ -15,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="training steps (default LEXICON_TRAIN_STEPS)")
     parser.add_argument("--user", type=int, default=0, help="owner's Discord user id (default 0)")
     parser.add_argument("--shared", action="store_true", help="share it in the library")
+    parser.add_argument("--model", help="a name from LEXICON_MODELS (default: the first)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,6 +36,7 @@ async def _train(args: argparse.Namespace) -> int:
         vectors=args.vectors,
         share=args.shared,
         steps=args.steps,
+        model=args.model,
     )
     async with open_app() as app:
         submitted = await app.train.submit(args.user, options)

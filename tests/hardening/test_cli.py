@@ -98,6 +98,25 @@ def test_cli_imagine_refuses_bad_values(tmp_path: Path, args: list[str], sentenc
     _nothing_stored(tmp_path)
 
 
+def test_cli_imagine_on_a_named_model_and_an_unknown_one(tmp_path: Path) -> None:
+    """`--model` picks one of LEXICON_MODELS (the job row records it); an unknown name is one
+    sentence listing the names, and nothing is stored for it."""
+    models = {k: v for k, v in STANDIN.items() if k != "LEXICON_MODEL"}
+    models["LEXICON_MODELS"] = "a=standin,b=standin"
+    out = tmp_path / "b.png"
+    made = run_lexicon(["imagine", "a cube", "--model", "b", "--out", str(out)], tmp_path, **models)
+    assert made.returncode == 0, made.stderr
+    assert out.is_file()
+    with sqlite3.connect(tmp_path / "data" / "lexicon.sqlite3") as db:
+        assert db.execute("SELECT model FROM jobs").fetchall() == [("b",)]
+    unknown = run_lexicon(["imagine", "a cube", "--model", "xl"], tmp_path, **models)
+    assert _refused(unknown, "imagine") == (
+        "There is no model called **xl** here; choose one of **a**, **b**."
+    )
+    with sqlite3.connect(tmp_path / "data" / "lexicon.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
+
+
 def test_cli_import_of_a_pickle_that_writes_a_file(tmp_path: Path) -> None:
     """`lexicon embeddings import evil.pt`: refused for safety; the payload's file never appears."""
     target = tmp_path / "owned.txt"
