@@ -43,11 +43,18 @@ def request(**overrides: Any) -> TrainRequest:
 
 
 def planted_vectors(model: Any, n_vectors: int, seed: int) -> torch.Tensor:
-    """Random vectors with the mean norm of the model's real token embeddings."""
-    table = token_embeddings(model.text_encoder, torch.arange(49406)).detach()
-    norm = table.norm(dim=1).mean()
-    vectors = torch.randn(n_vectors, table.shape[1], generator=torch.Generator().manual_seed(seed))
-    return vectors / vectors.norm(dim=1, keepdim=True) * norm
+    """Random vectors with the mean norm of the model's real token embeddings (on SDXL, each
+    encoder's half with that encoder's norm, side by side)."""
+    generator = torch.Generator().manual_seed(seed)
+    halves = []
+    for encoder in (model.text_encoder, getattr(model, "text_encoder_2", None)):
+        if encoder is None:
+            continue
+        table = token_embeddings(encoder, torch.arange(49406)).detach()
+        norm = table.norm(dim=1).mean()
+        vectors = torch.randn(n_vectors, table.shape[1], generator=generator)
+        halves.append(vectors / vectors.norm(dim=1, keepdim=True) * norm)
+    return torch.cat(halves, dim=1)
 
 
 class DistillationTrainer(Trainer):
@@ -63,8 +70,7 @@ class DistillationTrainer(Trainer):
     ) -> torch.Tensor:
         with torch.no_grad():
             noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-            hidden = self.encode_prompts(batch.template_indices, self.planted)
-            return self.parts.unet(noisy, timesteps, hidden).sample
+            return self.predict(noisy, timesteps, batch.template_indices, self.planted)
 
 
 def render_photos(model: Any, planted: torch.Tensor, seeds: list[int]) -> tuple[bytes, ...]:
