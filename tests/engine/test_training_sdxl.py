@@ -11,7 +11,7 @@ crop corner (0, 0) and target size, all at the training resolution.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,15 +26,6 @@ from engine.training import Trainer, TrainRecipe
 from engine.training.components import TrainComponents
 from engine.training.data import TrainBatch
 from tests.engine import train_helpers as helpers
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Train on one CPU thread for this module, then restore the previous setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -218,18 +209,6 @@ def test_sdxl_training_renders_previews_of_the_new_word(tiny_sdxl_model: LoadedM
 @pytest.mark.parametrize("seed", [0, 1])
 def test_distillation_recovers_a_planted_pair(parts: TrainComponents, seed: int) -> None:
     """From 'cat', training both halves closes ≥ 90 % of the gap to a planted SDXL pair."""
-    planted = helpers.planted_vectors(parts, 1, seed=100 + seed)
-    assert planted.shape == (1, parts.width)
-    trainer = helpers.DistillationTrainer(
-        parts,
-        helpers.request(init_word="cat", steps=60, seed=seed),
-        TrainRecipe(batch_size=4),
-        planted=planted,
-    )
-    start = trainer.held_out_loss(trainer.vectors_init, samples=32)
-    trainer.run_steps(trainer.total)
-    end = trainer.held_out_loss(samples=32)
-    assert trainer.held_out_loss(planted, samples=32) == 0.0
-    closed = 1 - end / start
-    print(f"seed {seed}: gap {start:.3g} → {end:.3g}, closed {closed:.1%}")
+    trainer, closed = helpers.distil(parts, seed)
+    assert trainer.planted.shape == (1, parts.width)
     assert closed >= 0.90

@@ -73,6 +73,24 @@ class DistillationTrainer(Trainer):
             return self.predict(noisy, timesteps, batch.template_indices, self.planted)
 
 
+def distil(parts: TrainComponents, seed: int) -> tuple[DistillationTrainer, float]:
+    """Train from 'cat' towards a planted vector (60 steps × 4); the trainer and the share of
+    the held-out gap (init word → planted, where the loss is 0) that training closed."""
+    planted = planted_vectors(parts, 1, seed=100 + seed)
+    trainer = DistillationTrainer(
+        parts,
+        request(init_word="cat", steps=60, seed=seed),
+        TrainRecipe(batch_size=4),
+        planted=planted,
+    )
+    start = trainer.held_out_loss(trainer.vectors_init, samples=32)
+    trainer.run_steps(trainer.total)
+    end = trainer.held_out_loss(samples=32)
+    assert trainer.held_out_loss(planted, samples=32) == 0.0
+    print(f"seed {seed}: gap {start:.3g} → {end:.3g}, closed {1 - end / start:.1%}")
+    return trainer, 1 - end / start
+
+
 def render_photos(model: Any, planted: torch.Tensor, seeds: list[int]) -> tuple[bytes, ...]:
     """'Photos' of a planted concept: stock-pipeline renders of "a photo of a <planted>",
     upscaled to 256 px PNGs so that intake accepts them."""
