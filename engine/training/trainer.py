@@ -172,9 +172,10 @@ class Trainer:
         parts, request = self.parts, self.request
         templates = templates_for(request.kind)
         halves, tables = [], []
-        for tokenizer, encoder in zip(
-            (parts.tokenizer, parts.tokenizer_2), parts.text_encoders(), strict=False
-        ):
+        encoders = [(parts.tokenizer, parts.text_encoder)]
+        if parts.is_sdxl:
+            encoders.append((parts.tokenizer_2, parts.text_encoder_2))
+        for tokenizer, encoder in encoders:
             vectors, init_ids = initial_vectors(
                 tokenizer, encoder, self.init_word, request.n_vectors
             )
