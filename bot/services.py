@@ -25,7 +25,7 @@ from typing import TypeVar
 from bot.config import Settings
 from bot.hub import JobHub, JobUpdate
 from bot.scheduler import Scheduler
-from engine.embedding_metadata import FAMILY_LABELS, PAIR_BY_FAMILY
+from engine.embedding_metadata import FAMILY_LABELS
 from engine.jobs import (
     DEFAULT_GUIDANCE,
     DEFAULT_SAMPLER,
@@ -672,7 +672,6 @@ class TrainService(_QueueingService):
             request.check()
         except RequestError as error:
             raise ServiceError(str(error)) from None
-        self.refuse_untrainable(request.model)
         max_active = await self.checks.refuse_over_quota(user_id, guild_id)
         stored = await self.checks.normalise(options.photos)
         try:
@@ -689,25 +688,6 @@ class TrainService(_QueueingService):
         except OSError as error:
             raise disk_failure("photos", error) from None
         return await _queued(job, self.scheduler, self.hub)
-
-    def refuse_untrainable(self, model: str) -> None:
-        """Refuse a training for an SDXL-family model (not built yet) before anything is stored,
-        naming a model that can train. A model no worker has reported yet is left to the
-        worker's own check."""
-        served = self.scheduler.models.get(model)
-        if served is None or served.family not in PAIR_BY_FAMILY:
-            return
-        trainable = [
-            m.name for m in self.scheduler.models.values() if m.family not in PAIR_BY_FAMILY
-        ]
-        hint = (
-            f"choose model **{trainable[0]}**"
-            if trainable
-            else "import an SDXL embedding with `/embeddings import` instead"
-        )
-        raise ServiceError(
-            f"Training for SDXL models such as **{model}** is not built yet; {hint}."
-        )
 
     async def refuse_taken(
         self, user_id: int, folded: str, share: bool, guild_id: int | None

@@ -2,8 +2,9 @@
 
 `check_trained` validates what a GPU worker returns as a trained embedding before the bot stores
 it, from the safetensors header alone (8 bytes of length, then JSON naming each tensor's dtype,
-shape and byte range): Lexicon's one layout, `{"emb_params": float32[n, d]}`, with the expected
-vector count, a width of the model's family, and exactly as many bytes as that shape needs.
+shape and byte range): Lexicon's layout, `{"emb_params": float32[n, d]}` — for the two-encoder
+(SDXL) families the pair `{"clip_l": float32[n, d_l], "clip_g": float32[n, d_g]}` — with the
+expected vector count, the family's width(s), and exactly as many bytes as those shapes need.
 
 A trained embedding records where it came from: the sha256 of each training photo and the seed
 (`engine.training`). That belongs to the owner; when someone else exports a shared embedding the
@@ -46,8 +47,9 @@ class NotLexiconEmbedding(ValueError):
 
 
 def check_trained(data: bytes, *, n_vectors: int, family: str) -> int:
-    """The width of `data`, a trained embedding of `n_vectors` vectors for a `family` model;
-    NotLexiconEmbedding if it is anything else (see the module docstring)."""
+    """The width of `data`, a trained embedding of `n_vectors` vectors for a `family` model (an
+    SDXL pair's halves added); NotLexiconEmbedding if it is anything else (see the module
+    docstring)."""
     if len(data) < 8:
         raise NotLexiconEmbedding("it is shorter than a safetensors header")
     (length,) = struct.unpack("<Q", data[:8])
@@ -60,24 +62,44 @@ def check_trained(data: bytes, *, n_vectors: int, family: str) -> int:
     if not isinstance(header, dict):
         raise NotLexiconEmbedding("its header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
-    tensor = header.get("emb_params")
-    if set(header) != {"emb_params"} or not isinstance(tensor, dict):
-        raise NotLexiconEmbedding(f"it holds {sorted(header)[:4]}, not one emb_params tensor")
-    shape: Any = tensor.get("shape")
-    offsets: Any = tensor.get("data_offsets")
-    if tensor.get("dtype") != "F32" or not _ints(shape, 2) or not _ints(offsets, 2):
-        raise NotLexiconEmbedding("emb_params is not a float32 matrix")
-    rows, width = shape
-    if rows != n_vectors or FAMILY_BY_WIDTH.get(width) != family:
-        raise NotLexiconEmbedding(
-            f"emb_params is {rows}x{width}, not {n_vectors} vectors of a {family} model"
-        )
-    size = rows * width * 4
-    if offsets != [0, size] or len(data) != 8 + length + size:
+    expected = _expected_widths(family)
+    if set(header) != set(expected) or not all(isinstance(t, dict) for t in header.values()):
+        wanted = " and ".join(expected)
+        raise NotLexiconEmbedding(f"it holds {sorted(header)[:4]}, not the tensors {wanted}")
+    end = 0  # the tensors must tile the data section, in the order their offsets give
+    for name, tensor in sorted(header.items(), key=lambda item: _start(item[1])):
+        shape: Any = tensor.get("shape")
+        offsets: Any = tensor.get("data_offsets")
+        if tensor.get("dtype") != "F32" or not _ints(shape, 2) or not _ints(offsets, 2):
+            raise NotLexiconEmbedding(f"{name} is not a float32 matrix")
+        rows, width = shape
+        if rows != n_vectors or width != expected[name]:
+            raise NotLexiconEmbedding(
+                f"{name} is {rows}x{width}, not {n_vectors} vectors of a {family} model"
+            )
+        size = rows * width * 4
+        if offsets != [end, end + size]:
+            raise NotLexiconEmbedding("its tensor bytes do not match the shape its header gives")
+        end += size
+    if len(data) != 8 + length + end:
         raise NotLexiconEmbedding("its tensor bytes do not match the shape its header gives")
     if not isinstance(metadata, dict) or metadata.get("family", family) != family:
         raise NotLexiconEmbedding("its metadata names another model family")
-    return int(width)
+    return sum(width for width in expected.values() if width is not None)
+
+
+def _expected_widths(family: str) -> dict[str, int | None]:
+    """Tensor name → width in a trained file of `family` (None: the family is unknown)."""
+    pair = PAIR_BY_FAMILY.get(family)
+    if pair is not None:
+        return {"clip_l": pair[0], "clip_g": pair[1]}
+    return {"emb_params": WIDTH_BY_FAMILY.get(family)}
+
+
+def _start(tensor: Any) -> int:
+    """A header entry's first data offset, for ordering (-1 where it has none)."""
+    offsets: Any = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+    return int(offsets[0]) if _ints(offsets, 2) else -1
 
 
 def _ints(value: object, count: int) -> bool:

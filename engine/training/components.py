@@ -1,8 +1,10 @@
 """The frozen model pieces a training run uses, adapted from the worker's `LoadedModel`.
 
-Training never changes these: the UNet, VAE and text encoder are the worker's one shared model,
-so `/imagine` can run between training slices. Tests and benchmarks build a `TrainComponents`
-directly (e.g. at a smaller training size) without a `LoadedModel`.
+Training never changes these: the UNet, VAE and text encoder(s) are the worker's one shared
+model, so `/imagine` can run between training slices. An SDXL model brings its second tokenizer
+and text encoder; its vectors are both encoders' halves side by side (width 768 + 1280). Tests
+and benchmarks build a `TrainComponents` directly (e.g. at a smaller training size) without a
+`LoadedModel`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ class TrainComponents:
     model_hash: str = ""
     native_size: int = 0
     graphs: Any = None  # engine.graphs.ModelGraphs: training steps are recorded as CUDA graphs
+    tokenizer_2: Any = None  # SDXL's second tokenizer and text encoder (None for SD 1.x/2.x)
+    text_encoder_2: Any = None
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
-        width = int(self.text_encoder.config.hidden_size)
         if not self.family:
-            self.family = family_for_width(width)
+            self.family = family_for_width(self.width)
         if not self.native_size:
             scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
             self.native_size = int(self.unet.config.sample_size) * scale
@@ -59,11 +62,28 @@ class TrainComponents:
             model_hash=model.model_hash,
             native_size=getattr(model, "native_size", 0),
             graphs=getattr(model, "graphs", None),
+            tokenizer_2=getattr(model, "tokenizer_2", None),
+            text_encoder_2=getattr(model, "text_encoder_2", None),
         )
 
     @property
-    def width(self) -> int:
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+    @property
+    def width_l(self) -> int:
+        """The first text encoder's width: the first half of an SDXL vector (`clip_l`)."""
         return int(self.text_encoder.config.hidden_size)
+
+    @property
+    def width(self) -> int:
+        """A vector's width: both encoders' widths added on SDXL."""
+        second = 0 if self.text_encoder_2 is None else self.text_encoder_2.config.hidden_size
+        return self.width_l + int(second)
+
+    def text_encoders(self) -> tuple[Any, ...]:
+        """The frozen text encoder(s)."""
+        return tuple(e for e in (self.text_encoder, self.text_encoder_2) if e is not None)
 
 
 def param_dtype(module: Any) -> torch.dtype:

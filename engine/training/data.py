@@ -53,11 +53,13 @@ def splice(embeds: torch.Tensor, slots: torch.Tensor, vectors: torch.Tensor) -> 
 
 @dataclass(frozen=True)
 class PromptTable:
-    """Every template tokenized once: ids `[T, L]` and placeholder slots `[T, L]`."""
+    """Every template tokenized once: ids `[T, L]` and placeholder slots `[T, L]`; on SDXL also
+    the second tokenizer's ids (its own padding), with the same slots."""
 
     templates: tuple[str, ...]
     input_ids: torch.Tensor
     slots: torch.Tensor
+    input_ids_2: torch.Tensor | None = None
 
 
 def tokenize_templates(

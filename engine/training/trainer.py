@@ -7,6 +7,14 @@ output are replaced by the vectors and the text transformer runs on that. The ma
 the equivalence tests check loss, gradient and 20 AdamW steps against diffusers' formulation —
 but the shared model is untouched, so `/imagine` can run between training slices.
 
+SDXL (as diffusers' `textual_inversion_sdxl.py` formulates it): the new word has vectors in both
+text encoders, each half initialised from the init word's token embedding in its encoder and
+learned together. They are kept as one `[n, d_l + d_g]` tensor (the halves side by side, as
+`EmbeddingFile.joined` holds them); AdamW works per coordinate, so that is the same optimisation
+as two tensors. The UNet sees both encoders' penultimate states side by side, the pooled
+projection of the second encoder's final state at the end-of-text token, and the size numbers
+(original = target = the training size, crop (0, 0)). The result is a `{clip_l, clip_g}` file.
+
 A run, in order (`Trainer.__init__`):
 
 1. check the request and decode the photos (no GPU work before they pass);
@@ -46,8 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.embedding_files import write_embedding
-from engine.embedding_metadata import FAMILY_BY_PAIR
-from engine.encode import encode_embeds, token_embeddings
+from engine.encode import encode_embeds, run_text_encoder_sdxl, token_embeddings
 from engine.jobs import Progress, TrainRequest, TrainResult, crosses_half
 from engine.photos import Photo, load_photos
 from engine.training.checkpoint import (
@@ -115,7 +122,7 @@ class Trainer:
         )
 
         parts = self.parts
-        for module in (parts.unet, parts.vae, parts.text_encoder):
+        for module in (parts.unet, parts.vae, *parts.text_encoders()):
             module.requires_grad_(False)  # already so for a LoadedModel; no weight gradients
         self.device = parts.device
         self.noise_scheduler = _ddpm(parts.scheduler_config)
@@ -128,16 +135,8 @@ class Trainer:
         self._unet_dtype = param_dtype(parts.unet)
         compute_dtype = self._amp_dtype or self._unet_dtype
 
-        # 2. Templates and the vectors' starting point.
-        self.vectors_init, init_ids = initial_vectors(
-            parts.tokenizer, parts.text_encoder, self.init_word, request.n_vectors
-        )
-        table = tokenize_templates(
-            parts.tokenizer, templates_for(request.kind), request.n_vectors, init_ids
-        )
-        self.prompts = PromptTable(
-            table.templates, table.input_ids.to(self.device), table.slots.to(self.device)
-        )
+        # 2. Templates and the vectors' starting point (on SDXL: both encoders' halves).
+        self.prompts = self._prompt_table()
 
         # 3. Latents of every view, once.
         size, flip = parts.native_size, self.recipe.flip
@@ -167,12 +166,34 @@ class Trainer:
         if resume_from is not None:
             self._restore(decode_checkpoint(resume_from))
 
+    def _prompt_table(self) -> PromptTable:
+        """Sets `vectors_init` (each encoder's half from its own token table) and returns the
+        templates tokenized by each tokenizer, on the device."""
+        parts, request = self.parts, self.request
+        templates = templates_for(request.kind)
+        halves, tables = [], []
+        encoders = [(parts.tokenizer, parts.text_encoder)]
+        if parts.is_sdxl:
+            encoders.append((parts.tokenizer_2, parts.text_encoder_2))
+        for tokenizer, encoder in encoders:
+            vectors, init_ids = initial_vectors(
+                tokenizer, encoder, self.init_word, request.n_vectors
+            )
+            halves.append(vectors)
+            tables.append(tokenize_templates(tokenizer, templates, request.n_vectors, init_ids))
+        self.vectors_init = torch.cat(halves, dim=1)
+        first = tables[0]
+        if len(tables) > 1 and not torch.equal(tables[1].slots, first.slots):
+            raise TrainRequestError("The two tokenizers split the templates differently.")
+        second = tables[1].input_ids.to(self.device) if len(tables) > 1 else None
+        return PromptTable(
+            first.templates, first.input_ids.to(self.device), first.slots.to(self.device), second
+        )
+
     # --- request --------------------------------------------------------------------------
 
     def _check_request(self) -> None:
-        request, parts = self.request, self.parts
-        if parts.family in FAMILY_BY_PAIR.values():  # SDXL and the tiny SDXL model
-            raise TrainRequestError("Training SDXL embeddings is not supported yet.")
+        request = self.request
         if not request.name:
             raise TrainRequestError("The new word needs a name.")
         if not 1 <= request.n_vectors <= MAX_VECTORS:
@@ -221,10 +242,51 @@ class Trainer:
 
     def encode_prompts(self, template_indices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         """Text-encoder hidden states for the chosen templates with `vectors` spliced in."""
+        return self.conditioning(template_indices, vectors)[0]
+
+    def conditioning(
+        self, template_indices: torch.Tensor, vectors: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """The UNet's conditioning for the chosen templates with `vectors` spliced in: hidden
+        states, and on SDXL the added conditioning (pooled text embeds and size numbers)."""
         index = template_indices.to(self.device)
         ids, slots = self.prompts.input_ids[index], self.prompts.slots[index]
-        embeds = token_embeddings(self.parts.text_encoder, ids)
-        return encode_embeds(self.parts.text_encoder, splice(embeds, slots, vectors))
+        parts = self.parts
+        if self.prompts.input_ids_2 is None:
+            embeds = token_embeddings(parts.text_encoder, ids)
+            return encode_embeds(parts.text_encoder, splice(embeds, slots, vectors)), None
+        mask = slots >= 0
+        chosen = vectors[slots.clamp(min=0)]
+        width_l = parts.width_l
+        states_l, _ = run_text_encoder_sdxl(parts.text_encoder, ids, chosen[..., :width_l], mask)
+        states_g, pooled = run_text_encoder_sdxl(
+            parts.text_encoder_2,
+            self.prompts.input_ids_2[index],
+            chosen[..., width_l:],
+            mask,
+            pool_at=int(parts.tokenizer_2.eos_token_id),
+        )
+        assert pooled is not None
+        size = parts.native_size
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device)
+        added = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(index), 1)}
+        return torch.cat([states_l, states_g], dim=-1), added
+
+    def predict(
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        template_indices: torch.Tensor,
+        vectors: torch.Tensor,
+    ) -> torch.Tensor:
+        """The UNet's prediction for noisy latents, conditioned on the templates with `vectors`."""
+        dtype = self._unet_dtype
+        hidden, added = self.conditioning(template_indices, vectors)
+        if added is not None:
+            added = {key: value.to(dtype) for key, value in added.items()}
+        return self.parts.unet(
+            noisy.to(dtype), timesteps, hidden.to(dtype), added_cond_kwargs=added
+        ).sample
 
     def target(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, batch: TrainBatch
@@ -242,10 +304,7 @@ class Trainer:
         timesteps = batch.timesteps.to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         with self._autocast():
-            hidden = self.encode_prompts(batch.template_indices, vectors)
-            prediction = self.parts.unet(
-                noisy.to(self._unet_dtype), timesteps, hidden.to(self._unet_dtype)
-            ).sample
+            prediction = self.predict(noisy, timesteps, batch.template_indices, vectors)
         target = self.target(latents, noise, timesteps, batch)
         return F.mse_loss(prediction.float(), target.float(), reduction="mean")
 
@@ -443,8 +502,12 @@ class Trainer:
             "batch_size": str(self.recipe.batch_size),
             "learning_rate": repr(self.recipe.learning_rate),
         }
+        vectors, vectors_g = self.vectors, None
+        if parts.is_sdxl:
+            vectors, vectors_g = vectors[:, : parts.width_l], vectors[:, parts.width_l :]
         return write_embedding(
-            self.vectors,
+            vectors,
+            vectors_g=vectors_g,
             name=request.name,
             kind="negative" if request.negative else "positive",
             family=parts.family,

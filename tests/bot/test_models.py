@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.app import Lexicon
 from bot.scheduler import choose_batch
-from bot.services import ImagineOptions, ServiceError, TrainOptions
+from bot.services import ImagineOptions, ServiceError
 from engine import protocol
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.standin import StandInEngine
@@ -207,23 +207,4 @@ async def test_an_embedding_of_another_family_is_refused_by_name(tmp_path: Path)
             )
         else:
             raise AssertionError("an SD 1.x embedding was accepted for a tiny model")
-        assert await app.storage.jobs.list_for_user(1) == []
-
-
-async def test_training_for_an_sdxl_model_is_refused_up_front(tmp_path: Path) -> None:
-    """A worker that reports an SDXL-family model: /train for it is refused in one sentence
-    naming a model that can train, before any photo is read or job stored."""
-    held = {"wa": ("a",), "wb": ("b",)}
-    async with two_workers(tmp_path, "a=standin,b=standin,xl=standin", held) as (app, _):
-        sdxl = protocol.ModelHeld("xl", "tiny-sdxl", 96, "0123456789")
-        await app.scheduler.handle(protocol.WorkerReady("wxl", "cpu", 1, (sdxl,)))
-        photos = [("p.png", b"not even a photo")] * 3
-        try:
-            await app.train.submit(1, TrainOptions("zorb", photos, model="xl"))
-        except ServiceError as refusal:
-            assert str(refusal) == (
-                "Training for SDXL models such as **xl** is not built yet; choose model **a**."
-            )
-        else:
-            raise AssertionError("a training for an SDXL model was queued")
         assert await app.storage.jobs.list_for_user(1) == []

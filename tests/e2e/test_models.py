@@ -9,7 +9,7 @@ from cogs.images import parse_parameters
 from engine.model import ensure_tiny_model
 from engine.png import read_parameters
 from tests.bot.conftest import make_settings
-from tests.e2e.conftest import refusal, standin_settings
+from tests.e2e.conftest import photo_options, refusal, standin_settings
 from tests.simulation import Simulation, simulated
 
 
@@ -117,3 +117,38 @@ async def test_prompt_autocomplete_offers_words_that_fit_the_picked_model(tmp_pa
             "a photo of <tinyzo>",
             "a photo of <zorbix>",
         ]
+
+
+async def test_a_word_trained_on_tiny_sdxl_renders_there_and_is_refused_on_sd(
+    tmp_path: Path,
+) -> None:
+    """With sd=tiny and xl=tiny-sdxl on the real engine: /train model:xl stores an SDXL pair
+    (family tiny-sdxl, width 32 + 64), /imagine with it on xl renders, and on sd it is refused
+    in one sentence naming both families and the model that fits."""
+    settings = make_settings(
+        tmp_path / "data", "", model_list="sd=tiny,xl=tiny-sdxl", train_steps=4
+    )
+    async with simulated(settings) as sim:
+        alice = sim.member("alice")
+        await alice.slash(sim.channel, "train", name="xorb", model="xl", **photo_options())
+        job = await sim.job_done(alice, limit=600)
+        assert (job.state.value, job.model) == ("succeeded", "xl"), job.error
+        (embedding,) = await sim.app.storage.embeddings.list_owned(alice.id)
+        assert (embedding.family.value, embedding.width, embedding.n_vectors) == (
+            "tiny-sdxl",
+            96,
+            1,
+        )
+
+        result = await alice.slash(
+            sim.channel, "imagine", prompt="a photo of xorb", seed=7, model="xl"
+        )
+        job = await sim.job_done(alice, limit=600)
+        assert (job.state.value, job.model) == ("succeeded", "xl"), job.error
+        await _image(sim, result.response.id)
+
+        refused = await alice.slash(sim.channel, "imagine", prompt="a photo of xorb", model="sd")
+        assert refusal(refused) == (
+            "**xorb** was trained for the tiny SDXL test model, but **sd** is the tiny test "
+            "model; try model **xl**."
+        )

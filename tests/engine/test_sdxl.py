@@ -24,9 +24,6 @@ from engine.generate import InvalidRequest, generate
 from engine.jobs import GenerateRequest
 from engine.model import LoadedModel, load_model
 from engine.schedulers import make_scheduler
-from engine.training import Trainer, TrainRequestError
-from engine.training.components import TrainComponents
-from tests.engine import train_helpers as helpers
 from tests.engine.render_helpers import ZORB, pixels, sdxl_embedding, stock_pixels
 
 STEPS = 4
@@ -253,12 +250,6 @@ def test_image_to_image_is_refused_on_sdxl(tiny_sdxl_model: LoadedModel) -> None
         "Image-to-image and upscaling are not available on SDXL models yet; "
         "render from a prompt alone."
     )
-
-
-def test_training_on_sdxl_is_refused(tiny_sdxl_model: LoadedModel) -> None:
-    """Training an embedding for the tiny SDXL model is refused as for SDXL."""
-    with pytest.raises(TrainRequestError, match="Training SDXL embeddings is not supported yet"):
-        Trainer(TrainComponents.from_model(tiny_sdxl_model), helpers.request())
 
 
 # --- files: SDXL embeddings in, and out in the layout the other tools read ----------------------
