@@ -16,12 +16,8 @@ from tests.storage.conftest import database_at
 SHA = hashlib.sha256(b"vectors").hexdigest()
 
 
-def _version_6_database(data_dir: Path) -> None:
-    """A database at schema 6 holding one shared, described, thumbnailed embedding."""
-    database_at(
-        data_dir,
-        6,
-        f"""
+# What an older Lexicon left at schema 6: one shared, described, thumbnailed embedding.
+VERSION_6_ROWS = f"""
         INSERT INTO users (id, created_at) VALUES (1, 0);
         INSERT INTO jobs (id, user_id, guild_id, kind, params, created_at)
             VALUES (3, 1, 10, 'generate', '{{}}', 0);
@@ -30,8 +26,7 @@ def _version_6_database(data_dir: Path) -> None:
                 source_sha256, shared_guild_id, thumbnail_job_id)
             VALUES (5, 1, 'Zorb', 'zorb', 'negative', 'shared', 2, 32, 'tiny', '{SHA}',
                 'imported', 'my cat', 1.5, 4, '{SHA}', 10, 3);
-        """,
-    )
+        """
 
 
 async def test_migration_0007_keeps_every_embedding_and_accepts_tiny_sdxl(
@@ -39,7 +34,7 @@ async def test_migration_0007_keeps_every_embedding_and_accepts_tiny_sdxl(
 ) -> None:
     """The old row reads back whole, the unique names still hold, and a `tiny-sdxl`
     embedding can now be stored."""
-    _version_6_database(data_dir)
+    database_at(data_dir, 6, VERSION_6_ROWS)
     store = await Storage.open(data_dir)
     try:
         (old,) = await store.embeddings.list_owned(1)

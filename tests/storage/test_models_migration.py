@@ -14,25 +14,20 @@ from tests.storage.conftest import database_at
 SERVER = 10
 
 
-def _version_5_database(data_dir: Path) -> None:
-    """A database at schema 5 with a queued job and a configured server."""
-    database_at(
-        data_dir,
-        5,
-        f"""
+# What an older Lexicon left at schema 5: a queued job and a configured server.
+VERSION_5_ROWS = f"""
         INSERT INTO users (id, created_at) VALUES (1, 0);
         INSERT INTO jobs (id, user_id, guild_id, kind, params, created_at)
             VALUES (7, 1, {SERVER}, 'generate', '{{}}', 0);
         INSERT INTO guild_settings (guild_id, default_negative_prompt, updated_at)
             VALUES ({SERVER}, 'blurry', 0);
-        """,
-    )
+        """
 
 
 async def test_migration_0006_keeps_old_rows_on_the_default_model(data_dir: Path) -> None:
     """An old job has no model (the default's) and an old server no default model; both take
     one after the migration, and an old job counts as the default model's when filtering."""
-    _version_5_database(data_dir)
+    database_at(data_dir, 5, VERSION_5_ROWS)
     store = await Storage.open(data_dir)
     try:
         old = await store.jobs.get(7)
