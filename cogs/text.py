@@ -56,7 +56,10 @@ def queue_place(
     """`next up, expected to start <t:…:R>` or `#3 in line, …`; while no live worker holds the
     job's model, `waiting for a worker that serves **sd15**`."""
     if waiting_for is not None:
-        return f"waiting for a worker that serves **{waiting_for}**"
+        return (
+            f"waiting for a worker that serves **{waiting_for}**; it starts when one is back, "
+            "or `/cancel` it and pick another `model:`"
+        )
     place = "next up" if position == 1 else f"#{position} in line"
     when = (
         f"expected to start {relative_time(eta_seconds)}"

@@ -152,3 +152,20 @@ async def test_a_word_trained_on_tiny_sdxl_renders_there_and_is_refused_on_sd(
             "**xorb** was trained for the tiny SDXL test model, but **sd** is the tiny test "
             "model; try model **xl**."
         )
+
+
+async def test_a_job_for_a_model_no_worker_holds_says_so_with_a_next_step(tmp_path: Path) -> None:
+    """The local worker holds only a: a job for c stays queued and its message says why and
+    what the member can do."""
+    settings = standin_settings(
+        tmp_path / "data", model_list="a=standin,c=standin", worker_model_names=("a",)
+    )
+    async with simulated(settings) as sim:
+        alice = sim.member("alice")
+        result = await alice.slash(sim.channel, "imagine", prompt="a red cube", model="c")
+        job = await sim.latest_job(alice)
+        assert (job.state.value, job.model) == ("queued", "c")
+        assert result.response.content == (
+            f"Queued **a red cube** (job #{job.id}) — waiting for a worker that serves **c**; it "
+            "starts when one is back, or `/cancel` it and pick another `model:`."
+        )
