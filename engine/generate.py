@@ -375,7 +375,9 @@ def _denoise(
         # sampler keeps compiled graphs and CUDA graphs to one per shape.
         timestep = t.to(torch.float32)
         if model.graphs is not None:
-            prediction = model.graphs.unet(model_input, timestep, states, mask)
+            prediction = model.graphs.unet(
+                model_input, timestep, states, mask, text_embeds, time_ids
+            )
         else:
             prediction = predict_noise(
                 model.unet, model_input, timestep, states, mask, text_embeds, time_ids

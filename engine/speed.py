@@ -28,7 +28,7 @@ import torch._inductor.config
 from engine.encode import run_text_encoder
 from engine.generate import decode_pixels, predict_noise
 from engine.graphs import GraphCache, ModelGraphs
-from engine.model import LoadedModel, ModelLoadError
+from engine.model import LoadedModel
 
 log = logging.getLogger("lexicon.engine")
 
@@ -123,18 +123,14 @@ def apply_speedups(
     channels_last is not applied: on the H100 it made both generation and training slower
     (docs/BENCHMARKS.md). With both levers on, the graphs record the compiled kernels.
 
-    Neither lever is built for SDXL models yet: asking for one with an SDXL model is refused
-    (`ModelLoadError`) rather than quietly running another path.
+    SDXL models take both levers the same way: the UNet's graphs also hold its pooled
+    embeddings and size numbers as inputs. Their two text encoders run eagerly (a few
+    milliseconds a prompt), so the `text` graphs stay unused there.
     """
     if model.device.type != "cuda":
         if compile_mode != "off":  # the default: not news on a CPU worker
             log.debug("LEXICON_COMPILE is ignored on %s", model.device)
         return None
-    if model.is_sdxl and (compile_mode != "off" or cuda_graphs):
-        raise ModelLoadError(
-            "torch.compile and CUDA graphs do not support SDXL models yet; set "
-            "LEXICON_COMPILE=off and LEXICON_CUDA_GRAPHS=false to serve this model."
-        )
     cache = None
     if compile_mode != "off":
         if data_dir is not None:

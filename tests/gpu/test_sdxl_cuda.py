@@ -1,20 +1,23 @@
 """SDXL on CUDA: the tiny SDXL model in half precision renders what stock renders there (its VAE
-kept in float32, as stock upcasts it); the compiled / CUDA-graph fast path refuses SDXL for now."""
+kept in float32, as stock upcasts it), and the default fast path (compiled + CUDA graphs) renders
+and trains what the plain path does."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from engine.diffusers_engine import DiffusersEngine
 from engine.generate import generate
-from engine.jobs import GenerateRequest
-from engine.model import ModelLoadError, load_model
+from engine.jobs import GenerateRequest, TrainRequest
+from engine.model import load_model
 from engine.schedulers import make_scheduler
-from tests.engine.render_helpers import pixels, stock_pixels
+from engine.speed import is_compiled
+from engine.training import Trainer, TrainRecipe
+from tests.bot.conftest import photo_bytes
+from tests.engine.render_helpers import pixels, sdxl_embedding, stock_pixels
 
 
 def test_sdxl_fp16_on_cuda_equals_stock_within_2_of_255(tmp_path: Path) -> None:
@@ -34,12 +37,52 @@ def test_sdxl_fp16_on_cuda_equals_stock_within_2_of_255(tmp_path: Path) -> None:
     assert difference.max() <= 2, difference.max()
 
 
-def test_sdxl_on_the_fast_path_is_refused_in_one_sentence(tmp_path: Path) -> None:
-    """torch.compile and CUDA graphs are SD 1.x only for now: an SDXL worker asking for them
-    stops with one sentence naming the settings, rather than running another path."""
-    with pytest.raises(ModelLoadError) as caught:
-        DiffusersEngine.load("tiny-sdxl", "cuda", tmp_path, compile_mode="off", cuda_graphs=True)
-    assert str(caught.value) == (
-        "torch.compile and CUDA graphs do not support SDXL models yet; set "
-        "LEXICON_COMPILE=off and LEXICON_CUDA_GRAPHS=false to serve this model."
+def test_sdxl_on_the_default_fast_path_renders_the_plain_path_within_2_of_255(
+    tmp_path: Path,
+) -> None:
+    """The default settings' SDXL engine (compiled, graphed, warmed up for batches 1 and 2)
+    renders what the plain eager path renders, with an SDXL embedding in one request and
+    requests of two users batched together."""
+    engine = DiffusersEngine.load(
+        "tiny-sdxl",
+        "cuda",
+        tmp_path,
+        compile_mode="default",
+        cuda_graphs=True,
+        warm_up_batches=(1, 2),
     )
+    plain = load_model("tiny-sdxl", device="cuda", data_dir=tmp_path)
+    word, _halves = sdxl_embedding("xorb", 2, 5)
+    try:
+        assert is_compiled(engine.model) and engine.model.graphs is not None
+        requests = [
+            GenerateRequest("a photo of a xorb", 1, 6, 5.0, 64, 64, embeddings=(word,)),
+            GenerateRequest("a red boat at dawn", 2, 6, 5.0, 64, 64, negative="blurry"),
+        ]
+        for batch in ([requests[0]], requests):
+            fast = generate(engine.model, batch)
+            reference = generate(plain, batch)
+            for mine, theirs in zip(fast, reference, strict=True):
+                difference = np.abs(pixels(mine[0].png) - pixels(theirs[0].png))
+                assert difference.max() <= 2, (len(batch), difference.max())
+        assert len(engine.model.graphs.unet) >= 2  # batches 1 and 2 replay recorded graphs
+    finally:
+        torch.compiler.set_stance("default")
+
+
+def test_sdxl_training_steps_recorded_as_cuda_graphs_equal_eager_ones(tmp_path: Path) -> None:
+    """SDXL training on a graphed model records its step and learns the same vectors in both
+    encoders as the eager step."""
+    from engine.speed import apply_speedups
+
+    eager = load_model("tiny-sdxl", device="cuda", data_dir=tmp_path)
+    graphed = load_model("tiny-sdxl", device="cuda", data_dir=tmp_path)
+    apply_speedups(graphed, "off", cuda_graphs=True)
+    request = TrainRequest("xorb", tuple(photo_bytes(i) for i in range(4)), steps=6, seed=0)
+    runs = [Trainer(model, request, TrainRecipe(batch_size=4)) for model in (eager, graphed)]
+    for run in runs:
+        run.run_steps(6)
+    assert runs[1]._recorded is not None and runs[0]._recorded is None
+    difference = (runs[0].vectors - runs[1].vectors).abs().max().item()
+    assert difference < 1e-3, difference
+    assert abs(runs[0].recent_losses[-1] - runs[1].recent_losses[-1]) < 1e-3
