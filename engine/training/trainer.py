@@ -144,6 +144,13 @@ class Trainer:
             parts.vae, self.photos, size, flip=flip, device=self.device, autocast=self._autocast()
         )
         self.latent_identity = latent_identity(parts.model_hash, size, flip, self.photos)
+        # SDXL's size numbers (original size, crop corner, target size), made on the device once:
+        # a step recorded as a CUDA graph may not copy from the host.
+        self._time_ids = (
+            torch.tensor([[size, size, 0, 0, size, size]], device=self.device)
+            if parts.is_sdxl
+            else None
+        )
 
         # 4. The trainable vectors, optimizer and the run's one random generator.
         self._vectors = self.vectors_init.clone().to(self.device).requires_grad_(True)
@@ -266,10 +273,8 @@ class Trainer:
             mask,
             pool_at=int(parts.tokenizer_2.eos_token_id),
         )
-        assert pooled is not None
-        size = parts.native_size
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]], device=self.device)
-        added = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(index), 1)}
+        assert pooled is not None and self._time_ids is not None
+        added = {"text_embeds": pooled, "time_ids": self._time_ids.repeat(len(index), 1)}
         return torch.cat([states_l, states_g], dim=-1), added
 
     def predict(
