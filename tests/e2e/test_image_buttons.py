@@ -300,3 +300,27 @@ async def test_a_banned_member_is_refused_by_every_image_tool(sim: Simulation) -
         == "You are not allowed to use Lexicon here; ask a manager of this server why."
     )
     assert await sim.app.storage.jobs.list_for_user(bob.id, states=None) == []
+
+
+async def test_a_tool_counts_against_the_pressers_queue(slow_sim: Simulation) -> None:
+    """With one job per member, Bob (his job running) is refused Vary on Alice's image with
+    the queue sentence and gets no job; Alice, her queue empty, upscales the same image."""
+    sim = slow_sim
+    alice, bob, mia = sim.member("alice"), sim.member("bob"), sim.member("mia", manager=True)
+    result = await alice.slash(sim.channel, "imagine", prompt="a red cube", steps=6)
+    await sim.job_done(alice)
+    await mia.slash(sim.channel, "admin limits", max_queued_per_user=1)
+    running = await bob.slash(sim.channel, "imagine", prompt="a blue cube", steps=40)
+    assert "Queued" in running.response.content
+
+    refused = await bob.click(result.response, label="Vary (subtle)")
+    assert refusal(refused) == (
+        "You already have 1 jobs waiting or running, the most allowed; "
+        "wait for one to finish or cancel one."
+    )
+    assert len(await sim.app.storage.jobs.list_for_user(bob.id, states=None)) == 1
+    upscale = await alice.click(result.response, label="Upscale ×2")
+    assert "Queued" in upscale.response.content
+    await bob.slash(sim.channel, "cancel")
+    await sim.job_done(bob)
+    assert (await sim.job_done(alice)).params["hires_steps"] == 6

@@ -1,4 +1,5 @@
-"""Image-to-image and the upscale's second pass equal stock `StableDiffusionImg2ImgPipeline`.
+"""Image-to-image, variations and the upscale's second pass equal stock
+`StableDiffusionImg2ImgPipeline`.
 
 Same seed, image and strength, with and without embeddings, per sampler; batched requests equal
 each one alone; the PNG records A1111's `Denoising strength` and `Hires …` keys.
@@ -117,15 +118,44 @@ def test_img2img_equals_stock_pipeline(
 
 
 @pytest.mark.parametrize("sampler", ("euler_a", "ddim", "dpmpp_2m"))
+@pytest.mark.parametrize("with_embedding", [True, False])
 def test_upscale_second_pass_equals_stock_img2img(
-    tiny_model: LoadedModel, stock_img2img: Any, sampler: str
+    tiny_model: LoadedModel, stock_img2img: Any, sampler: str, with_embedding: bool
 ) -> None:
     """The upscale is stock img2img of the image enlarged ×2 with PIL's Lanczos, at 128x128."""
-    request = _request(sampler=sampler, hires_steps=6, strength=0.5)
+    changes: dict[str, Any] = {"sampler": sampler, "hires_steps": 6, "strength": 0.5}
+    if not with_embedding:
+        changes |= {"prompt": "a red house on a hill", "embeddings": ()}
+    request = _request(**changes)
     ours = generate(tiny_model, [request])[0]
     assert Image.open(io.BytesIO(ours[0].png)).size == (128, 128)
     enlarged = _picture(64, 64).resize((128, 128), Image.Resampling.LANCZOS)
     assert _worst(ours, _stock_images(stock_img2img, tiny_model, request, enlarged)) <= 1
+
+
+@pytest.mark.parametrize("sampler", ("euler_a", "ddim", "dpmpp_2m_karras"))
+@pytest.mark.parametrize("with_embedding", [True, False])
+def test_variation_equals_stock_img2img(
+    tiny_model: LoadedModel, stock_img2img: Any, sampler: str, with_embedding: bool
+) -> None:
+    """Vary (subtle 0.35, strong 0.65) of a rendered image — same prompt, new seed, the PNG as
+    the start — equals stock img2img given that PNG, within 1/255."""
+    changes: dict[str, Any] = {"sampler": sampler}
+    if not with_embedding:
+        changes |= {"prompt": "a red house on a hill", "embeddings": ()}
+    source = _request(**changes, init_sha256="", init_image=b"", strength=0.0)
+    rendered = generate(tiny_model, [source])[0][0].png
+    start = Image.open(io.BytesIO(rendered)).convert("RGB")
+    for strength in (0.35, 0.65):
+        varied = dataclasses.replace(
+            source,
+            seed=90,
+            init_image=rendered,
+            init_sha256=hashlib.sha256(rendered).hexdigest(),
+            strength=strength,
+        )
+        ours = generate(tiny_model, [varied])[0]
+        assert _worst(ours, _stock_images(stock_img2img, tiny_model, varied, start)) <= 1
 
 
 def test_starting_image_of_another_size_is_resized_first(

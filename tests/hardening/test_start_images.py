@@ -14,12 +14,20 @@ from tests.simulation import Simulation
 # (filename, bytes, the start of the sentence after "Photo 1 (filename) ")
 BAD_IMAGES: dict[str, tuple[str, Callable[[], bytes], str]] = {
     "text-named-png": ("cat.png", lambda: b"not a picture\n" * 20, "is not an image Lexicon"),
+    "html-named-jpg": ("dog.jpg", lambda: b"<!doctype html><script>", "is not an image Lexicon"),
     "truncated-jpeg": ("cut.jpg", hostile.truncated_jpeg, "is damaged or incomplete"),
     "decompression-bomb": ("bomb.png", hostile.bomb_png, "has too many pixels"),
     "48-megapixels": ("huge.png", hostile.big_png, "is 8000×6000 pixels, over the 40"),
     "animated-gif": ("dance.gif", hostile.animated_gif, "is not an image Lexicon"),
     "animated-png": ("dance.png", hostile.animated_png, "is animated; send a still photo."),
     "empty-file": ("empty.png", lambda: b"", "is empty"),
+    "16-bit-rgba-png": ("deep.png", lambda: hostile.deep_png(6), "would take 381.5 MiB of memory"),
+    "16-bit-grey-png": ("grey.png", lambda: hostile.deep_png(0), "would take 305.2 MiB of memory"),
+    "8-bit-rgba-png": (
+        "alpha.png",
+        lambda: hostile.deep_png(6, bit_depth=8),
+        "would take 381.5 MiB of memory",
+    ),
     "palette-png": ("pal.png", hostile.palette_png, "would take 419.6 MiB of memory"),
     "40-mp-webp": ("big.webp", hostile.huge_webp, "would take 686.6 MiB of memory"),
     "scan-bomb-jpeg": ("scans.jpg", hostile.scan_bomb_jpeg, "has more than 16 progressive"),
