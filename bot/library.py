@@ -89,8 +89,8 @@ class LibraryService:
         served = self.scheduler.models.get(name)
         if served is None:
             raise ServiceError(
-                f"No GPU worker serving **{name}** has started yet, so which embeddings fit it is "
-                "not known; try again in a minute, or leave out `model:`."
+                f"No GPU worker serving **{name}** has reported in yet, so which embeddings fit "
+                "it is not known; try again in a minute, or leave out `model:`."
             )
         return served.family
 

@@ -2,7 +2,9 @@
 
 Authorization lives in storage (only owners change their embeddings, a server's managers may
 remove what is shared there) and bans and blocked words in the library service; these commands
-turn the answers into private messages. Names and the library are this server's.
+turn the answers into private messages. Names and the library are this server's. Lists name
+each word's family and the model it was trained on; `model:` on `/embeddings list` and `/library`
+keeps the words that fit that model's family, because members know their models by name.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from storage.models import Embedding, Family
 
 NAME_OPTION = "An embedding name"
 MODEL_FILTER = "Only the embeddings that fit this model (its family)"
+NONE_YET = "You have no embeddings yet: `/train` one from photos, or `/embeddings import` a file."
 
 
 async def usable_name_choices(
@@ -45,9 +48,6 @@ async def usable_name_choices(
         interaction.user.id, current.strip(), limit=25, guild_id=interaction.guild_id
     )
     return [app_commands.Choice(name=name, value=name) for name in names[:25]]
-
-
-NONE_YET = "You have no embeddings yet: `/train` one from photos, or `/embeddings import` a file."
 
 
 def _none_owned(model: str) -> str:

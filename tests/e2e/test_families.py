@@ -187,3 +187,21 @@ async def test_with_one_model_the_filter_hides_words_of_other_families(sim: Simu
     listed = await alice.slash(sim.channel, "embeddings list", model="standin")
     assert listed.response.content.startswith("**zorb** · ")
     assert "onezo" not in listed.response.content
+
+
+async def test_a_model_no_worker_has_reported_is_answered(tmp_path: Path) -> None:
+    """While no worker holds model c, which words fit it is unknown: `model:c` says so and what
+    to do, and lists nothing."""
+    settings = standin_settings(
+        tmp_path / "data", model_list="a=standin,c=standin", worker_model_names=("a",)
+    )
+    async with simulated(settings) as sim:
+        alice = sim.member("alice")
+        await _ready(sim, "a")
+        await _word(sim, alice.id, "tinyzo1", "tiny", shared=True)
+        waiting = (
+            "No GPU worker serving **c** has reported in yet, so which embeddings fit it is not "
+            "known; try again in a minute, or leave out `model:`."
+        )
+        for command in ("library", "embeddings list"):
+            assert refusal(await alice.slash(sim.channel, command, model="c")) == waiting
