@@ -11,9 +11,9 @@ from typing import Any
 import discord
 from simcord.results import ResponseMessage
 
-from cogs.library import QUERY_MAX
+from cogs.library import FILTERS, QUERY_MAX
 from cogs.persistent import CUSTOM_ID_MAX
-from storage.models import Embedding
+from storage.models import Embedding, Family
 from tests.e2e.conftest import refusal, standin_settings, train
 from tests.simulation import Simulation, simulated
 
@@ -205,3 +205,8 @@ async def test_a_model_no_worker_has_reported_is_answered(tmp_path: Path) -> Non
         )
         for command in ("library", "embeddings list"):
             assert refusal(await alice.slash(sim.channel, command, model="c")) == waiting
+
+
+def test_every_family_has_a_page_button_number() -> None:
+    """A family added to storage gets a number in `FILTERS`, so /library's buttons can keep it."""
+    assert set(FILTERS[1:]) == set(Family) and FILTERS[0] is None
