@@ -78,18 +78,43 @@ class LibraryService:
 
     # --- reading -----------------------------------------------------------------------------
 
-    async def list_owned(self, user_id: int) -> list[Embedding]:
-        return await self.storage.embeddings.list_owned(user_id)
+    async def list_owned(self, user_id: int, family: str | None = None) -> list[Embedding]:
+        """The user's embeddings; with `family`, only those made for that family of models."""
+        return await self.storage.embeddings.list_owned(user_id, family)
+
+    async def family_filter(self, guild_id: int | None, model: str) -> str:
+        """The family of configured model `model`, for a list that shows only the words that fit
+        it; refused when it is not configured, or no worker has reported it yet."""
+        name = await self.checks.model_for(guild_id, model)
+        served = self.scheduler.models.get(name)
+        if served is None:
+            raise ServiceError(
+                f"No GPU worker serving **{name}** has reported in yet, so which embeddings fit "
+                "it is not known; try again in a minute, or leave out `model:`."
+            )
+        return served.family
+
+    async def trained_on(self, embeddings: list[Embedding]) -> dict[int, str]:
+        """Embedding id → the configured model it was trained on, for those trained here (an
+        imported file's checkpoint is unknown)."""
+        found = await self.storage.embeddings.trained_on(e.id for e in embeddings)
+        return {key: model or self.settings.default_model for key, model in found.items()}
 
     async def info(self, viewer_id: int, name: str, guild_id: int | None = None) -> Embedding:
         return await self.storage.embeddings.get_by_name(viewer_id, name, guild_id)
 
     async def browse(
-        self, query: str = "", page: int = 1, guild_id: int | None = None, order: str = "popular"
+        self,
+        query: str = "",
+        page: int = 1,
+        guild_id: int | None = None,
+        order: str = "popular",
+        family: str | None = None,
     ) -> LibraryPage:
-        """One page of the library `guild_id` sees (its own and the operator's)."""
+        """One page of the library `guild_id` sees (its own and the operator's); with `family`,
+        only the words made for that family of models."""
         embeddings = self.storage.embeddings
-        total = await embeddings.count_shared(query, guild_id=guild_id)
+        total = await embeddings.count_shared(query, guild_id=guild_id, family=family)
         pages = max(1, -(-total // self.page_size))
         page = min(max(1, page), pages)
         items = await embeddings.list_shared(
@@ -98,6 +123,7 @@ class LibraryService:
             offset=(page - 1) * self.page_size,
             guild_id=guild_id,
             order=order,
+            family=family,
         )
         return LibraryPage(items, total, page, pages)
 

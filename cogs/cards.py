@@ -6,15 +6,21 @@ from __future__ import annotations
 import discord
 
 from bot.app import Lexicon
+from engine.embedding_metadata import FAMILY_LABELS
 from engine.jobs import EXAMPLE_PROMPTS, GenerateRequest
 from storage.errors import NotFound
-from storage.models import Embedding, EmbeddingKind
+from storage.models import Embedding, EmbeddingKind, Family
 
 KIND_WORDS = {
     "object": "an object",
     "style": "a style",
     "face": "a face",
 }
+
+
+def family_words(family: Family) -> str:
+    """The family in plain words: "SD 1.x", "SDXL", "the tiny test model"."""
+    return FAMILY_LABELS.get(family.value, family.value)
 
 
 def describe_kind(embedding: Embedding, kind: str | None) -> str:
@@ -45,8 +51,9 @@ def embedding_card(
     images: list[str] | None = None,
     model: str | None = None,
 ) -> list[discord.Embed]:
-    """The card: what it is, whose, how to use it (and the model it was trained on, when given),
-    and example prompts (each with its image when `images` names attachments, in order)."""
+    """The card: what it is, whose, how to use it, the family it is made for (and the model it
+    was trained on, when given), and example prompts (each with its image when `images` names
+    attachments, in order)."""
     where = "in the shared library" if embedding.is_shared else "private to its owner"
     lines = [
         f"**{embedding.name}** is {describe_kind(embedding, kind)}, by <@{embedding.owner_id}>, "
@@ -55,8 +62,11 @@ def embedding_card(
     if embedding.description:
         lines.append(f"> {embedding.description}")
     lines.append(usage_line(embedding))
-    if model is not None:
-        lines.append(f"Trained on **{model}**; it works with models of the same family.")
+    trained = ":" if model is None else f"; trained on **{model}**,"
+    lines.append(
+        f"Made for {family_words(embedding.family)}{trained} it works with any model of that "
+        "family."
+    )
     examples = example_prompts(embedding, kind)
     lines.append("**Try these**\n" + "\n".join(f"{i}. `{p}`" for i, p in enumerate(examples, 1)))
     card = discord.Embed(

@@ -2,7 +2,9 @@
 
 Authorization lives in storage (only owners change their embeddings, a server's managers may
 remove what is shared there) and bans and blocked words in the library service; these commands
-turn the answers into private messages. Names and the library are this server's.
+turn the answers into private messages. Names and the library are this server's. Lists name
+each word's family and the model it was trained on; `model:` on `/embeddings list` and `/library`
+keeps the words that fit that model's family, because members know their models by name.
 """
 
 from __future__ import annotations
@@ -18,13 +20,24 @@ from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
 from cogs.buttons import card_view, trained_as
 from cogs.cards import embedding_card
-from cogs.common import LookupCog, actor_of, check_rate
-from cogs.library import ORDERS, QUERY_MAX, LibraryPageButton, library_page, thumbnail
+from cogs.common import LookupCog, actor_of, check_rate, model_choices
+from cogs.library import (
+    FILTERS,
+    ORDERS,
+    QUERY_MAX,
+    LibraryPageButton,
+    OldLibraryPageButton,
+    library_page,
+    made_for,
+    thumbnail,
+)
 from cogs.persistent import PersistentButton
 from storage.errors import NotFound
-from storage.models import Embedding
+from storage.models import Embedding, Family
 
 NAME_OPTION = "An embedding name"
+MODEL_FILTER = "Only the embeddings that fit this model (its family)"
+NONE_YET = "You have no embeddings yet: `/train` one from photos, or `/embeddings import` a file."
 
 
 async def usable_name_choices(
@@ -37,6 +50,14 @@ async def usable_name_choices(
     return [app_commands.Choice(name=name, value=name) for name in names[:25]]
 
 
+def _none_owned(model: str) -> str:
+    """The answer of a filtered `/embeddings list` that keeps nothing."""
+    return (
+        f"None of your embeddings fits **{model}**; leave out `model:` to see them all, or "
+        f"`/train model:{model}` one for it."
+    )
+
+
 def _kib(size: int) -> str:
     return f"{size / 1024:.0f} KiB"
 
@@ -44,14 +65,16 @@ def _kib(size: int) -> str:
 async def card_message(
     app: Lexicon, embedding: Embedding
 ) -> tuple[list[discord.Embed], list[discord.File]]:
-    """The card of a stored embedding, with its training's first preview when it has one."""
-    kind, _ = await trained_as(app, embedding)
+    """The card of a stored embedding (with the model it was trained on, when it was trained
+    here), with its training's first preview when it has one."""
+    kind, job = await trained_as(app, embedding)
+    model = app.scheduler.model_of(job) if job is not None else None
     png = await thumbnail(app, embedding)
     if png is None:
-        return embedding_card(embedding, kind=kind), []
+        return embedding_card(embedding, kind=kind, model=model), []
     name = f"{embedding.name_folded}.png"
     files = [discord.File(io.BytesIO(png), filename=name)]
-    return embedding_card(embedding, kind=kind, images=[name]), files
+    return embedding_card(embedding, kind=kind, images=[name], model=model), files
 
 
 class ConfirmDeleteEmbeddingButton(
@@ -81,19 +104,24 @@ class Embeddings(LookupCog):
     embeddings = app_commands.Group(name="embeddings", description="Your embeddings")
 
     @embeddings.command(name="list", description="List your embeddings")
-    async def list_(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        owned = await self.bot.app.library.list_owned(interaction.user.id)
+    @app_commands.describe(model=MODEL_FILTER)
+    @app_commands.autocomplete(model=model_choices)
+    async def list_(
+        self, interaction: discord.Interaction[LexiconBot], model: str | None = None
+    ) -> None:
+        library = self.bot.app.library
+        family = None if model is None else await library.family_filter(interaction.guild_id, model)
+        owned = await library.list_owned(interaction.user.id, family)
         if not owned:
             await interaction.response.send_message(
-                "You have no embeddings yet: `/train` one from photos, or `/embeddings import` "
-                "a file.",
-                ephemeral=True,
+                _none_owned(model) if model is not None else NONE_YET, ephemeral=True
             )
             return
+        trained = await library.trained_on(owned)
         lines = [
             f"**{e.name}** · {e.kind.value} · {e.n_vectors} vector{'s' * (e.n_vectors != 1)} · "
-            f"{e.family.value} · {'shared' if e.is_shared else 'private'} · {e.use_count} uses"
-            + ("" if e.usable else " · **file missing**")
+            f"{made_for(e, trained.get(e.id))} · {'shared' if e.is_shared else 'private'} · "
+            f"{e.use_count} uses" + ("" if e.usable else " · **file missing**")
             for e in owned
         ]
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
@@ -222,16 +250,24 @@ class Embeddings(LookupCog):
 
     @app_commands.command(name="library", description="Browse and search shared embeddings")
     @app_commands.describe(
-        query="Words to look for in names and descriptions", sort="Most used or newest first"
+        query="Words to look for in names and descriptions",
+        sort="Most used or newest first",
+        model=MODEL_FILTER,
     )
+    @app_commands.autocomplete(model=model_choices)
     async def library(
         self,
         interaction: discord.Interaction[LexiconBot],
         query: app_commands.Range[str, 0, QUERY_MAX] = "",
         sort: Literal["popular", "new"] = "popular",
+        model: str | None = None,
     ) -> None:
+        family = 0
+        if model is not None:
+            fits = await self.bot.app.library.family_filter(interaction.guild_id, model)
+            family = FILTERS.index(Family(fits))
         text, embeds, files, view = await library_page(
-            self.bot.app, query.strip(), 1, interaction.guild_id, ORDERS.index(sort)
+            self.bot.app, query.strip(), 1, interaction.guild_id, ORDERS.index(sort), family
         )
         await interaction.response.send_message(
             text, embeds=embeds, files=files, view=view, ephemeral=True
@@ -240,9 +276,9 @@ class Embeddings(LookupCog):
 
 async def setup(bot: LexiconBot) -> None:
     # /library's page buttons and delete confirmations, after a restart too
-    bot.add_dynamic_items(LibraryPageButton, ConfirmDeleteEmbeddingButton)
+    bot.add_dynamic_items(LibraryPageButton, OldLibraryPageButton, ConfirmDeleteEmbeddingButton)
     await bot.add_cog(Embeddings(bot))
 
 
 async def teardown(bot: LexiconBot) -> None:
-    bot.remove_dynamic_items(LibraryPageButton, ConfirmDeleteEmbeddingButton)
+    bot.remove_dynamic_items(LibraryPageButton, OldLibraryPageButton, ConfirmDeleteEmbeddingButton)

@@ -45,6 +45,13 @@ def _in_library(guild: str = "?") -> str:
     return f"visibility = 'shared' AND (shared_guild_id IS NULL OR shared_guild_id = {guild})"
 
 
+# What the library lists of what server ?2 sees: usable entries whose name or description holds
+# ?1 (a LIKE pattern), made for family ?3 (NULL: every family). `_searched` gives the three.
+_SEARCHED = f"""{_in_library("?2")} AND usable = 1
+    AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
+    AND (?3 IS NULL OR family = ?3)"""
+
+
 def embedding_from_row(row: sqlite3.Row) -> Embedding:
     return from_row(
         Embedding,
@@ -56,6 +63,17 @@ def embedding_from_row(row: sqlite3.Row) -> Embedding:
         created_at=from_seconds(row["created_at"]),
         usable=bool(row["usable"]),
     )
+
+
+def _family_value(family: Family | str | None) -> str | None:
+    return None if family is None else Family(family).value
+
+
+def _searched(
+    query: str, guild_id: int | None, family: Family | str | None
+) -> tuple[str, int | None, str | None]:
+    """The parameters ?1-?3 of `_SEARCHED`."""
+    return _like_pattern(query.strip().casefold()), guild_id, _family_value(family)
 
 
 def _like_pattern(query: str) -> str:
@@ -228,9 +246,16 @@ class EmbeddingRepository:
             found.setdefault(row["name_folded"], embedding_from_row(row))
         return found
 
-    async def list_owned(self, owner_id: int) -> list[Embedding]:
+    async def list_owned(
+        self, owner_id: int, family: Family | str | None = None
+    ) -> list[Embedding]:
+        """The owner's embeddings by name; with `family`, only those made for it."""
         rows = await self._db.fetch_all(
-            "SELECT * FROM embeddings WHERE owner_id = ? ORDER BY name_folded", (owner_id,)
+            """
+            SELECT * FROM embeddings WHERE owner_id = ?1 AND (?2 IS NULL OR family = ?2)
+            ORDER BY name_folded
+            """,
+            (owner_id, _family_value(family)),
         )
         return [embedding_from_row(row) for row in rows]
 
@@ -242,33 +267,49 @@ class EmbeddingRepository:
         *,
         guild_id: int | None = None,
         order: str = "popular",
+        family: Family | str | None = None,
     ) -> list[Embedding]:
         """One page of the library `guild_id` sees (usable entries only), most used (or newest)
         first.
 
-        `query` matches anywhere in the name or description, as plain text (no wildcards).
+        `query` matches anywhere in the name or description, as plain text (no wildcards);
+        `family` keeps only the embeddings made for that family of models.
         """
         rows = await self._db.fetch_all(
             f"""
-            SELECT * FROM embeddings
-            WHERE {_in_library("?4")} AND usable = 1
-              AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
-            {_ORDER_SHARED[order]} LIMIT ?2 OFFSET ?3
+            SELECT * FROM embeddings WHERE {_SEARCHED}
+            {_ORDER_SHARED[order]} LIMIT ?4 OFFSET ?5
             """,
-            (_like_pattern(query.strip().casefold()), max(0, limit), max(0, offset), guild_id),
+            (*_searched(query, guild_id, family), max(0, limit), max(0, offset)),
         )
         return [embedding_from_row(row) for row in rows]
 
-    async def count_shared(self, query: str = "", *, guild_id: int | None = None) -> int:
+    async def count_shared(
+        self, query: str = "", *, guild_id: int | None = None, family: Family | str | None = None
+    ) -> int:
+        """How many entries `list_shared` pages through for the same query and family."""
         value = await self._db.fetch_value(
-            f"""
-            SELECT count(*) FROM embeddings
-            WHERE {_in_library("?2")} AND usable = 1
-              AND (name_folded LIKE ?1 ESCAPE '\\' OR description LIKE ?1 ESCAPE '\\')
-            """,
-            (_like_pattern(query.strip().casefold()), guild_id),
+            f"SELECT count(*) FROM embeddings WHERE {_SEARCHED}",
+            _searched(query, guild_id, family),
         )
         return int(value)
+
+    async def trained_on(self, embedding_ids: Iterable[int]) -> dict[int, str | None]:
+        """Embedding id → the model its training job named (None: the deployment's default),
+        for each of those that was trained here; imported ones are absent."""
+        ids = sorted(set(embedding_ids))
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        rows = await self._db.fetch_all(
+            f"""
+            SELECT embeddings.id, jobs.model FROM embeddings
+            JOIN jobs ON jobs.id = embeddings.job_id
+            WHERE embeddings.id IN ({marks})
+            """,
+            ids,
+        )
+        return {row["id"]: row["model"] for row in rows}
 
     # -- changing (each takes an Actor) --------------------------------------------------------
 

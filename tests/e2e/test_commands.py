@@ -77,7 +77,9 @@ async def test_embeddings_list_info_rename_export_delete(sim: Simulation) -> Non
 
     listed = await alice.slash(sim.channel, "embeddings list")
     assert listed.ephemeral
-    assert listed.response.content.startswith("**zorb** · positive · 1 vector · tiny · private")
+    assert listed.response.content.startswith(
+        "**zorb** · positive · 1 vector · for the tiny test model, trained on **standin** · private"
+    )
     info = await alice.slash(sim.channel, "embeddings info", name="zorb")
     assert info.response.embeds[0].title == "zorb"
     assert [a.filename for a in info.response.attachments] == ["zorb.png"]

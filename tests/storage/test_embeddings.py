@@ -118,3 +118,34 @@ async def test_a_thumbnail_job_is_recorded_on_the_embedding(store: Storage) -> N
     job = await store.jobs.enqueue(1, "generate", {"prompt": "a photo of <zorb>"})
     await store.embeddings.set_thumbnail_job(imported.id, job.id)
     assert (await store.embeddings.get(imported.id, 1)).thumbnail_job_id == job.id
+
+
+async def test_lists_keep_only_the_family_asked_for(store: Storage) -> None:
+    """`list_owned`, `list_shared` and `count_shared` with `family` keep that family's words."""
+    common = {"n_vectors": 1, "source": "imported"}
+    await store.embeddings.create(1, "onezo", b"a", width=768, family="sd1", **common)
+    await store.embeddings.create(1, "xlzo", b"b", width=2048, family="sdxl", shared=True, **common)
+    await store.embeddings.create(2, "xlbo", b"c", width=2048, family="sdxl", shared=True, **common)
+    await store.embeddings.create(2, "tinybo", b"d", width=32, family="tiny", shared=True, **common)
+    assert [e.name for e in await store.embeddings.list_owned(1, "sdxl")] == ["xlzo"]
+    assert [e.name for e in await store.embeddings.list_owned(1)] == ["onezo", "xlzo"]
+    assert await store.embeddings.list_owned(1, "tiny") == []
+    shared = await store.embeddings.list_shared("bo", family="sdxl")
+    assert [e.name for e in shared] == ["xlbo"]
+    assert await store.embeddings.count_shared(family="sdxl") == 2
+    assert await store.embeddings.count_shared("zo", family="tiny") == 0
+    assert await store.embeddings.count_shared() == 3
+
+
+async def test_trained_on_names_the_training_jobs_model(store: Storage) -> None:
+    """`trained_on` gives each trained embedding its job's model (None: the default's job);
+    imported ones are absent."""
+    kwargs = {"n_vectors": 1, "width": 768, "family": "sd1", "source": "trained"}
+    on_xl = await store.jobs.enqueue(1, "train", {"steps": 10}, model="xl")
+    on_default = await store.jobs.enqueue(1, "train", {"steps": 10})
+    named = await store.embeddings.create(1, "named", b"1", job_id=on_xl.id, **kwargs)
+    default = await store.embeddings.create(1, "default", b"2", job_id=on_default.id, **kwargs)
+    imported = await store.embeddings.create(1, "imported", b"3", **kwargs | {"source": "imported"})
+    found = await store.embeddings.trained_on([named.id, default.id, imported.id, named.id])
+    assert found == {named.id: "xl", default.id: None}
+    assert await store.embeddings.trained_on([]) == {}
