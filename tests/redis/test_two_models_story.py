@@ -172,12 +172,14 @@ async def test_two_models_two_workers_one_killed(
         )
         assert not sim.app.scheduler.is_served("xl")
 
-        # xl's jobs wait and say so; sd keeps working meanwhile.
+        # xl's jobs wait and say so; the family check still holds; sd keeps working meanwhile.
         waiting, parked = await _imagine(sim, alice, "xl", "a parked xlzorb", seed=3)
         assert waiting.response.content == (
             f"Queued **a parked xlzorb** (job #{parked.id}) — waiting for a worker that serves "
             "**xl**; it starts when one is back, or `/cancel` it and pick another `model:`."
         )
+        refused = await alice.slash(sim.channel, "imagine", prompt="a sdzorb", model="xl")
+        assert refusal(refused).startswith("**sdzorb** was trained for the tiny test model")
         result, flowing = await _imagine(sim, alice, "sd", "a flowing sdzorb", seed=4)
         await _done(sim, flowing.id, "sd")
         await _rendered_with(sim, result.response.id, "sdzorb")
