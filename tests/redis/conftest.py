@@ -196,6 +196,20 @@ class Workers:
         command = [sys.executable, "-m", "bot", "worker", "--queue", self.redis.url, *extra]
         return self._spawn(name, command, env)
 
+    def cli_holding(self, name: str, models: str, holds: str) -> WorkerProcess:
+        """A real `lexicon worker --queue …` of a deployment of several models (`models`, as in
+        LEXICON_MODELS) that holds only `holds` (LEXICON_WORKER_MODELS), one torch thread."""
+        env = lexicon_env(
+            self.tmp_path / name,
+            LEXICON_MODELS=models,
+            LEXICON_WORKER_MODELS=holds,
+            LEXICON_DEVICE="cpu",
+            LEXICON_TORCH_THREADS="1",
+            LEXICON_LEASE_SECONDS=str(LEASE_SECONDS),
+        )
+        command = [sys.executable, "-m", "bot", "worker", "--queue", self.redis.url]
+        return self._spawn(name, command, env)
+
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> WorkerProcess:
         log_path = self.tmp_path / f"{name}.log"
         with log_path.open("wb") as log_file:
