@@ -65,7 +65,7 @@ from engine.redis_wire import (
     parse_jobs,
     refused_sentence,
 )
-from engine.worker.local import build_engines, close_engines, quiet_libraries
+from engine.worker.local import model_cache, quiet_libraries
 from engine.worker.loop import Worker
 from engine.worker_config import EngineSpec, WorkerConfig
 
@@ -595,7 +595,7 @@ def serve(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     install_signals: bool = True,
 ) -> int:
-    """Load the engines once, register, serve until SIGTERM; returns the exit status.
+    """Load the models (as memory allows), register, serve until SIGTERM; returns the exit status.
     QueueRefused when Redis refuses the credentials in `url`."""
     quiet_libraries()
     channel = RedisChannel(
@@ -618,7 +618,7 @@ def serve(
     names = ", ".join(f"{model.name}={model.source}" for model in spec.models)
     log.info("worker %s: loading the %s engine (%s)", config.worker_id, spec.kind, names)
     try:
-        engines = build_engines(spec)
+        models = model_cache(spec)
     except Exception as error:
         log.error("the GPU worker could not start: %s", error)
         with contextlib.suppress(ChannelClosed):
@@ -631,9 +631,9 @@ def serve(
         return 0
     log.info("worker %s: ready, serving %s", config.worker_id, url)
     try:
-        Worker(engines, channel, config).run()
+        Worker(models, channel, config).run()
         channel.close()
     finally:
-        close_engines(engines)  # their threads (PNG encoders) must stop before the interpreter
+        models.close()  # their threads (PNG encoders) must stop before the interpreter
     log.info("worker %s: stopped", config.worker_id)
     return 0

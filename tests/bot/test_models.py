@@ -20,6 +20,7 @@ from bot.services import ImagineOptions, ServiceError
 from engine import protocol
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.standin import StandInEngine
+from engine.worker.cache import Loaded, ModelCache
 from engine.worker.loop import Worker
 from engine.worker_config import WorkerConfig
 from storage import Storage
@@ -85,8 +86,9 @@ class InProcessWorkers:
         loop = asyncio.get_running_loop()
         for worker_id, models in self.held.items():
             inbox = _Inbox(lambda m: loop.call_soon_threadsafe(self._events.put_nowait, m))
-            engines = {name: StandInEngine(STEP_SECONDS) for name in models}
-            worker = Worker(engines, inbox, WorkerConfig(worker_id, heartbeat_interval=0.2))
+            cache = ModelCache(models, lambda _name: Loaded(StandInEngine(STEP_SECONDS), 0))
+            cache.start()
+            worker = Worker(cache, inbox, WorkerConfig(worker_id, heartbeat_interval=0.2))
             thread = threading.Thread(target=worker.run, name=worker_id, daemon=True)
             self._inboxes[worker_id] = inbox
             self._threads.append(thread)
