@@ -44,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import redis
@@ -151,6 +151,7 @@ class RedisChannel:
         self._held: dict[tuple[int, int], _Entry] = {}
         self._worker_jobs: tuple[int, ...] = ()
         self._ready: bytes | None = None
+        self._announcement: protocol.WorkerReady | None = None  # `_ready`, decoded
         self._models: tuple[str, ...] = ()  # the models held, from the registration
         self._control_last = "0-0"
         self._next_peek = 0.0
@@ -214,15 +215,40 @@ class RedisChannel:
             self._progress(message)
         elif isinstance(message, protocol.JobOutcome):
             self._outcome(message)
+        elif isinstance(message, protocol.ModelSwitched):
+            self._switched(message)
         else:  # JobStarted, TrainCheckpoint, WorkerLost (could not start)
-            data = self._bounded(message)
-            if data is not None:
-                self._retry(lambda: self._xadd_event(self.client, self.layout.events(), data))
+            self._event(message)
 
     def _register(self, message: protocol.WorkerReady) -> None:
         self._models = tuple(model.name for model in message.models)
+        self._announcement = message
         self._ready = protocol.encode(message)
         self._retry(self._write_registration)
+
+    def _switched(self, message: protocol.ModelSwitched) -> None:
+        """Report a model switch, and keep the registration true to it (the next heartbeat
+        writes it): a bot that starts later reads which models are resident from there."""
+        announcement = self._announcement
+        if announcement is not None:
+            models = tuple(
+                replace(
+                    held,
+                    resident=held.name in message.resident,
+                    switch_seconds=(
+                        message.seconds if held.name == message.model else held.switch_seconds
+                    ),
+                )
+                for held in announcement.models
+            )
+            self._announcement = replace(announcement, models=models)
+            self._ready = protocol.encode(self._announcement)
+        self._event(message)
+
+    def _event(self, message: protocol.FromWorker) -> None:
+        data = self._bounded(message)
+        if data is not None:
+            self._retry(lambda: self._xadd_event(self.client, self.layout.events(), data))
 
     def _write_registration(self, pipe_events: bool = True) -> None:
         assert self._ready is not None
