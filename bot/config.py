@@ -65,8 +65,8 @@ class Settings(BaseSettings):
         default=(), alias="LEXICON_WORKER_MODELS"
     )
     # How much device memory the worker's models may take ("auto": on CUDA the free memory at
-    # start less a quarter of the device, on CPU no cap); past it the least recently used model
-    # is evicted and loaded again when a job needs it.
+    # start less a quarter of the device, elsewhere no cap); past it the least recently used
+    # model is evicted and loaded again when a job needs it.
     worker_model_memory: int | None = Field(default=None, alias="LEXICON_WORKER_MODEL_MEMORY")
     data_dir: Path = Field(default=Path("./data"), alias="LEXICON_DATA_DIR")
     device: str = Field(default="auto", alias="LEXICON_DEVICE")

@@ -163,10 +163,11 @@ class ModelCache:
             expected = self.policy.used + self.policy.expected_size(name)
             if expected > self.policy.budget:
                 log.warning(
-                    "loading %s needs about %d MiB over the %d MiB budget for models "
-                    "(LEXICON_WORKER_MODEL_MEMORY): the models in use cannot be evicted",
+                    "loading %s takes the models to about %d MiB, over the %d MiB budget "
+                    "(LEXICON_WORKER_MODEL_MEMORY): the others left are in use, or it alone is "
+                    "bigger",
                     name,
-                    (expected - self.policy.budget) >> 20,
+                    expected >> 20,
                     self.policy.budget >> 20,
                 )
         loaded = self._load(name)

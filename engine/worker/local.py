@@ -24,6 +24,9 @@ from engine.worker_config import CannotWarm, EngineSpec, WorkerConfig
 # On CUDA without LEXICON_WORKER_MODEL_MEMORY: the share of the device's memory left free for
 # activations, CUDA graph pools of other shapes and training when the models' budget is set.
 CUDA_HEADROOM = 0.25
+# What a stand-in model counts against LEXICON_WORKER_MODEL_MEMORY: 1MiB fits one, so load tests
+# can exercise eviction without torch.
+STANDIN_BYTES = 1024**2
 
 
 def model_cache(spec: EngineSpec) -> ModelCache:
@@ -32,7 +35,11 @@ def model_cache(spec: EngineSpec) -> ModelCache:
     sources = {model.name: model.source for model in spec.models}
     budget = memory_budget(spec)
     if spec.kind == "standin":
-        cache = ModelCache(tuple(sources), lambda name: Loaded(build_engine(spec, ""), 0))
+
+        def standin(_name: str) -> Loaded:
+            return Loaded(build_engine(spec, ""), STANDIN_BYTES)
+
+        cache = ModelCache(tuple(sources), standin, budget=budget)
     else:
         import torch
 

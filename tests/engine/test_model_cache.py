@@ -4,11 +4,15 @@ engines, so no torch is involved)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.protocol import ModelHeld
 from engine.standin import StandInEngine
 from engine.worker.cache import Loaded, LruPolicy, ModelCache
+from engine.worker.local import STANDIN_BYTES, model_cache
+from engine.worker_config import EngineSpec, ModelSource
 
 
 def test_without_a_budget_nothing_is_evicted() -> None:
@@ -112,3 +116,15 @@ def test_a_worker_holds_at_least_one_model() -> None:
     """An empty model list is a configuration bug, refused at once."""
     with pytest.raises(ValueError, match="at least one model"):
         ModelCache((), lambda name: Loaded(StandInEngine(), 0))
+
+
+def test_the_standin_worker_honours_the_memory_setting(tmp_path: Path) -> None:
+    """LEXICON_WORKER_MODEL_MEMORY=1MiB on stand-ins (1 MiB each): one model is resident and a
+    job for the other evicts it; without the setting both stay."""
+    models = (ModelSource("a", "standin"), ModelSource("b", "standin"))
+    capped = model_cache(EngineSpec("standin", models, "cpu", tmp_path, model_memory=STANDIN_BYTES))
+    assert capped.resident == ("a",)
+    _, seconds = capped.get("b")
+    assert seconds is not None and capped.resident == ("b",)
+    free = model_cache(EngineSpec("standin", models, "cpu", tmp_path))
+    assert sorted(free.resident) == ["a", "b"]
