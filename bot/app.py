@@ -48,6 +48,7 @@ def engine_spec(settings: Settings) -> EngineSpec:
         cuda_graphs=settings.cuda_graphs,
         warm_up_batches=warm_up_batch_sizes(settings.max_batch),
         train_batch_size=settings.train_batch,
+        model_memory=settings.worker_model_memory,
     )
 
 

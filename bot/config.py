@@ -32,6 +32,12 @@ _SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 _SIZE_PATTERN = re.compile(r"^(\d{2,4})x(\d{2,4})$")
+_MEMORY_PATTERN = re.compile(r"^(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb)?$", re.IGNORECASE)
+_MEMORY_UNITS = {
+    **{unit: 1024**power for power, unit in enumerate(("b", "kib", "mib", "gib", "tib"))},
+    **{unit: 1000**power for power, unit in enumerate(("", "kb", "mb", "gb", "tb"))},
+}
+_MIN_MODEL_MEMORY = 1024**2
 
 
 class StartupError(Exception):
@@ -58,6 +64,10 @@ class Settings(BaseSettings):
     worker_model_names: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), alias="LEXICON_WORKER_MODELS"
     )
+    # How much device memory the worker's models may take ("auto": on CUDA the free memory at
+    # start less a quarter of the device, elsewhere no cap); past it the least recently used
+    # model is evicted and loaded again when a job needs it.
+    worker_model_memory: int | None = Field(default=None, alias="LEXICON_WORKER_MODEL_MEMORY")
     data_dir: Path = Field(default=Path("./data"), alias="LEXICON_DATA_DIR")
     device: str = Field(default="auto", alias="LEXICON_DEVICE")
     queue: str = Field(default="local", alias="LEXICON_QUEUE")
@@ -178,6 +188,22 @@ class Settings(BaseSettings):
     def _split_worker_models(cls, value: object) -> object:
         parts = _comma_list(value)
         return value if parts is None else tuple(parts)
+
+    @field_validator("worker_model_memory", mode="before")
+    @classmethod
+    def _parse_memory(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.lower() in ("", "auto"):
+            return None
+        match = _MEMORY_PATTERN.match(text)
+        if match is None:
+            raise ValueError("use auto, or a size such as 20GiB, 512MiB or 8GB")
+        size = int(float(match.group(1)) * _MEMORY_UNITS[(match.group(2) or "").lower()])
+        if size < _MIN_MODEL_MEMORY:
+            raise ValueError("give the models at least 1MiB, or use auto")
+        return size
 
     @field_validator("cuda_graphs")
     @classmethod

@@ -10,6 +10,10 @@ Models: each job names a configured model (none: the deployment's default) and e
 says which models it holds (`WorkerReady.models`). A worker is handed only jobs for its models,
 picked in fair order among those jobs; a batch holds jobs of the head job's model only, so
 batches never mix models. A job for a model no live worker holds waits in the queue until one comes.
+A worker may hold more models than fit on its accelerator (`engine.worker.cache`): it says which
+are resident and how long each took to load (`ModelHeld`, then `ModelSwitched` after each switch),
+and a queued job whose model no serving worker has resident gets that load time in its ETA
+(`model_switch`).
 
 Batching vs fairness: a batch takes jobs in fair order that share the head job's batch key, at
 most one per user. So one user's twenty requests never start before another user's first (not
@@ -43,6 +47,7 @@ from bot.transport import Transport
 from engine.embedding_metadata import NotLexiconEmbedding, check_trained
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.protocol import (
+    MAX_SWITCH_SECONDS,
     FromWorker,
     GenerateBatch,
     GenerateDone,
@@ -54,6 +59,7 @@ from engine.protocol import (
     JobReleased,
     JobStarted,
     ModelHeld,
+    ModelSwitched,
     ProgressReport,
     SlotFree,
     TrainCheckpoint,
@@ -104,6 +110,15 @@ class ModelInfo:
     model_hash: str
 
 
+@dataclass(frozen=True)
+class ModelSwitch:
+    """A queued job's model is not on the accelerator of any worker serving it: loading it
+    takes about `seconds` (the last measured load), included in the job's ETA."""
+
+    model: str
+    seconds: float
+
+
 @dataclass
 class _Worker:
     worker_id: str
@@ -111,6 +126,8 @@ class _Worker:
     models: frozenset[str]
     free: set[str] = field(default_factory=lambda: {"generate", "train"})
     jobs: set[int] = field(default_factory=set)
+    resident: frozenset[str] = frozenset()  # the models on its accelerator now
+    switch_seconds: dict[str, float] = field(default_factory=dict)  # last load time per model
 
 
 @dataclass
@@ -215,7 +232,19 @@ class Scheduler:
             if self._running_kind.get(job_id) == kind
         ]
         busy = min(running) if running else 0.0  # the first slot to come free
-        return busy + per_job * ((position - 1) // batch) / workers
+        switch = self.model_switch(job)
+        loading = switch.seconds if switch is not None else 0.0
+        return busy + per_job * ((position - 1) // batch) / workers + loading
+
+    def model_switch(self, job: Job) -> ModelSwitch | None:
+        """What loading the job's model costs when no live worker serving it has it resident
+        (the cheapest such worker's last measured load); None when one has it, or none serves."""
+        model = self.model_of(job)
+        serving = [worker for worker in self._workers.values() if model in worker.models]
+        if not serving or any(model in worker.resident for worker in serving):
+            return None
+        seconds = min(worker.switch_seconds.get(model, 0.0) for worker in serving)
+        return ModelSwitch(model, seconds) if seconds > 0 else None
 
     def model_of(self, job: Job) -> str:
         """The configured model a job runs on."""
@@ -398,7 +427,17 @@ class Scheduler:
 
     async def _on_ready(self, event: WorkerReady) -> None:
         names = frozenset(model.name for model in event.models)
-        worker = _Worker(event.worker_id, event.max_batch, names)
+        worker = _Worker(
+            event.worker_id,
+            event.max_batch,
+            names,
+            resident=frozenset(model.name for model in event.models if model.resident),
+            switch_seconds={
+                model.name: model.switch_seconds
+                for model in event.models
+                if _believable(model.switch_seconds)
+            },
+        )
         # A worker that (re)appears while it still holds jobs (a bot restart with remote
         # workers) is busy in those slots until it reports them free.
         for job in await self.jobs.leased_to(event.worker_id):
@@ -409,6 +448,20 @@ class Scheduler:
             self.models[held.name] = _info(held)
         self.worker_ready.set()
         self.wake()
+
+    async def _on_model_switched(self, event: ModelSwitched) -> None:
+        worker = self._workers.get(event.worker_id)
+        if worker is None:
+            return
+        if event.model not in worker.models or not set(event.resident) <= worker.models:
+            log.warning(
+                "ignored a model switch of worker %r naming models it does not hold",
+                event.worker_id,
+            )
+            return
+        worker.resident = frozenset(event.resident)
+        if _believable(event.seconds):
+            worker.switch_seconds[event.model] = event.seconds
 
     async def _on_slot_free(self, event: SlotFree) -> None:
         worker = self._workers.get(event.worker_id)
@@ -576,6 +629,7 @@ class Scheduler:
 
     _handlers: ClassVar[dict[type, Callable[[Scheduler, Any], Awaitable[None]]]] = {
         WorkerReady: _on_ready,
+        ModelSwitched: _on_model_switched,
         SlotFree: _on_slot_free,
         JobStarted: _on_started,
         ProgressReport: _on_progress,
@@ -627,6 +681,11 @@ class Scheduler:
             if requeued:
                 log.warning("requeued jobs with expired leases: %s", requeued)
                 self.wake()
+
+
+def _believable(seconds: float) -> bool:
+    """A switch cost a worker reported that is worth showing (finite, within the bound)."""
+    return 0.0 <= seconds <= MAX_SWITCH_SECONDS
 
 
 def _info(held: ModelHeld) -> ModelInfo:

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from bot.config import Settings
 from bot.hub import JobHub, JobUpdate
-from bot.scheduler import Scheduler
+from bot.scheduler import ModelSwitch, Scheduler
 from engine.embedding_metadata import FAMILY_LABELS
 from engine.jobs import (
     DEFAULT_GUIDANCE,
@@ -136,6 +136,7 @@ class Submitted:
     position: int | None
     eta_seconds: float | None
     waiting_for: str | None = None  # its model, while no live worker holds it
+    switch: ModelSwitch | None = None  # its model must be loaded first (included in the ETA)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -748,7 +749,7 @@ async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:
     hub.publish(JobUpdate(job.id, job.user_id, "queued"))
     position = await scheduler.jobs.queue_position(job.id)
     eta = await scheduler.estimate_start(job)
-    return Submitted(job, position, eta, scheduler.waiting_for(job))
+    return Submitted(job, position, eta, scheduler.waiting_for(job), scheduler.model_switch(job))
 
 
 def _family(family: str) -> str:

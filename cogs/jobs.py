@@ -63,7 +63,9 @@ class Jobs(LookupCog):
             else:
                 position = await app.storage.jobs.queue_position(job.id)
                 eta = await app.scheduler.estimate_start(job)
-                where = queue_place(position, eta, app.scheduler.waiting_for(job))
+                where = queue_place(
+                    position, eta, app.scheduler.waiting_for(job), app.scheduler.model_switch(job)
+                )
             lines.append(f"**#{job.id}** {_describe(job)} — {where}")
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
 

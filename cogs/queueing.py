@@ -71,7 +71,11 @@ async def queue_job(
         try:
             await interaction.edit_original_response(
                 content=queued_text(
-                    job, submitted.position, submitted.eta_seconds, submitted.waiting_for
+                    job,
+                    submitted.position,
+                    submitted.eta_seconds,
+                    submitted.waiting_for,
+                    submitted.switch,
                 ),
                 view=progress_view(job.id),
             )

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import discord
 
 from bot.hub import JobUpdate
+from bot.scheduler import ModelSwitch
 from bot.services import job_notes
 from cogs.common import shorten
 from engine.jobs import GenerateRequest, TrainRequest
@@ -40,21 +41,29 @@ def notes_text(job: Job) -> str:
 
 
 def queued_text(
-    job: Job, position: int | None, eta_seconds: float | None, waiting_for: str | None = None
+    job: Job,
+    position: int | None,
+    eta_seconds: float | None,
+    waiting_for: str | None = None,
+    switch: ModelSwitch | None = None,
 ) -> str:
     """Where the job stands in line: "next up" or "#N in line", and when it should start (or
     which model's worker it waits for)."""
     if position is None:
         return f"Starting {job_title(job)} (job #{job.id})…" + notes_text(job)
-    place = queue_place(position, eta_seconds, waiting_for)
+    place = queue_place(position, eta_seconds, waiting_for, switch)
     return f"Queued {job_title(job)} (job #{job.id}) — {place}." + notes_text(job)
 
 
 def queue_place(
-    position: int | None, eta_seconds: float | None, waiting_for: str | None = None
+    position: int | None,
+    eta_seconds: float | None,
+    waiting_for: str | None = None,
+    switch: ModelSwitch | None = None,
 ) -> str:
-    """`next up, expected to start <t:…:R>` or `#3 in line, …`; while no live worker holds the
-    job's model, `waiting for a worker that serves **sd15**`."""
+    """`next up, expected to start <t:…:R>` or `#3 in line, …`, with `(includes ~12 s to load
+    **sdxl**)` when its model must be loaded first; while no live worker holds the job's model,
+    `waiting for a worker that serves **sd15**`."""
     if waiting_for is not None:
         return (
             f"waiting for a worker that serves **{waiting_for}**; it starts when one is back, "
@@ -66,7 +75,16 @@ def queue_place(
         if eta_seconds is not None and eta_seconds >= 1
         else "expected to start in a moment"
     )
+    if switch is not None and switch.seconds >= 1:
+        when += f" (includes {about(switch.seconds)} to load **{switch.model}**)"
     return f"{place}, {when}"
+
+
+def about(seconds: float) -> str:
+    """`~12 s`, or `~3 min` from 90 seconds on."""
+    if seconds < 90:
+        return f"~{round(seconds)} s"
+    return f"~{round(seconds / 60)} min"
 
 
 def bar(fraction: float) -> str:

@@ -84,13 +84,16 @@ class Shutdown:
 
 @dataclass(frozen=True)
 class ModelHeld:
-    """One model a worker has loaded: its configured name, family, text-encoder width and the
-    hash that identifies its weights."""
+    """One model a worker serves: its configured name, family, text-encoder width and the hash
+    that identifies its weights; whether it is on the accelerator now (`resident`) and how many
+    seconds its last load took (`switch_seconds`: what a job waits for when it is not)."""
 
     name: str
     family: str
     width: int
     model_hash: str
+    resident: bool = True
+    switch_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,17 @@ class WorkerReady:
     device: str
     max_batch: int
     models: tuple[ModelHeld, ...]
+
+
+@dataclass(frozen=True)
+class ModelSwitched:
+    """The worker loaded `model` (it was not resident) in `seconds`; `resident` lists the models
+    on its accelerator now, the others were evicted. Bounds: `MAX_SWITCH_SECONDS`."""
+
+    worker_id: str
+    model: str
+    seconds: float
+    resident: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -187,6 +201,7 @@ ToWorker = GenerateBatch | TrainJob | CancelJob | Shutdown
 JobOutcome = GenerateDone | TrainDone | JobFailed | JobCancelled | JobReleased
 FromWorker = (
     WorkerReady
+    | ModelSwitched
     | JobStarted
     | ProgressReport
     | TrainCheckpoint
@@ -214,6 +229,9 @@ _TYPES: dict[str, type] = {
     )
 }
 
+
+# A switch cost a reader believes: loading a model never takes longer (a bigger value is a bug).
+MAX_SWITCH_SECONDS = 3600.0
 
 # Bounds on what `decode` accepts: the encoded size (callers pass theirs) and the nesting depth.
 # Our messages nest at most 6 levels (batch → jobs → job → request → embeddings → payload).
@@ -267,6 +285,10 @@ def _build(cls: type, kwargs: dict[str, Any]) -> Any:
         expected = _PLAIN_TYPES.get(str(f.type))
         if expected and f.name in kwargs and not isinstance(kwargs[f.name], expected):
             raise DecodeError(f"{cls.__name__}.{f.name} is a {type(kwargs[f.name]).__name__}")
+        if str(f.type) == "tuple[str, ...]" and f.name in kwargs:
+            value = kwargs[f.name]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise DecodeError(f"{cls.__name__}.{f.name} is not a list of strings")
         if isinstance(kwargs.get(f.name), list):
             kwargs[f.name] = tuple(kwargs[f.name])
     return cls(**kwargs)

@@ -25,7 +25,7 @@ class EngineSpec:
     """Which engine a worker builds, and from what. Picklable, so it crosses the spawn."""
 
     kind: str  # "diffusers" (the real one) or "standin" (fast, torch-free, for tests)
-    models: tuple[ModelSource, ...]  # one engine each, in this order
+    models: tuple[ModelSource, ...]  # one engine each, loaded as memory allows
     device: str
     data_dir: Path
     standin_step_seconds: float = 0.0
@@ -35,6 +35,9 @@ class EngineSpec:
     cuda_graphs: bool = False
     warm_up_batches: tuple[int, ...] = ()
     train_batch_size: int = 8
+    # Bytes the models may take on the device (LEXICON_WORKER_MODEL_MEMORY); None: on CUDA the
+    # free memory at start less a headroom, elsewhere no cap (engine.worker.local.memory_budget).
+    model_memory: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Entry point of the embedded GPU worker: a child process of the bot, spoken to over a pipe.
 
 Only the spawned child imports this module (`bot.transport` names it by its module name), and
-the engines, with them torch, are imported by `build_engines` only: one engine per model the
-worker holds. The Redis worker builds its engines here too, and so does `lexicon warm` (`warm`),
-which starts them only to fill the compile cache under the data dir ahead of the first worker
-start.
+the engines, with them torch, are imported by `model_cache` only: the worker's models under its
+memory budget (`engine.worker.cache`). The Redis worker builds its models here too, and so does
+`lexicon warm` (`warm`), which starts them only to fill the compile cache under the data dir
+ahead of the first worker start.
 """
 
 from __future__ import annotations
@@ -17,26 +17,94 @@ from pathlib import Path
 
 from engine.engine_api import Engine
 from engine.protocol import FromWorker, Shutdown, ToWorker, WorkerLost
+from engine.worker.cache import Loaded, ModelCache
 from engine.worker.loop import Worker
 from engine.worker_config import CannotWarm, EngineSpec, WorkerConfig
 
-
-def build_engines(spec: EngineSpec) -> dict[str, Engine]:
-    """One engine per model of `spec`, by name, in the order configured; if one cannot load,
-    those already loaded are closed."""
-    engines: dict[str, Engine] = {}
-    try:
-        for model in spec.models:
-            engines[model.name] = build_engine(spec, model.source)
-    except BaseException:
-        close_engines(engines)
-        raise
-    return engines
+# On CUDA without LEXICON_WORKER_MODEL_MEMORY: the share of the device's memory left free for
+# activations, CUDA graph pools of other shapes and training when the models' budget is set.
+CUDA_HEADROOM = 0.25
+# What a stand-in model counts against LEXICON_WORKER_MODEL_MEMORY: 1MiB fits one, so load tests
+# can exercise eviction without torch.
+STANDIN_BYTES = 1024**2
 
 
-def close_engines(engines: dict[str, Engine]) -> None:
-    for engine in engines.values():
-        engine.close()
+def model_cache(spec: EngineSpec) -> ModelCache:
+    """The worker's models under its memory budget (`memory_budget`), each loaded once at
+    start — the first configured stay resident — and loaded again on demand after eviction."""
+    sources = {model.name: model.source for model in spec.models}
+    budget = memory_budget(spec)
+    if spec.kind == "standin":
+
+        def standin(_name: str) -> Loaded:
+            return Loaded(build_engine(spec, ""), STANDIN_BYTES)
+
+        cache = ModelCache(tuple(sources), standin, budget=budget)
+    else:
+        import torch
+
+        from engine.model import resolve_device
+
+        device = resolve_device(spec.device)
+
+        def load(name: str) -> Loaded:
+            if device.type != "cuda":
+                engine = build_engine(spec, sources[name])
+                return Loaded(engine, _weight_bytes(engine))
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            before = torch.cuda.memory_reserved(device)
+            engine = build_engine(spec, sources[name])
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            return Loaded(engine, max(0, torch.cuda.memory_reserved(device) - before))
+
+        cache = ModelCache(tuple(sources), load, budget=budget, release=_release_memory)
+    cache.start()
+    return cache
+
+
+def memory_budget(spec: EngineSpec) -> int | None:
+    """Bytes the models may take: LEXICON_WORKER_MODEL_MEMORY when set; else, on CUDA, the free
+    memory at start less CUDA_HEADROOM of the device for activations and training; else no cap."""
+    if spec.model_memory is not None:
+        return spec.model_memory
+    if spec.kind == "standin":
+        return None
+    import torch
+
+    from engine.model import resolve_device
+
+    device = resolve_device(spec.device)
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return max(0, int(free - CUDA_HEADROOM * total))
+
+
+def _weight_bytes(engine: Engine) -> int:
+    """The bytes of a CPU engine's weights: what its load kept."""
+    model = getattr(engine, "model", None)
+    modules = (
+        getattr(model, part, None) for part in ("text_encoder", "text_encoder_2", "unet", "vae")
+    )
+    return sum(
+        tensor.numel() * tensor.element_size()
+        for module in modules
+        if module is not None
+        for tensor in (*module.parameters(), *module.buffers())
+    )
+
+
+def _release_memory() -> None:
+    """After an eviction: collect the dropped engine and return its CUDA memory to the device."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def build_engine(spec: EngineSpec, source: str) -> Engine:
@@ -77,10 +145,9 @@ def warm(spec: EngineSpec) -> tuple[Path, float]:
                 f"compiling needs a CUDA GPU and LEXICON_DEVICE resolves to {device} here, so "
                 "there is nothing to warm; run lexicon warm on the GPU worker's machine."
             )
-        engines = build_engines(spec)
+        model_cache(spec).close()
     except ModelLoadError as error:
         raise CannotWarm(str(error)) from None
-    close_engines(engines)
     return CompileCache.for_device(spec.data_dir, device).folder, time.perf_counter() - started
 
 
@@ -112,16 +179,17 @@ def quiet_libraries() -> None:
 
 
 def child_main(connection: Connection, spec: EngineSpec, config: WorkerConfig) -> None:
-    """Run in the spawned child: load the engines once, then serve until told to stop."""
+    """Run in the spawned child: load the models (as memory allows), then serve until told to
+    stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s: %(message)s")
     quiet_libraries()
     channel = PipeChannel(connection)
     try:
-        engines = build_engines(spec)
+        models = model_cache(spec)
     except Exception as error:  # report why, in one sentence, then exit
         channel.send(WorkerLost(config.worker_id, f"the GPU worker could not start: {error}"))
         raise SystemExit(1) from None
     try:
-        Worker(engines, channel, config).run()
+        Worker(models, channel, config).run()
     finally:
-        close_engines(engines)
+        models.close()

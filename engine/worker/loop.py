@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from engine import protocol
 from engine.engine_api import Engine, TrainingRun, UserInputError
 from engine.errors import Cancelled
 from engine.jobs import Progress
+from engine.worker.cache import ModelCache
 from engine.worker_config import WorkerConfig
 
 log = logging.getLogger("lexicon.worker")
@@ -55,13 +56,12 @@ class _Training:
 
 
 class Worker:
-    """Serves the models in `engines` (by configured name): each request names its model, and
-    a batch holds requests for one model only (the scheduler never mixes them)."""
+    """Serves the models of `models` (by configured name): each request names its model, and
+    a batch holds requests for one model only (the scheduler never mixes them). A model that is
+    not resident is loaded first, and the switch reported (`ModelSwitched`)."""
 
-    def __init__(
-        self, engines: Mapping[str, Engine], channel: Channel, config: WorkerConfig
-    ) -> None:
-        self.engines = dict(engines)
+    def __init__(self, models: ModelCache, channel: Channel, config: WorkerConfig) -> None:
+        self.models = models
         self.channel = channel
         self.config = config
         self._send_lock = threading.Lock()
@@ -88,7 +88,7 @@ class Worker:
             with self._held_lock:
                 ids = tuple(sorted(self._held))
             try:
-                memory = max(engine.peak_memory_bytes() for engine in self.engines.values())
+                memory = self.models.peak_memory_bytes()
                 self.send(protocol.Heartbeat(self.config.worker_id, ids, memory))
             except (OSError, EOFError):
                 return
@@ -122,11 +122,8 @@ class Worker:
 
     def run(self) -> None:
         """Serve until a Shutdown arrives; returns after releasing unfinished work."""
-        held = tuple(
-            protocol.ModelHeld(name, engine.family, engine.width, engine.model_hash)
-            for name, engine in self.engines.items()
-        )
-        device = next(iter(self.engines.values())).device
+        held = self.models.held()
+        device = self.models.device
         self.send(protocol.WorkerReady(self.config.worker_id, device, self.config.max_batch, held))
         self.send(protocol.SlotFree(self.config.worker_id, "generate"))
         self.send(protocol.SlotFree(self.config.worker_id, "train"))
@@ -309,14 +306,22 @@ class Worker:
             )
 
     def _engine_for(self, model: str) -> Engine:
-        """The engine of `model`; an empty name (a request from before models had names) means
-        the first model the worker holds."""
-        if not model:
-            return next(iter(self.engines.values()))
-        try:
-            return self.engines[model]
-        except KeyError:
-            raise ModelNotHeld(model) from None
+        """The engine of `model`, loaded first when it is not resident (the switch is reported;
+        the running training's model stays). An empty name (a request from before models had
+        names) means the first model the worker holds."""
+        name = model or self.models.names[0]
+        if name not in self.models.names:
+            raise ModelNotHeld(model)
+        training = self._training.job.request.model if self._training else None
+        pinned = () if training is None else (training or self.models.names[0],)
+        engine, seconds = self.models.get(name, pinned)
+        if seconds is not None:
+            self.send(
+                protocol.ModelSwitched(
+                    self.config.worker_id, name, round(seconds, 3), self.models.resident
+                )
+            )
+        return engine
 
     def _end_training(self, job: protocol.TrainJob, outcome: protocol.FromWorker) -> None:
         self._training = None

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import redis
@@ -65,7 +65,7 @@ from engine.redis_wire import (
     parse_jobs,
     refused_sentence,
 )
-from engine.worker.local import build_engines, close_engines, quiet_libraries
+from engine.worker.local import model_cache, quiet_libraries
 from engine.worker.loop import Worker
 from engine.worker_config import EngineSpec, WorkerConfig
 
@@ -151,6 +151,7 @@ class RedisChannel:
         self._held: dict[tuple[int, int], _Entry] = {}
         self._worker_jobs: tuple[int, ...] = ()
         self._ready: bytes | None = None
+        self._announcement: protocol.WorkerReady | None = None  # `_ready`, decoded
         self._models: tuple[str, ...] = ()  # the models held, from the registration
         self._control_last = "0-0"
         self._next_peek = 0.0
@@ -214,15 +215,40 @@ class RedisChannel:
             self._progress(message)
         elif isinstance(message, protocol.JobOutcome):
             self._outcome(message)
+        elif isinstance(message, protocol.ModelSwitched):
+            self._switched(message)
         else:  # JobStarted, TrainCheckpoint, WorkerLost (could not start)
-            data = self._bounded(message)
-            if data is not None:
-                self._retry(lambda: self._xadd_event(self.client, self.layout.events(), data))
+            self._event(message)
 
     def _register(self, message: protocol.WorkerReady) -> None:
         self._models = tuple(model.name for model in message.models)
+        self._announcement = message
         self._ready = protocol.encode(message)
         self._retry(self._write_registration)
+
+    def _switched(self, message: protocol.ModelSwitched) -> None:
+        """Report a model switch, and keep the registration true to it (the next heartbeat
+        writes it): a bot that starts later reads which models are resident from there."""
+        announcement = self._announcement
+        if announcement is not None:
+            models = tuple(
+                replace(
+                    held,
+                    resident=held.name in message.resident,
+                    switch_seconds=(
+                        message.seconds if held.name == message.model else held.switch_seconds
+                    ),
+                )
+                for held in announcement.models
+            )
+            self._announcement = replace(announcement, models=models)
+            self._ready = protocol.encode(self._announcement)
+        self._event(message)
+
+    def _event(self, message: protocol.FromWorker) -> None:
+        data = self._bounded(message)
+        if data is not None:
+            self._retry(lambda: self._xadd_event(self.client, self.layout.events(), data))
 
     def _write_registration(self, pipe_events: bool = True) -> None:
         assert self._ready is not None
@@ -595,7 +621,7 @@ def serve(
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     install_signals: bool = True,
 ) -> int:
-    """Load the engines once, register, serve until SIGTERM; returns the exit status.
+    """Load the models (as memory allows), register, serve until SIGTERM; returns the exit status.
     QueueRefused when Redis refuses the credentials in `url`."""
     quiet_libraries()
     channel = RedisChannel(
@@ -618,7 +644,7 @@ def serve(
     names = ", ".join(f"{model.name}={model.source}" for model in spec.models)
     log.info("worker %s: loading the %s engine (%s)", config.worker_id, spec.kind, names)
     try:
-        engines = build_engines(spec)
+        models = model_cache(spec)
     except Exception as error:
         log.error("the GPU worker could not start: %s", error)
         with contextlib.suppress(ChannelClosed):
@@ -631,9 +657,9 @@ def serve(
         return 0
     log.info("worker %s: ready, serving %s", config.worker_id, url)
     try:
-        Worker(engines, channel, config).run()
+        Worker(models, channel, config).run()
         channel.close()
     finally:
-        close_engines(engines)  # their threads (PNG encoders) must stop before the interpreter
+        models.close()  # their threads (PNG encoders) must stop before the interpreter
     log.info("worker %s: stopped", config.worker_id)
     return 0

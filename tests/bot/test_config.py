@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import engine_spec
 from bot.config import DEFAULT_MODEL, StartupError, load_settings
 
 
@@ -171,4 +172,33 @@ def test_bad_models_give_one_sentence(
     """A bad pair, a repeated name, both settings or an unknown worker model: one sentence."""
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
+    assert_one_sentence(fragment)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("auto", None), ("20GiB", 20 * 1024**3), ("512 MiB", 512 * 1024**2), ("8GB", 8 * 10**9)],
+)
+def test_worker_model_memory_reads_sizes(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: int | None
+) -> None:
+    """LEXICON_WORKER_MODEL_MEMORY takes auto or a size with binary or decimal units."""
+    monkeypatch.setenv("LEXICON_WORKER_MODEL_MEMORY", value)
+    settings = load_settings()
+    assert settings.worker_model_memory == expected
+    assert engine_spec(settings).model_memory == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("lots", "LEXICON_WORKER_MODEL_MEMORY is invalid: use auto, or a size such as 20GiB"),
+        ("10", "LEXICON_WORKER_MODEL_MEMORY is invalid: give the models at least 1MiB"),
+    ],
+)
+def test_bad_worker_model_memory_gives_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, value: str, fragment: str
+) -> None:
+    """A size that is not one, or too small to hold a model: one sentence with the fix."""
+    monkeypatch.setenv("LEXICON_WORKER_MODEL_MEMORY", value)
     assert_one_sentence(fragment)

@@ -10,16 +10,19 @@ import contextlib
 import dataclasses
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from bot.app import Lexicon
-from bot.scheduler import choose_batch
+from bot.hub import JobHub
+from bot.scheduler import ModelSwitch, Scheduler, choose_batch
 from bot.services import ImagineOptions, ServiceError
 from engine import protocol
 from engine.jobs import GenerateRequest, TrainRequest
 from engine.standin import StandInEngine
+from engine.worker.cache import Loaded, ModelCache
 from engine.worker.loop import Worker
 from engine.worker_config import WorkerConfig
 from storage import Storage
@@ -27,6 +30,7 @@ from storage.models import JobKind, JobState
 from tests.bot.conftest import make_settings, until, wait_all
 
 STEP_SECONDS = 0.02
+LOAD_SECONDS = 0.01  # a stand-in model's load: a switch takes measurable time
 
 
 def test_requests_keep_their_model_through_the_job_row() -> None:
@@ -69,12 +73,18 @@ class _Inbox:
             return None
 
 
+def _load_standin(_name: str) -> Loaded:
+    time.sleep(LOAD_SECONDS)
+    return Loaded(StandInEngine(STEP_SECONDS), 1)
+
+
 class InProcessWorkers:
     """A `Transport` to worker loops in threads, one per entry of `held` (worker id → models).
     Work goes to the worker the scheduler leased it to, so a wrong choice would show."""
 
-    def __init__(self, held: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, held: dict[str, tuple[str, ...]], budget: int | None = None) -> None:
         self.held = held
+        self.budget = budget  # bytes for each worker's models; every stand-in counts as 1
         self.app: Lexicon | None = None
         self.started: list[tuple[int, str]] = []  # (job id, worker id) in start order
         self._events: asyncio.Queue[protocol.FromWorker] = asyncio.Queue()
@@ -85,8 +95,9 @@ class InProcessWorkers:
         loop = asyncio.get_running_loop()
         for worker_id, models in self.held.items():
             inbox = _Inbox(lambda m: loop.call_soon_threadsafe(self._events.put_nowait, m))
-            engines = {name: StandInEngine(STEP_SECONDS) for name in models}
-            worker = Worker(engines, inbox, WorkerConfig(worker_id, heartbeat_interval=0.2))
+            cache = ModelCache(models, _load_standin, budget=self.budget)
+            cache.start()
+            worker = Worker(cache, inbox, WorkerConfig(worker_id, heartbeat_interval=0.2))
             thread = threading.Thread(target=worker.run, name=worker_id, daemon=True)
             self._inboxes[worker_id] = inbox
             self._threads.append(thread)
@@ -119,13 +130,13 @@ class InProcessWorkers:
 
 @contextlib.asynccontextmanager
 async def two_workers(
-    tmp_path: Path, models: str, held: dict[str, tuple[str, ...]]
+    tmp_path: Path, models: str, held: dict[str, tuple[str, ...]], budget: int | None = None
 ) -> AsyncIterator[tuple[Lexicon, InProcessWorkers]]:
     """A Lexicon whose configured `models` (LEXICON_MODELS) are served by in-process workers."""
     settings = make_settings(
         tmp_path / "data", "", model_list=models, engine="standin", allowed_sizes=["64x64"]
     )
-    transport = InProcessWorkers(held)
+    transport = InProcessWorkers(held, budget)
     app = await Lexicon.open(settings, transport, start_worker=False)
     transport.app = app
     try:
@@ -208,3 +219,66 @@ async def test_an_embedding_of_another_family_is_refused_by_name(tmp_path: Path)
         else:
             raise AssertionError("an SD 1.x embedding was accepted for a tiny model")
         assert await app.storage.jobs.list_for_user(1) == []
+
+
+def _held(name: str, resident: bool, seconds: float) -> protocol.ModelHeld:
+    return protocol.ModelHeld(name, "tiny", 32, "h", resident=resident, switch_seconds=seconds)
+
+
+async def test_the_eta_includes_loading_a_model_that_is_not_resident(tmp_path: Path) -> None:
+    """A job whose model no serving worker has resident gets the last measured load time added
+    to its ETA; a switch report moves it to the model evicted; bad reports change nothing."""
+    async with await Storage.open(tmp_path / "data") as store:
+        scheduler = Scheduler(
+            store.jobs, store.embeddings, store.files, InProcessWorkers({}), JobHub()
+        )
+        await scheduler.handle(
+            protocol.WorkerReady("w", "cpu", 8, (_held("a", True, 2.0), _held("b", False, 12.0)))
+        )
+        jobs = {}
+        for user, model in ((1, "a"), (2, "b")):
+            request = GenerateRequest("a cube", 1, 4, 7.0, 64, 64, model=model)
+            jobs[model] = await store.jobs.enqueue(
+                user, "generate", request.to_params(), batch_key=request.batch_key, model=model
+            )
+        assert scheduler.model_switch(jobs["a"]) is None
+        assert scheduler.model_switch(jobs["b"]) == ModelSwitch("b", 12.0)
+        # Nothing runs and both fit one batch: only the load stands between b and its start.
+        assert await scheduler.estimate_start(jobs["a"]) == 0.0
+        assert await scheduler.estimate_start(jobs["b"]) == 12.0
+
+        await scheduler.handle(protocol.ModelSwitched("w", "b", 9.5, ("b",)))
+        assert scheduler.model_switch(jobs["b"]) is None
+        assert scheduler.model_switch(jobs["a"]) == ModelSwitch("a", 2.0)
+
+        for bad in (
+            protocol.ModelSwitched("w", "zz", 1.0, ("zz",)),  # a model it does not hold
+            protocol.ModelSwitched("w", "a", 1.0, ("a", "zz")),
+            protocol.ModelSwitched("nobody", "a", 1.0, ("a",)),  # not a live worker
+        ):
+            await scheduler.handle(bad)
+            assert scheduler.model_switch(jobs["a"]) == ModelSwitch("a", 2.0)
+        # An unbelievable time (NaN, over an hour) updates what is resident, not the cost.
+        await scheduler.handle(protocol.ModelSwitched("w", "a", float("nan"), ("a",)))
+        assert scheduler.model_switch(jobs["b"]) == ModelSwitch("b", 9.5)
+        await scheduler.handle(protocol.ModelSwitched("w", "b", 1e9, ("b",)))
+        assert scheduler.model_switch(jobs["a"]) == ModelSwitch("a", 2.0)
+
+
+async def test_a_worker_short_of_memory_reports_its_switches(tmp_path: Path) -> None:
+    """One worker holds a and b with room for one: a job for b makes it switch, and the
+    scheduler then counts a load for a's next job, not b's."""
+    held = {"w": ("a", "b")}
+    async with two_workers(tmp_path, "a=standin,b=standin", held, budget=1) as (app, _):
+        scheduler = app.scheduler
+        # 50 steps keep the worker busy on b for a second: a's job waits, its cost known.
+        slow = await app.imagine.submit(1, ImagineOptions("v", seed=1, steps=50, model="b"))
+        await until(lambda: scheduler.model_switch(slow.job) is None, limit=10)
+        assert (await app.storage.jobs.get(slow.job.id)).state is JobState.RUNNING
+        waiting = await app.imagine.submit(2, ImagineOptions("w", seed=1, model="a"))
+        assert waiting.switch is not None and waiting.switch.model == "a"
+        assert waiting.switch.seconds >= LOAD_SECONDS
+        assert waiting.eta_seconds is not None and waiting.eta_seconds >= waiting.switch.seconds
+        await wait_all(app, [slow.job.id, waiting.job.id], limit=60)
+        switch = scheduler.model_switch(slow.job)
+        assert switch is not None and switch.model == "b"

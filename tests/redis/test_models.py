@@ -8,7 +8,17 @@ import signal
 from pathlib import Path
 
 from bot.services import ImagineOptions
-from engine.protocol import GenerateDone, JobStarted, WorkerLost
+from engine.protocol import (
+    GenerateDone,
+    Heartbeat,
+    JobStarted,
+    ModelHeld,
+    ModelSwitched,
+    WorkerLost,
+    WorkerReady,
+    decode,
+)
+from engine.worker.redis import RedisChannel
 from storage.models import JobState
 from tests.redis.conftest import (
     RedisServer,
@@ -17,9 +27,11 @@ from tests.redis.conftest import (
     observe_events,
     open_bot,
     recording,
+    redis_transport,
     until,
     wait_all,
 )
+from tests.redis.test_transport import _next
 
 MODELS = "a=standin,b=standin"
 
@@ -67,3 +79,42 @@ async def test_jobs_follow_their_model_and_wait_for_its_worker(
             assert done_by[slow.job.id] == done_by[parked.job.id] == "wa2"
             assert done_by[flowing.job.id] == "wb"
     await assert_redis_clean(redis_server.client())
+
+
+async def test_a_model_switch_crosses_redis_and_stays_in_the_registration(
+    redis_server: RedisServer,
+) -> None:
+    """A worker's `ModelSwitched` reaches the bot; its registration says what is resident after
+    the next heartbeat (a bot that starts later reads it there); a switch whose resident list
+    is not names is dead-lettered."""
+    transport = redis_transport(redis_server.url, models=("a", "b"))
+    await transport.start()
+    client = redis_server.client()
+    channel = RedisChannel(redis_server.client(), "w9")
+    try:
+        events = transport.events()
+        held = (
+            ModelHeld("a", "tiny", 32, "h1", resident=True, switch_seconds=1.5),
+            ModelHeld("b", "tiny", 32, "h2", resident=False, switch_seconds=5.0),
+        )
+        channel.send(WorkerReady("w9", "cpu", 8, held))
+        assert (await _next(events, WorkerReady)).models == held
+        client.xadd(
+            "lexicon:events:bot",
+            {
+                "m": b'{"__t":"ModelSwitched","worker_id":"w9","model":"b","seconds":1.0,'
+                b'"resident":[7]}'
+            },
+        )
+        channel.send(ModelSwitched("w9", "b", 4.0, ("b",)))
+        assert await _next(events, ModelSwitched) == ModelSwitched("w9", "b", 4.0, ("b",))
+        channel.send(Heartbeat("w9"))
+        ready = decode(client.hget("lexicon:worker:w9", "ready") or b"")
+        assert [(m.name, m.resident, m.switch_seconds) for m in ready.models] == [
+            ("a", False, 1.5),
+            ("b", True, 4.0),
+        ]
+        reasons = [fields[b"reason"] for _, fields in client.xrange("lexicon:dead")]
+        assert reasons == [b"ModelSwitched.resident is not a list of strings"]
+    finally:
+        await transport.close()
