@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import io
 import json
@@ -52,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -110,6 +112,22 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(samples)
 
 
+def run_section(skip: set[str], name: str, fn: Callable[[], Any]) -> Any:
+    """`fn()`'s result, or None when `name` is skipped or fails: a broken section records its
+    error and must not lose the other sections' figures. GPU memory is freed after each."""
+    if name in skip:
+        return None
+    try:
+        return fn()
+    except Exception as error:
+        traceback.print_exc()
+        record(f"{name}_error", f"{type(error).__name__}: {error}")
+        return None
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 def peak_gib() -> float:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
@@ -117,12 +135,45 @@ def peak_gib() -> float:
 # --- the model ---------------------------------------------------------------------------------
 
 
+def kl_vae(**config: Any) -> Any:
+    """The KL VAE of SD 1.x and SDXL (4 latent channels, 8× down), `config` added."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        **config,
+    )
+
+
+def clip_config(hidden: int, layers: int, heads: int, activation: str) -> Any:
+    """A CLIP text encoder's config with the real vocabulary and 77 positions."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=49408,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=1,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        hidden_act=activation,
+        projection_dim=hidden,
+    )
+
+
 def build_sd15(folder: Path) -> Path:
     """SD 1.5's exact configs with random weights, saved in fp16 as a diffusers folder."""
     if (folder / "model_index.json").is_file():
         return folder
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DPMSolverMultistepScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
 
     from engine.tiny import SD15_NOISE_SCHEDULE, save_pipeline, write_clip_tokenizer
 
@@ -137,29 +188,8 @@ def build_sd15(folder: Path) -> Path:
             block_out_channels=(320, 640, 1280, 1280),
             layers_per_block=2,
         )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=512,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                hidden_act="quick_gelu",
-                bos_token_id=49406,
-                eos_token_id=49407,
-                pad_token_id=1,
-                projection_dim=768,
-            )
-        )
+        vae = kl_vae(sample_size=512)
+        text_encoder = CLIPTextModel(clip_config(768, 12, 12, "quick_gelu"))  # CLIP ViT-L/14
     # Random weights scaled down so activations stay finite in fp16 through 25 steps.
     with torch.no_grad():
         for module in (unet, vae):
@@ -687,22 +717,7 @@ def main() -> int:
     data_dir = work / "data"
     stock_image = lexicon_image = model = None
 
-    def section(name: str, fn: Callable[[], Any]) -> Any:
-        if name in skip:
-            return None
-        try:
-            return fn()
-        except Exception as error:  # one broken section must not lose the others' figures
-            import traceback
-
-            traceback.print_exc()
-            record(f"{name}_error", f"{type(error).__name__}: {error}")
-            return None
-        finally:
-            import gc
-
-            gc.collect()
-            torch.cuda.empty_cache()
+    section = partial(run_section, skip)
 
     try:
         section("flops", lambda: count_unet_flops(folder))

@@ -25,20 +25,28 @@ Sections the call leaves out go in `--skip`; the results file is rewritten after
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import sys
 import tempfile
 import time
-import traceback
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.gpu_bench import RESULTS_FILE, peak_gib, photos, record, timed, write_results
+from bench.gpu_bench import (
+    RESULTS_FILE,
+    clip_config,
+    kl_vae,
+    peak_gib,
+    photos,
+    record,
+    run_section,
+    timed,
+    write_results,
+)
 
 SIZE, STEPS, GUIDANCE = 1024, 25, 5.0
 PROMPT = "a photo of a cat on a beach"
@@ -49,30 +57,11 @@ def build_sdxl(folder: Path) -> Path:
     """SDXL base's exact configs with random weights, saved in fp16 as a diffusers folder."""
     if (folder / "model_index.json").is_file():
         return folder
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-    )
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from engine.tiny import SDXL_NOISE_SCHEDULE, write_clip_tokenizer
+    from engine.tiny import save_sdxl_pipeline
 
-    write_clip_tokenizer(folder / "tokenizer")
-    write_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
-    clip = {
-        "vocab_size": 49408,
-        "max_position_embeddings": 77,
-        "bos_token_id": 49406,
-        "eos_token_id": 49407,
-        "pad_token_id": 1,
-    }
     torch.manual_seed(0)
     with torch.device("cuda"):
         unet = UNet2DConditionModel(
@@ -89,56 +78,16 @@ def build_sdxl(folder: Path) -> Path:
             addition_time_embed_dim=256,
             projection_class_embeddings_input_dim=2816,
         )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=1024,
-            scaling_factor=0.13025,
-            force_upcast=True,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                hidden_act="quick_gelu",
-                projection_dim=768,
-                **clip,
-            )
-        )
-        text_encoder_2 = CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                hidden_size=1280,
-                intermediate_size=5120,
-                num_hidden_layers=32,
-                num_attention_heads=20,
-                hidden_act="gelu",
-                projection_dim=1280,
-                **clip,
-            )
-        )
+        vae = kl_vae(sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+        text_encoder = CLIPTextModel(clip_config(768, 12, 12, "quick_gelu"))  # CLIP ViT-L
+        text_encoder_2 = CLIPTextModelWithProjection(clip_config(1280, 32, 20, "gelu"))  # bigG
     # Random weights scaled down so activations stay finite in fp16 through 25 steps.
     with torch.no_grad():
         for module in (unet, vae):
             for parameter in module.parameters():
                 parameter.mul_(0.5)
-    pipeline = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(**SDXL_NOISE_SCHEDULE),
-        force_zeros_for_empty_prompt=True,
-        add_watermarker=False,
-    ).to(torch.float16)
-    pipeline.save_pretrained(folder, safe_serialization=True)
-    del pipeline, unet, vae, text_encoder, text_encoder_2
+    save_sdxl_pipeline(folder, unet, vae, text_encoder, text_encoder_2, torch.float16)
+    del unet, vae, text_encoder, text_encoder_2
     torch.cuda.empty_cache()
     return folder
 
@@ -287,18 +236,7 @@ def main() -> int:
     folder = build_sdxl(work / "sdxl-random")
     record("build_s", round(time.perf_counter() - started, 1))
 
-    def section(name: str, fn: Callable[[], Any]) -> Any:
-        if name in skip:
-            return None
-        try:
-            return fn()
-        except Exception as error:  # one broken section must not lose the others' figures
-            traceback.print_exc()
-            record(f"{name}_error", f"{type(error).__name__}: {error}")
-            return None
-        finally:
-            gc.collect()
-            torch.cuda.empty_cache()
+    section = partial(run_section, skip)
 
     try:
         stock_image = section("stock", lambda: bench_stock(folder))

@@ -28,7 +28,12 @@ from engine.vocabulary import CLIP_VOCAB_SIZE, clip_vocab_and_merges
 if TYPE_CHECKING:
     import torch
     from diffusers import AutoencoderKL, SchedulerMixin, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
 
 TINY_HIDDEN_SIZE = 32
 TINY_HIDDEN_SIZE_2 = 64  # the SDXL sibling's second text encoder
@@ -142,11 +147,9 @@ def _write_sd1(folder: Path, seed: int) -> None:
 
 def _write_sdxl(folder: Path, seed: int) -> None:
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    write_clip_tokenizer(folder / "tokenizer")
-    write_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         **_TINY_UNET,
@@ -166,6 +169,24 @@ def _write_sdxl(folder: Path, seed: int) -> None:
     text_encoder_2 = CLIPTextModelWithProjection(
         _clip_config(TINY_HIDDEN_SIZE_2, TINY_PROJECTION, "gelu")
     )
+    save_sdxl_pipeline(folder, unet, vae, text_encoder, text_encoder_2)
+
+
+def save_sdxl_pipeline(
+    folder: Path,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    text_encoder_2: CLIPTextModelWithProjection,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Assemble SDXL components with SDXL's two tokenizers and scheduler (no watermarker) and
+    save them as a diffusers folder."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    write_clip_tokenizer(folder / "tokenizer")
+    write_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
     pipeline = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -177,6 +198,8 @@ def _write_sdxl(folder: Path, seed: int) -> None:
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
     )
+    if dtype is not None:
+        pipeline = pipeline.to(dtype)
     pipeline.save_pretrained(folder, safe_serialization=True)
 
 

@@ -15,9 +15,9 @@ from engine.jobs import GenerateRequest, TrainRequest
 from engine.model import load_model
 from engine.schedulers import make_scheduler
 from engine.speed import is_compiled
-from engine.training import Trainer, TrainRecipe
 from tests.bot.conftest import photo_bytes
 from tests.engine.render_helpers import pixels, sdxl_embedding, stock_pixels
+from tests.gpu.training_helpers import assert_graphed_steps_equal_eager
 
 
 def test_sdxl_fp16_on_cuda_equals_stock_within_2_of_255(tmp_path: Path) -> None:
@@ -79,10 +79,4 @@ def test_sdxl_training_steps_recorded_as_cuda_graphs_equal_eager_ones(tmp_path: 
     graphed = load_model("tiny-sdxl", device="cuda", data_dir=tmp_path)
     apply_speedups(graphed, "off", cuda_graphs=True)
     request = TrainRequest("xorb", tuple(photo_bytes(i) for i in range(4)), steps=6, seed=0)
-    runs = [Trainer(model, request, TrainRecipe(batch_size=4)) for model in (eager, graphed)]
-    for run in runs:
-        run.run_steps(6)
-    assert runs[1]._recorded is not None and runs[0]._recorded is None
-    difference = (runs[0].vectors - runs[1].vectors).abs().max().item()
-    assert difference < 1e-3, difference
-    assert abs(runs[0].recent_losses[-1] - runs[1].recent_losses[-1]) < 1e-3
+    assert_graphed_steps_equal_eager(eager, graphed, request)

@@ -16,6 +16,7 @@ from engine.model import load_model
 from engine.png import read_parameters
 from engine.training import TrainRecipe
 from tests.bot.conftest import photo_bytes
+from tests.gpu.training_helpers import assert_graphed_steps_equal_eager
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -61,7 +62,6 @@ def test_generate_and_train_on_cuda(tmp_path: Path) -> None:
 def test_cuda_graphs_change_nothing_but_speed(tmp_path: Path) -> None:
     """Graphed generation and training compute what the eager paths compute on the same GPU."""
     from engine.speed import apply_speedups
-    from engine.training import Trainer
 
     eager = load_model("tiny", device="cuda", data_dir=tmp_path)
     graphed = load_model("tiny", device="cuda", data_dir=tmp_path)
@@ -78,13 +78,7 @@ def test_cuda_graphs_change_nothing_but_speed(tmp_path: Path) -> None:
 
     photos = tuple(photo_bytes(i) for i in range(4))
     request = TrainRequest("zorb", photos, steps=6, seed=0)
-    runs = [Trainer(model, request, TrainRecipe(batch_size=4)) for model in (eager, graphed)]
-    for run in runs:
-        run.run_steps(6)
-    assert runs[1]._recorded is not None and runs[0]._recorded is None
-    difference = (runs[0].vectors - runs[1].vectors).abs().max().item()
-    assert difference < 1e-3, difference
-    assert abs(runs[0].recent_losses[-1] - runs[1].recent_losses[-1]) < 1e-3
+    assert_graphed_steps_equal_eager(eager, graphed, request)
 
 
 def test_compiled_worker_runs_new_shapes_eagerly_and_equal(tmp_path: Path) -> None:
