@@ -127,27 +127,27 @@ class LibraryService:
         )
         return LibraryPage(items, total, page, pages)
 
-    async def usable_names(
+    async def usable(
         self,
         viewer_id: int,
         prefix: str = "",
         limit: int = 25,
         guild_id: int | None = None,
         family: str | None = None,
-    ) -> list[str]:
-        """Names for autocomplete: the viewer's own first, then the library `guild_id` sees;
-        with `family`, only the words made for that family of models."""
+    ) -> list[Embedding]:
+        """The embeddings autocomplete offers, one per name: the viewer's own first, then the
+        library `guild_id` sees; with `family`, only the words made for that family of models."""
         prefix = prefix.lower()
-        names: list[str] = []
+        found: dict[str, Embedding] = {}
         owned = await self.storage.embeddings.list_owned(viewer_id)
         shared = await self.storage.embeddings.list_shared(prefix, limit=limit, guild_id=guild_id)
         for embedding in [*owned, *shared]:
             folded = embedding.name_folded
             if family is not None and embedding.family.value != family:
                 continue
-            if folded not in names and folded.startswith(prefix):
-                names.append(folded)
-        return names[:limit]
+            if folded not in found and folded.startswith(prefix):
+                found[folded] = embedding
+        return list(found.values())[:limit]
 
     async def export(
         self, actor: Actor, name: str, suffix: str = ".safetensors"

@@ -23,6 +23,13 @@ def family_words(family: Family) -> str:
     return FAMILY_LABELS.get(family.value, family.value)
 
 
+def labelled(text: str, embedding: Embedding, limit: int = 100) -> str:
+    """An autocomplete choice's shown name: `text · SD 1.x`, or `text` alone where the family
+    would push it past Discord's 100 characters."""
+    shown = f"{text} · {family_words(embedding.family)}"
+    return shown if len(shown) <= limit else text
+
+
 def describe_kind(embedding: Embedding, kind: str | None) -> str:
     """What the word is, in words: "a style", "a negative embedding", …"""
     if embedding.kind is EmbeddingKind.NEGATIVE:

@@ -19,7 +19,7 @@ from bot.app import Lexicon
 from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
 from cogs.buttons import card_view, trained_as
-from cogs.cards import embedding_card
+from cogs.cards import embedding_card, family_words, labelled
 from cogs.common import LookupCog, actor_of, check_rate, model_choices
 from cogs.library import (
     FILTERS,
@@ -43,11 +43,15 @@ NONE_YET = "You have no embeddings yet: `/train` one from photos, or `/embedding
 async def usable_name_choices(
     interaction: discord.Interaction[LexiconBot], current: str
 ) -> list[app_commands.Choice[str]]:
-    """Autocomplete: the names this user may use here, their own first (at most 25)."""
-    names = await interaction.client.app.library.usable_names(
+    """Autocomplete: the names this user may use here, their own first (at most 25), each
+    shown with the family of models it is made for."""
+    words = await interaction.client.app.library.usable(
         interaction.user.id, current.strip(), limit=25, guild_id=interaction.guild_id
     )
-    return [app_commands.Choice(name=name, value=name) for name in names[:25]]
+    return [
+        app_commands.Choice(name=labelled(word.name_folded, word), value=word.name_folded)
+        for word in words
+    ]
 
 
 def _none_owned(model: str) -> str:
@@ -242,8 +246,8 @@ class Embeddings(LookupCog):
             preview = " A preview is being rendered for the library."
         vectors = f"{embedding.n_vectors} vector{'s' * (embedding.n_vectors != 1)}"
         await interaction.followup.send(
-            f"Imported **{embedding.name}** ({vectors}, "
-            f"{embedding.family.value}, {embedding.kind.value}), {where}.{preview}",
+            f"Imported **{embedding.name}** ({vectors}, {embedding.kind.value}, made for "
+            f"{family_words(embedding.family)}), {where}.{preview}",
             embeds=embedding_card(embedding),
             ephemeral=True,
         )

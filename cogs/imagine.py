@@ -10,6 +10,7 @@ from discord import app_commands
 
 from bot.discord_bot import LexiconBot
 from bot.services import ImagineOptions
+from cogs.cards import labelled
 from cogs.common import RateLimitedCog, model_choices, offer_choices, refuse_oversized
 from cogs.errors import defer_public
 from cogs.queueing import queue_imagine, queue_options
@@ -38,19 +39,19 @@ async def prompt_choices(
     head = current[: match.start()]
     app = interaction.client.app
     picked = getattr(interaction.namespace, "model", None)
-    names = await app.library.usable_names(
+    words = await app.library.usable(
         interaction.user.id,
         match.group(1),
         limit=25,
         guild_id=interaction.guild_id,
         family=await app.imagine.family_for(interaction.guild_id, picked),
     )
-    choices = [f"{head}<{name}>" for name in names]
-    return [
-        app_commands.Choice(name=choice, value=choice)
-        for choice in choices
-        if len(choice) <= CHOICE_MAX
-    ]
+    choices = []
+    for word in words:
+        prompt = f"{head}<{word.name_folded}>"
+        if len(prompt) <= CHOICE_MAX:
+            choices.append(app_commands.Choice(name=labelled(prompt, word), value=prompt))
+    return choices
 
 
 class Imagine(RateLimitedCog):

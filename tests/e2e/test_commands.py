@@ -117,6 +117,7 @@ async def test_autocomplete_offers_usable_names_only(sim: Simulation) -> None:
     await _share_many(sim, bob.id, 30)
     mine = await alice.autocomplete(sim.channel, "embeddings info", "name", "zo")
     assert [choice["value"] for choice in mine] == ["zorb"]
+    assert [choice["name"] for choice in mine] == ["zorb · the tiny test model"]
     theirs = await bob.autocomplete(sim.channel, "embeddings info", "name", "zo")
     assert theirs == []
     many = await bob.autocomplete(sim.channel, "embeddings info", "name", "lib")

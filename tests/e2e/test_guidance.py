@@ -39,6 +39,7 @@ async def test_help_and_how_to_use_and_prompt_autocomplete(sim: Simulation) -> N
     assert how.response.content.startswith("**How to use zorb**\n• `<zorb>` — the sure way")
     offered = await alice.autocomplete(sim.channel, "imagine", "prompt", "a photo of <zo")
     assert [c["value"] for c in offered] == ["a photo of <zorb>"]
+    assert [c["name"] for c in offered] == ["a photo of <zorb> · the tiny test model"]
 
 
 async def test_results_name_their_embeddings_and_buttons_say_what_changed(

@@ -92,7 +92,7 @@ async def test_two_tiny_models_render_on_the_real_engine(
 
 async def test_prompt_autocomplete_offers_words_that_fit_the_picked_model(tmp_path: Path) -> None:
     """Typing `<` offers the member's words and this server's shared ones, only those made
-    for the family of the model picked in `model:`."""
+    for the family of the model picked in `model:`; name autocomplete shows each word's family."""
     settings = standin_settings(tmp_path / "data", model_list="a=standin,b=standin")
     async with simulated(settings) as sim:
         alice, bob = sim.member("alice"), sim.member("bob")
@@ -117,6 +117,12 @@ async def test_prompt_autocomplete_offers_words_that_fit_the_picked_model(tmp_pa
             "a photo of <tinyzo>",
             "a photo of <zorbix>",
         ]
+        named = await alice.autocomplete(sim.channel, "embeddings info", "name", "")
+        assert {choice["name"] for choice in named} == {
+            "tinyzo · the tiny test model",
+            "sdonezo · SD 1.x",
+            "zorbix · the tiny test model",
+        }
 
 
 async def test_a_word_trained_on_tiny_sdxl_renders_there_and_is_refused_on_sd(

@@ -64,7 +64,10 @@ async def test_full_story_on_the_real_engine(tmp_path: Path, tiny_model_path: Pa
             negative=True,
             share=True,
         )
-        assert "Imported **easyneg**" in imported.response.content
+        assert imported.response.content.startswith(
+            "Imported **easyneg** (2 vectors, negative, made for the tiny test model), "
+            "in the shared library."
+        )
         negative = await bob.slash(
             sim.channel, "imagine", prompt="a red cube", negative="easyneg, blurry"
         )
