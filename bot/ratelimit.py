@@ -67,11 +67,6 @@ class RateLimiter:
         for key in idle:
             del self._log[key]
 
-    @property
-    def tracked(self) -> int:
-        """How many keys have a log (for tests of the memory bound)."""
-        return len(self._log)
-
     def refusal(self, retry_after: float) -> str:
         """The one sentence a refused member reads."""
         seconds = max(1, math.ceil(retry_after))

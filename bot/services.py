@@ -246,7 +246,7 @@ class _Checks:
     async def refuse_over_quota(self, user_id: int, guild_id: int | None) -> int:
         """The user's limit of active jobs, refused now when it is reached (before a costly
         decode; `enqueue` checks again atomically)."""
-        max_active = await self.max_active(user_id, guild_id)
+        max_active = await self.max_active(guild_id)
         active = await self.jobs.active_count(user_id)
         if active >= max_active:
             raise over_quota(active)
@@ -286,11 +286,8 @@ class _Checks:
                 return chosen
         return self.settings.default_model
 
-    async def max_active(self, user_id: int, guild_id: int | None = None) -> int:
-        """The user's own override, else the server's limit, else the operator's default."""
-        user = await self.users.get_or_create(user_id)
-        if user.max_queued_jobs is not None:
-            return user.max_queued_jobs
+    async def max_active(self, guild_id: int | None = None) -> int:
+        """The server's limit, else the operator's default."""
         if guild_id is not None:
             limit = (await self.guilds.get(guild_id)).limits.get(GUILD_MAX_QUEUED)
             if limit is not None:
@@ -432,7 +429,7 @@ class ImagineService(_QueueingService):
                 batch_key=request.batch_key,
                 delivery=delivery,
                 photos=[request.init_image] if request.is_img2img else [],
-                max_active=await self.checks.max_active(user_id, guild_id),
+                max_active=await self.checks.max_active(guild_id),
                 model=request.model,
             )
         except OSError as error:

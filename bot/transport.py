@@ -89,11 +89,6 @@ class LocalTransport:
         self._generation = 0
         self.startup_error: str | None = None
 
-    @property
-    def worker_pid(self) -> int | None:
-        """The child's pid (tests kill it to prove durability)."""
-        return self._process.pid if self._process else None
-
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._spawn()

@@ -65,10 +65,6 @@ def user_sentence(error: BaseException) -> str | None:
     return None
 
 
-def is_user_error(error: BaseException) -> bool:
-    return user_sentence(error) is not None
-
-
 async def report_error(interaction: discord.Interaction[LexiconBot], error: BaseException) -> None:
     """Show the user one sentence; log the traceback when it is a bug."""
     sentence = user_sentence(error)

@@ -258,12 +258,6 @@ class PromptEncoder:
             None if pooled is None else _first_pooled(pooled[count:]),
         )
 
-    def encode_chunks(
-        self, chunks: Sequence[Chunk], embeddings: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Encode chunks as one batch `[len(chunks), 77, d]`, weighted A1111-style."""
-        return self._encode(chunks, embeddings)[0]
-
     def _encode(
         self, chunks: Sequence[Chunk], embeddings: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -47,7 +47,6 @@ from storage.models import (
     JobProgress,
     JobState,
     NewImage,
-    User,
     Visibility,
 )
 from storage.names import NameRules, parse_name

@@ -424,13 +424,6 @@ class EmbeddingRepository:
                 "UPDATE embeddings SET thumbnail_job_id = ? WHERE id = ?", (job_id, embedding_id)
             )
 
-    async def mark_unusable(self, embedding_id: int) -> None:
-        """Keep the row (so its owner sees what happened) but stop offering it: its file is gone."""
-        async with self._db.transaction() as transaction:
-            await transaction.execute(
-                "UPDATE embeddings SET usable = 0 WHERE id = ?", (embedding_id,)
-            )
-
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod

@@ -139,10 +139,6 @@ class CheckReport:
         found.extend(job.sentence() for job in self.stuck_jobs)
         return found
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
 
 async def _missing(
     fetch_all: FetchAll, kind: FileKind, hashes: set[str]

@@ -102,16 +102,6 @@ class Actor:
 
 
 @dataclass(frozen=True, slots=True)
-class User:
-    id: int
-    display_name: str
-    max_queued_jobs: int | None  # None: the server-wide default applies
-    max_embeddings: int | None
-    banned: bool
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class Embedding:
     id: int
     owner_id: int

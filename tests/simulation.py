@@ -40,7 +40,7 @@ from bot.app import Lexicon, default_transport
 from bot.config import Settings
 from bot.discord_bot import LexiconBot, create_bot
 from bot.transport import LocalTransport
-from cogs.errors import is_user_error
+from cogs.errors import user_sentence
 from storage.models import Job
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class Simulation:
 
     def unexpected_errors(self) -> list[BaseException]:
         """Errors the bot raised that are not refusals meant for a user (acknowledges all)."""
-        return [error for error in self.env.errors if not is_user_error(error)]
+        return [error for error in self.env.errors if user_sentence(error) is None]
 
 
 async def open_app(settings: Settings, standin_step_seconds: float = 0.0) -> Lexicon:

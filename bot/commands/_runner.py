@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import dataclasses
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.cli import CommandError
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from bot.app import Lexicon
     from storage.models import Job
 
 T = TypeVar("T")
+Options = TypeVar("Options", bound="DataclassInstance")
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
@@ -45,6 +50,15 @@ async def open_app(*, start_worker: bool = True) -> AsyncIterator[Lexicon]:
     configure_logging("WARNING")
     async with await Lexicon.open(settings, start_worker=start_worker) as app:
         yield app
+
+
+def options_from(cls: type[Options], args: argparse.Namespace, **given: Any) -> Options:
+    """A service's options from the parsed arguments named like its fields, and `given` for
+    those the command line holds in another form (a path for the file's bytes, `--shared`)."""
+    parsed = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
+    return cls(**{**parsed, **given})
 
 
 class ProgressBar:

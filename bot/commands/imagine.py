@@ -40,23 +40,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _imagine(args: argparse.Namespace) -> int:
-    from bot.commands._runner import open_app, read_file, save_images, wait_for_success
+    from bot.commands._runner import (
+        open_app,
+        options_from,
+        read_file,
+        save_images,
+        wait_for_success,
+    )
     from bot.services import ImagineOptions
 
-    image = None if args.image is None else read_file(args.image)
-    options = ImagineOptions(
-        args.prompt,
-        negative=args.negative,
-        count=args.count,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        size=args.size,
-        sampler=args.sampler,
-        image=image,
+    options = options_from(
+        ImagineOptions,
+        args,
+        image=None if args.image is None else read_file(args.image),
         image_name="" if args.image is None else Path(args.image).name,
-        strength=args.strength,
-        model=args.model,
     )
     async with open_app() as app:
         submitted = await app.imagine.submit(args.user, options)

@@ -25,18 +25,14 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _train(args: argparse.Namespace) -> int:
-    from bot.commands._runner import open_app, read_file, wait_for_success
+    from bot.commands._runner import open_app, options_from, read_file, wait_for_success
     from bot.services import TrainOptions
 
-    options = TrainOptions(
-        args.name,
-        [(Path(name).name, read_file(name)) for name in args.photos],
-        kind=args.kind,
-        init_word=args.init_word,
-        vectors=args.vectors,
+    options = options_from(
+        TrainOptions,
+        args,
+        photos=[(Path(name).name, read_file(name)) for name in args.photos],
         share=args.shared,
-        steps=args.steps,
-        model=args.model,
     )
     async with open_app() as app:
         submitted = await app.train.submit(args.user, options)

@@ -9,7 +9,7 @@ and benchmarks build a `TrainComponents` directly (e.g. at a smaller training si
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -48,23 +48,12 @@ class TrainComponents:
         """Adapt an `engine.model.LoadedModel` (or anything with the same attributes)."""
         if isinstance(model, TrainComponents):
             return model
-        return cls(
-            tokenizer=model.tokenizer,
-            text_encoder=model.text_encoder,
-            # A compiled UNet (LEXICON_COMPILE) would compile its backward too, minutes per
-            # worker; the recorded CUDA-graph step is as fast without it (docs/BENCHMARKS.md).
-            unet=getattr(model.unet, "_orig_mod", model.unet),
-            vae=model.vae,
-            scheduler_config=model.scheduler_config,
-            device=model.device,
-            dtype=model.dtype,
-            family=model.family,
-            model_hash=model.model_hash,
-            native_size=getattr(model, "native_size", 0),
-            graphs=getattr(model, "graphs", None),
-            tokenizer_2=getattr(model, "tokenizer_2", None),
-            text_encoder_2=getattr(model, "text_encoder_2", None),
-        )
+        # Each piece is the model's attribute of the same name; one it lacks keeps its default.
+        pieces = {f.name: getattr(model, f.name) for f in fields(cls) if hasattr(model, f.name)}
+        # A compiled UNet (LEXICON_COMPILE) would compile its backward too, minutes per
+        # worker; the recorded CUDA-graph step is as fast without it (docs/BENCHMARKS.md).
+        pieces["unet"] = getattr(model.unet, "_orig_mod", model.unet)
+        return cls(**pieces)
 
     @property
     def is_sdxl(self) -> bool:

@@ -247,10 +247,6 @@ class Trainer:
             device_type=self.device.type, dtype=self._amp_dtype, cache_enabled=False
         )
 
-    def encode_prompts(self, template_indices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        """Text-encoder hidden states for the chosen templates with `vectors` spliced in."""
-        return self.conditioning(template_indices, vectors)[0]
-
     def conditioning(
         self, template_indices: torch.Tensor, vectors: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
@@ -365,29 +361,6 @@ class Trainer:
                 self.parts = replace(self.parts, graphs=None)
                 return self._loss_and_grad(batch)
         return self._recorded.run(batch, self.loss_scale)
-
-    def held_out_loss(
-        self,
-        vectors: torch.Tensor | None = None,
-        *,
-        samples: int = 64,
-        seed: int = 10_000,
-        batch_size: int = 16,
-    ) -> float:
-        """The objective on a fixed sample of draws that training never sees (mean over
-        `samples`): the same `seed` gives the same photos, noise and timesteps for any vectors,
-        so two vectors are compared on identical data."""
-        vectors = (self._vectors if vectors is None else vectors).detach()
-        generator = torch.Generator("cpu").manual_seed(seed)
-        total, counted = 0.0, 0
-        with torch.no_grad():
-            while counted < samples:
-                batch = self.draw_batch(generator, batch_size)
-                take = min(len(batch.timesteps), samples - counted)
-                batch = TrainBatch(*(t[:take] for t in batch.tensors()))
-                total += float(self.loss_on_batch(batch, vectors)) * take
-                counted += take
-        return total / samples
 
     # --- running --------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import multiprocessing
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from PIL import Image
 from bot.app import Lexicon
 from bot.config import Settings
 from bot.hub import JobUpdate
+from bot.transport import LocalTransport
 from engine.tiny import make_tiny_model
 
 
@@ -32,6 +34,14 @@ def _no_operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("LEXICON_", "DISCORD_")):
             monkeypatch.delenv(name)
+
+
+def worker_pid(transport: LocalTransport) -> int:
+    """The pid of the transport's live worker: the one child process named after its worker id."""
+    prefix = f"{transport.config.worker_id}-"
+    pids = [c.pid for c in multiprocessing.active_children() if c.name.startswith(prefix)]
+    assert len(pids) == 1 and pids[0] is not None, pids
+    return pids[0]
 
 
 def make_settings(data_dir: Path, model: Path | str, **overrides: Any) -> Settings:

@@ -20,6 +20,7 @@ from bot.app import Lexicon
 from bot.hub import JobUpdate
 from bot.scheduler import choose_batch
 from bot.services import ImagineOptions, TrainOptions
+from bot.transport import LocalTransport
 from engine.embedding_files import write_embedding
 from engine.jobs import GenerateRequest
 from engine.png import read_parameters
@@ -32,6 +33,7 @@ from tests.bot.conftest import (
     three_photos,
     until,
     wait_all,
+    worker_pid,
 )
 from tests.conftest import REPO_ROOT
 
@@ -148,7 +150,9 @@ async def test_worker_sigkill_mid_generation_and_training(open_app: AppFactory) 
 
         async def kill_worker_when(condition: Callable[[], bool]) -> None:
             await until(condition)
-            os.kill(app.scheduler.transport.worker_pid, signal.SIGKILL)  # type: ignore[attr-defined]
+            transport = app.scheduler.transport
+            assert isinstance(transport, LocalTransport)
+            os.kill(worker_pid(transport), signal.SIGKILL)
 
         await kill_worker_when(
             lambda: any(u.kind == "progress" and u.job_id in images for u in updates)

@@ -21,6 +21,7 @@ from engine.protocol import (
     WorkerReady,
 )
 from engine.worker_config import EngineSpec, ModelSource, WorkerConfig
+from tests.bot.conftest import worker_pid
 
 
 def _transport(tmp_path: Path, step_seconds: float = 0.0) -> LocalTransport:
@@ -82,14 +83,13 @@ async def test_killed_worker_is_reported_and_restarted(tmp_path: Path) -> None:
     await transport.start()
     try:
         first = await _next(transport, WorkerReady)
-        pid = transport.worker_pid
-        assert pid is not None
+        pid = worker_pid(transport)
         os.kill(pid, signal.SIGKILL)
         lost = await _next(transport, WorkerLost)
         assert lost.worker_id == first.worker_id and "died" in lost.reason
         second = await _next(transport, WorkerReady)
         assert second.worker_id != first.worker_id
-        assert transport.worker_pid != pid
+        assert worker_pid(transport) != pid
         free = await _next(transport, SlotFree)
         assert free.worker_id == second.worker_id
     finally:

@@ -19,6 +19,7 @@ from bot.config import Settings
 from bot.discord_bot import EXTENSIONS, create_bot
 from bot.health import heartbeat_path
 from bot.transport import LocalTransport
+from tests.bot.conftest import worker_pid
 
 CONTRACT = {
     "train",
@@ -112,11 +113,10 @@ async def test_a_bot_without_an_app_opens_and_closes_its_own(settings: Settings)
     try:
         await bot.app.wait_for_worker(120)
         assert bot.extensions
-        worker_pid = transport.worker_pid
-        assert worker_pid is not None
+        pid = worker_pid(transport)
     finally:
         await bot.close()
     with pytest.raises(RuntimeError, match="not open yet"):
         _ = bot.app
     with pytest.raises(ProcessLookupError):
-        os.kill(worker_pid, 0)  # the worker process is gone
+        os.kill(pid, 0)  # the worker process is gone

@@ -156,7 +156,7 @@ def test_v_prediction_models_train_against_the_velocity(parts: TrainComponents) 
     velocity = trainer.noise_scheduler.get_velocity(latents, batch.noise, batch.timesteps)
     with torch.no_grad():
         noisy = trainer.noise_scheduler.add_noise(latents, batch.noise, batch.timesteps)
-        hidden = trainer.encode_prompts(batch.template_indices, trainer.vectors_init)
+        hidden, _ = trainer.conditioning(batch.template_indices, trainer.vectors_init)
         prediction = parts.unet(noisy, batch.timesteps, hidden).sample
         expected = torch.nn.functional.mse_loss(prediction, velocity)
         assert float(trainer.loss_on_batch(batch)) == pytest.approx(float(expected), abs=1e-7)
@@ -173,7 +173,9 @@ def test_distillation_recovers_a_planted_vector(parts: TrainComponents, seed: in
 
     saved = read_embedding(trainer.finish().embedding, "zorblat.safetensors")
     assert torch.equal(saved.vectors, trainer.vectors)
-    assert trainer.held_out_loss(saved.vectors, samples=32) == trainer.held_out_loss(samples=32)
+    assert helpers.held_out_loss(trainer, saved.vectors, samples=32) == helpers.held_out_loss(
+        trainer, samples=32
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -189,8 +191,8 @@ def test_photos_of_a_planted_concept_lower_the_real_loss(
         TrainRecipe(batch_size=4),
     )
     trainer.run_steps(trainer.total)
-    before = trainer.held_out_loss(trainer.vectors_init, samples=128, batch_size=32)
-    after = trainer.held_out_loss(samples=128, batch_size=32)
+    before = helpers.held_out_loss(trainer, trainer.vectors_init, samples=128, batch_size=32)
+    after = helpers.held_out_loss(trainer, samples=128, batch_size=32)
     print(f"seed {seed}: held-out loss {before:.6f} → {after:.6f} ({before - after:.2e})")
     assert after < before
 

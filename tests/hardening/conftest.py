@@ -12,10 +12,17 @@ import pytest
 from bot.app import Lexicon
 from storage.facade import files_root
 from tests.bot.conftest import _no_operator_env, tiny_model_path
-from tests.e2e.conftest import refusal, settings, sim, standin_settings
+from tests.e2e.conftest import refusal, settings, sim, slow_sim, standin_settings
 from tests.simulation import Simulation
 
-__all__ = ["_no_operator_env", "settings", "sim", "standin_settings", "tiny_model_path"]
+__all__ = [
+    "_no_operator_env",
+    "settings",
+    "sim",
+    "slow_sim",
+    "standin_settings",
+    "tiny_model_path",
+]
 
 
 @dataclass(frozen=True)

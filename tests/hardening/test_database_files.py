@@ -144,7 +144,7 @@ async def test_a_new_or_emptied_data_dir_without_files_starts(tmp_path: Path) ->
             data_dir.mkdir()
             _empty_the_database(data_dir)
         async with await Lexicon.open(standin_settings(data_dir), start_worker=False) as app:
-            assert (await check(app.storage.db, app.storage.files)).ok
+            assert (await check(app.storage.db, app.storage.files)).problems == []
 
 
 async def test_check_reports_jobs_running_with_no_live_lease(tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ async def test_disk_full_while_training_photos_are_stored(
     assert not [name for name in after.files if ".tmp-" in name]  # nothing partial
     report = await sim.app.storage.sweep()  # what the next start-up does
     assert len(report.removed_orphans) == len(after.files) <= 1
-    assert (await check(sim.app.storage.db, sim.app.storage.files)).ok
+    assert (await check(sim.app.storage.db, sim.app.storage.files)).problems == []
 
 
 async def fill_database(db: Database) -> None:
@@ -198,7 +198,7 @@ async def test_database_full_while_jobs_are_queued(settings: Settings) -> None:
         await carol.slash(sim.channel, "imagine", prompt=LONG_PROMPT)
         assert (await sim.job_done(carol)).state is JobState.SUCCEEDED
         assert scheduler_alive(sim)
-        assert (await check(sim.app.storage.db, sim.app.storage.files)).ok
+        assert (await check(sim.app.storage.db, sim.app.storage.files)).problems == []
 
 
 async def test_scheduler_loops_survive_any_exception(

@@ -152,19 +152,23 @@ async def test_six_concurrent_trains_decode_at_most_two_at_a_time(
 
 
 async def test_a_member_at_the_queue_cap_is_refused_before_the_photos_are_decoded(
-    sim: Simulation, monkeypatch: pytest.MonkeyPatch
+    slow_sim: Simulation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At the queue cap, /train's photos are never decoded: the cap's sentence comes first."""
-    await sim.app.storage.users.get_or_create(5)
-    await sim.app.storage.users.set_quotas(5, max_queued_jobs=0, max_embeddings=None)
+    sim = slow_sim
+    alice, mia = sim.member("alice"), sim.member("mia", manager=True)
+    await mia.slash(sim.channel, "admin limits", max_queued_per_user=1)
+    running = await alice.slash(sim.channel, "imagine", prompt="a red cube", steps=20)
+    assert "Queued" in running.response.content
     decoded: list[int] = []
     monkeypatch.setattr("bot.services.normalise_photos", lambda *a, **k: decoded.append(1))
     with pytest.raises(QuotaExceeded) as refused:
         photos = [*three_photos()[:2], ("scans.jpg", hostile.scan_bomb_jpeg())]
-        await sim.app.train.submit(5, TrainOptions("zorb", photos))
+        await sim.app.train.submit(alice.id, TrainOptions("zorb", photos), guild_id=sim.guild.id)
     assert str(refused.value) == (
-        "You already have 0 jobs waiting or running, the most allowed; "
+        "You already have 1 jobs waiting or running, the most allowed; "
         "wait for one to finish or cancel one."
     )
     assert decoded == []
-    assert (await stored(sim.app)).jobs == 0
+    assert (await stored(sim.app)).jobs == 1  # only the running /imagine
+    await sim.job_done(alice)

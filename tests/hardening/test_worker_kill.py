@@ -14,7 +14,7 @@ from bot.services import ImagineOptions, TrainOptions
 from bot.transport import LocalTransport
 from storage.maintenance import check
 from storage.models import JobKind, JobState
-from tests.bot.conftest import three_photos
+from tests.bot.conftest import three_photos, worker_pid
 from tests.hardening.conftest import standin_settings
 
 RUNS = 20
@@ -56,9 +56,7 @@ async def test_worker_sigkill_at_random_points_loses_and_repeats_nothing(tmp_pat
             await asyncio.sleep(rng.uniform(0.0, 0.35))
             running = await app.storage.jobs.list_for_user(users[3], states=[JobState.RUNNING])
             kills_while_running += bool(running)
-            pid = transport.worker_pid
-            assert pid is not None
-            os.kill(pid, signal.SIGKILL)
+            os.kill(worker_pid(transport), signal.SIGKILL)
             finished = await asyncio.wait_for(
                 asyncio.gather(*(app.wait_for_job(job.id) for job in jobs)), 60
             )

@@ -92,12 +92,13 @@ async def test_max_owned_is_checked_atomically(store: Storage) -> None:
 
 
 async def test_use_counts_and_unusable_marks(store: Storage) -> None:
-    """`increment_use` counts each id once per call; an unusable one leaves the library."""
+    """`increment_use` counts each id once per call; one whose file is gone leaves the library."""
     shared = await make_embedding(store, 1, "zorb", shared=True)
     await store.embeddings.increment_use([shared.id, shared.id])
     await store.embeddings.increment_use([shared.id])
     assert (await store.embeddings.get(shared.id, 1)).use_count == 2
-    await store.embeddings.mark_unusable(shared.id)
+    store.files.path("embeddings", shared.sha256).unlink()
+    await store.sweep()
     assert (await store.embeddings.get(shared.id, 1)).usable is False
     assert await store.embeddings.list_shared() == []
 
