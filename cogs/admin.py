@@ -96,15 +96,7 @@ class Admin(commands.Cog):
     async def blocked_add(
         self, interaction: discord.Interaction[LexiconBot], word: app_commands.Range[str, 1, 64]
     ) -> None:
-        word = word.strip().casefold()
-        if not word:
-            raise ServiceError("Give a word to block.")
-        updated = await self._update(
-            interaction,
-            lambda current: dataclasses.replace(
-                current, blocked_words=(*current.blocked_words, word)
-            ),
-        )
+        word, updated = await self._set_blocked(interaction, word, blocked=True)
         await interaction.response.send_message(
             f"Blocked '{word}'. {len(updated.blocked_words)} word(s) are blocked here.",
             ephemeral=True,
@@ -115,18 +107,27 @@ class Admin(commands.Cog):
     async def blocked_remove(
         self, interaction: discord.Interaction[LexiconBot], word: app_commands.Range[str, 1, 64]
     ) -> None:
-        word = word.strip().casefold()
-        assert interaction.guild_id is not None
-        current = await self.bot.app.storage.guilds.get(interaction.guild_id)
-        if word not in current.blocked_words:
-            raise ServiceError(f"'{word}' is not blocked here.")
-        await self._update(
-            interaction,
-            lambda settings: dataclasses.replace(
-                settings, blocked_words=tuple(w for w in settings.blocked_words if w != word)
-            ),
-        )
+        word, _ = await self._set_blocked(interaction, word, blocked=False)
         await interaction.response.send_message(f"'{word}' is allowed again.", ephemeral=True)
+
+    async def _set_blocked(
+        self, interaction: discord.Interaction[LexiconBot], word: str, *, blocked: bool
+    ) -> tuple[str, GuildSettings]:
+        """Block `word` here, or allow it again: (the word as stored, the new settings). The
+        check that a word to allow is blocked runs inside the update, so two managers at once
+        cannot both succeed."""
+        word = word.strip().casefold()
+        if not word:
+            raise ServiceError(f"Give a word to {'block' if blocked else 'allow again'}.")
+
+        def change(current: GuildSettings) -> GuildSettings:
+            others = tuple(w for w in current.blocked_words if w != word)
+            if not blocked and len(others) == len(current.blocked_words):
+                raise ServiceError(f"'{word}' is not blocked here.")
+            words = (*others, word) if blocked else others
+            return dataclasses.replace(current, blocked_words=words)
+
+        return word, await self._update(interaction, change)
 
     @blocked.command(name="list", description="Show the blocked words")
     async def blocked_list(self, interaction: discord.Interaction[LexiconBot]) -> None:
