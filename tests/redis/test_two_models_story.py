@@ -159,7 +159,7 @@ async def test_two_models_two_workers_one_killed(
         assert len(await sim.app.storage.jobs.list_for_user(alice.id, states=None)) == jobs_before
 
         # The xl worker is SIGKILLed while it renders a long xl job.
-        _, long_job = await _imagine(sim, alice, "xl", "a long xlzorb", steps=60, count=2)
+        long, long_job = await _imagine(sim, alice, "xl", "a long xlzorb", steps=60, count=2)
         await sim.until(
             lambda: any(isinstance(e, JobStarted) and e.job_id == long_job.id for e in events),
             what="the long xl job to start",
@@ -171,6 +171,17 @@ async def test_two_models_two_workers_one_killed(
             what="the bot to notice the killed worker",
         )
         assert not sim.app.scheduler.is_served("xl")
+        # Its member is told, not left with a frozen progress bar.
+        stopped = (
+            f"The worker stopped during **a long xlzorb** (job #{long_job.id}); it will run "
+            "again, waiting for a worker that serves **xl**; it starts when one is back, or "
+            "`/cancel` it and pick another `model:`."
+        )
+        await sim.until(
+            lambda: sim.channel_message(long.response.id).content == stopped,
+            limit=30,
+            what="the interrupted job's message to say the worker stopped",
+        )
 
         # xl's jobs wait and say so; the family check still holds; sd keeps working meanwhile.
         waiting, parked = await _imagine(sim, alice, "xl", "a parked xlzorb", seed=3)
