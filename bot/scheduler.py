@@ -506,8 +506,10 @@ class Scheduler:
             )
             return
         worker.resident = frozenset(event.resident)
+        metrics.MODEL_SWITCHES.labels(event.model).inc()
         if _believable(event.seconds):
             worker.switch_seconds[event.model] = event.seconds
+            metrics.SWITCH_SECONDS.labels(event.model).observe(event.seconds)
 
     async def _on_slot_free(self, event: SlotFree) -> None:
         worker = self._workers.get(event.worker_id)

@@ -27,7 +27,7 @@ from engine.worker.loop import Worker
 from engine.worker_config import WorkerConfig
 from storage import Storage
 from storage.models import JobKind, JobState
-from tests.bot.conftest import make_settings, until, wait_all
+from tests.bot.conftest import RecordingTransport, make_settings, until, wait_all
 
 STEP_SECONDS = 0.02
 LOAD_SECONDS = 0.01  # a stand-in model's load: a switch takes measurable time
@@ -284,31 +284,6 @@ async def test_a_worker_short_of_memory_reports_its_switches(tmp_path: Path) -> 
         assert switch is not None and switch.model == "b"
 
 
-class _Recorder:
-    """A `Transport` with no worker behind it: events come from the test, batches are kept."""
-
-    def __init__(self) -> None:
-        self.events_in: asyncio.Queue[protocol.FromWorker] = asyncio.Queue()
-        self.batches: list[list[int]] = []
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def submit(self, work: protocol.GenerateBatch | protocol.TrainJob) -> None:
-        assert isinstance(work, protocol.GenerateBatch)
-        self.batches.append([job.job_id for job in work.jobs])
-
-    async def cancel(self, job_id: int) -> None:
-        pass
-
-    async def events(self) -> AsyncIterator[protocol.FromWorker]:
-        while True:
-            yield await self.events_in.get()
-
-
 async def _enqueue(store: Storage, user: int, model: str) -> int:
     request = GenerateRequest("a cube", 1, 4, 7.0, 64, 64, model=model)
     job = await store.jobs.enqueue(
@@ -321,7 +296,7 @@ async def test_a_worker_runs_its_resident_model_first_within_the_bound(tmp_path:
     """A worker with a resident and b not: a's later jobs go first, but only a batch's worth
     (2 jobs) passes b's older job; then b runs, then a again, users in fair order."""
     async with await Storage.open(tmp_path / "data") as store:
-        transport = _Recorder()
+        transport = RecordingTransport()
         scheduler = Scheduler(store.jobs, store.embeddings, store.files, transport, JobHub())
         b_job = await _enqueue(store, 1, "b")
         a_jobs = [await _enqueue(store, user, "a") for user in (2, 3, 4, 5)]
@@ -341,7 +316,7 @@ async def test_a_batch_is_trimmed_to_the_room_a_passed_job_has_left(tmp_path: Pa
     """A job of another model passed once already, with a bound of 2: the resident model's
     next batch takes one job, not two, and the passed job goes after it."""
     async with await Storage.open(tmp_path / "data") as store:
-        transport = _Recorder()
+        transport = RecordingTransport()
         scheduler = Scheduler(store.jobs, store.embeddings, store.files, transport, JobHub())
         b_job = await _enqueue(store, 1, "b")
         a_jobs = [await _enqueue(store, user, "a") for user in (2, 3)]
@@ -374,7 +349,9 @@ async def test_the_line_counts_only_jobs_that_can_run_first(tmp_path: Path) -> N
     """Two jobs parked for b (no live worker holds it) are not ahead of a's job: it is next
     up, in its own query and in the line the delivery refreshes; the parked ones keep theirs."""
     async with await Storage.open(tmp_path / "data") as store:
-        scheduler = Scheduler(store.jobs, store.embeddings, store.files, _Recorder(), JobHub())
+        scheduler = Scheduler(
+            store.jobs, store.embeddings, store.files, RecordingTransport(), JobHub()
+        )
         await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, (_held("a", True, 1.0),)))
         parked = [await _enqueue(store, user, "b") for user in (1, 2)]
         flowing = await store.jobs.get(await _enqueue(store, 3, "a"))
@@ -389,7 +366,7 @@ async def test_a_lost_worker_s_jobs_are_announced(tmp_path: Path) -> None:
     one on its last attempt as failed."""
     async with await Storage.open(tmp_path / "data") as store:
         hub = JobHub()
-        scheduler = Scheduler(store.jobs, store.embeddings, store.files, _Recorder(), hub)
+        scheduler = Scheduler(store.jobs, store.embeddings, store.files, RecordingTransport(), hub)
         await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, (_held("a", True, 1.0),)))
         request = GenerateRequest("a cube", 1, 4, 7.0, 64, 64, model="a")
         again, last = [
