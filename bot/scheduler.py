@@ -170,7 +170,7 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._started_at: dict[int, float] = {}
         self._running_kind: dict[int, str] = {}  # job id → kind, for queue ETAs
-        # Queued job id → how many later jobs of a resident model went first (`resident_first`).
+        # Queued job id → how many jobs of a resident model went before it (`resident_first`).
         self._passed: dict[int, int] = {}
         self.worker_ready = asyncio.Event()
         self.last_worker_error: str | None = None
