@@ -192,6 +192,9 @@ async def test_two_models_two_workers_one_killed(
         refused = await alice.slash(sim.channel, "imagine", prompt="a sdzorb", model="xl")
         assert refusal(refused).startswith("**sdzorb** was trained for the tiny test model")
         result, flowing = await _imagine(sim, alice, "sd", "a flowing sdzorb", seed=4)
+        # The two xl jobs parked ahead of it are not in its line: it is next (or already off).
+        announced = result.response.content
+        assert announced.startswith("Starting") or " — next up, " in announced, announced
         await _done(sim, flowing.id, "sd")
         await _rendered_with(sim, result.response.id, "sdzorb")
         for job_id in (long_job.id, parked.id):
