@@ -13,7 +13,9 @@ batches never mix models. A job for a model no live worker holds waits in the qu
 A worker may hold more models than fit on its accelerator (`engine.worker.cache`): it says which
 are resident and how long each took to load (`ModelHeld`, then `ModelSwitched` after each switch),
 and a queued job whose model no serving worker has resident gets that load time in its ETA
-(`model_switch`).
+(`model_switch`). When a worker asks for work it gets the fairly-next job whose model it has
+resident first, within a bound (`resident_first`), so alternating models do not reload at every
+batch.
 
 Batching vs fairness: a batch takes jobs in fair order that share the head job's batch key, at
 most one per user. So one user's twenty requests never start before another user's first (not
@@ -37,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -168,6 +170,8 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._started_at: dict[int, float] = {}
         self._running_kind: dict[int, str] = {}  # job id → kind, for queue ETAs
+        # Queued job id → how many jobs of a resident model went before it (`resident_first`).
+        self._passed: dict[int, int] = {}
         self.worker_ready = asyncio.Event()
         self.last_worker_error: str | None = None
         # The deployment's default model: what a job that names none runs on.
@@ -218,7 +222,7 @@ class Scheduler:
         running jobs of its kind still need, then one run per batch ahead of it in line.
         `position` is its place in line when the caller has just read it (saves a query)."""
         if position is None:
-            position = await self.jobs.queue_position(job.id)
+            position = await self.queue_position(job)
         if position is None:
             return None
         kind = job.kind.value
@@ -235,6 +239,37 @@ class Scheduler:
         switch = self.model_switch(job)
         loading = switch.seconds if switch is not None else 0.0
         return busy + per_job * ((position - 1) // batch) / workers + loading
+
+    async def queue_position(self, job: Job) -> int | None:
+        """The job's place in line (1: next up; None: not queued), counting only the jobs that
+        can run before it: those a worker serving its model can run. A job parked for a model
+        no live worker holds is not ahead of anyone else's."""
+        return await self.jobs.queue_position(job.id, self._line_models(job))
+
+    async def line(self, limit: int) -> list[tuple[Job, int]]:
+        """The first `limit` queued jobs in fair order, each with its place in line as
+        `queue_position` counts it (one query per set of models, not one per job)."""
+        waiting = await self.jobs.fair_order(limit=limit)
+        places: dict[ModelFilter | None, dict[int, int]] = {None: {}}
+        placed: list[tuple[Job, int]] = []
+        for index, job in enumerate(waiting, start=1):
+            models = self._line_models(job)
+            if models not in places:
+                among = await self.jobs.fair_order(limit=limit, models=models)
+                places[models] = {other.id: place for place, other in enumerate(among, start=1)}
+            placed.append((job, places[models].get(job.id, index)))
+        return placed
+
+    def _line_models(self, job: Job) -> ModelFilter | None:
+        """The models of the live workers serving the job's model (None: any, while none does)."""
+        model = self.model_of(job)
+        names = frozenset(
+            name
+            for worker in self._workers.values()
+            if model in worker.models
+            for name in worker.models
+        )
+        return ModelFilter(names, self.default_model) if names else None
 
     def model_switch(self, job: Job) -> ModelSwitch | None:
         """What loading the job's model costs when no live worker serving it has it resident
@@ -261,6 +296,7 @@ class Scheduler:
 
     async def cancel(self, job: Job, stopped_worker: str | None) -> None:
         """Tell the worker to stop a job that was already marked cancelled in the database."""
+        self._passed.pop(job.id, None)
         self.hub.publish(JobUpdate(job.id, job.user_id, "cancelled"))
         if stopped_worker is not None:
             await self.transport.cancel(job.id)
@@ -296,12 +332,22 @@ class Scheduler:
         candidates = await self.jobs.fair_order(
             limit=256, kinds=[JobKind.GENERATE], models=self._filter(worker)
         )
-        chosen = choose_batch(candidates, min(worker.max_batch, self.max_batch))
+        limit = min(worker.max_batch, self.max_batch)
+        ordered = resident_first(
+            candidates, lambda job: self.model_of(job) in worker.resident, self._passed, limit
+        )
+        skipped = candidates[: len(candidates) - len(ordered)]
+        room = min((limit - self._passed.get(job.id, 0) for job in skipped), default=limit)
+        chosen = choose_batch(ordered, limit)[:room]
         if not chosen:
             return False
         claimed = await self.jobs.claim_ids(
             [job.id for job in chosen], worker.worker_id, self.lease_seconds
         )
+        for waiting in skipped:
+            self._passed[waiting.id] = self._passed.get(waiting.id, 0) + len(claimed)
+        for job in claimed:
+            self._passed.pop(job.id, None)
         work: list[GenerateJob] = []
         for job in claimed:
             request = await self._generate_request(job, worker.worker_id)
@@ -460,8 +506,10 @@ class Scheduler:
             )
             return
         worker.resident = frozenset(event.resident)
+        metrics.MODEL_SWITCHES.labels(event.model).inc()
         if _believable(event.seconds):
             worker.switch_seconds[event.model] = event.seconds
+            metrics.SWITCH_SECONDS.labels(event.model).observe(event.seconds)
 
     async def _on_slot_free(self, event: SlotFree) -> None:
         worker = self._workers.get(event.worker_id)
@@ -619,12 +667,12 @@ class Scheduler:
         if not self._workers:
             self.worker_ready.clear()
         log.warning("worker %s lost: %s", event.worker_id, event.reason)
-        requeued = await self.jobs.requeue_worker(
+        lost = await self.jobs.leased_to(event.worker_id)
+        await self.jobs.requeue_worker(
             event.worker_id, "The GPU worker running this job stopped; it will run again."
         )
-        for job_id in requeued:
-            self._forget(job_id)
-        if worker is not None or requeued:
+        await self._announce_interrupted([job.id for job in lost])
+        if worker is not None or lost:
             self.wake()
 
     _handlers: ClassVar[dict[type, Callable[[Scheduler, Any], Awaitable[None]]]] = {
@@ -663,6 +711,18 @@ class Scheduler:
         )
         self.wake()
 
+    async def _announce_interrupted(self, job_ids: list[int]) -> None:
+        """Tell the owners of jobs a lost worker was running what became of them: "retry" for
+        those back in the queue, "failed" for those out of attempts (else their messages stay
+        frozen on the last progress line)."""
+        for job_id in job_ids:
+            self._forget(job_id)
+            job = await self.jobs.get(job_id)
+            if job.state is JobState.QUEUED:
+                self.hub.publish(JobUpdate(job_id, job.user_id, "retry"))
+            elif job.state is JobState.FAILED:
+                self.hub.publish(JobUpdate(job_id, job.user_id, "failed"))
+
     def _forget(self, job_id: int) -> None:
         self._started_at.pop(job_id, None)
         self._running_kind.pop(job_id, None)
@@ -680,6 +740,7 @@ class Scheduler:
                 continue
             if requeued:
                 log.warning("requeued jobs with expired leases: %s", requeued)
+                await self._announce_interrupted(requeued)
                 self.wake()
 
 
@@ -690,6 +751,25 @@ def _believable(seconds: float) -> bool:
 
 def _info(held: ModelHeld) -> ModelInfo:
     return ModelInfo(held.name, held.family, held.width, held.model_hash)
+
+
+def resident_first(
+    candidates: list[Job], resident: Callable[[Job], bool], passed: Mapping[int, int], bound: int
+) -> list[Job]:
+    """The candidates (queued jobs in fair order) from the job a worker should run next: the
+    fairly-next one whose model is `resident` on it, so alternating models do not reload at
+    every batch. The jobs of other models ahead of it (skipped) let at most `bound` jobs in all
+    go before them this way (`passed` counts them; the dispatcher trims a batch to the room
+    left): a skipped job passed `bound` times goes next, and its model is loaded. Users keep
+    their fair order among the jobs of each model. With nothing resident the fair order stands.
+
+    The scheduler's bound is the worker's batch size (in jobs): models that alternate then
+    switch at most once per full batch of resident work, and a job of another model waits at
+    most about one batch longer than the fair order says, however many keep arriving."""
+    for index, job in enumerate(candidates):
+        if resident(job) or passed.get(job.id, 0) >= bound:
+            return candidates[index:]
+    return candidates
 
 
 def choose_batch(candidates: list[Job], max_images: int) -> list[Job]:

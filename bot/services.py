@@ -744,8 +744,8 @@ def _move_negative_embeddings(
 async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:
     scheduler.wake()
     hub.publish(JobUpdate(job.id, job.user_id, "queued"))
-    position = await scheduler.jobs.queue_position(job.id)
-    eta = await scheduler.estimate_start(job)
+    position = await scheduler.queue_position(job)
+    eta = await scheduler.estimate_start(job, position)
     return Submitted(job, position, eta, scheduler.waiting_for(job), scheduler.model_switch(job))
 
 

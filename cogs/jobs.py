@@ -61,8 +61,8 @@ class Jobs(LookupCog):
                     else "running"
                 )
             else:
-                position = await app.storage.jobs.queue_position(job.id)
-                eta = await app.scheduler.estimate_start(job)
+                position = await app.scheduler.queue_position(job)
+                eta = await app.scheduler.estimate_start(job, position)
                 where = queue_place(
                     position, eta, app.scheduler.waiting_for(job), app.scheduler.model_switch(job)
                 )

@@ -65,10 +65,7 @@ def queue_place(
     **sdxl**)` when its model must be loaded first; while no live worker holds the job's model,
     `waiting for a worker that serves **sd15**`."""
     if waiting_for is not None:
-        return (
-            f"waiting for a worker that serves **{waiting_for}**; it starts when one is back, "
-            "or `/cancel` it and pick another `model:`"
-        )
+        return waiting_text(waiting_for)
     place = "next up" if position == 1 else f"#{position} in line"
     when = (
         f"expected to start {relative_time(eta_seconds)}"
@@ -78,6 +75,14 @@ def queue_place(
     if switch is not None and switch.seconds >= 1:
         when += f" (includes {about(switch.seconds)} to load **{switch.model}**)"
     return f"{place}, {when}"
+
+
+def waiting_text(model: str) -> str:
+    """What a job whose model no live worker holds is doing, and what its owner can do."""
+    return (
+        f"waiting for a worker that serves **{model}**; it starts when one is back, "
+        "or `/cancel` it and pick another `model:`"
+    )
 
 
 def about(seconds: float) -> str:
@@ -94,10 +99,14 @@ def bar(fraction: float) -> str:
     return "▰" * filled + "▱" * (BAR_CELLS - filled) + f" {fraction * 100:.0f} %"
 
 
-def progress_text(job: Job, update: JobUpdate) -> str:
-    """Live progress in words, with a bar and when it should be done."""
+def progress_text(job: Job, update: JobUpdate, waiting_for: str | None = None) -> str:
+    """Live progress in words, with a bar and when it should be done. After a worker stopped
+    (`retry`), `waiting_for` names the job's model while no live worker holds it."""
     if update.kind == "retry":
-        return f"The worker stopped during {job_title(job)} (job #{job.id}); it will run again."
+        stopped = f"The worker stopped during {job_title(job)} (job #{job.id})"
+        if waiting_for is not None:
+            return f"{stopped}; it will run again, {waiting_text(waiting_for)}."
+        return f"{stopped}; it will run again."
     if update.kind == "started" or update.step is None or not update.total:
         return f"Started {job_title(job)} (job #{job.id})…" + notes_text(job)
     fraction = update.step / update.total

@@ -61,7 +61,11 @@ class DiffusersEngine:
         cache = apply_speedups(engine.model, compile_mode, cuda_graphs, data_dir=data_dir)
         compiled = is_compiled(engine.model)
         if (compiled or engine.model.graphs is not None) and warm_up_batches:
-            seconds = engine.warm_up(warm_up_batches)
+            # The stance is global: an earlier model's load (a worker holding several) left it
+            # at `eager_on_recompile`, under which this model's shapes would run uncompiled.
+            # Its warm-up compiles them under the default stance (restored after an error too).
+            with torch.compiler.set_stance("default"):
+                seconds = engine.warm_up(warm_up_batches)
             log.info("warmed up for batches %s in %.1f s", tuple(warm_up_batches), seconds)
         if cache is not None:
             cache.save()  # after the warm-up: every shape the worker serves is in it
@@ -69,6 +73,9 @@ class DiffusersEngine:
             # Compiling a new shape stops the worker for about a minute (docs/BENCHMARKS.md).
             # From here on a shape the warm-up did not compile (another size, a long prompt, a
             # big batch) runs eagerly — still as a CUDA graph — and everyone else keeps moving.
+            # For every model the worker holds: a later model's warm-up compiles its own shapes
+            # (above), and a model loaded again after an eviction finds its kernels in the
+            # compile cache (`cache`), so re-loading costs seconds, not a compile.
             torch.compiler.set_stance("eager_on_recompile")
             log.info("shapes not compiled during warm-up run eagerly from now on")
         return engine

@@ -263,9 +263,10 @@ class JobRepository:
         )
         return [job_from_row(row) for row in rows]
 
-    async def queue_position(self, job_id: int) -> int | None:
-        """1 for the job that would be claimed next; None when the job is not queued."""
-        fair, params = _fair_queue_sql(None)
+    async def queue_position(self, job_id: int, models: ModelFilter | None = None) -> int | None:
+        """1 for the job that would be claimed next; None when the job is not queued; with
+        `models`, its place among the jobs for those models."""
+        fair, params = _fair_queue_sql(None, models)
         value = await self._db.fetch_value(
             f"{fair} SELECT position FROM fair WHERE id = ?", (*params, job_id)
         )

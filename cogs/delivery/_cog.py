@@ -186,7 +186,11 @@ class DeliveryCog(commands.Cog, name="Delivery"):
                 return
             live.last_edit = time.monotonic()
             fields: dict[str, Any] = {
-                "content": progress_text(job, update),
+                "content": progress_text(
+                    job,
+                    update,
+                    self.bot.app.scheduler.waiting_for(job) if update.kind == "retry" else None,
+                ),
                 "view": progress_view(job.id),
             }
             if preview is not None:
@@ -206,11 +210,11 @@ class DeliveryCog(commands.Cog, name="Delivery"):
         self._line_moved, self._line_shown = False, time.monotonic()
         app = self.bot.app
         try:  # one query: under load every query waits its turn behind the worker's reports
-            waiting = await app.storage.jobs.fair_order(limit=QUEUE_REFRESHED)
+            waiting = await app.scheduler.line(QUEUE_REFRESHED)
         except StorageError as error:
             log.info("could not read the queue: %s", error)
             return
-        for place, job in enumerate(waiting, start=1):
+        for job, place in waiting:
             if job.message_id is None or self._places.get(job.id) == place:
                 continue
             live = self._live.get(job.id)
@@ -228,7 +232,7 @@ class DeliveryCog(commands.Cog, name="Delivery"):
             except (discord.HTTPException, StorageError) as error:
                 log.info("could not move job %d up the line: %s", job.id, error)
             self.note_edit(job.id)
-        still = {job.id for job in waiting}
+        still = {job.id for job, _ in waiting}
         for job_id in [j for j in self._places if j not in still]:
             del self._places[job_id]
 

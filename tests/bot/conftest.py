@@ -20,6 +20,7 @@ from bot.app import Lexicon
 from bot.config import Settings
 from bot.hub import JobUpdate
 from bot.transport import LocalTransport
+from engine import protocol
 from engine.tiny import make_tiny_model
 
 
@@ -125,3 +126,28 @@ async def until(condition: Callable[[], bool], limit: float = 120.0) -> None:
 
 async def wait_all(app: Lexicon, job_ids: list[int], limit: float = 240.0) -> None:
     await asyncio.wait_for(asyncio.gather(*(app.wait_for_job(j) for j in job_ids)), limit)
+
+
+class RecordingTransport:
+    """A `Transport` with no worker behind it: events come from the test, batches are kept."""
+
+    def __init__(self) -> None:
+        self.events_in: asyncio.Queue[protocol.FromWorker] = asyncio.Queue()
+        self.batches: list[list[int]] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def submit(self, work: protocol.GenerateBatch | protocol.TrainJob) -> None:
+        assert isinstance(work, protocol.GenerateBatch)
+        self.batches.append([job.job_id for job in work.jobs])
+
+    async def cancel(self, job_id: int) -> None:
+        pass
+
+    async def events(self) -> AsyncIterator[protocol.FromWorker]:
+        while True:
+            yield await self.events_in.get()

@@ -1,4 +1,4 @@
-"""The optional Prometheus endpoint."""
+"""The optional Prometheus endpoint, and the metrics the scheduler records."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import socket
 import urllib.request
 from pathlib import Path
 
+from prometheus_client import REGISTRY
+
 from bot.app import Lexicon
+from bot.hub import JobHub
+from bot.scheduler import Scheduler
 from bot.services import ImagineOptions
-from tests.bot.conftest import make_settings
+from engine import protocol
+from storage import Storage
+from tests.bot.conftest import RecordingTransport, make_settings
 
 
 def _free_port() -> int:
@@ -43,3 +49,43 @@ async def test_metrics_endpoint_reports_queue_batches_and_times(tmp_path: Path) 
         line for line in body.splitlines() if line.startswith("lexicon_batch_jobs_count")
     )
     assert float(batches.split()[-1]) >= 1
+
+
+def _switch_samples(model: str) -> tuple[float, float, float]:
+    """(switches, switch seconds summed, switches timed) recorded so far for `model`."""
+    labels = {"model": model}
+    return (
+        REGISTRY.get_sample_value("lexicon_model_switches_total", labels) or 0.0,
+        REGISTRY.get_sample_value("lexicon_model_switch_seconds_sum", labels) or 0.0,
+        REGISTRY.get_sample_value("lexicon_model_switch_seconds_count", labels) or 0.0,
+    )
+
+
+async def test_model_switches_are_counted_and_timed_per_model(tmp_path: Path) -> None:
+    """Each switch a worker reports counts for the model it loaded, with its seconds when they
+    are believable; a report naming a model the worker does not hold counts nothing."""
+    before = {model: _switch_samples(model) for model in ("m1", "m2", "zz")}
+    async with await Storage.open(tmp_path / "data") as store:
+        scheduler = Scheduler(
+            store.jobs, store.embeddings, store.files, RecordingTransport(), JobHub()
+        )
+        held = tuple(
+            protocol.ModelHeld(name, "tiny", 32, "h", resident=name == "m1", switch_seconds=1.0)
+            for name in ("m1", "m2")
+        )
+        await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, held))
+        for event in (
+            protocol.ModelSwitched("w", "m2", 3.5, ("m2",)),
+            protocol.ModelSwitched("w", "m1", 1.5, ("m1",)),
+            protocol.ModelSwitched("w", "m2", 2.5, ("m2",)),
+            protocol.ModelSwitched("w", "m1", float("nan"), ("m1",)),  # counted, not timed
+            protocol.ModelSwitched("w", "zz", 1.0, ("zz",)),  # not a model it holds
+        ):
+            await scheduler.handle(event)
+    added = {
+        model: tuple(
+            now - then for now, then in zip(_switch_samples(model), before[model], strict=True)
+        )
+        for model in before
+    }
+    assert added == {"m1": (2.0, 1.5, 1.0), "m2": (2.0, 6.0, 2.0), "zz": (0.0, 0.0, 0.0)}

@@ -17,7 +17,7 @@ from typing import Any
 
 from bot.app import Lexicon
 from bot.hub import JobHub
-from bot.scheduler import ModelSwitch, Scheduler, choose_batch
+from bot.scheduler import ModelSwitch, Scheduler, choose_batch, resident_first
 from bot.services import ImagineOptions, ServiceError
 from engine import protocol
 from engine.jobs import GenerateRequest, TrainRequest
@@ -27,7 +27,7 @@ from engine.worker.loop import Worker
 from engine.worker_config import WorkerConfig
 from storage import Storage
 from storage.models import JobKind, JobState
-from tests.bot.conftest import make_settings, until, wait_all
+from tests.bot.conftest import RecordingTransport, make_settings, until, wait_all
 
 STEP_SECONDS = 0.02
 LOAD_SECONDS = 0.01  # a stand-in model's load: a switch takes measurable time
@@ -282,3 +282,106 @@ async def test_a_worker_short_of_memory_reports_its_switches(tmp_path: Path) -> 
         await wait_all(app, [slow.job.id, waiting.job.id], limit=60)
         switch = scheduler.model_switch(slow.job)
         assert switch is not None and switch.model == "b"
+
+
+async def _enqueue(store: Storage, user: int, model: str) -> int:
+    request = GenerateRequest("a cube", 1, 4, 7.0, 64, 64, model=model)
+    job = await store.jobs.enqueue(
+        user, "generate", request.to_params(), batch_key=request.batch_key, model=model
+    )
+    return job.id
+
+
+async def test_a_worker_runs_its_resident_model_first_within_the_bound(tmp_path: Path) -> None:
+    """A worker with a resident and b not: a's later jobs go first, but only a batch's worth
+    (2 jobs) passes b's older job; then b runs, then a again, users in fair order."""
+    async with await Storage.open(tmp_path / "data") as store:
+        transport = RecordingTransport()
+        scheduler = Scheduler(store.jobs, store.embeddings, store.files, transport, JobHub())
+        b_job = await _enqueue(store, 1, "b")
+        a_jobs = [await _enqueue(store, user, "a") for user in (2, 3, 4, 5)]
+        await scheduler.start()
+        try:
+            ready = (_held("a", True, 1.0), _held("b", False, 5.0))
+            await transport.events_in.put(protocol.WorkerReady("w", "cpu", 2, ready))
+            for count in (1, 2, 3):
+                await until(lambda: len(transport.batches) >= count, limit=10)  # noqa: B023
+                await transport.events_in.put(protocol.SlotFree("w", "generate"))
+        finally:
+            await scheduler.close()
+        assert transport.batches == [a_jobs[:2], [b_job], a_jobs[2:]]
+
+
+async def test_a_batch_is_trimmed_to_the_room_a_passed_job_has_left(tmp_path: Path) -> None:
+    """A job of another model passed once already, with a bound of 2: the resident model's
+    next batch takes one job, not two, and the passed job goes after it."""
+    async with await Storage.open(tmp_path / "data") as store:
+        transport = RecordingTransport()
+        scheduler = Scheduler(store.jobs, store.embeddings, store.files, transport, JobHub())
+        b_job = await _enqueue(store, 1, "b")
+        a_jobs = [await _enqueue(store, user, "a") for user in (2, 3)]
+        scheduler._passed[b_job] = 1
+        await scheduler.start()
+        try:
+            ready = (_held("a", True, 1.0), _held("b", False, 5.0))
+            await transport.events_in.put(protocol.WorkerReady("w", "cpu", 2, ready))
+            await until(lambda: len(transport.batches) >= 1, limit=10)
+            await transport.events_in.put(protocol.SlotFree("w", "generate"))
+            await until(lambda: len(transport.batches) >= 2, limit=10)
+        finally:
+            await scheduler.close()
+        assert transport.batches == [a_jobs[:1], [b_job]]
+
+
+async def test_with_nothing_resident_the_fair_order_stands(tmp_path: Path) -> None:
+    """No model resident on the worker: its batch starts at the fairly-next job."""
+    async with await Storage.open(tmp_path / "data") as store:
+        jobs = [await _enqueue(store, user, model) for user, model in ((1, "b"), (2, "a"))]
+        candidates = await store.jobs.fair_order(kinds=[JobKind.GENERATE])
+        assert [job.id for job in resident_first(candidates, lambda _: False, {}, 2)] == jobs
+        resident_a = resident_first(candidates, lambda job: job.model == "a", {}, 2)
+        assert [job.id for job in resident_a] == jobs[1:]
+        overdue = resident_first(candidates, lambda job: job.model == "a", {jobs[0]: 2}, 2)
+        assert [job.id for job in overdue] == jobs
+
+
+async def test_the_line_counts_only_jobs_that_can_run_first(tmp_path: Path) -> None:
+    """Two jobs parked for b (no live worker holds it) are not ahead of a's job: it is next
+    up, in its own query and in the line the delivery refreshes; the parked ones keep theirs."""
+    async with await Storage.open(tmp_path / "data") as store:
+        scheduler = Scheduler(
+            store.jobs, store.embeddings, store.files, RecordingTransport(), JobHub()
+        )
+        await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, (_held("a", True, 1.0),)))
+        parked = [await _enqueue(store, user, "b") for user in (1, 2)]
+        flowing = await store.jobs.get(await _enqueue(store, 3, "a"))
+        assert await store.jobs.queue_position(flowing.id) == 3
+        assert await scheduler.queue_position(flowing) == 1
+        line = [(job.id, place) for job, place in await scheduler.line(10)]
+        assert line == [(parked[0], 1), (parked[1], 2), (flowing.id, 1)]
+
+
+async def test_a_lost_worker_s_jobs_are_announced(tmp_path: Path) -> None:
+    """A worker lost with two jobs: the one with attempts left is announced as a retry, the
+    one on its last attempt as failed."""
+    async with await Storage.open(tmp_path / "data") as store:
+        hub = JobHub()
+        scheduler = Scheduler(store.jobs, store.embeddings, store.files, RecordingTransport(), hub)
+        await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, (_held("a", True, 1.0),)))
+        request = GenerateRequest("a cube", 1, 4, 7.0, 64, 64, model="a")
+        again, last = [
+            await store.jobs.enqueue(
+                user, "generate", request.to_params(), model="a", max_attempts=attempts
+            )
+            for user, attempts in ((1, 3), (2, 1))
+        ]
+        await store.jobs.claim_ids([again.id, last.id], "w", 60)
+        with hub.subscribe() as updates:
+            await scheduler.handle(protocol.WorkerLost("w", "killed"))
+            announced = [updates.get_nowait() for _ in range(updates.qsize())]
+        assert [(u.job_id, u.user_id, u.kind) for u in announced] == [
+            (again.id, 1, "retry"),
+            (last.id, 2, "failed"),
+        ]
+        assert (await store.jobs.get(again.id)).state is JobState.QUEUED
+        assert (await store.jobs.get(last.id)).state is JobState.FAILED

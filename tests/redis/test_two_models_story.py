@@ -159,7 +159,7 @@ async def test_two_models_two_workers_one_killed(
         assert len(await sim.app.storage.jobs.list_for_user(alice.id, states=None)) == jobs_before
 
         # The xl worker is SIGKILLed while it renders a long xl job.
-        _, long_job = await _imagine(sim, alice, "xl", "a long xlzorb", steps=60, count=2)
+        long, long_job = await _imagine(sim, alice, "xl", "a long xlzorb", steps=60, count=2)
         await sim.until(
             lambda: any(isinstance(e, JobStarted) and e.job_id == long_job.id for e in events),
             what="the long xl job to start",
@@ -171,6 +171,17 @@ async def test_two_models_two_workers_one_killed(
             what="the bot to notice the killed worker",
         )
         assert not sim.app.scheduler.is_served("xl")
+        # Its member is told, not left with a frozen progress bar.
+        stopped = (
+            f"The worker stopped during **a long xlzorb** (job #{long_job.id}); it will run "
+            "again, waiting for a worker that serves **xl**; it starts when one is back, or "
+            "`/cancel` it and pick another `model:`."
+        )
+        await sim.until(
+            lambda: sim.channel_message(long.response.id).content == stopped,
+            limit=30,
+            what="the interrupted job's message to say the worker stopped",
+        )
 
         # xl's jobs wait and say so; the family check still holds; sd keeps working meanwhile.
         waiting, parked = await _imagine(sim, alice, "xl", "a parked xlzorb", seed=3)
@@ -181,6 +192,9 @@ async def test_two_models_two_workers_one_killed(
         refused = await alice.slash(sim.channel, "imagine", prompt="a sdzorb", model="xl")
         assert refusal(refused).startswith("**sdzorb** was trained for the tiny test model")
         result, flowing = await _imagine(sim, alice, "sd", "a flowing sdzorb", seed=4)
+        # The two xl jobs parked ahead of it are not in its line: it is next (or already off).
+        announced = result.response.content
+        assert announced.startswith("Starting") or " — next up, " in announced, announced
         await _done(sim, flowing.id, "sd")
         await _rendered_with(sim, result.response.id, "sdzorb")
         for job_id in (long_job.id, parked.id):
