@@ -75,17 +75,31 @@ from storage.embeddings import EmbeddingRepository
 from storage.errors import LeaseLost, NameTaken, NotFound, StorageError, StorageUnavailable
 from storage.files import FileStore
 from storage.jobs import JobRepository, ModelFilter
-from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewImage
+from storage.models import (
+    UNCHECKED,
+    FileKind,
+    Job,
+    JobKind,
+    JobProgress,
+    JobState,
+    Lease,
+    NewImage,
+)
 
 log = logging.getLogger("lexicon.scheduler")
 
 SCHEDULER_OWNER = "scheduler"
 # Reports that change a job's stored state: accepted only from the worker holding the lease.
 # The other reports are checked against the lease inside the storage write that records them
-# (`worker_id=`); a finished training is checked first because its embedding is stored before the
+# (`lease_of`); a finished training is checked first because its embedding is stored before the
 # job completes.
 LEASE_HOLDER_ONLY = (TrainDone,)
 BACKOFF_SECONDS = (0.5, 30.0)  # after a failed dispatch: the first wait, doubling up to the last
+
+
+def lease_of(report: JobAttempt) -> Lease:
+    """The lease a worker's report about a job claims: its worker and attempt."""
+    return Lease(report.worker_id, report.attempt)
 
 
 def backoff(failures: int) -> float:
@@ -544,15 +558,12 @@ class Scheduler:
         job = await self.jobs.set_progress(
             event.job_id,
             JobProgress(progress.step, progress.total, progress.eta_seconds),
-            worker_id=event.worker_id,
-            attempt=event.attempt,
+            lease_of(event),
         )
         self.hub.publish(JobUpdate.progress_of(job, progress))
 
     async def _on_checkpoint(self, event: TrainCheckpoint) -> None:
-        await self.jobs.save_checkpoint(
-            event.job_id, event.data, worker_id=event.worker_id, attempt=event.attempt
-        )
+        await self.jobs.save_checkpoint(event.job_id, event.data, lease_of(event))
 
     async def _on_generate_done(self, event: GenerateDone) -> None:
         self.durations.record("generate", event.seconds)
@@ -563,9 +574,8 @@ class Scheduler:
         job = await self.jobs.complete(
             job.id,
             {"images": len(images)},
+            lease_of(event),
             images=images,
-            worker_id=event.worker_id,
-            attempt=event.attempt,
         )
         if used:
             await self.embeddings.increment_use(used)
@@ -577,6 +587,7 @@ class Scheduler:
         metrics.RUN_SECONDS.labels("train").observe(event.seconds)
         job = await self.jobs.get(event.job_id)
         request, result = TrainRequest.from_params(job.params), event.result
+        attempt = Lease(attempt=event.attempt)  # its worker was checked: LEASE_HOLDER_ONLY
         served = self.models.get(self.model_of(job))
         family = served.family if served is not None else result.family
         try:
@@ -599,7 +610,7 @@ class Scheduler:
                 job.user_id,
                 "The GPU worker returned a damaged embedding; the training will run again.",
                 True,
-                attempt=event.attempt,
+                attempt,
             )
             return
         try:
@@ -624,15 +635,15 @@ class Scheduler:
                 "Lexicon could not save the trained embedding (its disk may be full); "
                 "it will try again.",
                 True,
-                attempt=event.attempt,
+                attempt,
             )
             return
         except (NameTaken, StorageError) as error:
-            await self._fail(job.id, job.user_id, str(error), False, attempt=event.attempt)
+            await self._fail(job.id, job.user_id, str(error), False, attempt)
             return
         outcome = {"embedding_id": embedding.id, "final_loss": result.final_loss}
         previews = [NewImage(i, 0, png) for i, png in enumerate(result.previews)]
-        job = await self.jobs.complete(job.id, outcome, images=previews, attempt=event.attempt)
+        job = await self.jobs.complete(job.id, outcome, attempt, images=previews)
         self._forget(job.id)
         self.hub.publish(JobUpdate(job.id, job.user_id, "succeeded"))
 
@@ -643,15 +654,14 @@ class Scheduler:
             job.user_id,
             event.error,
             event.retryable,
-            attempt=event.attempt,
-            worker_id=event.worker_id,
+            lease_of(event),
         )
 
     async def _on_cancelled(self, event: JobCancelled) -> None:
         self._forget(event.job_id)  # already cancelled in the database by whoever asked
 
     async def _on_released(self, event: JobReleased) -> None:
-        await self.jobs.release(event.job_id, attempt=event.attempt)
+        await self.jobs.release(event.job_id, Lease(attempt=event.attempt))
         self._forget(event.job_id)
         self.wake()
 
@@ -699,12 +709,9 @@ class Scheduler:
         user_id: int,
         error: str,
         retryable: bool,
-        attempt: int | None = None,
-        worker_id: str | None = None,
+        lease: Lease = UNCHECKED,
     ) -> None:
-        job = await self.jobs.fail(
-            job_id, error, retryable=retryable, worker_id=worker_id, attempt=attempt
-        )
+        job = await self.jobs.fail(job_id, error, retryable=retryable, lease=lease)
         self._forget(job_id)
         self.hub.publish(
             JobUpdate(job_id, user_id, "retry" if job.state is JobState.QUEUED else "failed")

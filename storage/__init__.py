@@ -46,6 +46,7 @@ from storage.models import (
     JobKind,
     JobProgress,
     JobState,
+    Lease,
     NewImage,
     Visibility,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "JobProgress",
     "JobRepository",
     "JobState",
+    "Lease",
     "LeaseLost",
     "NameRules",
     "NameTaken",

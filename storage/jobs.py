@@ -28,6 +28,7 @@ from storage.errors import Forbidden, JobFinished, LeaseLost, NotFound, QuotaExc
 from storage.files import FileStore
 from storage.images import insert_image
 from storage.models import (
+    UNCHECKED,
     Actor,
     Delivery,
     FileKind,
@@ -35,6 +36,7 @@ from storage.models import (
     JobKind,
     JobProgress,
     JobState,
+    Lease,
     NewImage,
 )
 from storage.references import remove_if_unreferenced
@@ -329,12 +331,10 @@ class JobRepository:
         )
         return [job_from_row(row) for row in rows]
 
-    async def release(
-        self, job_id: int, *, worker_id: str | None = None, attempt: int | None = None
-    ) -> Job:
+    async def release(self, job_id: int, lease: Lease = UNCHECKED) -> Job:
         """A worker hands back a job it never ran: queued again, the attempt not counted."""
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id, attempt)
+            current = await self._leased(transaction, job_id, lease)
             await self._back_to_queue(transaction, current, current.error)
             return await _updated(
                 transaction,
@@ -349,7 +349,7 @@ class JobRepository:
     ) -> Job:
         """Extend the lease; LeaseLost tells the worker to stop working on this job."""
         async with self._db.transaction() as transaction:
-            await self._leased(transaction, job_id, worker_id, attempt)
+            await self._leased(transaction, job_id, Lease(worker_id, attempt))
             expires = self._clock() + timedelta(seconds=lease_seconds)
             return await _updated(
                 transaction,
@@ -358,12 +358,7 @@ class JobRepository:
             )
 
     async def set_progress(
-        self,
-        job_id: int,
-        progress: JobProgress,
-        *,
-        worker_id: str | None = None,
-        attempt: int | None = None,
+        self, job_id: int, progress: JobProgress, lease: Lease = UNCHECKED
     ) -> Job:
         """Record how far the running attempt has come; a report from another worker or an
         earlier attempt is LeaseLost."""
@@ -371,24 +366,17 @@ class JobRepository:
             {"step": progress.step, "total": progress.total, "eta": progress.eta_seconds}
         )
         async with self._db.transaction() as transaction:
-            await self._leased(transaction, job_id, worker_id, attempt)
+            await self._leased(transaction, job_id, lease)
             return await _updated(
                 transaction,
                 "UPDATE jobs SET progress = ? WHERE id = ? RETURNING *",
                 (progress_json, job_id),
             )
 
-    async def save_checkpoint(
-        self,
-        job_id: int,
-        data: bytes,
-        *,
-        worker_id: str | None = None,
-        attempt: int | None = None,
-    ) -> str:
+    async def save_checkpoint(self, job_id: int, data: bytes, lease: Lease = UNCHECKED) -> str:
         """Keep a training checkpoint so a retried attempt resumes; returns its sha256."""
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id, attempt)
+            current = await self._leased(transaction, job_id, lease)
             sha = await asyncio.to_thread(self._files.put, FileKind.CHECKPOINTS, data)
             await transaction.execute(
                 "UPDATE jobs SET checkpoint_sha256 = ? WHERE id = ?", (sha, job_id)
@@ -403,15 +391,13 @@ class JobRepository:
         self,
         job_id: int,
         result: Mapping[str, Any],
-        *,
-        worker_id: str | None = None,
-        attempt: int | None = None,
+        lease: Lease = UNCHECKED,
         images: Sequence[NewImage] = (),
     ) -> Job:
         """Mark the job succeeded, storing its images in the same transaction."""
         now = self._clock()
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id, attempt)
+            current = await self._leased(transaction, job_id, lease)
             for image in images:
                 await insert_image(transaction, self._files, job_id, image, now)
             row = await self._finish(
@@ -425,13 +411,7 @@ class JobRepository:
         return row
 
     async def fail(
-        self,
-        job_id: int,
-        error: str,
-        *,
-        retryable: bool,
-        worker_id: str | None = None,
-        attempt: int | None = None,
+        self, job_id: int, error: str, *, retryable: bool, lease: Lease = UNCHECKED
     ) -> Job:
         """Record a failure: back to the queue while attempts remain and it may help, else final.
 
@@ -439,7 +419,7 @@ class JobRepository:
         """
         now = self._clock()
         async with self._db.transaction() as transaction:
-            current = await self._leased(transaction, job_id, worker_id, attempt)
+            current = await self._leased(transaction, job_id, lease)
             if retryable and current.attempts < current.max_attempts:
                 return await self._back_to_queue(transaction, current, error)
             return await self._finish(
@@ -557,12 +537,11 @@ class JobRepository:
         return int(value)
 
     @staticmethod
-    async def _leased(
-        transaction: Transaction, job_id: int, worker_id: str | None, attempt: int | None
-    ) -> Job:
-        """The running job, or LeaseLost if it is not running, not leased to `worker_id`, or
-        no longer on attempt number `attempt` (a late report from an earlier attempt)."""
+    async def _leased(transaction: Transaction, job_id: int, lease: Lease) -> Job:
+        """The running job, or LeaseLost if it is not running, not leased to the lease's
+        worker, or no longer on its attempt (a late report from an earlier attempt)."""
         job = await _job(transaction, job_id)
+        worker_id, attempt = lease.worker_id, lease.attempt
         holder = worker_id or "its worker"
         if job.state is not JobState.RUNNING or (
             worker_id is not None and job.lease_owner != worker_id

@@ -12,6 +12,7 @@ from storage import (
     JobFinished,
     JobProgress,
     JobState,
+    Lease,
     LeaseLost,
     NewImage,
     QuotaExceeded,
@@ -95,7 +96,7 @@ async def test_expired_leases_are_requeued_until_attempts_run_out(store: Storage
     second = await claim_next(store, "worker-2", lease_seconds=30)
     assert second is not None and second.attempts == 2
     with pytest.raises(LeaseLost, match="no longer leased to worker-1"):
-        await store.jobs.complete(job.id, {"late": True}, worker_id="worker-1")
+        await store.jobs.complete(job.id, {"late": True}, Lease("worker-1"))
     assert await store.jobs.requeue_expired_leases(later) == []
     failed = await store.jobs.get(job.id)
     assert failed.state is JobState.FAILED
@@ -136,14 +137,14 @@ async def test_complete_stores_images_and_frees_progress_files(store: Storage) -
     job = await store.jobs.enqueue(A, "generate", {"prompt": "a zorb"})
     await claim_next(store, "worker-1", lease_seconds=60)
     with_progress = await store.jobs.set_progress(
-        job.id, JobProgress(step=5, total=25, eta_seconds=3.5), attempt=1
+        job.id, JobProgress(step=5, total=25, eta_seconds=3.5), Lease(attempt=1)
     )
     assert with_progress.progress == JobProgress(5, 25, 3.5)
-    await store.jobs.save_checkpoint(job.id, b"checkpoint", worker_id="worker-1")
+    await store.jobs.save_checkpoint(job.id, b"checkpoint", Lease("worker-1"))
     images = [
         NewImage(idx=i, seed=40 + i, png=f"png {i}".encode(), metadata={"i": i}) for i in (0, 1)
     ]
-    done = await store.jobs.complete(job.id, {"images": 2}, worker_id="worker-1", images=images)
+    done = await store.jobs.complete(job.id, {"images": 2}, Lease("worker-1"), images=images)
     assert done.state is JobState.SUCCEEDED and done.result == {"images": 2}
     stored = await store.images.list_for_job(job.id)
     assert [(image.idx, image.seed, image.metadata) for image in stored] == [
@@ -160,8 +161,8 @@ async def test_a_requeued_training_job_keeps_its_checkpoint_and_photos(store: St
     job = await store.jobs.enqueue(A, "train", {"name": "zorb"}, photos=[b"p1", b"p2", b"p3"])
     assert await store.jobs.photos(job.id) == [sha256_of(p) for p in (b"p1", b"p2", b"p3")]
     await claim_next(store, "worker-1", lease_seconds=1)
-    await store.jobs.save_checkpoint(job.id, b"step 100", worker_id="worker-1")
-    sha = await store.jobs.save_checkpoint(job.id, b"step 200", worker_id="worker-1")
+    await store.jobs.save_checkpoint(job.id, b"step 100", Lease("worker-1"))
+    sha = await store.jobs.save_checkpoint(job.id, b"step 200", Lease("worker-1"))
     assert stored_hashes(store, "checkpoints") == {sha}
     await store.jobs.requeue_expired_leases(utc_now() + timedelta(seconds=5))
     assert (await store.jobs.get(job.id)).checkpoint_sha256 == sha
@@ -186,7 +187,7 @@ async def test_a_cancelled_running_job_tells_its_worker_to_stop(store: Storage) 
     with pytest.raises(LeaseLost, match="it is cancelled"):
         await store.jobs.heartbeat(job.id, "worker-1", lease_seconds=60)
     with pytest.raises(LeaseLost):
-        await store.jobs.complete(job.id, {}, worker_id="worker-1")
+        await store.jobs.complete(job.id, {}, Lease("worker-1"))
     assert (await store.jobs.get(job.id)).state is JobState.CANCELLED
 
 
@@ -243,8 +244,8 @@ async def test_a_released_job_is_queued_again_without_using_an_attempt(store: St
     claimed = await claim_next(store, "worker-1", lease_seconds=60)
     assert claimed is not None and claimed.attempts == 1
     with pytest.raises(LeaseLost, match="report from attempt 2 was ignored"):
-        await store.jobs.release(job.id, attempt=2)
-    released = await store.jobs.release(job.id, worker_id="worker-1", attempt=1)
+        await store.jobs.release(job.id, Lease(attempt=2))
+    released = await store.jobs.release(job.id, Lease("worker-1", attempt=1))
     assert released.state is JobState.QUEUED and released.attempts == 0
     again = await claim_next(store, "worker-1", lease_seconds=60)
     assert again is not None and again.attempts == 1
