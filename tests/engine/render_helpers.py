@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from engine.embedding_files import write_embedding
+from engine.generate import generate
 from engine.jobs import EmbeddingPayload, GeneratedImage, GenerateRequest
 from engine.model import LoadedModel
 from engine.schedulers import make_scheduler
@@ -140,4 +141,34 @@ def worst(ours: list[GeneratedImage], expected: list[np.ndarray]) -> int:
     return max(
         int(np.abs(pixels(image.png) - reference).max())
         for image, reference in zip(ours, expected, strict=True)
+    )
+
+
+def worst_variation(pipe: Any, model: LoadedModel, source: GenerateRequest) -> int:
+    """Render text-to-image `source`, then Vary it as the bot does (subtle 0.35 and strong 0.65:
+    same prompt, new seed, the PNG as the start); the largest difference of the variations from
+    a stock img2img pipeline given that PNG."""
+    rendered = generate(model, [source])[0][0].png
+    start = Image.open(io.BytesIO(rendered)).convert("RGB")
+    differences = []
+    for strength in (0.35, 0.65):
+        varied = dataclasses.replace(
+            source,
+            seed=90,
+            init_image=rendered,
+            init_sha256=hashlib.sha256(rendered).hexdigest(),
+            strength=strength,
+        )
+        ours = generate(model, [varied])[0]
+        differences.append(worst(ours, stock_img2img_images(pipe, model, varied, start)))
+    return max(differences)
+
+
+def worst_batched(model: LoadedModel, requests: list[GenerateRequest]) -> int:
+    """Render `requests` (one batch key) together and each alone; the largest difference."""
+    assert len({r.batch_key for r in requests}) == 1
+    together = generate(model, requests)
+    return max(
+        worst(batched, [pixels(image.png) for image in generate(model, [request])[0]])
+        for request, batched in zip(requests, together, strict=True)
     )

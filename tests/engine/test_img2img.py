@@ -25,10 +25,11 @@ from tests.engine.render_helpers import (
     ZORB,
     beach_request,
     picture,
-    pixels,
     png_bytes,
     stock_img2img_images,
     worst,
+    worst_batched,
+    worst_variation,
 )
 
 STEPS = 10
@@ -110,18 +111,7 @@ def test_variation_equals_stock_img2img(
     if not with_embedding:
         changes |= {"prompt": "a red house on a hill", "embeddings": ()}
     source = _request(**changes, init_sha256="", init_image=b"", strength=0.0)
-    rendered = generate(tiny_model, [source])[0][0].png
-    start = Image.open(io.BytesIO(rendered)).convert("RGB")
-    for strength in (0.35, 0.65):
-        varied = dataclasses.replace(
-            source,
-            seed=90,
-            init_image=rendered,
-            init_sha256=hashlib.sha256(rendered).hexdigest(),
-            strength=strength,
-        )
-        ours = generate(tiny_model, [varied])[0]
-        assert worst(ours, stock_img2img_images(stock_img2img, tiny_model, varied, start)) <= 1
+    assert worst_variation(stock_img2img, tiny_model, source) <= 1
 
 
 def test_starting_image_of_another_size_is_resized_first(
@@ -150,11 +140,7 @@ def test_img2img_batch_equals_each_alone(tiny_model: LoadedModel) -> None:
         ),
         _request(sampler="euler_a", seed=3, guidance=1.0),
     ]
-    assert len({r.batch_key for r in requests}) == 1
-    together = generate(tiny_model, requests)
-    for request, batched in zip(requests, together, strict=True):
-        alone = generate(tiny_model, [request])[0]
-        assert worst(batched, [pixels(image.png) for image in alone]) <= 1
+    assert worst_batched(tiny_model, requests) <= 1
 
 
 def test_callback_counts_only_the_denoised_steps(tiny_model: LoadedModel) -> None:

@@ -23,11 +23,12 @@ from engine.png import read_parameters
 from tests.engine.render_helpers import (
     load_sdxl_embeddings,
     picture,
-    pixels,
     png_bytes,
     sdxl_embedding,
     stock_img2img_images,
     worst,
+    worst_batched,
+    worst_variation,
 )
 
 STEPS = 6
@@ -98,18 +99,7 @@ def test_sdxl_variation_equals_stock_img2img(
         init_sha256="",
         strength=0.0,
     )
-    rendered = generate(tiny_sdxl_model, [source])[0][0].png
-    start = Image.open(io.BytesIO(rendered)).convert("RGB")
-    for strength in (0.35, 0.65):
-        varied = dataclasses.replace(
-            source,
-            seed=90,
-            init_image=rendered,
-            init_sha256=hashlib.sha256(rendered).hexdigest(),
-            strength=strength,
-        )
-        ours = generate(tiny_sdxl_model, [varied])[0]
-        assert worst(ours, stock_img2img_images(stock, tiny_sdxl_model, varied, start)) <= 1
+    assert worst_variation(stock, tiny_sdxl_model, source) <= 1
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -142,11 +132,7 @@ def test_sdxl_img2img_batch_equals_each_alone(tiny_sdxl_model: LoadedModel) -> N
         ),
         _request(sampler="euler_a", seed=3, guidance=1.0),
     ]
-    assert len({r.batch_key for r in requests}) == 1
-    together = generate(tiny_sdxl_model, requests)
-    for request, batched in zip(requests, together, strict=True):
-        alone = generate(tiny_sdxl_model, [request])[0]
-        assert worst(batched, [pixels(image.png) for image in alone]) <= 1
+    assert worst_batched(tiny_sdxl_model, requests) <= 1
 
 
 def test_sdxl_png_records_denoising_strength_and_hires_keys(
