@@ -256,8 +256,11 @@ def _noised_latents(
     own = iter(generators)
     for p in prepared:
         assert p.init is not None
-        rgb = torch.from_numpy(np.asarray(p.init, dtype=np.float32) / 255.0)
-        pixels = (2.0 * rgb - 1.0).permute(2, 0, 1)[None].to(model.device, model.vae.dtype)
+        # Stock's layout (a channels-last view of [1, h, w, 3]: it picks the conv kernels) and
+        # rounding (to the model's dtype, then up to an upcast VAE's float32).
+        rgb = torch.from_numpy(np.asarray(p.init, dtype=np.float32)[None] / 255.0)
+        pixels = (2.0 * rgb - 1.0).permute(0, 3, 1, 2).to(model.device, model.dtype)
+        pixels = pixels.to(model.vae.dtype)
         distribution = model.vae.encode(pixels).latent_dist
         for _ in range(p.request.count):
             generator = next(own)

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
 from engine.generate import generate
 from engine.jobs import GenerateRequest
-from engine.model import LoadedModel
+from engine.model import LoadedModel, load_model
 from engine.png import read_parameters
 from tests.engine.render_helpers import (
     load_sdxl_embeddings,
@@ -147,3 +148,21 @@ def test_sdxl_png_records_denoising_strength_and_hires_keys(
         ", Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, Hires upscaler: Lanczos, "
         in upscale
     )
+
+
+def test_sdxl_img2img_in_float16_encodes_with_the_upcast_vae(
+    engine_data_dir: Path, tiny_sdxl_dir: Path
+) -> None:
+    """In float16 the SDXL VAE stays float32 (`force_upcast`): the starting image is encoded in
+    float32 and the render equals stock SDXL img2img in float16 (which upcasts to encode)."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    half = load_model("tiny-sdxl", "cpu", data_dir=engine_data_dir, dtype=torch.float16)
+    assert (half.dtype, next(half.vae.parameters()).dtype) == (torch.float16, torch.float32)
+    request = _request(with_embedding=False, steps=4)
+    ours = generate(half, [request])[0]
+    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+        tiny_sdxl_dir, torch_dtype=torch.float16, add_watermarker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    assert worst(ours, stock_img2img_images(pipe, half, request, picture(64, 64))) <= 1
