@@ -29,8 +29,12 @@ padding still costs every row cross-attention over the longest prompt, so a prom
 
 SDXL models follow stock `StableDiffusionXLPipeline` the same way: each row also carries its
 prompt's pooled embedding (`engine.encode`), and every row the six size numbers stock passes by
-default — original size = target size = (height, width), crop corner (0, 0) — as the UNet's
-`added_cond_kwargs`. Image-to-image on SDXL is refused for now.
+default — original size = target size = the output's (height, width), crop corner (0, 0) — as
+the UNet's `added_cond_kwargs`. Image-to-image on SDXL follows stock
+`StableDiffusionXLImg2ImgPipeline` (`requires_aesthetics_score=False`, `denoising_start=None`):
+the same starting latents and timesteps as above, those same six numbers at the output size (twice
+the base size for an upscale), and the image encoded by the VAE in its own dtype — float32 for a
+`force_upcast` VAE in a float16 model, as stock upcasts it to encode.
 """
 
 from __future__ import annotations
@@ -118,11 +122,6 @@ def _validate(model: LoadedModel, request: GenerateRequest) -> _Prepared:
         vectors[payload.name] = parsed.joined
         hashes[payload.name] = payload.source_sha256 or digest
     _check_chunks(model, request, {name: int(v.shape[0]) for name, v in vectors.items()})
-    if request.is_img2img and model.is_sdxl:
-        raise InvalidRequest(
-            "Image-to-image and upscaling are not available on SDXL models yet; "
-            "render from a prompt alone."
-        )
     init = _starting_image(request) if request.is_img2img else None
     return _Prepared(request, vectors, hashes, init)
 
@@ -246,8 +245,9 @@ def _noised_latents(
     generators: list[torch.Generator],
     timestep: torch.Tensor,
 ) -> torch.Tensor:
-    """Each image's starting latents: its request's image encoded once, then per image a
-    latent sample and its noise from the image's own generator, noised to `timestep`."""
+    """Each image's starting latents: its request's image encoded once (in the VAE's dtype,
+    float32 for an upcast SDXL VAE), then per image a latent sample and its noise from the
+    image's own generator, noised to `timestep`."""
     from diffusers.utils.torch_utils import randn_tensor
 
     scaling = model.vae.config.scaling_factor
@@ -256,12 +256,15 @@ def _noised_latents(
     own = iter(generators)
     for p in prepared:
         assert p.init is not None
-        rgb = torch.from_numpy(np.asarray(p.init, dtype=np.float32) / 255.0)
-        pixels = (2.0 * rgb - 1.0).permute(2, 0, 1)[None].to(model.device, model.dtype)
+        # Stock's layout (a channels-last view of [1, h, w, 3]: it picks the conv kernels) and
+        # rounding (to the model's dtype, then up to an upcast VAE's float32).
+        rgb = torch.from_numpy(np.asarray(p.init, dtype=np.float32)[None] / 255.0)
+        pixels = (2.0 * rgb - 1.0).permute(0, 3, 1, 2).to(model.device, model.dtype)
+        pixels = pixels.to(model.vae.dtype)
         distribution = model.vae.encode(pixels).latent_dist
         for _ in range(p.request.count):
             generator = next(own)
-            clean.append(scaling * distribution.sample(generator))
+            clean.append(scaling * distribution.sample(generator).to(model.dtype))
             noise.append(
                 randn_tensor(
                     clean[-1].shape, generator=generator, device=model.device, dtype=model.dtype
@@ -328,9 +331,10 @@ def _assemble_batch(
 
 
 def _time_ids(request: GenerateRequest, rows: int, like: torch.Tensor) -> torch.Tensor:
-    """SDXL's micro-conditioning, stock's defaults: original size (height, width), crop corner
-    (0, 0), target size (height, width) — the same for every row of one batch."""
-    size = (request.height, request.width)
+    """SDXL's micro-conditioning, stock's defaults (text-to-image and image-to-image alike):
+    original size and target size the output's (height, width), crop corner (0, 0) — the same for
+    every row of one batch."""
+    size = (request.out_height, request.out_width)
     numbers = [*size, 0, 0, *size]
     return torch.tensor([numbers], dtype=like.dtype, device=like.device).repeat(rows, 1)
 

@@ -13,7 +13,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -22,28 +21,22 @@ from engine.generate import InvalidRequest, generate
 from engine.jobs import GenerateRequest, RequestError
 from engine.model import LoadedModel
 from engine.png import read_parameters
-from engine.schedulers import make_scheduler
-from tests.engine.render_helpers import ZORB, beach_request, pixels, stock_pixels
+from tests.engine.render_helpers import (
+    ZORB,
+    beach_request,
+    picture,
+    png_bytes,
+    stock_img2img_images,
+    worst,
+    worst_batched,
+    worst_variation,
+)
 
 STEPS = 10
 SAMPLERS = ("euler_a", "ddim", "dpmpp_2m_karras", "euler")
 
 
-def _picture(width: int, height: int) -> Image.Image:
-    """A starting image with gradients and a block, so the encoder sees structure."""
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], -1)
-    rgb[height // 4 : height // 2, width // 4 : width // 2] = (240, 30, 60)
-    return Image.fromarray(rgb.astype(np.uint8))
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-START = _png(_picture(64, 64))
+START = png_bytes(picture(64, 64))
 
 
 BASE = beach_request(
@@ -75,33 +68,6 @@ def stock_img2img(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return pipe
 
 
-def _stock_images(
-    pipe: Any, model: LoadedModel, request: GenerateRequest, image: Image.Image
-) -> list[np.ndarray]:
-    pipe.scheduler = make_scheduler(request.sampler, model.scheduler_config)
-    return [
-        stock_pixels(
-            pipe,
-            request,
-            i,
-            request.negative,
-            image=image,
-            strength=request.strength,
-            num_inference_steps=request.run_steps,
-            height=None,  # image-to-image takes the size of its image
-            width=None,
-        )
-        for i in range(request.count)
-    ]
-
-
-def _worst(ours: list[Any], expected: list[np.ndarray]) -> int:
-    return max(
-        int(np.abs(pixels(image.png) - reference).max())
-        for image, reference in zip(ours, expected, strict=True)
-    )
-
-
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("with_embedding", [True, False])
 def test_img2img_equals_stock_pipeline(
@@ -114,7 +80,8 @@ def test_img2img_equals_stock_pipeline(
     request = _request(**changes)
     ours = generate(tiny_model, [request])[0]
     assert [image.seed for image in ours] == [11, 12]
-    assert _worst(ours, _stock_images(stock_img2img, tiny_model, request, _picture(64, 64))) <= 1
+    expected = stock_img2img_images(stock_img2img, tiny_model, request, picture(64, 64))
+    assert worst(ours, expected) <= 1
 
 
 @pytest.mark.parametrize("sampler", ("euler_a", "ddim", "dpmpp_2m"))
@@ -129,8 +96,8 @@ def test_upscale_second_pass_equals_stock_img2img(
     request = _request(**changes)
     ours = generate(tiny_model, [request])[0]
     assert Image.open(io.BytesIO(ours[0].png)).size == (128, 128)
-    enlarged = _picture(64, 64).resize((128, 128), Image.Resampling.LANCZOS)
-    assert _worst(ours, _stock_images(stock_img2img, tiny_model, request, enlarged)) <= 1
+    enlarged = picture(64, 64).resize((128, 128), Image.Resampling.LANCZOS)
+    assert worst(ours, stock_img2img_images(stock_img2img, tiny_model, request, enlarged)) <= 1
 
 
 @pytest.mark.parametrize("sampler", ("euler_a", "ddim", "dpmpp_2m_karras"))
@@ -144,34 +111,23 @@ def test_variation_equals_stock_img2img(
     if not with_embedding:
         changes |= {"prompt": "a red house on a hill", "embeddings": ()}
     source = _request(**changes, init_sha256="", init_image=b"", strength=0.0)
-    rendered = generate(tiny_model, [source])[0][0].png
-    start = Image.open(io.BytesIO(rendered)).convert("RGB")
-    for strength in (0.35, 0.65):
-        varied = dataclasses.replace(
-            source,
-            seed=90,
-            init_image=rendered,
-            init_sha256=hashlib.sha256(rendered).hexdigest(),
-            strength=strength,
-        )
-        ours = generate(tiny_model, [varied])[0]
-        assert _worst(ours, _stock_images(stock_img2img, tiny_model, varied, start)) <= 1
+    assert worst_variation(stock_img2img, tiny_model, source) <= 1
 
 
 def test_starting_image_of_another_size_is_resized_first(
     tiny_model: LoadedModel, stock_img2img: Any
 ) -> None:
     """A 96x80 start for a 64x64 request equals stock given the Lanczos-resized image."""
-    other = _png(_picture(96, 80))
+    other = png_bytes(picture(96, 80))
     request = _request(init_image=other, init_sha256=hashlib.sha256(other).hexdigest())
     ours = generate(tiny_model, [request])[0]
-    resized = _picture(96, 80).resize((64, 64), Image.Resampling.LANCZOS)
-    assert _worst(ours, _stock_images(stock_img2img, tiny_model, request, resized)) <= 1
+    resized = picture(96, 80).resize((64, 64), Image.Resampling.LANCZOS)
+    assert worst(ours, stock_img2img_images(stock_img2img, tiny_model, request, resized)) <= 1
 
 
 def test_img2img_batch_equals_each_alone(tiny_model: LoadedModel) -> None:
     """Three img2img requests with different images, seeds and prompts batch invariantly."""
-    other = _png(_picture(64, 64).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    other = png_bytes(picture(64, 64).transpose(Image.Transpose.FLIP_LEFT_RIGHT))
     requests = [
         _request(sampler="euler_a", seed=1, count=2),
         _request(
@@ -184,11 +140,7 @@ def test_img2img_batch_equals_each_alone(tiny_model: LoadedModel) -> None:
         ),
         _request(sampler="euler_a", seed=3, guidance=1.0),
     ]
-    assert len({r.batch_key for r in requests}) == 1
-    together = generate(tiny_model, requests)
-    for request, batched in zip(requests, together, strict=True):
-        alone = generate(tiny_model, [request])[0]
-        assert _worst(batched, [pixels(image.png) for image in alone]) <= 1
+    assert worst_batched(tiny_model, requests) <= 1
 
 
 def test_callback_counts_only_the_denoised_steps(tiny_model: LoadedModel) -> None:

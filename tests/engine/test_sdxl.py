@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import save as save_safetensors
 
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
@@ -24,7 +21,13 @@ from engine.generate import InvalidRequest, generate
 from engine.jobs import GenerateRequest
 from engine.model import LoadedModel, load_model
 from engine.schedulers import make_scheduler
-from tests.engine.render_helpers import ZORB, pixels, sdxl_embedding, stock_pixels
+from tests.engine.render_helpers import (
+    ZORB,
+    load_sdxl_embeddings,
+    pixels,
+    sdxl_embedding,
+    stock_pixels,
+)
 
 STEPS = 4
 
@@ -51,16 +54,7 @@ def _request(**changes: Any) -> GenerateRequest:
 def stock(stock_sdxl_factory: Callable[[], Any]) -> Any:
     """A stock SDXL pipeline with both embeddings loaded into both encoders, the diffusers way."""
     pipe = stock_sdxl_factory()
-    for name, halves in (("xorb", XORB_HALVES), ("xblot", XBLOT_HALVES)):
-        pipe.load_textual_inversion(
-            halves["clip_g"],
-            token=name,
-            text_encoder=pipe.text_encoder_2,
-            tokenizer=pipe.tokenizer_2,
-        )
-        pipe.load_textual_inversion(
-            halves["clip_l"], token=name, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
-        )
+    load_sdxl_embeddings(pipe, {"xorb": XORB_HALVES, "xblot": XBLOT_HALVES})
     return pipe
 
 
@@ -236,22 +230,6 @@ def test_embeddings_of_another_family_are_refused_naming_both(
     )
 
 
-def test_image_to_image_is_refused_on_sdxl(tiny_sdxl_model: LoadedModel) -> None:
-    """An img2img request on an SDXL model is refused in one sentence before anything runs."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 100, 50)).save(buffer, format="PNG")
-    start = buffer.getvalue()
-    request = _request(
-        init_image=start, init_sha256=hashlib.sha256(start).hexdigest(), strength=0.5
-    )
-    with pytest.raises(InvalidRequest) as caught:
-        generate(tiny_sdxl_model, [request])
-    assert str(caught.value) == (
-        "Image-to-image and upscaling are not available on SDXL models yet; "
-        "render from a prompt alone."
-    )
-
-
 # --- files: SDXL embeddings in, and out in the layout the other tools read ----------------------
 
 
@@ -336,12 +314,7 @@ def test_a_lexicon_sdxl_file_loads_in_diffusers_sdxl_pipeline(
     )
     state = load_safetensors(data)
     pipe = stock_sdxl_factory()
-    pipe.load_textual_inversion(
-        state["clip_g"], token="qorb", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
-    )
-    pipe.load_textual_inversion(
-        state["clip_l"], token="qorb", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer
-    )
+    load_sdxl_embeddings(pipe, {"qorb": state})
     prompt = "a photo of qorb on a beach"
     with torch.no_grad():
         embeds, _, pooled, _ = pipe.encode_prompt(
