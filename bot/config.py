@@ -9,6 +9,7 @@ variable to set and what to put there, never a traceback.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -162,32 +163,12 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("model_list", mode="before")
-    @classmethod
-    def _parse_models(cls, value: object) -> object:
-        parts = _comma_list(value)
-        if parts is None:
-            return value
-        models: list[ModelSource] = []
-        for part in parts:
-            name, equals, source = (piece.strip() for piece in part.partition("="))
-            if not equals or not source:
-                raise ValueError(f"{part!r} is not name=source (for example sd15=/models/sd15)")
-            if not MODEL_NAME_PATTERN.match(name):
-                raise ValueError(
-                    f"in {part!r} the name {name!r} is not 1-32 lower-case letters, digits, "
-                    "dots, dashes or underscores starting with a letter or digit"
-                )
-            if any(model.name == name for model in models):
-                raise ValueError(f"{part!r} repeats the name {name!r}; give each model its own")
-            models.append(ModelSource(name, source))
-        return tuple(models)
-
-    @field_validator("worker_model_names", mode="before")
-    @classmethod
-    def _split_worker_models(cls, value: object) -> object:
-        parts = _comma_list(value)
-        return value if parts is None else tuple(parts)
+    _parse_models = field_validator("model_list", mode="before")(
+        lambda value: _comma_separated(value, _model_sources)
+    )
+    _split_worker_models = field_validator("worker_model_names", mode="before")(
+        lambda value: _comma_separated(value, tuple)
+    )
 
     @field_validator("worker_model_memory", mode="before")
     @classmethod
@@ -231,21 +212,12 @@ class Settings(BaseSettings):
             raise ValueError("use local, or a Redis URL such as redis://host:6379/0")
         return value
 
-    @field_validator("owners", mode="before")
-    @classmethod
-    def _split_owners(cls, value: object) -> object:
-        parts = _comma_list(value)
-        if parts is None:
-            return value
-        if not all(part.isdigit() for part in parts):
-            raise ValueError("list Discord user ids (digits) separated by commas")
-        return frozenset(int(part) for part in parts)
-
-    @field_validator("allowed_sizes", mode="before")
-    @classmethod
-    def _split_sizes(cls, value: object) -> object:
-        parts = _comma_list(value)
-        return value if parts is None else parts
+    _split_owners = field_validator("owners", mode="before")(
+        lambda value: _comma_separated(value, _owner_ids)
+    )
+    _split_sizes = field_validator("allowed_sizes", mode="before")(
+        lambda value: _comma_separated(value, list)
+    )
 
     @field_validator("allowed_sizes")
     @classmethod
@@ -304,11 +276,36 @@ def name_for_source(source: str) -> str:
     return cleaned or "model"
 
 
-def _comma_list(value: object) -> list[str] | None:
-    """The non-blank items of a comma-separated environment value; None when it is no string."""
+def _comma_separated(value: object, parse: Callable[[list[str]], object]) -> object:
+    """`parse` of the non-blank items of a comma-separated environment value; a value that is
+    no string (a default, a value given in code) is left to the field's own type."""
     if not isinstance(value, str):
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+    return parse([part.strip() for part in value.split(",") if part.strip()])
+
+
+def _model_sources(parts: list[str]) -> tuple[ModelSource, ...]:
+    """`LEXICON_MODELS`' `name=source` items, each name well-formed and given once."""
+    models: list[ModelSource] = []
+    for part in parts:
+        name, equals, source = (piece.strip() for piece in part.partition("="))
+        if not equals or not source:
+            raise ValueError(f"{part!r} is not name=source (for example sd15=/models/sd15)")
+        if not MODEL_NAME_PATTERN.match(name):
+            raise ValueError(
+                f"in {part!r} the name {name!r} is not 1-32 lower-case letters, digits, "
+                "dots, dashes or underscores starting with a letter or digit"
+            )
+        if any(model.name == name for model in models):
+            raise ValueError(f"{part!r} repeats the name {name!r}; give each model its own")
+        models.append(ModelSource(name, source))
+    return tuple(models)
+
+
+def _owner_ids(parts: list[str]) -> frozenset[int]:
+    if not all(part.isdigit() for part in parts):
+        raise ValueError("list Discord user ids (digits) separated by commas")
+    return frozenset(int(part) for part in parts)
 
 
 def _env_name(field_name: str) -> str:

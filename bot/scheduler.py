@@ -74,17 +74,8 @@ from storage.clock import utc_now
 from storage.embeddings import EmbeddingRepository
 from storage.errors import LeaseLost, NameTaken, NotFound, StorageError, StorageUnavailable
 from storage.files import FileStore
-from storage.jobs import JobRepository, ModelFilter
-from storage.models import (
-    UNCHECKED,
-    FileKind,
-    Job,
-    JobKind,
-    JobProgress,
-    JobState,
-    Lease,
-    NewImage,
-)
+from storage.jobs import UNCHECKED, JobRepository, Lease, ModelFilter
+from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewImage
 
 log = logging.getLogger("lexicon.scheduler")
 

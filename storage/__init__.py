@@ -30,7 +30,7 @@ from storage.facade import Storage, files_root
 from storage.files import FileStore
 from storage.guilds import GuildSettingsRepository
 from storage.images import ImageRepository
-from storage.jobs import Cancellation, JobRepository
+from storage.jobs import Cancellation, JobRepository, Lease
 from storage.maintenance import CheckReport, SweepReport, backup, backup_database, check, sweep
 from storage.models import (
     Actor,
@@ -46,7 +46,6 @@ from storage.models import (
     JobKind,
     JobProgress,
     JobState,
-    Lease,
     NewImage,
     Visibility,
 )

@@ -28,7 +28,6 @@ from storage.errors import Forbidden, JobFinished, LeaseLost, NotFound, QuotaExc
 from storage.files import FileStore
 from storage.images import insert_image
 from storage.models import (
-    UNCHECKED,
     Actor,
     Delivery,
     FileKind,
@@ -36,11 +35,25 @@ from storage.models import (
     JobKind,
     JobProgress,
     JobState,
-    Lease,
     NewImage,
 )
 from storage.references import remove_if_unreferenced
 from storage.users import ensure_user
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Where a report about a running job says it comes from: the worker holding the job and
+    the attempt it runs. A write that carries a lease is refused (`LeaseLost`) when the job has
+    moved on — another worker, another attempt, no longer running; a part left None is not
+    checked."""
+
+    worker_id: str | None = None
+    attempt: int | None = None
+
+
+UNCHECKED = Lease()  # the writes of the bot itself, which holds no lease
+
 
 ACTIVE_STATES = (JobState.QUEUED, JobState.RUNNING)
 _FINAL_SQL = "('succeeded', 'failed', 'cancelled')"

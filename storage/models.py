@@ -132,20 +132,6 @@ class Embedding:
 
 
 @dataclass(frozen=True, slots=True)
-class Lease:
-    """Where a report about a running job says it comes from: the worker holding the job and
-    the attempt it runs. A write that carries a lease is refused (`LeaseLost`) when the job has
-    moved on — another worker, another attempt, no longer running; a part left None is not
-    checked."""
-
-    worker_id: str | None = None
-    attempt: int | None = None
-
-
-UNCHECKED = Lease()  # the writes of the bot itself, which holds no lease
-
-
-@dataclass(frozen=True, slots=True)
 class JobProgress:
     step: int
     total: int

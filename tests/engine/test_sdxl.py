@@ -23,6 +23,7 @@ from engine.model import LoadedModel, load_model
 from engine.schedulers import make_scheduler
 from tests.engine.render_helpers import (
     ZORB,
+    beach_request,
     load_sdxl_embeddings,
     pixels,
     sdxl_embedding,
@@ -34,14 +35,12 @@ STEPS = 4
 
 XORB, XORB_HALVES = sdxl_embedding("xorb", 2, 21)
 XBLOT, XBLOT_HALVES = sdxl_embedding("xblot", 1, 22)
-BASE = GenerateRequest(
-    prompt="a photo of xorb on a beach",
-    negative="xblot, blurry",
+BASE = beach_request(
     seed=7,
     steps=STEPS,
+    prompt="a photo of xorb on a beach",
+    negative="xblot, blurry",
     guidance=5.0,
-    width=64,
-    height=64,
     embeddings=(XORB, XBLOT),
 )
 

@@ -22,6 +22,7 @@ from engine.jobs import GenerateRequest
 from engine.model import LoadedModel, load_model
 from engine.png import read_parameters
 from tests.engine.render_helpers import (
+    beach_request,
     load_sdxl_embeddings,
     picture,
     png_bytes,
@@ -36,14 +37,12 @@ STEPS = 6
 SAMPLERS = ("euler", "euler_a", "dpmpp_2m")
 XORB, XORB_HALVES = sdxl_embedding("xorb", 2, 41)
 START = png_bytes(picture(64, 64))
-BASE = GenerateRequest(
-    prompt="a photo of xorb on a beach",
-    negative="blurry",
+BASE = beach_request(
     seed=5,
     steps=STEPS,
+    prompt="a photo of xorb on a beach",
+    negative="blurry",
     guidance=5.0,
-    width=64,
-    height=64,
     embeddings=(XORB,),
     init_image=START,
     init_sha256=hashlib.sha256(START).hexdigest(),
