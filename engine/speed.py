@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch._dynamo.config
 import torch._functorch.config
 import torch._inductor.config
 
@@ -137,6 +138,10 @@ def apply_speedups(
             cache = CompileCache.for_device(data_dir, model.device)
             cache.open()
         mode = None if compile_mode == "default" else compile_mode
+        # Every UNet of the process shares one `forward`, and dynamo keeps 8 compiled versions
+        # of a function by default: two models' four warm-up shapes would fill that and leave a
+        # third model uncompiled. Each version is one (model, shape) the warm-ups chose.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         model.unet = torch.compile(model.unet, mode=mode, dynamic=False)
         model.vae.decoder = torch.compile(model.vae.decoder, mode=mode, dynamic=False)
         model.pad_batches = True  # each new shape compiles for a minute: keep them few
