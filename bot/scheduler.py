@@ -126,6 +126,18 @@ class ModelSwitch:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Standing:
+    """Where a queued job stands, as its messages tell it: its place in line (None: no longer
+    queued), seconds until it should start, the model whose worker it waits for while no live
+    worker holds it, and the model load its start includes."""
+
+    position: int | None
+    eta_seconds: float | None
+    waiting_for: str | None = None
+    switch: ModelSwitch | None = None
+
+
 @dataclass
 class _Worker:
     worker_id: str
@@ -244,6 +256,13 @@ class Scheduler:
         switch = self.model_switch(job)
         loading = switch.seconds if switch is not None else 0.0
         return busy + per_job * ((position - 1) // batch) / workers + loading
+
+    async def standing(self, job: Job, position: int | None = None) -> Standing:
+        """Where `job` stands (`position`: its place in line when the caller has just read it)."""
+        if position is None:
+            position = await self.queue_position(job)
+        eta = None if position is None else await self.estimate_start(job, position)
+        return Standing(position, eta, self.waiting_for(job), self.model_switch(job))
 
     async def queue_position(self, job: Job) -> int | None:
         """The job's place in line (1: next up; None: not queued), counting only the jobs that

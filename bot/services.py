@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from bot.config import Settings
 from bot.hub import JobHub, JobUpdate
-from bot.scheduler import ModelSwitch, Scheduler
+from bot.scheduler import Scheduler, Standing
 from engine.embedding_metadata import FAMILY_LABELS
 from engine.jobs import (
     DEFAULT_GUIDANCE,
@@ -133,10 +133,7 @@ class TrainOptions:
 @dataclass(frozen=True)
 class Submitted:
     job: Job
-    position: int | None
-    eta_seconds: float | None
-    waiting_for: str | None = None  # its model, while no live worker holds it
-    switch: ModelSwitch | None = None  # its model must be loaded first (included in the ETA)
+    standing: Standing  # its place in line and expected start, as it was queued
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -744,9 +741,7 @@ def _move_negative_embeddings(
 async def _queued(job: Job, scheduler: Scheduler, hub: JobHub) -> Submitted:
     scheduler.wake()
     hub.publish(JobUpdate(job.id, job.user_id, "queued"))
-    position = await scheduler.queue_position(job)
-    eta = await scheduler.estimate_start(job, position)
-    return Submitted(job, position, eta, scheduler.waiting_for(job), scheduler.model_switch(job))
+    return Submitted(job, await scheduler.standing(job))
 
 
 def _family(family: str) -> str:

@@ -61,11 +61,7 @@ class Jobs(LookupCog):
                     else "running"
                 )
             else:
-                position = await app.scheduler.queue_position(job)
-                eta = await app.scheduler.estimate_start(job, position)
-                where = queue_place(
-                    position, eta, app.scheduler.waiting_for(job), app.scheduler.model_switch(job)
-                )
+                where = queue_place(await app.scheduler.standing(job))
             lines.append(f"**#{job.id}** {_describe(job)} — {where}")
         await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
 

@@ -70,13 +70,7 @@ async def queue_job(
         interaction.extras.pop(PUBLIC_DEFER, None)  # the message is the job's now; keep it
         try:
             await interaction.edit_original_response(
-                content=queued_text(
-                    job,
-                    submitted.position,
-                    submitted.eta_seconds,
-                    submitted.waiting_for,
-                    submitted.switch,
-                ),
+                content=queued_text(job, submitted.standing),
                 view=progress_view(job.id),
             )
         except discord.HTTPException as error:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import discord
 
 from bot.hub import JobUpdate
-from bot.scheduler import ModelSwitch
+from bot.scheduler import Standing
 from bot.services import job_notes
 from cogs.common import shorten
 from engine.jobs import GenerateRequest, TrainRequest
@@ -40,32 +40,21 @@ def notes_text(job: Job) -> str:
     return "".join(f"\n-# {note}" for note in job_notes(job))
 
 
-def queued_text(
-    job: Job,
-    position: int | None,
-    eta_seconds: float | None,
-    waiting_for: str | None = None,
-    switch: ModelSwitch | None = None,
-) -> str:
+def queued_text(job: Job, standing: Standing) -> str:
     """Where the job stands in line: "next up" or "#N in line", and when it should start (or
     which model's worker it waits for)."""
-    if position is None:
+    if standing.position is None:
         return f"Starting {job_title(job)} (job #{job.id})…" + notes_text(job)
-    place = queue_place(position, eta_seconds, waiting_for, switch)
-    return f"Queued {job_title(job)} (job #{job.id}) — {place}." + notes_text(job)
+    return f"Queued {job_title(job)} (job #{job.id}) — {queue_place(standing)}." + notes_text(job)
 
 
-def queue_place(
-    position: int | None,
-    eta_seconds: float | None,
-    waiting_for: str | None = None,
-    switch: ModelSwitch | None = None,
-) -> str:
+def queue_place(standing: Standing) -> str:
     """`next up, expected to start <t:…:R>` or `#3 in line, …`, with `(includes ~12 s to load
     **sdxl**)` when its model must be loaded first; while no live worker holds the job's model,
     `waiting for a worker that serves **sd15**`."""
-    if waiting_for is not None:
-        return waiting_text(waiting_for)
+    position, eta_seconds, switch = standing.position, standing.eta_seconds, standing.switch
+    if standing.waiting_for is not None:
+        return waiting_text(standing.waiting_for)
     place = "next up" if position == 1 else f"#{position} in line"
     when = (
         f"expected to start {relative_time(eta_seconds)}"

@@ -225,10 +225,8 @@ class DeliveryCog(commands.Cog, name="Delivery"):
                 continue
             self._places[job.id] = place
             try:
-                eta = await app.scheduler.estimate_start(job, place)
-                serves = app.scheduler.waiting_for(job)
-                switch = app.scheduler.model_switch(job)
-                await self._edit(job, content=queued_text(job, place, eta, serves, switch))
+                standing = await app.scheduler.standing(job, place)
+                await self._edit(job, content=queued_text(job, standing))
             except (discord.HTTPException, StorageError) as error:
                 log.info("could not move job %d up the line: %s", job.id, error)
             self.note_edit(job.id)

@@ -186,9 +186,9 @@ async def test_a_model_no_worker_holds_waits_and_says_so(tmp_path: Path) -> None
     held = {"wa": ("a",), "wb": ("b",)}
     async with two_workers(tmp_path, "a=standin,b=standin,c=standin", held) as (app, _):
         waiting = await app.imagine.submit(1, ImagineOptions("z", seed=1, model="c"))
-        assert waiting.waiting_for == "c"
+        assert waiting.standing.waiting_for == "c"
         running = await app.imagine.submit(2, ImagineOptions("w", seed=1, model="a"))
-        assert running.waiting_for is None
+        assert running.standing.waiting_for is None
         await wait_all(app, [running.job.id], limit=60)
         assert (await app.storage.jobs.get(waiting.job.id)).state is JobState.QUEUED
         try:
@@ -276,9 +276,10 @@ async def test_a_worker_short_of_memory_reports_its_switches(tmp_path: Path) -> 
         await until(lambda: scheduler.model_switch(slow.job) is None, limit=10)
         assert (await app.storage.jobs.get(slow.job.id)).state is JobState.RUNNING
         waiting = await app.imagine.submit(2, ImagineOptions("w", seed=1, model="a"))
-        assert waiting.switch is not None and waiting.switch.model == "a"
-        assert waiting.switch.seconds >= LOAD_SECONDS
-        assert waiting.eta_seconds is not None and waiting.eta_seconds >= waiting.switch.seconds
+        standing = waiting.standing
+        assert standing.switch is not None and standing.switch.model == "a"
+        assert standing.switch.seconds >= LOAD_SECONDS
+        assert standing.eta_seconds is not None and standing.eta_seconds >= standing.switch.seconds
         await wait_all(app, [slow.job.id, waiting.job.id], limit=60)
         switch = scheduler.model_switch(slow.job)
         assert switch is not None and switch.model == "b"

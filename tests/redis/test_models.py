@@ -65,7 +65,7 @@ async def test_jobs_follow_their_model_and_wait_for_its_worker(
             workers.started[0].kill(signal.SIGKILL)
             await until(lambda: any(isinstance(e, WorkerLost) for e in events), limit=60)
             parked = await app.imagine.submit(5, ImagineOptions("parked a", model="a"))
-            assert parked.waiting_for == "a"
+            assert parked.standing.waiting_for == "a"
             flowing = await app.imagine.submit(5, ImagineOptions("flowing b", model="b"))
             await wait_all(app, [flowing.job.id], limit=60)
             for job_id in (slow.job.id, parked.job.id):
