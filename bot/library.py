@@ -139,12 +139,12 @@ class LibraryService:
         library `guild_id` sees; with `family`, only the words made for that family of models."""
         prefix = prefix.lower()
         found: dict[str, Embedding] = {}
-        owned = await self.storage.embeddings.list_owned(viewer_id)
-        shared = await self.storage.embeddings.list_shared(prefix, limit=limit, guild_id=guild_id)
+        owned = await self.storage.embeddings.list_owned(viewer_id, family)
+        shared = await self.storage.embeddings.list_shared(
+            prefix, limit=limit, guild_id=guild_id, family=family
+        )
         for embedding in [*owned, *shared]:
             folded = embedding.name_folded
-            if family is not None and embedding.family.value != family:
-                continue
             if folded not in found and folded.startswith(prefix):
                 found[folded] = embedding
         return list(found.values())[:limit]
