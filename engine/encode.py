@@ -281,14 +281,13 @@ class PromptEncoder:
         mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
-        width_l = int(model.text_encoder.config.hidden_size)
-        replacement_l = None if replacement is None else replacement[..., :width_l]
-        replacement_g = None if replacement is None else replacement[..., width_l:]
-        states_l, _ = run_text_encoder_sdxl(model.text_encoder, ids, replacement_l, mask)
-        states_g, pooled = run_text_encoder_sdxl(
-            model.text_encoder_2, self._ids_2(ids), replacement_g, mask, pool_at=self.eos
-        )
-        assert pooled is not None
+        ids_2 = self._ids_2(ids)
+        if model.graphs is not None:
+            states_l, states_g, pooled = model.graphs.text(ids, ids_2, replacement, mask)
+        else:
+            states_l, states_g, pooled = run_text_encoders_sdxl(
+                model.text_encoder, model.text_encoder_2, self.eos, ids, ids_2, replacement, mask
+            )
         states = torch.cat([_weighted(states_l, chunks), _weighted(states_g, chunks)], dim=-1)
         return states, pooled
 
@@ -394,6 +393,30 @@ def run_text_encoder_sdxl(
     first_end = (ids == pool_at).int().argmax(dim=1)
     pooled_state = final[torch.arange(final.shape[0], device=final.device), first_end]
     return penultimate, text_encoder.text_projection(pooled_state)
+
+
+def run_text_encoders_sdxl(
+    text_encoder: Any,
+    text_encoder_2: Any,
+    eos: int,
+    ids: torch.Tensor,
+    ids_2: torch.Tensor,
+    replacement: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both SDXL encoders on one batch of chunks: (`clip_l` states `[n, 77, 768]`, `clip_g`
+    states `[n, 77, 1280]`, pooled `[n, 1280]`). `replacement` holds both halves side by side
+    (`clip_l` first), as an SDXL embedding's vectors do. A pure function of its tensors, so
+    `engine.graphs` records it per shape like `run_text_encoder`."""
+    width_l = int(text_encoder.config.hidden_size)
+    replacement_l = None if replacement is None else replacement[..., :width_l]
+    replacement_g = None if replacement is None else replacement[..., width_l:]
+    states_l, _ = run_text_encoder_sdxl(text_encoder, ids, replacement_l, mask)
+    states_g, pooled = run_text_encoder_sdxl(
+        text_encoder_2, ids_2, replacement_g, mask, pool_at=eos
+    )
+    assert pooled is not None
+    return states_l, states_g, pooled
 
 
 def _run_layers(transformer: Any, hidden: torch.Tensor, layers: Sequence[Any]) -> torch.Tensor:

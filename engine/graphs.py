@@ -28,7 +28,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 
@@ -44,11 +44,20 @@ class GraphCaptureError(RuntimeError):
     """A call could not be recorded as a CUDA graph; the message names the call and shapes."""
 
 
+Output: TypeAlias = torch.Tensor | tuple[torch.Tensor, ...]
+
+
 @dataclass
 class _Recorded:
     graph: torch.cuda.CUDAGraph
     inputs: tuple[torch.Tensor | None, ...]
-    output: torch.Tensor
+    output: Output
+
+    def fresh_output(self) -> Any:
+        """The output of the last replay, cloned (a tensor, or a tuple of them)."""
+        if isinstance(self.output, tuple):
+            return tuple(part.clone() for part in self.output)
+        return self.output.clone()
 
 
 def signature(args: tuple[torch.Tensor | None, ...]) -> Signature:
@@ -74,15 +83,16 @@ def record(
 
 
 class GraphCache:
-    """`fn(*tensors) -> tensor`, replayed from a CUDA graph per input signature.
+    """`fn(*tensors) -> tensor` (or a tuple of tensors), replayed from a CUDA graph per input
+    signature.
 
-    Arguments may be `None` (an absent optional input); the output is a fresh tensor. Calls run
+    Arguments may be `None` (an absent optional input); the output is fresh (cloned). Calls run
     under `torch.inference_mode()`. A signature that cannot be recorded runs eagerly from then
     on, with a warning — unless `strict` (set during worker warm-up), which raises
     `GraphCaptureError` so a worker never starts slower than it was configured to be.
     """
 
-    def __init__(self, name: str, fn: Callable[..., torch.Tensor], pool: Any) -> None:
+    def __init__(self, name: str, fn: Callable[..., Output], pool: Any) -> None:
         self.name = name
         self.fn = fn
         self.pool = pool
@@ -93,7 +103,7 @@ class GraphCache:
     def __len__(self) -> int:
         return len(self._graphs)
 
-    def __call__(self, *args: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, *args: torch.Tensor | None) -> Any:
         key = signature(args)
         with torch.inference_mode():
             recorded = self._graphs.get(key)
@@ -109,7 +119,7 @@ class GraphCache:
                 if static is not None:
                     static.copy_(value)
             recorded.graph.replay()
-            return recorded.output.clone()
+            return recorded.fresh_output()
 
     def _record(self, key: Signature, args: tuple[torch.Tensor | None, ...]) -> _Recorded | None:
         inputs = tuple(None if a is None else a.clone() for a in args)

@@ -26,7 +26,7 @@ import torch._dynamo.config
 import torch._functorch.config
 import torch._inductor.config
 
-from engine.encode import run_text_encoder
+from engine.encode import run_text_encoder, run_text_encoders_sdxl
 from engine.generate import decode_pixels, predict_noise
 from engine.graphs import GraphCache, ModelGraphs
 from engine.model import LoadedModel
@@ -125,8 +125,8 @@ def apply_speedups(
     (docs/BENCHMARKS.md). With both levers on, the graphs record the compiled kernels.
 
     SDXL models take both levers the same way: the UNet's graphs also hold its pooled
-    embeddings and size numbers as inputs. Their two text encoders run eagerly (a few
-    milliseconds a prompt), so the `text` graphs stay unused there.
+    embeddings and size numbers as inputs, and the `text` graphs record both text encoders in
+    one call (eagerly they cost 26 ms of launches a prompt on an H200, 0.2 s for a batch of 8).
     """
     if model.device.type != "cuda":
         if compile_mode != "off":  # the default: not news on a CPU worker
@@ -151,9 +151,15 @@ def apply_speedups(
             torch.cuda.set_device(model.device)
         unet, vae = model.unet, model.vae
         pool = torch.cuda.graph_pool_handle()
+        if model.is_sdxl:
+            eos = int(model.tokenizer.eos_token_id)
+            encode = partial(run_text_encoders_sdxl, model.text_encoder, model.text_encoder_2, eos)
+            text = GraphCache("text encoders", encode, pool)
+        else:
+            text = GraphCache("text encoder", partial(run_text_encoder, model.text_encoder), pool)
         model.graphs = ModelGraphs(
             pool=pool,
-            text=GraphCache("text encoder", partial(run_text_encoder, model.text_encoder), pool),
+            text=text,
             unet=GraphCache("UNet", partial(predict_noise, unet), pool),
             decode=GraphCache("VAE decode", partial(decode_pixels, vae), pool),
         )

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.embedding_files import write_embedding
-from engine.encode import encode_embeds, run_text_encoder_sdxl, token_embeddings
+from engine.encode import encode_embeds, run_text_encoders_sdxl, token_embeddings
 from engine.jobs import Progress, TrainRequest, TrainResult, crosses_half
 from engine.photos import Photo, load_photos
 from engine.training.checkpoint import (
@@ -258,18 +258,16 @@ class Trainer:
         if self.prompts.input_ids_2 is None:
             embeds = token_embeddings(parts.text_encoder, ids)
             return encode_embeds(parts.text_encoder, splice(embeds, slots, vectors)), None
-        mask = slots >= 0
-        chosen = vectors[slots.clamp(min=0)]
-        width_l = parts.width_l
-        states_l, _ = run_text_encoder_sdxl(parts.text_encoder, ids, chosen[..., :width_l], mask)
-        states_g, pooled = run_text_encoder_sdxl(
+        states_l, states_g, pooled = run_text_encoders_sdxl(
+            parts.text_encoder,
             parts.text_encoder_2,
+            int(parts.tokenizer_2.eos_token_id),
+            ids,
             self.prompts.input_ids_2[index],
-            chosen[..., width_l:],
-            mask,
-            pool_at=int(parts.tokenizer_2.eos_token_id),
+            vectors[slots.clamp(min=0)],
+            slots >= 0,
         )
-        assert pooled is not None and self._time_ids is not None
+        assert self._time_ids is not None
         added = {"text_embeds": pooled, "time_ids": self._time_ids.repeat(len(index), 1)}
         return torch.cat([states_l, states_g], dim=-1), added
 
