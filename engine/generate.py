@@ -43,7 +43,7 @@ import hashlib
 import inspect
 import io
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -204,10 +204,8 @@ def generate(
             on_preview,
             preview_after,
         )
-        # 4. Decode.
-        pixels = _decode(model, latents)
-
-    return _package(model, prepared, conditionings, pixels)
+        # 4. Decode and encode the PNGs.
+        return _package(model, prepared, conditionings, _decode(model, latents))
 
 
 def _initial_latents(
@@ -372,8 +370,11 @@ def _denoise(
     padded = bucket(rows) if model.pad_batches else rows
     states, mask = _pad(batch.states, padded), _pad(batch.attention_mask, padded)
     text_embeds, time_ids = _pad(batch.text_embeds, padded), _pad(batch.time_ids, padded)
+    # On the device once: a list index would copy it from the host, and wait for the GPU, at
+    # every step. Indexing (not `index_select`) keeps the latents' memory layout, as stock's cat.
+    cfg_rows = torch.tensor(batch.cfg_images, dtype=torch.long, device=latents.device)
     for index, t in enumerate(timesteps):
-        model_input = torch.cat([latents, latents[batch.cfg_images]])
+        model_input = torch.cat([latents, latents[cfg_rows]])
         model_input = _pad(scheduler.scale_model_input(model_input, t), padded)  # type: ignore[attr-defined]
         # The UNet embeds its timestep in float32 whatever its dtype, so one dtype for every
         # sampler keeps compiled graphs and CUDA graphs to one per shape.
@@ -471,20 +472,19 @@ def decode_pixels(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     return (rgb * 255).round().to(torch.uint8)
 
 
-def _decode(model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
-    """Latents → uint8 `[n, h, w, 3]` on CPU, `DECODE_BATCH` images at a time."""
+def _decode(model: LoadedModel, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Latents → uint8 `[k, h, w, 3]` on CPU, `DECODE_BATCH` images at a time: lazily, so the
+    caller encodes one chunk's PNGs while the GPU decodes the next."""
     scaling = model.vae.config.scaling_factor
-    images = []
     for start in range(0, latents.shape[0], DECODE_BATCH):
         part = (latents[start : start + DECODE_BATCH] / scaling).to(model.vae.dtype)
         count = part.shape[0]
         if model.pad_batches:
             part = _pad(part, bucket(count))
         if model.graphs is not None:
-            images.append(model.graphs.decode(part)[:count].cpu())
+            yield model.graphs.decode(part)[:count].cpu()
         else:
-            images.append(decode_pixels(model.vae, part)[:count].cpu())
-    return torch.cat(images)
+            yield decode_pixels(model.vae, part)[:count].cpu()
 
 
 def close_png_pool() -> None:
@@ -497,10 +497,12 @@ def _package(
     model: LoadedModel,
     prepared: Sequence[_Prepared],
     conditionings: Sequence[Conditioning],
-    pixels: torch.Tensor,
+    chunks: Iterable[torch.Tensor],
 ) -> list[list[GeneratedImage]]:
-    jobs: list[tuple[int, int, np.ndarray, str]] = []  # (request, image index, pixels, text)
-    image = 0
+    """Each image's PNG, with its A1111 parameters, from the decoded `chunks` in batch order.
+    zlib releases the GIL, so the PNGs encode in parallel on the pool's threads, each chunk's
+    while the next chunk decodes."""
+    jobs: list[tuple[int, int, str]] = []  # (request, image index, parameters text)
     for number, (p, encoded) in enumerate(zip(prepared, conditionings, strict=True)):
         request = p.request
         ti_hashes: Mapping[str, str] = {
@@ -524,12 +526,15 @@ def _package(
                 hires_steps=request.hires_steps or None,
                 hires_upscaler=HIRES_UPSCALER if request.hires_steps else "",
             )
-            jobs.append((number, i, pixels[image].numpy(), format_parameters(parameters)))
-            image += 1
-    # zlib releases the GIL, so a batch's PNGs encode in parallel.
-    pngs = list(_PNG_POOL.map(lambda job: encode_png(job[2], job[3]), jobs))
+            jobs.append((number, i, format_parameters(parameters)))
+    pixels = (image.numpy() for chunk in chunks for image in chunk)
+    encoding = [
+        _PNG_POOL.submit(encode_png, image, text)
+        for image, (_number, _i, text) in zip(pixels, jobs, strict=True)
+    ]
+    pngs = [future.result() for future in encoding]
     results: list[list[GeneratedImage]] = [[] for _ in prepared]
-    for (number, i, _pixels, _text), png in zip(jobs, pngs, strict=True):
+    for (number, i, _text), png in zip(jobs, pngs, strict=True):
         request = prepared[number].request
         results[number].append(GeneratedImage(index=i, seed=request.seed + i, png=png))
     return results
