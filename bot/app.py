@@ -46,6 +46,7 @@ def engine_spec(settings: Settings) -> EngineSpec:
         torch_threads=settings.torch_threads,
         compile_mode=settings.compile,
         cuda_graphs=settings.cuda_graphs,
+        vae_float32=settings.vae_float32,
         warm_up_batches=warm_up_batch_sizes(settings.max_batch),
         train_batch_size=settings.train_batch,
         model_memory=settings.worker_model_memory,

@@ -56,8 +56,10 @@ class DiffusersEngine:
         compile_mode: CompileMode = "off",
         cuda_graphs: bool = False,
         warm_up_batches: Sequence[int] = (),
+        vae_float32: bool = False,
     ) -> DiffusersEngine:
-        engine = cls(load_model(spec, device=device, data_dir=data_dir), recipe)
+        model = load_model(spec, device=device, data_dir=data_dir, vae_float32=vae_float32)
+        engine = cls(model, recipe)
         cache = apply_speedups(engine.model, compile_mode, cuda_graphs, data_dir=data_dir)
         compiled = is_compiled(engine.model)
         if (compiled or engine.model.graphs is not None) and warm_up_batches:

@@ -33,8 +33,9 @@ default — original size = target size = the output's (height, width), crop cor
 the UNet's `added_cond_kwargs`. Image-to-image on SDXL follows stock
 `StableDiffusionXLImg2ImgPipeline` (`requires_aesthetics_score=False`, `denoising_start=None`):
 the same starting latents and timesteps as above, those same six numbers at the output size (twice
-the base size for an upscale), and the image encoded by the VAE in its own dtype — float32 for a
-`force_upcast` VAE in a float16 model, as stock upcasts it to encode.
+the base size for an upscale), and the image encoded by the VAE in its own dtype — for a
+`force_upcast` VAE in a float16 model float32 as stock upcasts it, or bfloat16 on a GPU that
+computes it (`engine.model.upcast_vae_dtype`).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ class EngineSpec:
     torch_threads: int | None = None
     compile_mode: str = "off"
     cuda_graphs: bool = False
+    vae_float32: bool = False  # LEXICON_VAE_FLOAT32: SDXL's VAE in float32, not bfloat16
     warm_up_batches: tuple[int, ...] = ()
     train_batch_size: int = 8
     # Bytes the models may take on the device (LEXICON_WORKER_MODEL_MEMORY); None: on CUDA the

@@ -2,7 +2,8 @@
 
 It reads the same settings as the bot for what concerns a worker — `LEXICON_MODEL`,
 `LEXICON_ENGINE`, `LEXICON_DEVICE`, `LEXICON_MAX_BATCH`, `LEXICON_TORCH_THREADS`,
-`LEXICON_COMPILE`, `LEXICON_TRAIN_BATCH`, the training slice and checkpoint settings,
+`LEXICON_COMPILE`, `LEXICON_CUDA_GRAPHS`, `LEXICON_VAE_FLOAT32`, `LEXICON_TRAIN_BATCH`, the
+training slice and checkpoint settings,
 `LEXICON_LEASE_SECONDS` (which sets how often it heartbeats) — and uses `LEXICON_DATA_DIR` only
 for the model and compile caches: the bot alone owns the database and files.
 """

@@ -127,6 +127,7 @@ def build_engine(spec: EngineSpec, source: str) -> Engine:
         compile_mode=spec.compile_mode,  # type: ignore[arg-type]
         cuda_graphs=spec.cuda_graphs,
         warm_up_batches=spec.warm_up_batches,
+        vae_float32=spec.vae_float32,
     )
 
 

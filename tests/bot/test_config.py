@@ -100,6 +100,15 @@ def test_compile_is_on_by_default_and_can_be_turned_off(monkeypatch: pytest.Monk
     assert load_settings().compile == "off"
 
 
+def test_the_vae_float32_setting_reaches_the_worker_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """LEXICON_VAE_FLOAT32 is off by default (SDXL's VAE in bfloat16 where the GPU computes it)
+    and, once set, travels to the worker in its engine spec."""
+    assert load_settings().vae_float32 is False
+    assert engine_spec(load_settings()).vae_float32 is False
+    monkeypatch.setenv("LEXICON_VAE_FLOAT32", "true")
+    assert engine_spec(load_settings()).vae_float32 is True
+
+
 def test_missing_token_says_where_to_get_one() -> None:
     """require_discord_token names DISCORD_TOKEN and the developer portal."""
     with pytest.raises(StartupError) as caught:

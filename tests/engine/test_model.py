@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.model import LoadedModel, ModelLoadError, load_model, resolve_device
+from engine.model import (
+    LoadedModel,
+    ModelLoadError,
+    load_model,
+    resolve_device,
+    upcast_vae_dtype,
+)
 
 
 def test_tiny_model_is_sd1_shaped_frozen_fp32_on_cpu(tiny_model: LoadedModel) -> None:
@@ -85,3 +91,26 @@ def test_unreachable_hub_fails_with_one_sentence(tmp_path: Path) -> None:
         "The hub model lexicon-tests/no-such-model is not in the local Hugging Face cache and "
         "could not be downloaded; download it first or set LEXICON_MODEL to a local folder."
     )
+
+
+@pytest.mark.parametrize(
+    ("vae_float32", "capability", "expected"),
+    [
+        (False, (9, 0), torch.bfloat16),  # Hopper: bfloat16, ComfyUI's choice
+        (False, (8, 0), torch.bfloat16),  # Ampere, the first with native bfloat16
+        (False, (7, 5), torch.float32),  # Turing: stock's float32
+        (False, None, torch.float32),  # not a CUDA device
+        (True, (9, 0), torch.float32),  # LEXICON_VAE_FLOAT32=true: stock's pixels
+    ],
+)
+def test_a_vae_that_overflows_in_float16_gets_bfloat16_only_where_the_gpu_computes_it(
+    vae_float32: bool, capability: tuple[int, int] | None, expected: torch.dtype
+) -> None:
+    assert upcast_vae_dtype(vae_float32, capability) == expected
+
+
+def test_the_sdxl_vae_of_a_half_precision_model_on_cpu_stays_float32(tmp_path: Path) -> None:
+    """On a CPU there is no native bfloat16 to win: the upcast VAE keeps stock's float32 while
+    the rest of the model is float16."""
+    model = load_model("tiny-sdxl", device="cpu", dtype="float16", data_dir=tmp_path)
+    assert model.dtype == torch.float16 and model.vae.dtype == torch.float32
