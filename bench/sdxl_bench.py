@@ -5,8 +5,8 @@
 Builds the real SDXL base architecture (UNet 2.6B with 1/2/10 transformer layers per level,
 CLIP ViT-L and OpenCLIP bigG text encoders with the real tokenizer, the KL VAE whose
 `force_upcast` makes stock decode in float32 and Lexicon in bfloat16 by default) with random
-weights — a UNet pass costs the same whatever the weights hold — saves it once as a diffusers folder, then measures, in this one process, at 1024x1024,
-25 steps, CFG 5, DPM++ 2M Karras, fp16:
+weights — a UNet pass costs the same whatever the weights hold — saves it once as a diffusers
+folder, then measures, in this one process, at 1024x1024, 25 steps, CFG 5, DPM++ 2M Karras, fp16:
 
 - `stock`: `StableDiffusionXLPipeline` as its documentation shows it, one image and a prompt list
   of 8;
