@@ -48,7 +48,7 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
         parsed = read_embedding(data, filename)
         model_width = WIDTH_BY_FAMILY.get(model_family, 0)
         check_family(parsed.family, parsed.width, model_family, model_width)
-        extra = {"imported_from": parsed.source_format}
+        extra: dict[str, str] = {"imported_from": parsed.source_format}
         if parsed.checkpoint is not None:
             extra[CHECKPOINT_KEYS[0]] = parsed.checkpoint
         canonical = write_embedding(
