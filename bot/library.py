@@ -8,8 +8,9 @@ uploaded files and writing A1111 `.pt` exports (in a throw-away child process, s
 and at most `MAX_CONVERT_CHILDREN` run at once), size limits, and family checks against the model
 the workers have loaded. Shared libraries are per server: a `guild_id` of None (a direct message,
 the CLI) sees the operator's library only. An import keeps the sha256 of the member's own file,
-which is what A1111 writes as the `TI hashes` of an image; an export to anyone but the owner
-leaves out the owner's private training metadata. An import has no training previews, so one
+which is what A1111 writes as the `TI hashes` of an image, and the checkpoint the file says it
+was trained on (cleaned by the child, shown as the file's claim); an export to anyone but the
+owner leaves out the owner's private training metadata. An import has no training previews, so one
 small render is queued as the importer (no Discord message: nothing is posted) and its image
 becomes the embedding's thumbnail; a refused render (a full queue) leaves the import without one.
 """
@@ -96,7 +97,7 @@ class LibraryService:
 
     async def trained_on(self, embeddings: list[Embedding]) -> dict[int, str]:
         """Embedding id → the configured model it was trained on, for those trained here (an
-        imported file's checkpoint is unknown)."""
+        import has only what its file claims: `Embedding.named_checkpoint`)."""
         found = await self.storage.embeddings.trained_on(e.id for e in embeddings)
         return {key: model or self.settings.default_model for key, model in found.items()}
 
@@ -272,6 +273,7 @@ class LibraryService:
                 shared=share,
                 source_sha256=hashlib.sha256(data).hexdigest(),
                 shared_guild_id=library,
+                named_checkpoint=answer["checkpoint"],
             )
         except OSError as error:
             raise disk_failure("embedding", error) from None

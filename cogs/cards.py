@@ -23,6 +23,21 @@ def family_words(family: Family) -> str:
     return FAMILY_LABELS.get(family.value, family.value)
 
 
+def named_checkpoint(embedding: Embedding) -> str | None:
+    """The checkpoint an imported file says it was trained on, escaped for Discord (it is the
+    file author's text), or None when the file names none."""
+    if embedding.named_checkpoint is None:
+        return None
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(embedding.named_checkpoint))
+
+
+def file_claim(embedding: Embedding) -> str | None:
+    """`made with **v1-5-pruned-emaonly** (says the file)`, worded as the file's claim, for an
+    import whose file names its checkpoint; else None."""
+    shown = named_checkpoint(embedding)
+    return None if shown is None else f"made with **{shown}** (says the file)"
+
+
 def labelled(text: str, embedding: Embedding, limit: int = 100) -> str:
     """An autocomplete choice's shown name: `text · SD 1.x`, or `text` alone where the family
     would push it past Discord's 100 characters."""
@@ -59,8 +74,8 @@ def embedding_card(
     model: str | None = None,
 ) -> list[discord.Embed]:
     """The card: what it is, whose, how to use it, the family it is made for (and the model it
-    was trained on, when given), and example prompts (each with its image when `images` names
-    attachments, in order)."""
+    was trained on, when given, else the checkpoint an imported file names), and example
+    prompts (each with its image when `images` names attachments, in order)."""
     where = "in the shared library" if embedding.is_shared else "private to its owner"
     lines = [
         f"**{embedding.name}** is {describe_kind(embedding, kind)}, by <@{embedding.owner_id}>, "
@@ -69,7 +84,13 @@ def embedding_card(
     if embedding.description:
         lines.append(f"> {embedding.description}")
     lines.append(usage_line(embedding))
-    trained = ":" if model is None else f"; trained on **{model}**,"
+    claim = file_claim(embedding)
+    if model is not None:
+        trained = f"; trained on **{model}**,"
+    elif claim is not None:
+        trained = f"; {claim},"
+    else:
+        trained = ":"
     lines.append(
         f"Made for {family_words(embedding.family)}{trained} it works with any model of that "
         "family."
@@ -121,14 +142,18 @@ def technical_details(
     model: str | None = None,
 ) -> str:
     """What the card's **Info** shows: the numbers people who know textual inversion ask, and
-    the model it was trained on (when it was trained here)."""
+    the model it was trained on (when it was trained here; else the checkpoint an imported file
+    names)."""
     lines = [
         f"**{embedding.name}** · {embedding.kind.value} embedding · {embedding.source.value}",
         f"Vectors {embedding.n_vectors} × {embedding.width} · "
         f"model family {embedding.family.value}",
     ]
+    checkpoint = named_checkpoint(embedding)
     if model is not None:
         lines.append(f"Trained on model {model}")
+    elif checkpoint is not None:
+        lines.append(f"Made with checkpoint {checkpoint} (says the file)")
     if steps is not None:
         lines.append(f"Training steps {steps}")
     if isinstance(final_loss, float):

@@ -1,9 +1,10 @@
 """`/library` as a gallery: one embed per shared word with its thumbnail (the first preview of
 its training, or the render queued when it was imported), description, owner and uses, the
-family it is made for and the model it was trained on, **Try** and **Use** buttons, Prev/Next
-and a sort toggle (popular/new). The page, sort, family filter and query live in the buttons'
-custom ids (`lexicon:library:…`); buttons posted before the filter existed (`lexicon:lib:…`)
-still turn pages, unfiltered."""
+family it is made for and the model it was trained on (for an import, the checkpoint its file
+names, as the file's claim), **Try** and **Use** buttons, Prev/Next and a sort toggle
+(popular/new). The page, sort, family filter and query live in the buttons' custom ids
+(`lexicon:library:…`); buttons posted before the filter existed (`lexicon:lib:…`) still turn
+pages, unfiltered."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from bot.app import Lexicon
 from bot.discord_bot import LexiconBot
 from bot.library import LibraryPage
 from cogs.buttons import HowToButton, TryButton
-from cogs.cards import family_words
+from cogs.cards import family_words, file_claim
 from cogs.common import check_lookup
 from cogs.persistent import PersistentButton
 from storage.models import Embedding, Family
@@ -46,9 +47,14 @@ async def thumbnail(app: Lexicon, embedding: Embedding) -> bytes | None:
 
 
 def made_for(embedding: Embedding, model: str | None) -> str:
-    """`for SD 1.x, trained on **sd15**` (the model when it was trained here)."""
-    trained = f", trained on **{model}**" if model is not None else ""
-    return f"for {family_words(embedding.family)}{trained}"
+    """`for SD 1.x, trained on **sd15**` (the model when it was trained here), or `for SD 1.x,
+    made with **v1-5** (says the file)` (the checkpoint an imported file names)."""
+    claim = file_claim(embedding)
+    if model is not None:
+        return f"for {family_words(embedding.family)}, trained on **{model}**"
+    if claim is not None:
+        return f"for {family_words(embedding.family)}, {claim}"
+    return f"for {family_words(embedding.family)}"
 
 
 def gallery_entry(embedding: Embedding, image: str | None, model: str | None) -> discord.Embed:

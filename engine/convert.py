@@ -6,8 +6,9 @@ bot runs this module as a short-lived child process: a file's bytes arrive on st
 leaves on stdout — the converted file, or the one sentence that says why it was refused.
 
 - `import FILENAME NAME KIND MODEL_FAMILY`: an upload, rewritten in Lexicon's own safetensors
-  format (which is all that workers ever parse).
-- `a1111 NAME`: a stored Lexicon file, as A1111's `.pt` layout (`string_to_param {'*': T}`).
+  format (which is all that workers ever parse), keeping the checkpoint the file names.
+- `a1111 NAME`: a stored Lexicon file, as A1111's `.pt` layout (`string_to_param {'*': T}`),
+  naming the checkpoint an imported file named.
 
 A hostile pickle is therefore parsed in a separate, throw-away process, under the strict loader,
 and never in the bot. The child caps its own memory and CPU time before it reads anything (a
@@ -32,8 +33,10 @@ CPU_LIMIT_SECONDS = 30  # importing torch takes ~2-3 s of it
 
 
 def convert(data: bytes, filename: str, name: str, kind: str, model_family: str) -> dict[str, Any]:
-    """An upload in Lexicon's format with what the bot stores about it, or the refusal."""
+    """An upload in Lexicon's format with what the bot stores about it (`checkpoint`: the one
+    the file names, cleaned, or None), or the refusal."""
     from engine.embedding_files import (
+        CHECKPOINT_KEYS,
         EmbeddingFileError,
         check_family,
         read_embedding,
@@ -45,12 +48,15 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
         parsed = read_embedding(data, filename)
         model_width = WIDTH_BY_FAMILY.get(model_family, 0)
         check_family(parsed.family, parsed.width, model_family, model_width)
+        extra: dict[str, str] = {"imported_from": parsed.source_format}
+        if parsed.checkpoint is not None:
+            extra[CHECKPOINT_KEYS[0]] = parsed.checkpoint
         canonical = write_embedding(
             parsed.vectors,
             name=name,
             kind="negative" if kind == "negative" else "positive",
             family=parsed.family,
-            extra={"imported_from": parsed.source_format},
+            extra=extra,
             vectors_g=parsed.vectors_g,
         )
     except EmbeddingFileError as error:
@@ -60,6 +66,7 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
         "family": parsed.family,
         "width": parsed.width,
         "n_vectors": parsed.n_vectors,
+        "checkpoint": parsed.checkpoint,
         "data": base64.b64encode(canonical).decode("ascii"),
     }
 
@@ -86,7 +93,7 @@ def to_a1111(data: bytes, name: str) -> dict[str, Any]:
         "name": name,
         "step": int(steps) if steps.isdigit() else None,
         "sd_checkpoint": parsed.metadata.get("base_model_hash") or None,
-        "sd_checkpoint_name": None,
+        "sd_checkpoint_name": parsed.checkpoint,
     }
     buffer = io.BytesIO()
     torch.save(layout, buffer)

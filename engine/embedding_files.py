@@ -13,6 +13,13 @@ refused before that code can run. A `.pt` zip is measured before it is loaded: i
 declared sizes may not overlap or add up to more than twice the file, because `torch.load` inflates
 every storage a pickle names — a 1 MB file could otherwise claim gigabytes. Every failure is an
 `EmbeddingFileError` whose message is one sentence a Discord user can act on.
+
+Many files also say which checkpoint they were trained on: A1111's `sd_checkpoint_name`, and
+`ss_sd_model_name`, the key kohya's sd-scripts trainers use for the base model (its LoRA trainer
+writes it; its textual-inversion trainer writes only `modelspec.*` keys, which name no
+checkpoint). Lexicon keeps that claim on import under A1111's key, so its own export names it
+too. It is whatever the file's author (or a forger) wrote, so `EmbeddingFile.checkpoint` is only
+ever a short, single-line, printable string, and the bot shows it as the file's claim.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import io
 import json
 import pickle
 import struct
+import unicodedata
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +54,10 @@ FORMAT_TAG = "lexicon-ti/1"
 UNPACK_RATIO = 2
 UNPACK_SLACK = 64 * 1024
 MAX_VECTORS = 75
+# Metadata keys that name the checkpoint a file was trained on, the first present wins: A1111's
+# (which Lexicon also writes when it keeps an import's claim), then kohya's.
+CHECKPOINT_KEYS = ("sd_checkpoint_name", "ss_sd_model_name")
+MAX_CHECKPOINT_CHARS = 100
 
 _ACCEPTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _RESERVED_METADATA = (
@@ -89,12 +101,32 @@ class EmbeddingFile:
         return int(self.vectors.shape[0])
 
     @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint the file says it was trained on (see `claimed_checkpoint`)."""
+        return claimed_checkpoint(self.metadata)
+
+    @property
     def joined(self) -> torch.Tensor:
         """`[n, width]`: what the engine splices — for SDXL the `clip_l` and `clip_g` halves
         side by side (the first encoder's width first), otherwise `vectors` itself."""
         if self.vectors_g is None:
             return self.vectors
         return torch.cat([self.vectors, self.vectors_g], dim=1)
+
+
+def claimed_checkpoint(metadata: Mapping[str, str]) -> str | None:
+    """The first CHECKPOINT_KEYS value as safe text: control and format characters (newlines,
+    bidi overrides) become spaces, runs of spaces one, at most MAX_CHECKPOINT_CHARS characters;
+    None when no key holds anything printable."""
+    for key in CHECKPOINT_KEYS:
+        printable = "".join(
+            " " if unicodedata.category(char).startswith("C") else char
+            for char in metadata.get(key, "")
+        )
+        text = " ".join(printable.split())[:MAX_CHECKPOINT_CHARS].rstrip()
+        if text:
+            return text
+    return None
 
 
 def family_label(family: str, width: int) -> str:

@@ -113,6 +113,7 @@ class EmbeddingRepository:
         job_id: int | None = None,
         max_owned: int | None = None,
         source_sha256: str | None = None,
+        named_checkpoint: str | None = None,
     ) -> Embedding:
         """Store the file, then commit the row that names it, in one write transaction.
 
@@ -120,7 +121,8 @@ class EmbeddingRepository:
         decides who may). With `job_id`, creating is idempotent: a retried training job that
         already produced its embedding gets that row back. `max_owned` is checked atomically
         with the insert. `source_sha256` is the hash of an imported file as the member had it,
-        before rewriting.
+        before rewriting, and `named_checkpoint` the checkpoint that file says it was trained on
+        (already cleaned, see `engine.embedding_files.claimed_checkpoint`).
         """
         checked = self._rules.check(name)
         if shared:
@@ -153,8 +155,8 @@ class EmbeddingRepository:
                 """
                 INSERT INTO embeddings (owner_id, name, name_folded, kind, visibility,
                     n_vectors, width, family, sha256, source, description, created_at, job_id,
-                    source_sha256, shared_guild_id)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    source_sha256, shared_guild_id, named_checkpoint)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 RETURNING *
                 """,
                 (
@@ -173,6 +175,7 @@ class EmbeddingRepository:
                     job_id,
                     source_sha256,
                     shared_guild_id if shared else None,
+                    named_checkpoint,
                 ),
             )
 
@@ -296,7 +299,8 @@ class EmbeddingRepository:
 
     async def trained_on(self, embedding_ids: Iterable[int]) -> dict[int, str | None]:
         """Embedding id → the model its training job named (None: the deployment's default),
-        for each of those that was trained here; imported ones are absent."""
+        for each of those that was trained here; imported ones are absent (an import's
+        `named_checkpoint` is what its file claims)."""
         ids = sorted(set(embedding_ids))
         if not ids:
             return {}

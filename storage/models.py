@@ -125,6 +125,9 @@ class Embedding:
     shared_guild_id: int | None = None
     # The job that rendered its thumbnail when it has no training (an import); None: none queued
     thumbnail_job_id: int | None = None
+    # The checkpoint an imported file says it was trained on: the file's claim, unverified, at
+    # most 100 printable characters; None when it names none or the embedding was trained here.
+    named_checkpoint: str | None = None
 
     @property
     def is_shared(self) -> bool:

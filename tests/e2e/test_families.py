@@ -1,7 +1,8 @@
 """Embeddings and the families of models they fit, as members read them: `/embeddings list`,
-`/embeddings info` and `/library` name each word's family and the model it was trained on, and
-`model:` keeps only the words that fit a model (page buttons keep that filter, and buttons posted
-before it existed still turn pages)."""
+`/embeddings info` and `/library` name each word's family and the model it was trained on (for
+an import, the checkpoint its file names, as the file's claim), and `model:` keeps only the words
+that fit a model (page buttons keep that filter, and buttons posted before it existed still turn
+pages)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cogs.library import FILTERS, QUERY_MAX
 from cogs.persistent import CUSTOM_ID_MAX
 from storage.models import Embedding, Family
 from tests.e2e.conftest import refusal, standin_settings, train
+from tests.hardening.hostile_files import a1111_pt
 from tests.simulation import Simulation, simulated
 
 TWO_MODELS = "a=standin,b=standin"  # the stand-in engine serves the tiny test model's family
@@ -49,7 +51,7 @@ async def _ready(sim: Simulation, *models: str) -> None:
 
 async def test_list_and_info_name_the_family_and_the_model_trained_on(tmp_path: Path) -> None:
     """A word trained with model:b reads "for the tiny test model, trained on b" in the list and
-    on its card; an imported SD 1.x file names its family only (its checkpoint is unknown)."""
+    on its card; an imported SD 1.x file that names no checkpoint shows its family only."""
     async with simulated(standin_settings(tmp_path / "data", model_list=TWO_MODELS)) as sim:
         alice = sim.member("alice")
         await train(sim, alice, "zorb", model="b")
@@ -71,6 +73,49 @@ async def test_list_and_info_name_the_family_and_the_model_trained_on(tmp_path: 
             imported.embeds[0].description
         )
         assert "trained on" not in imported.embeds[0].description
+
+
+async def test_an_imported_files_checkpoint_shows_as_what_the_file_says(sim: Simulation) -> None:
+    """An A1111 file naming its checkpoint reads "made with **…** (says the file)", escaped, in
+    the list, on its card, in Info and, once shared, in /library; a file naming none shows no
+    such text anywhere."""
+    alice, bob = sim.member("alice"), sim.member("bob")
+    claim = "made with **sd\\_v1-5 \\*\\*pruned\\*\\*** (says the file)"
+    named = await alice.slash(
+        sim.channel,
+        "embeddings import",
+        file=("glow.pt", a1111_pt(checkpoint="sd_v1-5 **pruned**\n")),
+        name="glowzo1",
+    )
+    assert f"Made for the tiny test model; {claim}, it works with any model of that family." in (
+        named.response.embeds[0].description
+    )
+    plain = await alice.slash(
+        sim.channel, "embeddings import", file=("plain.pt", a1111_pt()), name="plainzo1"
+    )
+    assert "says the file" not in plain.response.embeds[0].description
+
+    listed = (await alice.slash(sim.channel, "embeddings list")).response.content
+    assert [line.rsplit(" · ", 1)[0] for line in listed.split("\n")] == [  # uses: thumbnails
+        f"**glowzo1** · positive · 2 vectors · for the tiny test model, {claim} · private",
+        "**plainzo1** · positive · 2 vectors · for the tiny test model · private",
+    ]
+    card = (await alice.slash(sim.channel, "embeddings info", name="glowzo1")).response
+    assert f"; {claim}, it works" in card.embeds[0].description
+    info = (await alice.click(card, label="Info")).response.content
+    assert "\nMade with checkpoint sd\\_v1-5 \\*\\*pruned\\*\\* (says the file)\n" in info
+    plain_card = (await alice.slash(sim.channel, "embeddings info", name="plainzo1")).response
+    assert "says the file" not in plain_card.embeds[0].description
+    plain_info = (await alice.click(plain_card, label="Info")).response.content
+    assert "says the file" not in plain_info and "Made with" not in plain_info
+
+    for name in ("glowzo1", "plainzo1"):
+        shared = await alice.slash(sim.channel, "embeddings share", name=name)
+        assert shared.response.content.startswith(f"**{name}** is shared")
+    page = (await bob.slash(sim.channel, "library")).response
+    shown = {embed.title: embed.description for embed in page.embeds}
+    assert f"\nMade for the tiny test model, {claim}\n" in shown["glowzo1"]
+    assert "\nMade for the tiny test model\n" in shown["plainzo1"]
 
 
 async def test_embeddings_list_model_keeps_the_words_that_fit(tmp_path: Path) -> None:

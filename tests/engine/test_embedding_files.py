@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import pickle
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from engine.convert import convert, to_a1111
 from engine.embedding_files import (
     FORMAT_TAG,
     EmbeddingFileError,
@@ -155,6 +157,75 @@ def test_half_precision_and_one_dimensional_vectors_become_float32_rows() -> Non
     assert parsed.vectors.shape == (1, 1024) and parsed.vectors.dtype == torch.float32
     assert parsed.family == "sd2"
     assert torch.equal(parsed.vectors[0], vector.float())
+
+
+def _a1111_bytes(vectors: torch.Tensor, checkpoint: str | None) -> bytes:
+    """An A1111 `.pt` as its trainer saves it, naming `checkpoint` (None: no checkpoint)."""
+    return _torch_bytes(
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": vectors},
+            "name": "x",
+            "step": 1500,
+            "sd_checkpoint": "e1441589" if checkpoint is not None else None,
+            "sd_checkpoint_name": checkpoint,
+        }
+    )
+
+
+HOSTILE_CHECKPOINT = "**v1-5**\n@everyone\u202e\t" + "x" * 500
+
+
+@pytest.mark.parametrize(
+    ("data", "checkpoint"),
+    [
+        (_a1111_bytes(torch.ones(1, 768), "v1-5-pruned-emaonly"), "v1-5-pruned-emaonly"),
+        (
+            save_safetensors(
+                {"emb_params": torch.ones(1, 768)},
+                metadata={"ss_sd_model_name": " animefull-final-pruned.ckpt\n"},
+            ),
+            "animefull-final-pruned.ckpt",
+        ),
+        (_a1111_bytes(torch.ones(1, 768), None), None),
+        (save_safetensors({"emb_params": torch.ones(1, 768)}, metadata={"x": "y"}), None),
+        (save_safetensors({"emb_params": torch.ones(1, 768)}), None),
+        (
+            save_safetensors(
+                {"emb_params": torch.ones(1, 768)}, metadata={"ss_sd_model_name": "\n\t \x00"}
+            ),
+            None,
+        ),
+        (
+            _a1111_bytes(torch.ones(1, 768), HOSTILE_CHECKPOINT),
+            "**v1-5** @everyone " + "x" * 81,
+        ),
+    ],
+    ids=["a1111", "kohya", "a1111-none", "kohya-none", "no-metadata", "blank", "hostile"],
+)
+def test_the_checkpoint_a_file_names_is_read_as_bounded_clean_text(
+    data: bytes, checkpoint: str | None
+) -> None:
+    """A1111's `sd_checkpoint_name` and kohya's `ss_sd_model_name` are read single-line, without
+    control or bidi characters, at most 100 characters; a file that names none gives None."""
+    parsed = read_embedding(data, "word.pt")
+    assert parsed.checkpoint == checkpoint
+    assert parsed.checkpoint is None or len(parsed.checkpoint) <= 100
+
+
+def test_an_import_keeps_the_checkpoint_its_file_names_through_both_exports() -> None:
+    """The stored file names the checkpoint (so the .safetensors export keeps it), and the
+    A1111 `.pt` export writes it back as `sd_checkpoint_name`; without one, both name none."""
+    for named in ("v1-5-pruned-emaonly", None):
+        answer = convert(_a1111_bytes(_vectors(2, 768), named), "w.pt", "word", "positive", "sd1")
+        assert answer["ok"] and answer["checkpoint"] == named
+        stored = base64.b64decode(answer["data"])
+        assert read_embedding(stored, "word.safetensors").checkpoint == named
+        exported = to_a1111(stored, "word")
+        assert exported["ok"]
+        layout = torch.load(io.BytesIO(base64.b64decode(exported["data"])), weights_only=True)
+        assert layout["sd_checkpoint_name"] == named
+        assert read_embedding(base64.b64decode(exported["data"]), "word.pt").checkpoint == named
 
 
 class _Payload:

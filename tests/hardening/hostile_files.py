@@ -288,11 +288,17 @@ def zip_bomb_pt(inflated: int, storages: int = 1, overlap: bool = False) -> byte
     return _zip(entries, aliases)
 
 
-def a1111_pt(value: float = 0.05, n_vectors: int = 2, width: int = 32) -> bytes:
-    """A plain A1111 `.pt` (what its trainer saves), for imports that should succeed."""
+def a1111_pt(
+    value: float = 0.05, n_vectors: int = 2, width: int = 32, checkpoint: str | None = None
+) -> bytes:
+    """A plain A1111 `.pt` (what its trainer saves), for imports that should succeed; with
+    `checkpoint`, naming the checkpoint it was trained on as A1111 does."""
     import torch
 
     buffer = io.BytesIO()
     vectors = torch.full((n_vectors, width), value)
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}}, buffer)
+    layout: dict[str, object] = {"string_to_token": {"*": 265}, "string_to_param": {"*": vectors}}
+    if checkpoint is not None:
+        layout |= {"sd_checkpoint": "e1441589", "sd_checkpoint_name": checkpoint}
+    torch.save(layout, buffer)
     return buffer.getvalue()
