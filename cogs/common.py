@@ -83,6 +83,21 @@ def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+MESSAGE_LIMIT = 2000  # characters in one Discord message
+
+
+def fit_lines(lines: list[str], more: str, limit: int = MESSAGE_LIMIT) -> str:
+    """As many whole `lines` as fit in one message; when some do not, a last line says how many
+    were left out and, in `more`, where to find them (`…and 7 more: {more}`)."""
+    for shown in range(len(lines), -1, -1):
+        hidden = len(lines) - shown
+        trailer = [f"…and {hidden} more: {more}"] if hidden else []
+        text = "\n".join(lines[:shown] + trailer)
+        if len(text) <= limit:
+            return text
+    return shorten(f"…and {len(lines)} more: {more}", limit)
+
+
 def offer_choices(
     command: app_commands.Command[Any, Any, Any], name: str, values: list[str]
 ) -> None:

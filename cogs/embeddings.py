@@ -20,7 +20,7 @@ from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
 from cogs.buttons import card_view, trained_as
 from cogs.cards import embedding_card, family_words, labelled
-from cogs.common import LookupCog, actor_of, check_rate, model_choices
+from cogs.common import LookupCog, actor_of, check_rate, fit_lines, model_choices
 from cogs.library import (
     FILTERS,
     ORDERS,
@@ -128,7 +128,8 @@ class Embeddings(LookupCog):
             f"{e.use_count} uses" + ("" if e.usable else " · **file missing**")
             for e in owned
         ]
-        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+        more = "narrow the list with `model:`, or open one with `/embeddings info`."
+        await interaction.response.send_message(fit_lines(lines, more), ephemeral=True)
 
     @embeddings.command(name="info", description="Show an embedding's card")
     @app_commands.describe(name=NAME_OPTION)

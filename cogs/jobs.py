@@ -7,7 +7,7 @@ from discord import app_commands
 
 from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
-from cogs.common import LookupCog, shorten
+from cogs.common import LookupCog, fit_lines, shorten
 from cogs.queueing import cancel_job
 from cogs.text import queue_place, relative_time
 from engine.jobs import GenerateRequest, TrainRequest
@@ -63,7 +63,8 @@ class Jobs(LookupCog):
             else:
                 where = queue_place(await app.scheduler.standing(job))
             lines.append(f"**#{job.id}** {_describe(job)} — {where}")
-        await interaction.response.send_message("\n".join(lines)[:2000], ephemeral=True)
+        more = "they are further back in line; `/cancel` takes out the ones you no longer want."
+        await interaction.response.send_message(fit_lines(lines, more), ephemeral=True)
 
     @app_commands.command(name="cancel", description="Cancel a job (your running one when omitted)")
     @app_commands.describe(job="The job number (see /queue)")

@@ -68,6 +68,20 @@ async def test_the_training_card_and_its_buttons(sim: Simulation) -> None:
     assert tried.response.attachments
 
 
+async def test_a_long_embeddings_list_says_how_many_more_there_are(sim: Simulation) -> None:
+    """40 words do not fit in one message: whole lines, then how many are left out and how to
+    find them, never a line cut in the middle."""
+    alice = sim.member("alice")
+    await _share_many(sim, alice.id, 40)
+    listed = (await alice.slash(sim.channel, "embeddings list")).response.content
+    *lines, trailer = listed.split("\n")
+    assert len(listed) <= 2000 and all(line.endswith(" uses") for line in lines)
+    assert trailer == (
+        f"…and {40 - len(lines)} more: narrow the list with `model:`, or open one with "
+        "`/embeddings info`."
+    )
+
+
 async def test_embeddings_list_info_rename_export_delete(sim: Simulation) -> None:
     """A user manages their own word from list to delete; export is a safetensors file."""
     alice = sim.member("alice")
