@@ -30,6 +30,7 @@ class TrainComponents:
     dtype: torch.dtype = torch.float32
     family: str = ""
     model_hash: str = ""
+    model_name: str = ""  # the checkpoint's name (`LoadedModel.name`), written into the file
     native_size: int = 0
     graphs: Any = None  # engine.graphs.ModelGraphs: training steps are recorded as CUDA graphs
     tokenizer_2: Any = None  # SDXL's second tokenizer and text encoder (None for SD 1.x/2.x)
@@ -53,6 +54,7 @@ class TrainComponents:
         # A compiled UNet (LEXICON_COMPILE) would compile its backward too, minutes per
         # worker; the recorded CUDA-graph step is as fast without it (docs/BENCHMARKS.md).
         pieces["unet"] = getattr(model.unet, "_orig_mod", model.unet)
+        pieces["model_name"] = getattr(model, "name", "")
         return cls(**pieces)
 
     @property

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.embedding_files import write_embedding
+from engine.embedding_files import CHECKPOINT_KEYS, claimed_checkpoint, write_embedding
 from engine.encode import encode_embeds, run_text_encoders_sdxl, token_embeddings
 from engine.jobs import Progress, TrainRequest, TrainResult, crosses_half
 from engine.photos import Photo, load_photos
@@ -468,7 +468,9 @@ class Trainer:
     # --- output ---------------------------------------------------------------------------
 
     def embedding_bytes(self) -> bytes:
-        """The vectors as Lexicon's embedding file, with the run's provenance as metadata."""
+        """The vectors as Lexicon's embedding file, with the run's provenance as metadata: the
+        checkpoint's name under A1111's key too, so an exported word says what it was trained
+        on wherever it is imported (`claimed_checkpoint`)."""
         request, parts = self.request, self.parts
         extra = {
             **request.extra_metadata,
@@ -478,6 +480,9 @@ class Trainer:
             "batch_size": str(self.recipe.batch_size),
             "learning_rate": repr(self.recipe.learning_rate),
         }
+        checkpoint = claimed_checkpoint({CHECKPOINT_KEYS[0]: parts.model_name})
+        if checkpoint is not None:
+            extra[CHECKPOINT_KEYS[0]] = checkpoint
         vectors, vectors_g = self.vectors, None
         if parts.is_sdxl:
             vectors, vectors_g = vectors[:, : parts.width_l], vectors[:, parts.width_l :]

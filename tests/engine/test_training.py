@@ -7,6 +7,7 @@ reproducible.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import signal
@@ -21,6 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
+from engine.convert import to_a1111
 from engine.diffusers_engine import DiffusersEngine
 from engine.embedding_files import read_embedding
 from engine.encode import encode_embeds, token_embeddings
@@ -229,7 +231,8 @@ def test_result_file_loads_unchanged_in_diffusers(
 
 
 def test_result_metadata_records_provenance(parts: TrainComponents) -> None:
-    """The file says name, kind, family, steps, base model hash and photo hashes."""
+    """The file says name, kind, family, steps, base model hash, the checkpoint's name and the
+    photo hashes."""
     req = helpers.request(steps=2, kind="style", extra_metadata={"owner": "42"})
     trainer = Trainer(parts, req)
     trainer.run_steps(trainer.total)
@@ -240,7 +243,11 @@ def test_result_metadata_records_provenance(parts: TrainComponents) -> None:
     assert metadata["base_model_hash"] == parts.model_hash != ""
     assert metadata["photo_hashes"].split(",") == [p.sha256 for p in trainer.photos]
     assert metadata["train_kind"] == "style" and metadata["owner"] == "42"
+    assert metadata["sd_checkpoint_name"] == parts.model_name == "tiny"  # A1111's key
     assert result.final_loss == pytest.approx(trainer.loss) and result.previews == ()
+    exported = to_a1111(result.embedding, "zorblat")  # what `/embeddings export` as .pt writes
+    pt_file = base64.b64decode(exported["data"])
+    assert read_embedding(pt_file, "zorblat.pt").checkpoint == "tiny"  # what an import shows
 
 
 def test_training_renders_previews_of_the_new_word(tiny_model: LoadedModel) -> None:
