@@ -4,6 +4,8 @@ default fast path (compiled + CUDA graphs) renders and trains what the plain pat
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from engine.speed import is_compiled
 from engine.worker.local import build_engine
 from engine.worker_config import EngineSpec
 from tests.bot.conftest import photo_bytes
-from tests.engine.render_helpers import pixels, sdxl_embedding, stock_pixels
+from tests.engine.render_helpers import picture, pixels, png_bytes, sdxl_embedding, stock_pixels
 from tests.gpu.training_helpers import assert_graphed_steps_equal_eager
 
 
@@ -54,8 +56,8 @@ def test_sdxl_on_the_default_fast_path_renders_the_plain_path_within_2_of_255(
     tmp_path: Path,
 ) -> None:
     """The default settings' SDXL engine (compiled, graphed, warmed up for batches 1 and 2)
-    renders what the plain eager path renders, with an SDXL embedding in one request and
-    requests of two users batched together."""
+    renders what the plain eager path renders, with an SDXL embedding in one request,
+    requests of two users batched together, and image-to-image (the VAE encoding the start)."""
     engine = DiffusersEngine.load(
         "tiny-sdxl",
         "cuda",
@@ -72,7 +74,14 @@ def test_sdxl_on_the_default_fast_path_renders_the_plain_path_within_2_of_255(
             GenerateRequest("a photo of a xorb", 1, 6, 5.0, 64, 64, embeddings=(word,)),
             GenerateRequest("a red boat at dawn", 2, 6, 5.0, 64, 64, negative="blurry"),
         ]
-        for batch in ([requests[0]], requests):
+        start = png_bytes(picture(64, 64))
+        img2img = dataclasses.replace(
+            requests[0],
+            init_image=start,
+            init_sha256=hashlib.sha256(start).hexdigest(),
+            strength=0.5,
+        )
+        for batch in ([requests[0]], requests, [img2img]):
             fast = generate(engine.model, batch)
             reference = generate(plain, batch)
             for mine, theirs in zip(fast, reference, strict=True):
