@@ -31,9 +31,12 @@ def named_checkpoint(embedding: Embedding) -> str | None:
     return discord.utils.escape_mentions(discord.utils.escape_markdown(embedding.named_checkpoint))
 
 
-def file_claim(embedding: Embedding) -> str | None:
-    """`made with **v1-5-pruned-emaonly** (says the file)`, worded as the file's claim, for an
-    import whose file names its checkpoint; else None."""
+def provenance(embedding: Embedding, model: str | None) -> str | None:
+    """`trained on **sd15**` (`model`: the one it was trained on here), else `made with
+    **v1-5-pruned-emaonly** (says the file)` for an import whose file names its checkpoint,
+    else None."""
+    if model is not None:
+        return f"trained on **{model}**"
     shown = named_checkpoint(embedding)
     return None if shown is None else f"made with **{shown}** (says the file)"
 
@@ -84,13 +87,8 @@ def embedding_card(
     if embedding.description:
         lines.append(f"> {embedding.description}")
     lines.append(usage_line(embedding))
-    claim = file_claim(embedding)
-    if model is not None:
-        trained = f"; trained on **{model}**,"
-    elif claim is not None:
-        trained = f"; {claim},"
-    else:
-        trained = ":"
+    origin = provenance(embedding, model)
+    trained = ":" if origin is None else f"; {origin},"
     lines.append(
         f"Made for {family_words(embedding.family)}{trained} it works with any model of that "
         "family."

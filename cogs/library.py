@@ -16,7 +16,7 @@ from bot.app import Lexicon
 from bot.discord_bot import LexiconBot
 from bot.library import LibraryPage
 from cogs.buttons import HowToButton, TryButton
-from cogs.cards import family_words, file_claim
+from cogs.cards import family_words, provenance
 from cogs.common import check_lookup
 from cogs.persistent import PersistentButton
 from storage.models import Embedding, Family
@@ -49,12 +49,9 @@ async def thumbnail(app: Lexicon, embedding: Embedding) -> bytes | None:
 def made_for(embedding: Embedding, model: str | None) -> str:
     """`for SD 1.x, trained on **sd15**` (the model when it was trained here), or `for SD 1.x,
     made with **v1-5** (says the file)` (the checkpoint an imported file names)."""
-    claim = file_claim(embedding)
-    if model is not None:
-        return f"for {family_words(embedding.family)}, trained on **{model}**"
-    if claim is not None:
-        return f"for {family_words(embedding.family)}, {claim}"
-    return f"for {family_words(embedding.family)}"
+    origin = provenance(embedding, model)
+    family = family_words(embedding.family)
+    return f"for {family}" if origin is None else f"for {family}, {origin}"
 
 
 def gallery_entry(embedding: Embedding, image: str | None, model: str | None) -> discord.Embed:
