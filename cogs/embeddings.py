@@ -128,7 +128,10 @@ class Embeddings(LookupCog):
             f"{e.use_count} uses" + ("" if e.usable else " · **file missing**")
             for e in owned
         ]
-        more = "narrow the list with `model:`, or open one with `/embeddings info`."
+        more = (
+            "`/embeddings info` opens any of them (start typing its name), or narrow the list "
+            "with `model:`."
+        )
         await interaction.response.send_message(fit_lines(lines, more), ephemeral=True)
 
     @embeddings.command(name="info", description="Show an embedding's card")

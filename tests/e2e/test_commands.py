@@ -77,8 +77,8 @@ async def test_a_long_embeddings_list_says_how_many_more_there_are(sim: Simulati
     *lines, trailer = listed.split("\n")
     assert len(listed) <= 2000 and all(line.endswith(" uses") for line in lines)
     assert trailer == (
-        f"…and {40 - len(lines)} more: narrow the list with `model:`, or open one with "
-        "`/embeddings info`."
+        f"…and {40 - len(lines)} more: `/embeddings info` opens any of them (start typing its "
+        "name), or narrow the list with `model:`."
     )
 
 
