@@ -36,7 +36,6 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
     """An upload in Lexicon's format with what the bot stores about it (`checkpoint`: the one
     the file names, cleaned, or None), or the refusal."""
     from engine.embedding_files import (
-        CHECKPOINT_KEYS,
         EmbeddingFileError,
         check_family,
         read_embedding,
@@ -48,16 +47,14 @@ def convert(data: bytes, filename: str, name: str, kind: str, model_family: str)
         parsed = read_embedding(data, filename)
         model_width = WIDTH_BY_FAMILY.get(model_family, 0)
         check_family(parsed.family, parsed.width, model_family, model_width)
-        extra: dict[str, str] = {"imported_from": parsed.source_format}
-        if parsed.checkpoint is not None:
-            extra[CHECKPOINT_KEYS[0]] = parsed.checkpoint
         canonical = write_embedding(
             parsed.vectors,
             name=name,
             kind="negative" if kind == "negative" else "positive",
             family=parsed.family,
-            extra=extra,
+            extra={"imported_from": parsed.source_format},
             vectors_g=parsed.vectors_g,
+            checkpoint=parsed.checkpoint,
         )
     except EmbeddingFileError as error:
         return {"ok": False, "error": str(error)}

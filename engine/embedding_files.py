@@ -55,8 +55,9 @@ UNPACK_RATIO = 2
 UNPACK_SLACK = 64 * 1024
 MAX_VECTORS = 75
 # Metadata keys that name the checkpoint a file was trained on, the first present wins: A1111's
-# (which Lexicon also writes when it keeps an import's claim), then kohya's.
-CHECKPOINT_KEYS = ("sd_checkpoint_name", "ss_sd_model_name")
+# (which Lexicon writes too, `write_embedding(checkpoint=…)`), then kohya's.
+A1111_CHECKPOINT_KEY = "sd_checkpoint_name"
+CHECKPOINT_KEYS = (A1111_CHECKPOINT_KEY, "ss_sd_model_name")
 MAX_CHECKPOINT_CHARS = 100
 
 _ACCEPTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -70,6 +71,7 @@ _RESERVED_METADATA = (
     "steps",
     "base_model_hash",
     "photo_hashes",
+    A1111_CHECKPOINT_KEY,
 )
 
 EmbeddingKind = Literal["positive", "negative"]
@@ -115,18 +117,21 @@ class EmbeddingFile:
 
 
 def claimed_checkpoint(metadata: Mapping[str, str]) -> str | None:
-    """The first CHECKPOINT_KEYS value as safe text: control and format characters (newlines,
-    bidi overrides) become spaces, runs of spaces one, at most MAX_CHECKPOINT_CHARS characters;
-    None when no key holds anything printable."""
+    """The first CHECKPOINT_KEYS value that holds anything printable, as `clean_checkpoint`
+    makes it; None when none does."""
     for key in CHECKPOINT_KEYS:
-        printable = "".join(
-            " " if unicodedata.category(char).startswith("C") else char
-            for char in metadata.get(key, "")
-        )
-        text = " ".join(printable.split())[:MAX_CHECKPOINT_CHARS].rstrip()
-        if text:
+        if text := clean_checkpoint(metadata.get(key, "")):
             return text
     return None
+
+
+def clean_checkpoint(text: str) -> str:
+    """A checkpoint's name as safe text: control and format characters (newlines, bidi
+    overrides) become spaces, runs of spaces one, at most MAX_CHECKPOINT_CHARS characters."""
+    printable = "".join(
+        " " if unicodedata.category(char).startswith("C") else char for char in text
+    )
+    return " ".join(printable.split())[:MAX_CHECKPOINT_CHARS].rstrip()
 
 
 def family_label(family: str, width: int) -> str:
@@ -172,10 +177,12 @@ def write_embedding(
     photo_hashes: Sequence[str] = (),
     extra: Mapping[str, str] | None = None,
     vectors_g: torch.Tensor | None = None,
+    checkpoint: str | None = None,
 ) -> bytes:
     """Lexicon's embedding file: safetensors `{"emb_params": float32[n, d]}` plus metadata; for
     the two-encoder (SDXL) families `{"clip_l": …, "clip_g": …}`, the layout A1111, ComfyUI and
-    diffusers read for SDXL, with `vectors_g` the second encoder's half."""
+    diffusers read for SDXL, with `vectors_g` the second encoder's half. `checkpoint`, the one
+    the vectors were trained on, goes under A1111's key, cleaned (`clean_checkpoint`)."""
     if kind not in ("positive", "negative"):
         raise ValueError(f"kind must be 'positive' or 'negative', not {kind!r}.")
     matrix = _validated_matrix(vectors.detach(), "emb_params")
@@ -205,6 +212,8 @@ def write_embedding(
         "base_model_hash": base_model_hash,
         "photo_hashes": ",".join(photo_hashes),
     }
+    if named := clean_checkpoint(checkpoint or ""):
+        metadata[A1111_CHECKPOINT_KEY] = named
     return save_safetensors({k: t.contiguous() for k, t in tensors.items()}, metadata=metadata)
 
 

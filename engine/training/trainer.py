@@ -53,7 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.embedding_files import CHECKPOINT_KEYS, claimed_checkpoint, write_embedding
+from engine.embedding_files import write_embedding
 from engine.encode import encode_embeds, run_text_encoders_sdxl, token_embeddings
 from engine.jobs import Progress, TrainRequest, TrainResult, crosses_half
 from engine.photos import Photo, load_photos
@@ -480,9 +480,6 @@ class Trainer:
             "batch_size": str(self.recipe.batch_size),
             "learning_rate": repr(self.recipe.learning_rate),
         }
-        checkpoint = claimed_checkpoint({CHECKPOINT_KEYS[0]: parts.model_name})
-        if checkpoint is not None:
-            extra[CHECKPOINT_KEYS[0]] = checkpoint
         vectors, vectors_g = self.vectors, None
         if parts.is_sdxl:
             vectors, vectors_g = vectors[:, : parts.width_l], vectors[:, parts.width_l :]
@@ -496,6 +493,7 @@ class Trainer:
             base_model_hash=parts.model_hash,
             photo_hashes=[photo.sha256 for photo in self.photos],
             extra=extra,
+            checkpoint=parts.model_name,
         )
 
     def finish(self) -> TrainResult:
