@@ -139,7 +139,8 @@ class DiffusersEngine:
 
     def close(self) -> None:
         # The PNG encoder threads must be gone before interpreter shutdown: left running, they
-        # made the worker abort at exit ("terminate called without an active exception").
+        # made the worker abort at exit ("terminate called without an active exception"). They
+        # are the process's: another engine's next render starts them again.
         generation.close_png_pool()
 
     def _previews(self, trainer: Trainer) -> list[bytes]:

@@ -45,7 +45,6 @@ import inspect
 import io
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +69,10 @@ from engine.model import LoadedModel
 from engine.png import ImageParameters, close_deflate_pool, encode_png, format_parameters
 from engine.previews import preview_png
 from engine.schedulers import make_scheduler, sampler_label
+from engine.threads import RestartablePool
 
 DECODE_BATCH = 4
-_PNG_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="png")
+_PNG_POOL = RestartablePool(8, "png")
 
 StepCallback = Callable[[int, int, torch.Tensor], bool | None]
 PreviewCallback = Callable[[int, int, list[bytes]], None]
@@ -489,8 +489,9 @@ def _decode(model: LoadedModel, latents: torch.Tensor) -> Iterator[torch.Tensor]
 
 
 def close_png_pool() -> None:
-    """Stop the PNG encoder threads (at worker exit; generation cannot run afterwards)."""
-    _PNG_POOL.shutdown(wait=True)
+    """Stop the PNG encoder threads (an engine's close: they must not outlive the interpreter);
+    a later generation starts new ones."""
+    _PNG_POOL.close()
     close_deflate_pool()
 
 

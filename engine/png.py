@@ -14,12 +14,13 @@ import os
 import struct
 import zlib
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import metadata
 
 import numpy as np
 from PIL import Image
+
+from engine.threads import RestartablePool
 
 
 def _version() -> str:
@@ -129,14 +130,12 @@ def encode_png(pixels: np.ndarray, parameters: str) -> bytes:
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SEGMENT_BYTES = 128 * 1024
-_DEFLATE_POOL = ThreadPoolExecutor(
-    max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="deflate"
-)
+_DEFLATE_POOL = RestartablePool(min(8, os.cpu_count() or 1), "deflate")
 
 
 def close_deflate_pool() -> None:
-    """Stop the deflate threads (at worker exit; `encode_png` cannot run afterwards)."""
-    _DEFLATE_POOL.shutdown(wait=True)
+    """Stop the deflate threads; a later `encode_png` starts new ones."""
+    _DEFLATE_POOL.close()
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

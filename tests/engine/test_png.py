@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from engine.png import ImageParameters, encode_png, format_parameters, read_parameters
+from engine.png import (
+    ImageParameters,
+    close_deflate_pool,
+    encode_png,
+    format_parameters,
+    read_parameters,
+)
 from engine.previews import SD1_LATENT_RGB, latents_to_rgb, preview_png
 
 
@@ -81,6 +88,18 @@ def test_large_png_is_one_valid_stream_of_parallel_segments() -> None:
             assert read_parameters(png) == "a photo"
         if height * width >= 512 * 512:  # the Up filter finds the gradient's redundancy
             assert len(encode_png(smooth, "")) < smooth.nbytes / 4
+
+
+def test_encoding_after_the_deflate_threads_stopped_starts_them_again() -> None:
+    """An engine's close stops the deflate threads; a later PNG (another engine of the same
+    process) starts new ones rather than fail."""
+    pixels = np.random.default_rng(2).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    encode_png(pixels, "")
+    close_deflate_pool()
+    assert not [t for t in threading.enumerate() if t.name.startswith("deflate")]
+    png = encode_png(pixels, "again")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), pixels)
+    assert read_parameters(png) == "again"
 
 
 def test_encode_png_refuses_what_is_not_rgb8() -> None:

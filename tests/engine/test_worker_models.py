@@ -54,7 +54,7 @@ def test_a_budget_for_one_model_switches_and_renders_as_a_fresh_engine(
     engine_data_dir: Path, tiny_model: LoadedModel, tiny_sdxl_model: LoadedModel
 ) -> None:
     """sd → xl → sd → xl under a one-model budget: three switches, each evicting the other, and
-    the SDXL image after switching back equals a freshly loaded engine's."""
+    the SDXL image after switching back equals that of an engine loaded after the cache closed."""
     spec = EngineSpec(
         "diffusers",
         (ModelSource("sd", "tiny"), ModelSource("xl", "tiny-sdxl")),
@@ -92,7 +92,10 @@ def test_a_budget_for_one_model_switches_and_renders_as_a_fresh_engine(
                     images[job_id] = message.images[0].png
     finally:
         pipe.inbox.put(protocol.Shutdown())
-        thread.join(timeout=30)  # no models.close(): it stops the PNG threads of this process
+        thread.join(timeout=30)
+        models.close()  # as a worker exits: the PNG encoder threads stop with the engines
+    encoders = [t.name for t in threading.enumerate() if t.name.startswith(("png", "deflate"))]
+    assert encoders == []
 
     assert [(s.model, s.resident) for s in switches] == [
         ("xl", ("xl",)),
@@ -100,6 +103,7 @@ def test_a_budget_for_one_model_switches_and_renders_as_a_fresh_engine(
         ("xl", ("xl",)),
     ]  # the fourth job found its model resident: no switch
     assert all(s.worker_id == "w1" and s.seconds > 0 for s in switches)
+    # A later engine in the same process renders: closing the cache did not break its encoders.
     fresh = DiffusersEngine.load("tiny-sdxl", "cpu", engine_data_dir)
     expected = fresh.generate([_request("xl")], lambda *_: False)[0][0].png
     assert images[1] == images[3] == images[4] == expected
