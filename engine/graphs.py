@@ -24,6 +24,7 @@ eager results on the GPU; on CPU nothing here is used.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -64,20 +65,28 @@ def signature(args: tuple[torch.Tensor | None, ...]) -> Signature:
     return tuple(None if a is None else (tuple(a.shape), a.dtype) for a in args)
 
 
+@functools.cache
+def _streams(device: int) -> tuple[torch.cuda.Stream, torch.cuda.Stream]:
+    """The stream warm-up calls run on and the stream graphs are recorded on, one pair per
+    device for the process. cuBLAS keeps a workspace for each stream it has run on and never
+    frees it, so a fresh pair per recording leaked GPU memory at every graph recorded."""
+    return torch.cuda.Stream(device), torch.cuda.Stream(device)
+
+
 def record(
     fn: Callable[..., Any], inputs: tuple[torch.Tensor | None, ...], pool: Any
 ) -> tuple[torch.cuda.CUDAGraph, Any]:
     """Warm `fn(*inputs)` up on a side stream, then record one call; (graph, its output).
 
     Records on the current CUDA device (`engine.speed` makes the model's device current)."""
-    side = torch.cuda.Stream()
+    side, capture = _streams(torch.cuda.current_device())
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for _ in range(WARMUP_CALLS):
             fn(*inputs)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    with torch.cuda.graph(graph, pool=pool, stream=capture):
         output = fn(*inputs)
     return graph, output
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.graphs import record
 from engine.worker.local import model_cache
 from engine.worker_config import EngineSpec, ModelSource
 
@@ -39,6 +40,11 @@ def test_an_evicted_models_memory_goes_back_to_the_gpu(tmp_path: Path, cuda_grap
             model_memory=memory,
         )
 
+    # The process's recording streams, and the cuBLAS workspace each keeps for good, exist
+    # before the baseline: they are the process's, not a model's.
+    weights = torch.ones(8, 8, device="cuda")
+    with torch.inference_mode():
+        record(lambda x: x @ weights, (weights,), torch.cuda.graph_pool_handle())
     baseline = allocated()
     both = model_cache(spec(None))
     assert set(both.resident) == {"sd", "xl"}
