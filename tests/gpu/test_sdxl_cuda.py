@@ -24,6 +24,11 @@ from tests.bot.conftest import photo_bytes
 from tests.engine.render_helpers import picture, pixels, png_bytes, sdxl_embedding, stock_pixels
 from tests.gpu.training_helpers import assert_graphed_steps_equal_eager
 
+# The bfloat16 VAE's 8-bit significand puts one of its steps at about 1/255 of the output, and
+# compiled kernels round in another order than eager ones: measured on the H200, fast path vs
+# plain, the bfloat16 VAE differs by up to 3/255 where the float32 VAE differs by 1/255.
+BOUND_BF16 = 3
+
 
 @pytest.mark.parametrize(
     ("vae_float32", "vae_dtype", "bound"), [(True, torch.float32, 2), (False, torch.bfloat16, 6)]
@@ -52,12 +57,14 @@ def test_sdxl_fp16_on_cuda_equals_stock(
     assert difference.max() <= bound, difference.max()
 
 
-def test_sdxl_on_the_default_fast_path_renders_the_plain_path_within_2_of_255(
-    tmp_path: Path,
+@pytest.mark.parametrize("vae_float32", [False, True])
+def test_sdxl_on_the_default_fast_path_renders_the_plain_path(
+    tmp_path: Path, vae_float32: bool
 ) -> None:
     """The default settings' SDXL engine (compiled, graphed, warmed up for batches 1 and 2)
     renders what the plain eager path renders, with an SDXL embedding in one request,
-    requests of two users batched together, and image-to-image (the VAE encoding the start)."""
+    requests of two users batched together, and image-to-image (the VAE encoding the start);
+    within 2/255 with the VAE in float32, BOUND_BF16 with the default bfloat16 VAE."""
     engine = DiffusersEngine.load(
         "tiny-sdxl",
         "cuda",
@@ -65,8 +72,9 @@ def test_sdxl_on_the_default_fast_path_renders_the_plain_path_within_2_of_255(
         compile_mode="default",
         cuda_graphs=True,
         warm_up_batches=(1, 2),
+        vae_float32=vae_float32,
     )
-    plain = load_model("tiny-sdxl", device="cuda", data_dir=tmp_path)
+    plain = load_model("tiny-sdxl", device="cuda", data_dir=tmp_path, vae_float32=vae_float32)
     word, _halves = sdxl_embedding("xorb", 2, 5)
     try:
         assert is_compiled(engine.model) and engine.model.graphs is not None
@@ -81,12 +89,18 @@ def test_sdxl_on_the_default_fast_path_renders_the_plain_path_within_2_of_255(
             init_sha256=hashlib.sha256(start).hexdigest(),
             strength=0.5,
         )
-        for batch in ([requests[0]], requests, [img2img]):
+        cases = {"embedding": [requests[0]], "two users": requests, "image-to-image": [img2img]}
+        largest: dict[str, list[int]] = {}
+        for case, batch in cases.items():
             fast = generate(engine.model, batch)
             reference = generate(plain, batch)
-            for mine, theirs in zip(fast, reference, strict=True):
-                difference = np.abs(pixels(mine[0].png) - pixels(theirs[0].png))
-                assert difference.max() <= 2, (len(batch), difference.max())
+            largest[case] = [
+                int(np.abs(pixels(mine[0].png) - pixels(theirs[0].png)).max())
+                for mine, theirs in zip(fast, reference, strict=True)
+            ]
+        print(f"vae_float32={vae_float32}: largest differences {largest}")
+        bound = 2 if vae_float32 else BOUND_BF16
+        assert max(max(values) for values in largest.values()) <= bound, largest
         assert len(engine.model.graphs.unet) >= 2  # batches 1 and 2 replay recorded graphs
         assert len(engine.model.graphs.text) >= 1  # both text encoders, recorded as one graph
     finally:
