@@ -65,7 +65,7 @@ from engine.jobs import (
     RequestError,
     too_many_chunks,
 )
-from engine.model import LoadedModel
+from engine.model import LoadedModel, scale_latents, unscale_latents
 from engine.png import ImageParameters, close_deflate_pool, encode_png, format_parameters
 from engine.previews import preview_png
 from engine.schedulers import make_scheduler, sampler_label
@@ -249,7 +249,6 @@ def _noised_latents(
     image's own generator, noised to `timestep`."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    scaling = model.vae.config.scaling_factor
     clean: list[torch.Tensor] = []
     noise: list[torch.Tensor] = []
     own = iter(generators)
@@ -263,7 +262,8 @@ def _noised_latents(
         distribution = model.vae.encode(pixels).latent_dist
         for _ in range(p.request.count):
             generator = next(own)
-            clean.append(scaling * distribution.sample(generator).to(model.dtype))
+            sample = distribution.sample(generator).to(model.dtype)
+            clean.append(scale_latents(model.vae, sample))
             noise.append(
                 randn_tensor(
                     clean[-1].shape, generator=generator, device=model.device, dtype=model.dtype
@@ -476,9 +476,8 @@ def decode_pixels(vae: Any, latents: torch.Tensor) -> torch.Tensor:
 def _decode(model: LoadedModel, latents: torch.Tensor) -> Iterator[torch.Tensor]:
     """Latents → uint8 `[k, h, w, 3]` on CPU, `DECODE_BATCH` images at a time: lazily, so the
     caller encodes one chunk's PNGs while the GPU decodes the next."""
-    scaling = model.vae.config.scaling_factor
     for start in range(0, latents.shape[0], DECODE_BATCH):
-        part = (latents[start : start + DECODE_BATCH] / scaling).to(model.vae.dtype)
+        part = unscale_latents(model.vae, latents[start : start + DECODE_BATCH])
         count = part.shape[0]
         if model.pad_batches:
             part = _pad(part, bucket(count))

@@ -302,6 +302,41 @@ def upcast_vae_dtype(vae_float32: bool, capability: tuple[int, int] | None) -> t
     return torch.bfloat16
 
 
+def _latent_statistics(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The VAE config's per-channel `latents_mean` and `latents_std`, shaped and typed to
+    broadcast over `like`; None where the config has not both (SD 1.x and SDXL base)."""
+    mean = getattr(vae.config, "latents_mean", None)
+    std = getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    shape = (1, len(mean), 1, 1)
+    as_like = {"device": like.device, "dtype": like.dtype}
+    return torch.tensor(mean).view(shape).to(**as_like), torch.tensor(std).view(shape).to(**as_like)
+
+
+def scale_latents(vae: Any, encoded: torch.Tensor) -> torch.Tensor:
+    """What the VAE encoded → the UNet's latent space, as stock SD and SDXL pipelines do: times
+    the scaling factor, after `(x - latents_mean) / latents_std` where the VAE's config gives
+    them. Image-to-image and the trainer's photos both go through here."""
+    statistics = _latent_statistics(vae, encoded)
+    if statistics is None:
+        return vae.config.scaling_factor * encoded
+    mean, std = statistics
+    return (encoded - mean) * vae.config.scaling_factor / std
+
+
+def unscale_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """`scale_latents` undone, for the VAE to decode, in its dtype. The arithmetic is float32:
+    stock's for an upcast VAE (it converts, then unscales), and one rounding, not two, for a
+    bfloat16 one."""
+    latents = latents.float()
+    statistics = _latent_statistics(vae, latents)
+    if statistics is None:
+        return (latents / vae.config.scaling_factor).to(vae.dtype)
+    mean, std = statistics
+    return (latents * std / vae.config.scaling_factor + mean).to(vae.dtype)
+
+
 def _assemble(
     pipeline: Any,
     device: torch.device,

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 
 from engine.encode import token_embeddings
+from engine.model import scale_latents
 from engine.photos import Photo, photo_views
 from engine.training.components import param_dtype
 from engine.training.recipe import TrainRequestError
 
-LATENT_METHOD = "posterior-mean"
+LATENT_METHOD = "posterior-mean, scaled with the VAE's latents mean and std"
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ def encode_views(
     device: torch.device,
     autocast: AbstractContextManager[Any],
 ) -> torch.Tensor:
-    """VAE posterior mean × scaling factor of every view (photo, then its mirror when `flip`),
+    """The VAE's posterior mean of every view (photo, then its mirror when `flip`), scaled into
+    the UNet's latent space as image-to-image scales its start (`engine.model.scale_latents`),
     fp32 on `device`."""
     pixels = torch.from_numpy(photo_views(photos, size, flip=flip))
     chunks = []
@@ -143,9 +145,7 @@ def encode_views(
         for chunk in pixels.split(4):
             chunk = chunk.to(device, dtype=param_dtype(vae))
             chunks.append(vae.encode(chunk).latent_dist.mean.float())
-    latents = torch.cat(chunks)
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    latents = (latents - shift) * float(vae.config.scaling_factor)
+    latents = scale_latents(vae, torch.cat(chunks))
     if not torch.isfinite(latents).all():
         raise RuntimeError(
             "The VAE returned non-finite latents (fp16 overflow); load the model in bf16."

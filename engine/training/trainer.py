@@ -20,8 +20,9 @@ A run, in order (`Trainer.__init__`):
 1. check the request and decode the photos (no GPU work before they pass);
 2. tokenize every template once, with `n_vectors` placeholder slots;
 3. encode each training view (photo and mirror) with the VAE once and cache the latents for the
-   whole run. The latent is the posterior *mean* × scaling factor: deterministic, so the cache's
-   identity is a function of photos, model and size alone, and a resumed run sees the same data.
+   whole run. The latent is the posterior *mean*, scaled (`engine.model.scale_latents`):
+   deterministic, so the cache's identity is a function of photos, model and size alone, and a
+   resumed run sees the same data.
    The posterior's standard deviation in SD's VAE is far below the noise that training adds;
 4. initialise the vectors from the init word's token embeddings, build AdamW over them alone;
 5. restore a checkpoint if one was given.
