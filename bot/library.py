@@ -302,12 +302,10 @@ class LibraryService:
 
     async def model_family(self, model: str, limit_seconds: float = 600.0) -> str:
         """The family of the configured model `model` (waits for a worker to report it)."""
+        reported = self.scheduler.models_reported
         try:
-            async with asyncio.timeout(limit_seconds):
-                while model not in self.scheduler.models:
-                    await self.scheduler.worker_ready.wait()
-                    if model not in self.scheduler.models:
-                        await asyncio.sleep(0.1)  # workers are up, none has reported it yet
+            async with asyncio.timeout(limit_seconds), reported:
+                await reported.wait_for(lambda: model in self.scheduler.models)
         except TimeoutError:
             raise ServiceError(
                 f"No GPU worker serving **{model}** is running, so the file cannot be checked "

@@ -194,8 +194,9 @@ class Scheduler:
         # The deployment's default model: what a job that names none runs on.
         self.default_model = default_model
         # Every model a worker has reported, by name (kept after the worker goes: a model's
-        # family does not change while the bot runs).
+        # family does not change while the bot runs); `models_reported` wakes who waits on one.
         self.models: dict[str, ModelInfo] = {}
+        self.models_reported = asyncio.Condition()
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -514,8 +515,10 @@ class Scheduler:
             worker.free.discard(job.kind.value)
             worker.jobs.add(job.id)
         self._workers[event.worker_id] = worker
-        for held in event.models:
-            self.models[held.name] = _info(held)
+        async with self.models_reported:
+            for held in event.models:
+                self.models[held.name] = _info(held)
+            self.models_reported.notify_all()
         self.worker_ready.set()
         self.wake()
 

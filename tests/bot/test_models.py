@@ -92,16 +92,21 @@ class InProcessWorkers:
         self._threads: list[threading.Thread] = []
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
         for worker_id, models in self.held.items():
-            inbox = _Inbox(lambda m: loop.call_soon_threadsafe(self._events.put_nowait, m))
-            cache = ModelCache(models, _load_standin, budget=self.budget)
-            cache.start()
-            worker = Worker(cache, inbox, WorkerConfig(worker_id, heartbeat_interval=0.2))
-            thread = threading.Thread(target=worker.run, name=worker_id, daemon=True)
-            self._inboxes[worker_id] = inbox
-            self._threads.append(thread)
-            thread.start()
+            self.start_worker(worker_id, models)
+
+    def start_worker(self, worker_id: str, models: tuple[str, ...]) -> None:
+        """Start one more worker loop (those of `held` start with the transport)."""
+        loop = asyncio.get_running_loop()
+        self.held[worker_id] = models
+        inbox = _Inbox(lambda m: loop.call_soon_threadsafe(self._events.put_nowait, m))
+        cache = ModelCache(models, _load_standin, budget=self.budget)
+        cache.start()
+        worker = Worker(cache, inbox, WorkerConfig(worker_id, heartbeat_interval=0.2))
+        thread = threading.Thread(target=worker.run, name=worker_id, daemon=True)
+        self._inboxes[worker_id] = inbox
+        self._threads.append(thread)
+        thread.start()
 
     async def close(self) -> None:
         for inbox in self._inboxes.values():
@@ -199,6 +204,28 @@ async def test_a_model_no_worker_holds_waits_and_says_so(tmp_path: Path) -> None
             )
         else:
             raise AssertionError("an unknown model was accepted")
+
+
+async def test_a_models_family_waits_for_the_worker_that_reports_it(tmp_path: Path) -> None:
+    """What an import checks a file against: the family of a model no live worker has reported
+    yet is answered once a worker starts and reports it; one that no worker reports in time is
+    refused in one sentence."""
+    async with two_workers(tmp_path, "a=standin,b=standin", {"wa": ("a",)}) as (app, transport):
+        assert await app.library.model_family("a") == "tiny"
+        waiting = asyncio.create_task(app.library.model_family("b", limit_seconds=30))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        transport.start_worker("wb", ("b",))
+        assert await asyncio.wait_for(waiting, 10) == "tiny"
+        try:
+            await app.library.model_family("c", limit_seconds=0.2)
+        except ServiceError as refusal:
+            assert str(refusal) == (
+                "No GPU worker serving **c** is running, so the file cannot be checked against "
+                "the model; try again later."
+            )
+        else:
+            raise AssertionError("a model no worker reported was given a family")
 
 
 async def test_an_embedding_of_another_family_is_refused_by_name(tmp_path: Path) -> None:
