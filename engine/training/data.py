@@ -21,7 +21,9 @@ from engine.photos import Photo, photo_views
 from engine.training.components import param_dtype
 from engine.training.recipe import TrainRequestError
 
-LATENT_METHOD = "posterior-mean, scaled with the VAE's latents mean and std"
+# Unchanged since the VAE's latent statistics were applied: latents of VAEs without them (every
+# checkpoint trained before) are bit-identical, and a new name would orphan their checkpoints.
+LATENT_METHOD = "posterior-mean"
 
 
 @dataclass(frozen=True)
