@@ -239,9 +239,13 @@ class LibraryService:
         *,
         negative: bool = False,
         share: bool = False,
+        worker_wait: float = 0.0,
     ) -> Embedding:
         """Validate, normalise and store an uploaded embedding file, and queue its thumbnail
-        (`thumbnail_job_id` is set when one was queued)."""
+        (`thumbnail_job_id` is set when one was queued). The file is checked against the
+        family of the server's model, which a worker reports: up to `worker_wait` seconds are
+        spent waiting for that report (the CLI starts its own worker; a member is answered at
+        once, as `/library model:` answers)."""
         await self._acting(actor, name)
         limit = self.settings.max_embedding_bytes
         if len(data) > limit:
@@ -253,7 +257,8 @@ class LibraryService:
         library = shared_library(actor) if share else None
         if share:
             NAME_RULES.check_shareable(checked)
-        family = await self.model_family(await self.checks.model_for(actor.guild_id, None))
+        model = await self.checks.model_for(actor.guild_id, None)
+        family = await self.model_family(model, worker_wait)
         kind = "negative" if negative else "positive"
         answer = await self._child(
             data, "import", filename[:200] or "upload", checked.display, kind, family
@@ -300,8 +305,14 @@ class LibraryService:
             return embedding
         return dataclasses.replace(embedding, thumbnail_job_id=submitted.job.id)
 
-    async def model_family(self, model: str, limit_seconds: float = 600.0) -> str:
-        """The family of the configured model `model` (waits for a worker to report it)."""
+    async def model_family(self, model: str, limit_seconds: float) -> str:
+        """The family of the configured model `model`, waiting up to `limit_seconds` for a
+        worker to report it."""
+        if limit_seconds <= 0 and model not in self.scheduler.models:
+            raise ServiceError(
+                f"No GPU worker serving **{model}** has reported in yet, so the file cannot be "
+                "checked against it; try again in a minute."
+            )
         reported = self.scheduler.models_reported
         try:
             async with asyncio.timeout(limit_seconds), reported:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# The worker `import` starts loads (and may compile) its model before it reports the family
+# the file is checked against.
+WORKER_WAIT_SECONDS = 600.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -62,6 +66,7 @@ async def _embeddings(args: argparse.Namespace) -> int:
                 args.name,
                 negative=args.negative,
                 share=args.shared,
+                worker_wait=WORKER_WAIT_SECONDS,
             )
             print(
                 f"imported '{embedding.name}' ({embedding.n_vectors} vector(s), "

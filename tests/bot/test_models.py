@@ -207,11 +207,20 @@ async def test_a_model_no_worker_holds_waits_and_says_so(tmp_path: Path) -> None
 
 
 async def test_a_models_family_waits_for_the_worker_that_reports_it(tmp_path: Path) -> None:
-    """What an import checks a file against: the family of a model no live worker has reported
-    yet is answered once a worker starts and reports it; one that no worker reports in time is
-    refused in one sentence."""
+    """What an import checks a file against: a member is answered at once when no live worker
+    has reported the model yet; the CLI's wait ends when a worker starts and reports it, or
+    with one sentence when none does in time."""
     async with two_workers(tmp_path, "a=standin,b=standin", {"wa": ("a",)}) as (app, transport):
-        assert await app.library.model_family("a") == "tiny"
+        assert await app.library.model_family("a", 0) == "tiny"
+        try:
+            await app.library.model_family("b", 0)  # a member's import does not wait
+        except ServiceError as refusal:
+            assert str(refusal) == (
+                "No GPU worker serving **b** has reported in yet, so the file cannot be checked "
+                "against it; try again in a minute."
+            )
+        else:
+            raise AssertionError("a model no worker reported was given a family")
         waiting = asyncio.create_task(app.library.model_family("b", limit_seconds=30))
         await asyncio.sleep(0.3)
         assert not waiting.done()

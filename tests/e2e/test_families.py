@@ -252,6 +252,27 @@ async def test_a_model_no_worker_has_reported_is_answered(tmp_path: Path) -> Non
             assert refusal(await alice.slash(sim.channel, command, model="c")) == waiting
 
 
+async def test_an_import_for_a_model_no_worker_has_reported_is_answered_at_once(
+    tmp_path: Path,
+) -> None:
+    """The file an import brings is checked against the server's model; while no worker holds
+    it, the member is told so at once (no ten-minute spinner) and nothing is stored."""
+    settings = standin_settings(
+        tmp_path / "data", model_list="c=standin,a=standin", worker_model_names=("a",)
+    )
+    async with simulated(settings) as sim:
+        alice = sim.member("alice")
+        await _ready(sim, "a")
+        result = await alice.slash(
+            sim.channel, "embeddings import", file=("plain.pt", a1111_pt()), name="plainzo1"
+        )
+        assert refusal(result) == (
+            "No GPU worker serving **c** has reported in yet, so the file cannot be checked "
+            "against it; try again in a minute."
+        )
+        assert await sim.app.storage.embeddings.list_owned(alice.id) == []
+
+
 def test_every_family_has_a_page_button_number() -> None:
     """A family added to storage gets a number in `FILTERS`, so /library's buttons can keep it."""
     assert set(FILTERS[1:]) == set(Family) and FILTERS[0] is None
