@@ -89,9 +89,10 @@ class LibraryService:
         name = await self.checks.model_for(guild_id, model)
         served = self.scheduler.models.get(name)
         if served is None:
-            raise ServiceError(
-                f"No GPU worker serving **{name}** has reported in yet, so which embeddings fit "
-                "it is not known; try again in a minute, or leave out `model:`."
+            raise _not_reported(
+                name,
+                "which embeddings fit it is not known; try again in a minute, or leave out "
+                "`model:`",
             )
         return served.family
 
@@ -309,9 +310,8 @@ class LibraryService:
         """The family of the configured model `model`, waiting up to `limit_seconds` for a
         worker to report it."""
         if limit_seconds <= 0 and model not in self.scheduler.models:
-            raise ServiceError(
-                f"No GPU worker serving **{model}** has reported in yet, so the file cannot be "
-                "checked against it; try again in a minute."
+            raise _not_reported(
+                model, "the file cannot be checked against it; try again in a minute"
             )
         reported = self.scheduler.models_reported
         try:
@@ -354,3 +354,8 @@ class LibraryService:
 
 def _shown(filename: str) -> str:
     return repr(filename[:60])
+
+
+def _not_reported(model: str, consequence: str) -> ServiceError:
+    """The refusal for a configured model no live worker has reported (its family unknown)."""
+    return ServiceError(f"No GPU worker serving **{model}** has reported in yet, so {consequence}.")
