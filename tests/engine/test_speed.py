@@ -7,10 +7,24 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from diffusers.models.attention_processor import Attention
 
+from engine.generate import generate
+from engine.jobs import GenerateRequest
 from engine.model import load_model
-from engine.speed import ARTIFACTS_FILE, CompileCache, apply_speedups, compile_cache_dir
+from engine.speed import (
+    ARTIFACTS_FILE,
+    CompileCache,
+    apply_speedups,
+    compile_cache_dir,
+    fuse_attention_projections,
+)
+from engine.training import Trainer
+from tests.engine import train_helpers
+from tests.engine.render_helpers import pixels
 
 
 @pytest.mark.parametrize(
@@ -58,3 +72,41 @@ def test_unreadable_cache_file_costs_only_a_recompile(
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache.folder)
     assert cache.save() == 0
     assert cache.artifacts.read_bytes() == b"not a cache"
+
+
+def test_fused_attention_projections_render_and_train_as_before(engine_data_dir: Path) -> None:
+    """SDXL's fused q/k/v projections (a CUDA lever, tried here on CPU) leave the pixels and
+    training's loss and gradients as they were, hold each weight once, and freeze it."""
+    model = load_model("tiny-sdxl", "cpu", data_dir=engine_data_dir)  # its own: fused in place
+    request = GenerateRequest("a cat", seed=3, steps=4, guidance=5.0, width=64, height=64)
+    trainer = Trainer(train_helpers.small_parts(model), train_helpers.request(init_word="dog"))
+    batch = trainer.draw_batch()
+
+    def render_and_gradient() -> tuple[np.ndarray, float, torch.Tensor]:
+        vectors = trainer.vectors_init.clone().requires_grad_(True)
+        loss = trainer.loss_on_batch(batch, vectors)
+        loss.backward()
+        assert vectors.grad is not None
+        return pixels(generate(model, [request])[0][0].png), loss.item(), vectors.grad
+
+    def held_bytes() -> int:
+        weights = list(model.unet.parameters())
+        storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in weights}
+        return sum(storages.values())
+
+    image, loss, gradient = render_and_gradient()
+    before = held_bytes()
+    weights = {name: tensor.clone() for name, tensor in model.unet.state_dict().items()}
+    fuse_attention_projections(model.unet)
+    fused_weights = model.unet.state_dict()
+    assert all(torch.equal(fused_weights[name], tensor) for name, tensor in weights.items())
+    attentions = [m for m in model.unet.modules() if isinstance(m, Attention)]
+    assert attentions and all(m.fused_projections for m in attentions)
+    assert held_bytes() == before
+    assert not any(p.requires_grad for p in model.unet.parameters())
+
+    fused_image, fused_loss, fused_gradient = render_and_gradient()
+    assert np.abs(fused_image - image).max() <= 1
+    assert abs(fused_loss - loss) < 1e-5
+    assert gradient.abs().max() > 1e-7  # the comparison is not 0 == 0
+    assert (fused_gradient - gradient).abs().max() < 1e-5
