@@ -113,18 +113,16 @@ async def test_concurrent_tasks_never_interleave_transactions(tmp_path: Path) ->
     """Twenty read-modify-write transactions on one connection lose no update."""
     async with await Database.open(tmp_path / "counter.sqlite3") as db:
         async with db.transaction() as transaction:
-            await transaction.execute(
-                "INSERT INTO users (id, max_embeddings, created_at) VALUES (1, 0, 0)"
-            )
+            await transaction.execute("INSERT INTO users (id, created_at) VALUES (1, 0)")
 
         async def increment() -> None:
             async with db.transaction() as transaction:
-                value = await transaction.fetch_value("SELECT max_embeddings FROM users")
+                value = await transaction.fetch_value("SELECT created_at FROM users")
                 await asyncio.sleep(0)
-                await transaction.execute("UPDATE users SET max_embeddings = ?", (value + 1,))
+                await transaction.execute("UPDATE users SET created_at = ?", (value + 1,))
 
         await asyncio.gather(*(increment() for _ in range(20)))
-        assert await db.fetch_value("SELECT max_embeddings FROM users") == 20
+        assert await db.fetch_value("SELECT created_at FROM users") == 20
 
 
 async def test_nested_transactions_are_refused(tmp_path: Path) -> None:
