@@ -140,14 +140,9 @@ class EmbeddingRepository:
             library = shared_guild_id if shared else _NOT_SHARED
             await self._refuse_taken(transaction, owner_id, checked, library)
             if max_owned is not None:
-                owned = await transaction.fetch_value(
-                    "SELECT count(*) FROM embeddings WHERE owner_id = ?", (owner_id,)
-                )
+                owned = await _owned_count(transaction, owner_id)
                 if owned >= max_owned:
-                    raise QuotaExceeded(
-                        f"You already have {owned} embeddings, the most allowed; "
-                        "delete one before adding another."
-                    )
+                    raise too_many_embeddings(owned, max_owned)
             sha = await asyncio.to_thread(self._files.put, FileKind.EMBEDDINGS, data)
             return await _write_named(
                 transaction,
@@ -286,6 +281,10 @@ class EmbeddingRepository:
             (*_searched(query, guild_id, family), max(0, limit), max(0, offset)),
         )
         return [embedding_from_row(row) for row in rows]
+
+    async def count_owned(self, owner_id: int) -> int:
+        """How many embeddings the user owns, shared or not: what `max_owned` counts."""
+        return await _owned_count(self._db, owner_id)
 
     async def count_shared(
         self, query: str = "", *, guild_id: int | None = None, family: Family | str | None = None
@@ -461,6 +460,23 @@ class EmbeddingRepository:
                 f"The shared library already has an embedding called '{name.folded}'; "
                 "rename yours before sharing it."
             )
+
+
+def too_many_embeddings(owned: int, limit: int, training: int = 0) -> QuotaExceeded:
+    """The refusal for a user who owns `owned` embeddings and has `training` more on the way,
+    when one member may keep at most `limit`."""
+    coming = f" and {training} more in training" if training else ""
+    return QuotaExceeded(
+        f"You already have {owned} embedding{'s' * (owned != 1)}{coming}, the most one member "
+        f"may keep ({limit}); delete one with `/embeddings delete` before adding another."
+    )
+
+
+async def _owned_count(queries: Queries, owner_id: int) -> int:
+    value = await queries.fetch_value(
+        "SELECT count(*) FROM embeddings WHERE owner_id = ?", (owner_id,)
+    )
+    return int(value)
 
 
 def shared_library(actor: Actor) -> int | None:

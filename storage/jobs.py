@@ -239,9 +239,10 @@ class JobRepository:
         )
         return [row[0] for row in rows]
 
-    async def active_count(self, user_id: int) -> int:
-        """Jobs of this user that are not finished (queued or running): what a limit counts."""
-        return await self._active_count(self._db, user_id)
+    async def active_count(self, user_id: int, kind: JobKind | None = None) -> int:
+        """Jobs of this user that are not finished (queued or running), of `kind` or of every
+        kind: what a limit counts."""
+        return await self._active_count(self._db, user_id, kind)
 
     async def list_for_user(
         self,
@@ -542,12 +543,11 @@ class JobRepository:
     # -- helpers -------------------------------------------------------------------------------
 
     @staticmethod
-    async def _active_count(transaction: Queries, user_id: int) -> int:
-        value = await transaction.fetch_value(
-            "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')",
-            (user_id,),
-        )
-        return int(value)
+    async def _active_count(transaction: Queries, user_id: int, kind: JobKind | None = None) -> int:
+        sql = "SELECT count(*) FROM jobs WHERE user_id = ? AND state IN ('queued', 'running')"
+        if kind is None:
+            return int(await transaction.fetch_value(sql, (user_id,)))
+        return int(await transaction.fetch_value(f"{sql} AND kind = ?", (user_id, kind.value)))
 
     @staticmethod
     async def _leased(transaction: Transaction, job_id: int, lease: Lease) -> Job:

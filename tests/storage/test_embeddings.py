@@ -86,7 +86,9 @@ async def test_max_owned_is_checked_atomically(store: Storage) -> None:
     kwargs = {"n_vectors": 1, "width": 768, "family": "sd1", "source": "imported"}
     await store.embeddings.create(1, "one", b"1", max_owned=2, **kwargs)
     await store.embeddings.create(1, "two", b"2", max_owned=2, **kwargs)
-    with pytest.raises(QuotaExceeded, match="the most allowed"):
+    with pytest.raises(
+        QuotaExceeded, match=r"already have 2 embeddings, the most one member may keep \(2\)"
+    ):
         await store.embeddings.create(1, "three", b"3", max_owned=2, **kwargs)
     assert stored_hashes(store) == {sha256_of(b"1"), sha256_of(b"2")}
 
