@@ -144,7 +144,14 @@ class Lexicon(AsyncClosing):
             lease_seconds=settings.lease_seconds,
             default_model=settings.default_model,
         )
-        checks = _Checks(settings, storage.users, storage.guilds, storage.jobs, storage.preferences)
+        checks = _Checks(
+            settings,
+            storage.users,
+            storage.guilds,
+            storage.jobs,
+            storage.preferences,
+            storage.embeddings,
+        )
         imagine = ImagineService(
             settings, checks, storage.embeddings, scheduler, hub, storage.images
         )

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     # Limits. Each one is a promise to users ("at most N") and to the operator ("no more load
     # than this"), so each is a setting rather than a constant.
     max_queued_per_user: int = Field(default=5, ge=1, le=1000, alias="LEXICON_MAX_QUEUED_PER_USER")
+    # Embeddings one member may keep (trained and imported, shared or not); trainings under way
+    # count too. The operator's own imports are not counted against it.
+    max_embeddings_per_user: int = Field(
+        default=200, ge=1, le=100_000, alias="LEXICON_MAX_EMBEDDINGS_PER_USER"
+    )
     # Commands that start GPU work (and imports) one member may use per minute (any 60 s
     # window), on top of the queue cap.
     rate_limit: int = Field(default=20, ge=1, le=10_000, alias="LEXICON_RATE_LIMIT")

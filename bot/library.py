@@ -258,6 +258,9 @@ class LibraryService:
         library = shared_library(actor) if share else None
         if share:
             NAME_RULES.check_shareable(checked)
+        max_owned = None  # the operator's imports are not counted
+        if not actor.acts_everywhere:
+            max_owned = await self.checks.refuse_too_many_embeddings(actor.user_id)
         model = await self.checks.model_for(actor.guild_id, None)
         family = await self.model_family(model, worker_wait)
         kind = "negative" if negative else "positive"
@@ -279,6 +282,7 @@ class LibraryService:
                 shared=share,
                 source_sha256=hashlib.sha256(data).hexdigest(),
                 shared_guild_id=library,
+                max_owned=max_owned,
                 named_checkpoint=answer["checkpoint"],
             )
         except OSError as error:

@@ -42,7 +42,7 @@ from engine.jobs import (
 from engine.photos import PhotoError, normalise_photos
 from engine.png import png_size
 from engine.vocabulary import is_single_token, reads_as_words
-from storage.embeddings import SHARE_FROM_A_SERVER, EmbeddingRepository
+from storage.embeddings import SHARE_FROM_A_SERVER, EmbeddingRepository, too_many_embeddings
 from storage.errors import NotFound
 from storage.guilds import GuildSettingsRepository
 from storage.images import ImageRepository
@@ -213,6 +213,7 @@ class _Checks:
     guilds: GuildSettingsRepository
     jobs: JobRepository
     preferences: PreferenceRepository
+    embeddings: EmbeddingRepository
 
     @functools.cached_property
     def decodes(self) -> asyncio.Semaphore:
@@ -248,6 +249,17 @@ class _Checks:
         if active >= max_active:
             raise over_quota(active)
         return max_active
+
+    async def refuse_too_many_embeddings(self, user_id: int) -> int:
+        """The most embeddings one member may keep, refused now when the member's own and their
+        trainings under way reach it (a finished training is always stored, so nothing trained
+        is lost to the limit; an import's `create` checks its own count again atomically)."""
+        limit = self.settings.max_embeddings_per_user
+        owned = await self.embeddings.count_owned(user_id)
+        training = await self.jobs.active_count(user_id, JobKind.TRAIN)
+        if owned + training >= limit:
+            raise too_many_embeddings(owned, limit, training)
+        return limit
 
     async def allowed(self, user_id: int, guild_id: int | None) -> None:
         """Refuse a user banned everywhere or on `guild_id`."""
@@ -652,6 +664,7 @@ class TrainService(_QueueingService):
                 raise ServiceError(SHARE_FROM_A_SERVER)
             NAME_RULES.check_shareable(checked)
         await self.refuse_taken(user_id, checked.folded, share, guild_id)
+        await self.checks.refuse_too_many_embeddings(user_id)
         request = TrainRequest(
             name=checked.display,
             kind=options.kind,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import simcord
 
 from bot.services import ServiceError, TrainOptions
+from storage.models import Actor
 from tests.bot.conftest import three_photos
 from tests.e2e.conftest import SLOW_STEP_SECONDS, photo_options, refusal, standin_settings, train
-from tests.simulation import Simulation
+from tests.hardening.hostile_files import a1111_pt
+from tests.simulation import Simulation, simulated
 
 
 async def test_two_photos_cannot_be_sent_and_the_service_says_why(sim: Simulation) -> None:
@@ -45,8 +49,6 @@ async def test_an_oversized_attachment_is_refused_before_download(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A photo over the limit is refused by its size; no attachment is ever downloaded."""
-    from tests.simulation import simulated
-
     settings = standin_settings(tmp_path / "data", max_photo_bytes=200 * 1024)
     async with simulated(settings) as sim:
         fetched: list[str] = []
@@ -153,3 +155,63 @@ async def test_an_oversized_embedding_file_is_refused_before_download(sim: Simul
     )
     assert refusal(result) == "big.pt is 1100 KiB; embedding files may be at most 1024 KiB."
     assert await sim.app.storage.embeddings.list_owned(alice.id) == []
+
+
+async def test_a_member_at_the_embedding_limit_is_refused_import_and_training(
+    tmp_path: Path,
+) -> None:
+    """With room for 2 embeddings: a training under way counts toward the limit (for a training
+    and an import alike) and is stored when it finishes; then both are refused in one sentence
+    that says what to do, storing and queueing nothing; after a delete an import goes through.
+    The operator's imports are not counted."""
+    settings = standin_settings(tmp_path / "data", max_embeddings_per_user=2)
+    async with simulated(settings, standin_step_seconds=SLOW_STEP_SECONDS) as sim:
+        alice = sim.member("alice")
+        imported = await alice.slash(
+            sim.channel, "embeddings import", file=("one.pt", a1111_pt()), name="onezo"
+        )
+        assert imported.response.embeds[0].title == "onezo"
+        await sim.job_done(alice)  # the import's thumbnail render
+        await alice.slash(sim.channel, "train", name="twozo", **photo_options())
+        busy = (
+            "You already have 1 embedding and 1 more in training, the most one member may keep "
+            "(2); delete one with `/embeddings delete` before adding another."
+        )
+        third = await alice.slash(sim.channel, "train", name="threezo", **photo_options(1))
+        assert refusal(third) == busy
+        meanwhile = await alice.slash(
+            sim.channel, "embeddings import", file=("three.pt", a1111_pt()), name="threezo"
+        )
+        assert refusal(meanwhile) == busy
+        await sim.job_done(alice)
+        assert [e.name for e in await sim.app.storage.embeddings.list_owned(alice.id)] == [
+            "onezo",
+            "twozo",
+        ]
+
+        files = sorted((tmp_path / "data").rglob("*"))
+        jobs = await sim.app.storage.jobs.list_for_user(alice.id, states=None)
+        full = (
+            "You already have 2 embeddings, the most one member may keep (2); delete one with "
+            "`/embeddings delete` before adding another."
+        )
+        refused = await alice.slash(
+            sim.channel, "embeddings import", file=("three.pt", a1111_pt()), name="threezo"
+        )
+        assert refusal(refused) == full
+        trained = await alice.slash(sim.channel, "train", name="threezo", **photo_options(1))
+        assert refusal(trained) == full
+        assert await sim.app.storage.jobs.list_for_user(alice.id, states=None) == jobs
+        assert sorted((tmp_path / "data").rglob("*")) == files
+
+        asked = (await alice.slash(sim.channel, "embeddings delete", name="onezo")).response
+        await alice.click(asked, label="Delete for good")
+        again = await alice.slash(
+            sim.channel, "embeddings import", file=("three.pt", a1111_pt()), name="threezo"
+        )
+        assert again.response.embeds[0].title == "threezo"
+
+        operator = Actor(0, is_manager=True)  # the CLI's imports are not counted
+        for name in ("opzo1", "opzo2", "opzo3"):
+            await sim.app.library.import_file(operator, f"{name}.pt", a1111_pt(), name)
+        assert len(await sim.app.storage.embeddings.list_owned(0)) == 3
