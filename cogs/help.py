@@ -72,8 +72,9 @@ def guide(bot: LexiconBot) -> discord.Embed:
         name="Limits",
         value=(
             f"{settings.max_queued_per_user} jobs waiting at a time, {settings.rate_limit} "
-            "images or trainings a minute, up to 4 images per prompt. `/queue` shows your "
-            "jobs; `/cancel` stops the running one."
+            "images or trainings a minute, up to 4 images per prompt, "
+            f"{settings.max_embeddings_per_user} words of your own. `/queue` shows your jobs; "
+            "`/cancel` stops the running one."
         ),
         inline=False,
     )
