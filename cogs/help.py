@@ -10,7 +10,8 @@ from bot.discord_bot import LexiconBot
 from cogs.common import LookupCog
 
 
-def guide(bot: LexiconBot) -> discord.Embed:
+def guide(bot: LexiconBot, max_queued: int) -> discord.Embed:
+    """The guide, with `max_queued`: the jobs a member may have waiting where they asked."""
     settings = bot.settings
     embed = discord.Embed(
         title="Lexicon: teach the image model new words",
@@ -71,7 +72,7 @@ def guide(bot: LexiconBot) -> discord.Embed:
     embed.add_field(
         name="Limits",
         value=(
-            f"{settings.max_queued_per_user} jobs waiting at a time, {settings.rate_limit} "
+            f"{max_queued} jobs waiting at a time, {settings.rate_limit} "
             "images or trainings a minute, up to 4 images per prompt, "
             f"{settings.max_embeddings_per_user} words of your own. `/queue` shows your jobs; "
             "`/cancel` stops the running one."
@@ -87,7 +88,8 @@ class Help(LookupCog):
 
     @app_commands.command(name="help", description="How to train and use words, with examples")
     async def help(self, interaction: discord.Interaction[LexiconBot]) -> None:
-        await interaction.response.send_message(embed=guide(self.bot), ephemeral=True)
+        max_queued = await self.bot.app.imagine.checks.max_active(interaction.guild_id)
+        await interaction.response.send_message(embed=guide(self.bot, max_queued), ephemeral=True)
 
 
 async def setup(bot: LexiconBot) -> None:

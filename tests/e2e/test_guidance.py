@@ -27,13 +27,21 @@ async def _import_negative(sim: Simulation, member: MemberActor, name: str) -> N
 
 
 async def test_help_and_how_to_use_and_prompt_autocomplete(sim: Simulation) -> None:
-    """(1) /help shows the three ways to write a word; cards have How to use; the prompt
+    """(1) /help shows the three ways to write a word and the limits where it is asked (the
+    server's queue limit once its managers set one); cards have How to use; the prompt
     autocompletes usable <names>."""
     alice = sim.member("alice")
     shown = await alice.slash(sim.channel, "help")
     fields = {f.name: f.value for f in shown.response.embeds[0].fields}
     assert "(zorb:1.3)" in fields["2. Use it — three ways"]
     assert "negative" in fields["Negative embeddings"]
+    assert fields["Limits"].startswith(
+        f"{sim.app.settings.max_queued_per_user} jobs waiting at a time, 20 images or trainings "
+        "a minute, up to 4 images per prompt, 200 words of your own."
+    )
+    await sim.member("mia", manager=True).slash(sim.channel, "admin limits", max_queued_per_user=3)
+    limits = (await alice.slash(sim.channel, "help")).response.embeds[0].fields[-1]
+    assert (limits.name, limits.value.split(",")[0]) == ("Limits", "3 jobs waiting at a time")
     card = (await train(sim, alice, "zorb")).response
     how = await alice.click(card, label="How to use")
     assert how.response.content.startswith("**How to use zorb**\n• `<zorb>` — the sure way")
