@@ -8,6 +8,7 @@ from discord import app_commands
 
 from bot.discord_bot import LexiconBot
 from cogs.common import LookupCog
+from engine.jobs import MAX_COUNT
 
 
 def guide(bot: LexiconBot, max_queued: int) -> discord.Embed:
@@ -73,7 +74,7 @@ def guide(bot: LexiconBot, max_queued: int) -> discord.Embed:
         name="Limits",
         value=(
             f"{max_queued} jobs waiting at a time, {settings.rate_limit} "
-            "images or trainings a minute, up to 4 images per prompt, "
+            f"images or trainings a minute, up to {MAX_COUNT} images per prompt, "
             f"{settings.max_embeddings_per_user} words of your own. `/queue` shows your jobs; "
             "`/cancel` stops the running one."
         ),
