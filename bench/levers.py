@@ -79,10 +79,10 @@ def profile_phases(model: Any, n: int, label: str) -> None:
     # The VAE decodes lazily inside `_package`, each chunk while the last one's PNGs encode.
     g._package = wrap("decode and png", g._package)
     g.validate_requests = wrap("validate", g.validate_requests)
-    more = (g.make_scheduler, g._initial_latents, g.PromptEncoder.encode_with_names)
+    more = (g.make_scheduler, g._initial_latents, g.PromptEncoder.encode_many)
     g.make_scheduler = wrap("scheduler", g.make_scheduler)
     g._initial_latents = wrap("latents", g._initial_latents)
-    g.PromptEncoder.encode_with_names = wrap("text", g.PromptEncoder.encode_with_names)
+    g.PromptEncoder.encode_many = wrap("text", g.PromptEncoder.encode_many)
     try:
         batch = requests(n)
         g.generate(model, batch)
@@ -94,7 +94,7 @@ def profile_phases(model: Any, n: int, label: str) -> None:
         total = time.perf_counter() - start
     finally:
         g._denoise, g._package, g.validate_requests = saved
-        g.make_scheduler, g._initial_latents, g.PromptEncoder.encode_with_names = more
+        g.make_scheduler, g._initial_latents, g.PromptEncoder.encode_many = more
     phases["other"] = total - sum(phases.values())
     record(
         f"{label}_profile_batch{n}",

@@ -55,6 +55,7 @@ from PIL import Image, UnidentifiedImageError
 from engine.embedding_files import EmbeddingFileError, check_family, read_embedding
 from engine.encode import Conditioning, PromptEncoder
 from engine.errors import Cancelled
+from engine.graphs import bucket
 from engine.jobs import (
     HIRES_SCALE,
     HIRES_UPSCALER,
@@ -173,11 +174,10 @@ def generate(
     encoder = PromptEncoder(model)
 
     with torch.inference_mode():
-        # 1. Encode each request's prompt and negative (per request: no cross-talk).
-        conditionings = [
-            encoder.encode_with_names(p.request.prompt, p.request.negative, p.vectors)
-            for p in prepared
-        ]
+        # 1. Encode every request's prompt and negative, each with its own embeddings.
+        conditionings = encoder.encode_many(
+            [(p.request.prompt, p.request.negative, p.vectors) for p in prepared]
+        )
         # 2. Timesteps, then latents (the order stock uses: init_noise_sigma needs timesteps).
         scheduler.set_timesteps(first.run_steps, device=model.device)
         generators = [
@@ -406,12 +406,6 @@ def _denoise(
             estimate = _denoised_estimate(scheduler, output, before, guided, t)
             on_preview(step, total, [preview_png(estimate[i]) for i in batch.first_image])
     return latents
-
-
-def bucket(rows: int) -> int:
-    """The power of two at or above `rows`: the batch sizes a compiled model is built for, so
-    a busy queue compiles a handful of shapes rather than one per batch size."""
-    return 1 << max(0, rows - 1).bit_length()
 
 
 def _pad(rows: torch.Tensor | None, size: int) -> Any:

@@ -61,6 +61,12 @@ class _Recorded:
         return self.output.clone()
 
 
+def bucket(rows: int) -> int:
+    """The power of two at or above `rows`: the batch sizes that graphs and compiled kernels are
+    built for, so a busy queue records a handful of shapes rather than one per batch size."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
 def signature(args: tuple[torch.Tensor | None, ...]) -> Signature:
     return tuple(None if a is None else (tuple(a.shape), a.dtype) for a in args)
 

@@ -212,6 +212,30 @@ def test_gradients_reach_the_embedding_vectors(
     assert tiny_model.text_encoder.get_input_embeddings().weight.grad is None
 
 
+def test_many_prompts_in_one_call_equal_each_alone(
+    encoder: PromptEncoder, vectors: dict[str, torch.Tensor]
+) -> None:
+    """One text-encoder call for several requests: each gets what it gets alone, its own
+    chunk count and names, and another member's "zorb" of other vectors never leaks in."""
+    theirs = {"zorb": torch.randn(1, 32, generator=torch.Generator().manual_seed(5))}
+    prompts = [
+        ("a photo of zorb", "negblot", vectors),
+        ("(quillix:1.3) BREAK at night " + "cat " * 80, "", vectors),
+        ("a photo of zorb", "blurry", theirs),
+        ("a red house", "", {}),
+    ]
+    together = encoder.encode_many(prompts)
+    for (prompt, negative, embeddings), batched in zip(prompts, together, strict=True):
+        alone = encoder.encode_with_names(prompt, negative, embeddings)
+        assert batched.used_embeddings == alone.used_embeddings
+        assert batched.cond.shape == alone.cond.shape == batched.uncond.shape
+        torch.testing.assert_close(batched.cond, alone.cond)
+        torch.testing.assert_close(batched.uncond, alone.uncond)
+    assert together[0].used_embeddings == {"zorb", "negblot"}
+    assert together[1].cond.shape[1] == 3 * 77  # BREAK, then 80 tokens: its own three chunks
+    assert not torch.allclose(together[0].cond, together[2].cond)  # one prompt, two "zorb"s
+
+
 HOSTILE_WORDS = [
     *["a", "cat", "photo", "zorb", "<zorb>", "ZORB", "zorb,", "quillix-zorb", "x1-2-3", "BREAK"],
     *["(", ")", "[", "]", ":1.3)", "\\(", "don't", "a.b", "-", "<", ">", "__", "12345"],

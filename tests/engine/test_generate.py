@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from engine.embedding_files import write_embedding
-from engine.generate import Cancelled, InvalidRequest, bucket, generate
+from engine.generate import Cancelled, InvalidRequest, generate
+from engine.graphs import bucket
 from engine.jobs import MAX_CHUNKS, SAMPLERS, EmbeddingPayload, GenerateRequest, too_many_chunks
 from engine.model import LoadedModel
 from engine.png import read_parameters
@@ -251,7 +252,7 @@ def test_bucket_is_the_next_power_of_two() -> None:
 
 def test_padded_batches_render_the_same_images(tiny_model: LoadedModel) -> None:
     """Zero rows padding a batch up to a power of two (compiled models) change no real row:
-    three requests (6 UNet rows → 8, 3 decodes → 4) equal the unpadded render."""
+    three requests (7 UNet rows → 8) equal the unpadded render."""
     requests = [_request(seed=1), _request(seed=2, guidance=1.0), _request(seed=3, count=2)]
     plain = generate(tiny_model, requests)
     padded_model = dataclasses.replace(tiny_model, pad_batches=True)
