@@ -72,7 +72,10 @@ from engine.previews import preview_png
 from engine.schedulers import make_scheduler, sampler_label
 from engine.threads import RestartablePool
 
-DECODE_BATCH = 4
+# Pixels per VAE decode call: SD 1.5's 4 images at 512², one SDXL image at 1024². Smaller calls
+# cost the GPU little at these sizes (docs/BENCHMARKS.md) and leave fewer PNGs to encode after
+# the last one.
+DECODE_PIXELS = 4 * 512 * 512
 _PNG_POOL = RestartablePool(8, "png")
 
 StepCallback = Callable[[int, int, torch.Tensor], bool | None]
@@ -467,11 +470,20 @@ def decode_pixels(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     return (rgb * 255).round().to(torch.uint8)
 
 
+def decode_batch(height: int, width: int) -> int:
+    """Images per VAE decode call at `height` × `width`: as many as `DECODE_PIXELS` holds, down
+    to a power of two (the shapes compiled graphs are built for), and at least one."""
+    fits = max(1, DECODE_PIXELS // (height * width))
+    return 1 << (fits.bit_length() - 1)
+
+
 def _decode(model: LoadedModel, latents: torch.Tensor) -> Iterator[torch.Tensor]:
-    """Latents → uint8 `[k, h, w, 3]` on CPU, `DECODE_BATCH` images at a time: lazily, so the
+    """Latents → uint8 `[k, h, w, 3]` on CPU, `decode_batch` images at a time: lazily, so the
     caller encodes one chunk's PNGs while the GPU decodes the next."""
-    for start in range(0, latents.shape[0], DECODE_BATCH):
-        part = unscale_latents(model.vae, latents[start : start + DECODE_BATCH])
+    height, width = (side * model.vae_scale_factor for side in latents.shape[-2:])
+    size = decode_batch(height, width)
+    for start in range(0, latents.shape[0], size):
+        part = unscale_latents(model.vae, latents[start : start + size])
         count = part.shape[0]
         if model.pad_batches:
             part = _pad(part, bucket(count))

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+import engine.generate
 from engine.embedding_files import write_embedding
-from engine.generate import Cancelled, InvalidRequest, generate
+from engine.generate import Cancelled, InvalidRequest, decode_batch, generate
 from engine.graphs import bucket
 from engine.jobs import MAX_CHUNKS, SAMPLERS, EmbeddingPayload, GenerateRequest, too_many_chunks
 from engine.model import LoadedModel
@@ -258,6 +259,36 @@ def test_padded_batches_render_the_same_images(tiny_model: LoadedModel) -> None:
     padded_model = dataclasses.replace(tiny_model, pad_batches=True)
     padded = generate(padded_model, requests)
     for mine, theirs in zip(padded, plain, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            assert np.abs(pixels(a.png) - pixels(b.png)).max() <= 1
+
+
+def test_decode_batch_holds_four_512_images_worth_of_pixels() -> None:
+    sides = [(512, 512), (1024, 1024), (512, 768), (768, 768), (2048, 2048), (256, 256), (64, 64)]
+    assert [decode_batch(h, w) for h, w in sides] == [4, 1, 2, 1, 1, 16, 256]
+
+
+def test_decoding_in_chunks_changes_no_image(
+    tiny_model: LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven images decoded four per VAE call, the last call padded from three to four (a
+    compiled model's shapes), render as one call for all seven does."""
+    requests = [_request(seed=1, count=3), _request(seed=5, count=4, prompt="a red house")]
+    calls: list[int] = []
+    decode = engine.generate.decode_pixels
+
+    def counted(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+        calls.append(latents.shape[0])
+        return decode(vae, latents)
+
+    monkeypatch.setattr(engine.generate, "decode_pixels", counted)
+    whole = generate(tiny_model, requests)
+    assert calls == [7]
+    monkeypatch.setattr(engine.generate, "DECODE_PIXELS", 4 * 64 * 64)
+    chunked = generate(dataclasses.replace(tiny_model, pad_batches=True), requests)
+    assert calls == [7, 4, 4]
+    for mine, theirs in zip(chunked, whole, strict=True):
+        assert [image.seed for image in mine] == [image.seed for image in theirs]
         for a, b in zip(mine, theirs, strict=True):
             assert np.abs(pixels(a.png) - pixels(b.png)).max() <= 1
 
