@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -83,6 +83,17 @@ class Conditioning:
     used_embeddings: frozenset[str]
     pooled: torch.Tensor | None = None
     pooled_uncond: torch.Tensor | None = None
+
+
+class _Layout(NamedTuple):
+    """Where one prompt's chunks sit in a batched encoder call: `size` chunks of the prompt
+    from `start`, then (unless `zeros`, an empty negative encoded as zeros) `size` of its
+    negative."""
+
+    start: int
+    size: int
+    used: frozenset[str]
+    zeros: bool
 
 
 @dataclass(frozen=True)
@@ -238,40 +249,41 @@ class PromptEncoder:
         embeddings, so two members' words of one name never meet."""
         chunks: list[Chunk] = []
         owners: list[Mapping[str, torch.Tensor]] = []  # each chunk's embeddings
-        layouts: list[tuple[int, int, frozenset[str], bool]] = []
+        layouts: list[_Layout] = []
         for prompt, negative, embeddings in prompts:
             sizes = {name: int(vectors.shape[0]) for name, vectors in embeddings.items()}
             positive = self.tokenize(prompt, sizes)
             zeros = not negative and self.model.force_zeros_for_empty_prompt
             if zeros:
                 mine, used = list(positive.chunks), positive.used_embeddings
-                count = len(mine)
+                size = len(mine)
             else:
                 negative_prompt = self.tokenize(negative, sizes)
-                count = max(len(positive.chunks), len(negative_prompt.chunks))
+                size = max(len(positive.chunks), len(negative_prompt.chunks))
                 padding = [self.empty_chunk()]
                 mine = (
                     list(positive.chunks)
-                    + padding * (count - len(positive.chunks))
+                    + padding * (size - len(positive.chunks))
                     + list(negative_prompt.chunks)
-                    + padding * (count - len(negative_prompt.chunks))
+                    + padding * (size - len(negative_prompt.chunks))
                 )
                 used = positive.used_embeddings | negative_prompt.used_embeddings
-            layouts.append((len(chunks), count, used, zeros))
+            layouts.append(_Layout(len(chunks), size, used, zeros))
             chunks += mine
             owners += [embeddings] * len(mine)
         states, pooled = self._encode(chunks, owners)  # [n, 77, d], [n, p] or None
         d = states.shape[-1]
         encoded = []
-        for start, count, used, zeros in layouts:
-            cond = states[start : start + count].reshape(1, count * 77, d)
+        for start, size, used, zeros in layouts:
+            # A prompt's pooled embedding is its first chunk's, as A1111 takes it.
+            cond = states[start : start + size].reshape(1, size * 77, d)
             first = None if pooled is None else pooled[start : start + 1]
             if zeros:
                 uncond = torch.zeros_like(cond)
                 first_uncond = None if first is None else torch.zeros_like(first)
             else:
-                uncond = states[start + count : start + 2 * count].reshape(1, count * 77, d)
-                first_uncond = None if pooled is None else pooled[start + count : start + count + 1]
+                uncond = states[start + size : start + 2 * size].reshape(1, size * 77, d)
+                first_uncond = None if pooled is None else pooled[start + size : start + size + 1]
             encoded.append(Conditioning(cond, uncond, used, first, first_uncond))
         return encoded
 
@@ -478,11 +490,6 @@ def _weighted(states: torch.Tensor, chunks: Sequence[Chunk]) -> torch.Tensor:
             for z, w, chunk in zip(states, weights, chunks, strict=True)
         ]
     )
-
-
-def _first_pooled(pooled: torch.Tensor | None) -> torch.Tensor | None:
-    """A prompt's pooled embedding `[1, p]`: its first chunk's, as A1111 takes it."""
-    return None if pooled is None else pooled[:1]
 
 
 def _apply_weights(z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
