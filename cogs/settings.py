@@ -45,9 +45,15 @@ def chosen(defaults: MemberDefaults) -> list[tuple[str, str]]:
 def describe(defaults: MemberDefaults) -> str:
     """The member's defaults, one per line, or a sentence saying there are none."""
     if defaults.is_empty:
-        return "You have no personal defaults; Lexicon's own apply. Set some with /settings."
+        return (
+            "You have no personal defaults, so Lexicon's own apply. To set one, run `/settings` "
+            "with that option, e.g. `/settings count: 2` or `/settings negative: blurry`."
+        )
     lines = ["Your defaults for options you leave out:"]
     lines.extend(f"- {label}: {value}" for label, value in chosen(defaults))
+    lines.append(
+        "-# Run `/settings` with an option to change it; `/settings reset: True` forgets them all."
+    )
     return "\n".join(lines)[:2000]
 
 

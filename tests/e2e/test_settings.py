@@ -14,7 +14,10 @@ async def test_settings_show_set_use_and_reset(sim: Simulation) -> None:
     alice, bob = sim.member("alice"), sim.member("bob")
     shown = await alice.slash(sim.channel, "settings")
     assert shown.ephemeral
-    assert shown.response.content.startswith("You have no personal defaults")
+    assert shown.response.content == (
+        "You have no personal defaults, so Lexicon's own apply. To set one, run `/settings` with "
+        "that option, e.g. `/settings count: 2` or `/settings negative: blurry`."
+    )
 
     set_ = await alice.slash(
         sim.channel,
@@ -31,7 +34,8 @@ async def test_settings_show_set_use_and_reset(sim: Simulation) -> None:
     assert set_.response.content == (
         "Your defaults for options you leave out:\n- size: 128x128\n- steps: 7\n"
         "- sampler: euler\n- guidance: 4.5\n- count: 2\n- negative prompt: blurry\n"
-        "- share new embeddings: yes"
+        "- share new embeddings: yes\n"
+        "-# Run `/settings` with an option to change it; `/settings reset: True` forgets them all."
     )
     again = await alice.slash(sim.channel, "settings")
     assert again.response.content == set_.response.content
