@@ -128,7 +128,9 @@ def _page_text(query: str, family: Family | None, order: str, found: LibraryPage
     kept = f" for {family_words(family)}" if family is not None else ""
     if not found.items:
         if family is None:
-            return "Nothing shared matches that." if query else "Nothing is shared yet."
+            if query:
+                return "Nothing shared matches that; leave out `query:` to see the whole library."
+            return "Nothing is shared yet; `/embeddings share` puts one of your words here."
         wider = "leave out `model:` to see every family"
         if query:
             return f"Nothing shared{kept} matches that; {wider}."

@@ -237,7 +237,8 @@ def read_embedding(data: bytes, filename: str) -> EmbeddingFile:
         loaded = _load_pickle_safely(data)
         return _interpret_pickle(loaded, stem)
     raise EmbeddingFileError(
-        "This file is not an embedding (expected a .safetensors, .pt or .bin file)."
+        "This file is not an embedding: its contents are neither safetensors nor a PyTorch .pt "
+        "or .bin file, whatever its name says; send the embedding's own file."
     )
 
 

@@ -156,7 +156,9 @@ async def test_library_pages_and_search(sim: Simulation) -> None:
     found = await reader.slash(sim.channel, "library", query="libword05")
     assert [embed.title for embed in found.response.embeds] == ["libword05"]
     none = await reader.slash(sim.channel, "library", query="nothing-like-this")
-    assert none.response.content == "Nothing shared matches that."
+    assert none.response.content == (
+        "Nothing shared matches that; leave out `query:` to see the whole library."
+    )
 
 
 async def test_queue_and_cancel(slow_sim: Simulation) -> None:

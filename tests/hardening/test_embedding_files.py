@@ -74,7 +74,8 @@ BAD_FILES: dict[str, tuple[str, Callable[[], bytes], str]] = {
     "text-named-pt": (
         "notes.pt",
         lambda: b"just some text, not an embedding",
-        "This file is not an embedding (expected a .safetensors, .pt or .bin file).",
+        "This file is not an embedding: its contents are neither safetensors nor a PyTorch .pt "
+        "or .bin file, whatever its name says; send the embedding's own file.",
     ),
 }
 

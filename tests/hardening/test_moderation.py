@@ -162,7 +162,9 @@ async def test_a_banned_member_is_refused_by_every_acting_button(sim: Simulation
     listed = await bob.slash(sim.channel, "embeddings list")
     assert listed.response.content.startswith("**zorb**")
     library = await bob.slash(sim.channel, "library")
-    assert library.response.content == "Nothing is shared yet."
+    assert library.response.content == (
+        "Nothing is shared yet; `/embeddings share` puts one of your words here."
+    )
 
 
 async def test_a_banned_manager_cannot_unban_themselves(sim: Simulation) -> None:
