@@ -140,6 +140,23 @@ def _share_weights(fused: torch.nn.Linear, parts: tuple[torch.nn.Linear, ...]) -
         start += part.out_features
 
 
+def compile_options(compile_mode: CompileMode) -> dict[str, object]:
+    """inductor's options for `compile_mode`, plus `triton.multi_kernel`.
+
+    With `multi_kernel`, inductor builds a reduction both looped and persistent and keeps the
+    faster at first use. SDXL's LayerNorms over 1,280 channels are past the 1,024 values inductor
+    otherwise keeps in registers, so they compile looped; persistent, an SDXL UNet call of 16
+    rows took 229-230 ms instead of 236-237 on an H200 (docs/BENCHMARKS.md §0b, session 7).
+    """
+    if compile_mode == "off":
+        raise ValueError("compile_mode 'off' compiles nothing")
+    options: dict[str, object] = {}
+    if compile_mode != "default":
+        options.update(torch._inductor.list_mode_options(compile_mode))
+    options["triton.multi_kernel"] = 1
+    return options
+
+
 def is_compiled(model: LoadedModel) -> bool:
     """Whether `apply_speedups` compiled the model's UNet."""
     from torch._dynamo.eval_frame import OptimizedModule
@@ -175,17 +192,22 @@ def apply_speedups(
         if data_dir is not None:
             cache = CompileCache.for_device(data_dir, model.device)
             cache.open()
-        mode = None if compile_mode == "default" else compile_mode
         if model.is_sdxl:
             fuse_attention_projections(model.unet)
         # Every UNet of the process shares one `forward`, and dynamo keeps 8 compiled versions
         # of a function by default: two models' four warm-up shapes would fill that and leave a
         # third model uncompiled. Each version is one (model, shape) the warm-ups chose.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        model.unet = torch.compile(model.unet, mode=mode, dynamic=False)
-        model.vae.decoder = torch.compile(model.vae.decoder, mode=mode, dynamic=False)
+        # torch 2.11 crashes reading multi_kernel's file of picked variants for kernels loaded
+        # from the compile cache (their JIT lock is lost on the way). Without the file, each
+        # start times the variants again on first use, during its warm-up: milliseconds
+        # (docs/DECISIONS.md, "Reductions compiled both ways").
+        os.environ["TORCHINDUCTOR_DISABLE_MULTI_KERNEL_CACHE"] = "1"
+        options = compile_options(compile_mode)
+        model.unet = torch.compile(model.unet, dynamic=False, options=options)
+        model.vae.decoder = torch.compile(model.vae.decoder, dynamic=False, options=options)
         model.pad_batches = True  # each new shape compiles for a minute: keep them few
-        log.info("UNet and VAE decoder compiled (mode %s); shapes compile on first use", mode)
+        log.info("UNet and VAE decoder compiled (%s); shapes compile on first use", compile_mode)
     if cuda_graphs:
         if model.device.index is not None:  # graphs record and replay on the current device
             torch.cuda.set_device(model.device)

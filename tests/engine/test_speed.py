@@ -20,6 +20,7 @@ from engine.speed import (
     CompileCache,
     apply_speedups,
     compile_cache_dir,
+    compile_options,
     fuse_attention_projections,
 )
 from engine.training import Trainer
@@ -46,6 +47,27 @@ def test_cache_dir_is_per_torch_version_and_gpu_model(
 ) -> None:
     """The cache folder is `<data dir>/compile-cache/torch-<version>-<gpu>`, one path segment."""
     assert compile_cache_dir(Path("/data"), version, device) == Path("/data/compile-cache", folder)
+
+
+@pytest.mark.parametrize(
+    ("mode", "inductor"),
+    [
+        ("default", {}),
+        ("max-autotune-no-cudagraphs", {"max_autotune": True, "coordinate_descent_tuning": True}),
+        ("reduce-overhead", {"triton.cudagraphs": True}),
+    ],
+)
+def test_compile_options_keep_the_mode_and_add_multi_kernel(
+    mode: str, inductor: dict[str, object]
+) -> None:
+    """LEXICON_COMPILE's mode keeps its own inductor options; every mode adds `multi_kernel`,
+    and inductor knows each option by that name."""
+    options = compile_options(mode)  # type: ignore[arg-type]
+    assert options == {**inductor, "triton.multi_kernel": 1}
+    with torch._inductor.config.patch(options):
+        assert torch._inductor.config.triton.multi_kernel == 1
+    with pytest.raises(ValueError, match="compiles nothing"):
+        compile_options("off")
 
 
 def test_cpu_worker_compiles_and_caches_nothing(engine_data_dir: Path, tmp_path: Path) -> None:
