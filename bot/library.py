@@ -40,7 +40,7 @@ from bot.services import (
 )
 from engine.embedding_metadata import without_private_metadata
 from storage.embeddings import shared_library
-from storage.errors import NotFound, StorageError
+from storage.errors import StorageError
 from storage.facade import Storage
 from storage.models import Actor, Embedding, EmbeddingKind, FileKind
 
@@ -185,12 +185,11 @@ class LibraryService:
         await self.checks.refuse_blocked(actor.guild_id, *names)
 
     async def _owned_or_visible(self, actor: Actor, name: str) -> Embedding:
-        try:
-            return await self.storage.embeddings.get_owned_by_name(actor.user_id, name)
-        except NotFound:
-            if not actor.is_manager and not actor.is_owner:
-                raise
-            return await self.storage.embeddings.get_shared_by_name(name, actor.guild_id)
+        """The actor's own embedding of that name; for a server's manager or the operator, else
+        the one shared there (storage decides whether they may change it)."""
+        if actor.is_manager or actor.is_owner:
+            return await self.storage.embeddings.get_by_name(actor.user_id, name, actor.guild_id)
+        return await self.storage.embeddings.get_owned_by_name(actor.user_id, name)
 
     async def share(self, actor: Actor, name: str) -> Embedding:
         await self._acting(actor, name)

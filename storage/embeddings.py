@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from storage.clock import Clock, from_seconds, to_seconds, utc_now
 from storage.db import Database, Params, Queries, Transaction, from_row
-from storage.errors import Forbidden, NameTaken, NotFound, QuotaExceeded
+from storage.errors import EmbeddingNotFound, Forbidden, NameTaken, NotFound, QuotaExceeded
 from storage.files import FileStore
 from storage.models import (
     Actor,
@@ -187,8 +187,9 @@ class EmbeddingRepository:
         (or the operator's), else NotFound."""
         found = await self.resolve(viewer_id, [name], guild_id)
         if not found:
-            raise NotFound(
-                f"You have no embedding called {quote(name)} and the shared library has none."
+            raise EmbeddingNotFound(
+                f"You have no embedding called {quote(name)} and the shared library has none.",
+                "either",
             )
         return next(iter(found.values()))
 
@@ -201,7 +202,7 @@ class EmbeddingRepository:
                 (owner_id, folded),
             )
         if row is None:
-            raise NotFound(f"You have no embedding called {quote(name)}.")
+            raise EmbeddingNotFound(f"You have no embedding called {quote(name)}.", "own")
         return embedding_from_row(row)
 
     async def get_shared_by_name(self, name: str, guild_id: int | None = None) -> Embedding:
@@ -217,7 +218,9 @@ class EmbeddingRepository:
                 (guild_id, folded),
             )
         if row is None:
-            raise NotFound(f"The shared library has no embedding called {quote(name)}.")
+            raise EmbeddingNotFound(
+                f"The shared library has no embedding called {quote(name)}.", "shared"
+            )
         return embedding_from_row(row)
 
     async def resolve(

@@ -6,6 +6,8 @@ layers above can show it as it is. Anything that is not a `StorageError` is a bu
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class StorageError(Exception):
     """A refusal or failure the user or operator can understand; the message is one sentence."""
@@ -29,6 +31,15 @@ class NameTaken(StorageError):
 
 class NotFound(StorageError):
     """Nothing by that id or name is visible to the one asking (existence is never leaked)."""
+
+
+class EmbeddingNotFound(NotFound):
+    """No embedding of that name is visible to the one asking. `searched` says where storage
+    looked, so a front end can point to the right list: "own", "shared" or "either"."""
+
+    def __init__(self, message: str, searched: Literal["own", "shared", "either"]) -> None:
+        super().__init__(message)
+        self.searched = searched
 
 
 class Forbidden(StorageError):

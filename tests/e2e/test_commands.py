@@ -121,7 +121,14 @@ async def test_embeddings_list_info_rename_export_delete(sim: Simulation) -> Non
         "That embedding is already gone; `/embeddings list` shows the ones you have."
     )
     gone = await alice.slash(sim.channel, "embeddings info", name="blip")
-    assert refusal(gone).startswith("You have no embedding called")
+    assert refusal(gone) == (
+        "You have no embedding called 'blip' and the shared library has none; "
+        "`/embeddings list` and `/library` show the names you can use."
+    )
+    not_hers = await alice.slash(sim.channel, "embeddings rename", name="blip", new_name="blop")
+    assert refusal(not_hers) == (
+        "You have no embedding called 'blip'; `/embeddings list` shows the ones you have."
+    )
 
 
 async def test_autocomplete_offers_usable_names_only(sim: Simulation) -> None:

@@ -47,7 +47,10 @@ async def test_a_manager_moderates_only_their_own_server(sim: Simulation) -> Non
     await _import(alice, sim.channel, "zorb", share=True)
     for delete in (False, True):
         result = await mallory.slash(other.channel, "admin remove", name="zorb", delete=delete)
-        assert refusal(result) == "The shared library has no embedding called 'zorb'."
+        assert refusal(result) == (
+            "You have no embedding called 'zorb' and the shared library has none; "
+            "`/embeddings list` and `/library` show the names you can use."
+        )
     (embedding,) = await sim.app.storage.embeddings.list_owned(alice.id)
     assert (embedding.is_shared, embedding.shared_guild_id) == (True, sim.guild.id)
 
