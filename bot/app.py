@@ -143,6 +143,8 @@ class Lexicon(AsyncClosing):
             max_batch=settings.max_batch,
             lease_seconds=settings.lease_seconds,
             default_model=settings.default_model,
+            reports=storage.model_reports,
+            sources={model.name: model.source for model in settings.models},
         )
         checks = _Checks(
             settings,

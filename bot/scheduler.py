@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -75,9 +75,12 @@ from storage.embeddings import EmbeddingRepository
 from storage.errors import LeaseLost, NameTaken, NotFound, StorageError, StorageUnavailable
 from storage.files import FileStore
 from storage.jobs import UNCHECKED, JobRepository, Lease, ModelFilter
-from storage.models import FileKind, Job, JobKind, JobProgress, JobState, NewImage
+from storage.model_reports import ModelReport, ModelReportRepository
+from storage.models import Family, FileKind, Job, JobKind, JobProgress, JobState, NewImage
 
 log = logging.getLogger("lexicon.scheduler")
+
+FAMILIES = frozenset(family.value for family in Family)
 
 SCHEDULER_OWNER = "scheduler"
 # Reports that change a job's stored state: accepted only from the worker holding the lease.
@@ -172,6 +175,8 @@ class Scheduler:
         lease_seconds: float = 30.0,
         owner_prefix: str = "local",
         default_model: str = "",
+        reports: ModelReportRepository | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self.jobs = jobs
         self.embeddings = embeddings
@@ -195,8 +200,13 @@ class Scheduler:
         self.default_model = default_model
         # Every model a worker has reported, by name (kept after the worker goes: a model's
         # family does not change while the bot runs); `models_reported` wakes who waits on one.
+        # With `reports`, each report is kept under the model's configured source (`sources`:
+        # name → source), and `start` recalls them: before this run's first report, a model's
+        # family is the one reported when it last ran from the same source.
         self.models: dict[str, ModelInfo] = {}
         self.models_reported = asyncio.Condition()
+        self.reports = reports
+        self.sources = dict(sources or {})
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -212,6 +222,7 @@ class Scheduler:
             )
             if requeued:
                 log.info("requeued %d jobs that were running before the restart", len(requeued))
+        await self._recall_models()
         await self.transport.start()
         self._tasks = [
             asyncio.create_task(self._consume_events(), name="scheduler-events"),
@@ -232,6 +243,41 @@ class Scheduler:
     def wake(self) -> None:
         """Something changed (a job queued, a slot freed): look for work to hand out."""
         self._wake.set()
+
+    async def _recall_models(self) -> None:
+        """What workers reported of the configured models when they last ran from the same
+        sources; this run's reports replace it as they come."""
+        if self.reports is None:
+            return
+        try:
+            recalled = await self.reports.recall(self.sources)
+        except StorageError as error:
+            _log_failure("recalling the models' last reports", error)
+            return
+        for report in recalled:
+            self.models[report.name] = ModelInfo(
+                report.name, report.family, report.width, report.model_hash
+            )
+        if recalled:
+            log.info("families as last reported: %s", _families(self.models.values()))
+
+    async def _remember_models(self, held: Iterable[ModelHeld]) -> None:
+        """Keep what a worker reported of the configured models, for the next start."""
+        if self.reports is None:
+            return
+        reports = []
+        for model in held:
+            source = self.sources.get(model.name)
+            if source is None or model.family not in FAMILIES or model.width <= 0:
+                log.warning("not keeping a report of model %r: %r", model.name, model)
+                continue
+            reports.append(
+                ModelReport(model.name, source, model.family, model.width, model.model_hash)
+            )
+        try:
+            await self.reports.remember(reports)
+        except StorageError as error:
+            _log_failure("keeping the models' reports", error)
 
     # --- queries for services ----------------------------------------------------------------
 
@@ -519,6 +565,7 @@ class Scheduler:
             for held in event.models:
                 self.models[held.name] = _info(held)
             self.models_reported.notify_all()
+        await self._remember_models(event.models)
         self.worker_ready.set()
         self.wake()
 
@@ -771,6 +818,10 @@ def _believable(seconds: float) -> bool:
 
 def _info(held: ModelHeld) -> ModelInfo:
     return ModelInfo(held.name, held.family, held.width, held.model_hash)
+
+
+def _families(models: Iterable[ModelInfo]) -> str:
+    return ", ".join(f"{model.name} {model.family}" for model in models)
 
 
 def resident_first(

@@ -19,6 +19,7 @@ from storage.guilds import GuildSettingsRepository
 from storage.images import ImageRepository
 from storage.jobs import JobRepository
 from storage.maintenance import SweepReport, refuse_empty_database, sweep
+from storage.model_reports import ModelReportRepository
 from storage.names import IsReservedWord, NameRules
 from storage.preferences import PreferenceRepository
 from storage.users import UserRepository
@@ -42,6 +43,7 @@ class Storage(AsyncClosing):
     images: ImageRepository
     guilds: GuildSettingsRepository
     preferences: PreferenceRepository
+    model_reports: ModelReportRepository
 
     @classmethod
     async def open(
@@ -83,6 +85,7 @@ class Storage(AsyncClosing):
             images=ImageRepository(db, files, clock),
             guilds=GuildSettingsRepository(db, clock),
             preferences=PreferenceRepository(db, clock),
+            model_reports=ModelReportRepository(db, clock),
         )
 
     async def sweep(self) -> SweepReport:

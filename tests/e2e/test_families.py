@@ -273,6 +273,29 @@ async def test_an_import_for_a_model_no_worker_has_reported_is_answered_at_once(
         assert await sim.app.storage.embeddings.list_owned(alice.id) == []
 
 
+async def test_after_a_restart_a_models_family_is_known_before_its_worker_reports(
+    tmp_path: Path,
+) -> None:
+    """A worker's report of a model outlives the bot: after a restart, while model c's worker is
+    still starting (here: none holds c), an import for c is checked against the family c had
+    when it last ran from the same source, and `model:c` lists what fits it."""
+    data = tmp_path / "data"
+    async with simulated(standin_settings(data, model_list="c=standin,a=standin")) as sim:
+        await _ready(sim, "c", "a")
+    settings = standin_settings(data, model_list="c=standin,a=standin", worker_model_names=("a",))
+    async with simulated(settings) as sim:
+        alice = sim.member("alice")
+        assert sim.app.scheduler.models["c"].family == "tiny"
+        result = await alice.slash(
+            sim.channel, "embeddings import", file=("plain.pt", a1111_pt()), name="plainzo1"
+        )
+        assert result.response.content.startswith(
+            "Imported **plainzo1** (2 vectors, positive, made for the tiny test model)"
+        )
+        listed = await alice.slash(sim.channel, "embeddings list", model="c")
+        assert listed.response.content.startswith("**plainzo1** · positive · 2 vectors")
+
+
 def test_every_family_has_a_page_button_number() -> None:
     """A family added to storage gets a number in `FILTERS`, so /library's buttons can keep it."""
     assert set(FILTERS[1:]) == set(Family) and FILTERS[0] is None
