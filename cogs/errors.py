@@ -5,7 +5,8 @@ tree's error handler) and buttons (`cogs.persistent`) alike:
 
 1. unwrap discord.py's `CommandInvokeError` to the error the code raised;
 2. a refusal the user can act on — `ServiceError`, `StorageError`, `WorkerUnavailable` — shows
-   its own sentence; a name storage did not find also says which list shows the names there are;
+   its own sentence; a name storage did not find also says which list shows the names there
+   are, and a member at the embeddings limit how to make room;
 3. a failed check (missing Manage Server, used in DMs, on cooldown) shows a sentence saying so;
 4. anything else is a bug: a generic sentence for the user, the traceback to the log.
 
@@ -25,13 +26,14 @@ from discord import app_commands
 from bot.app import WorkerUnavailable
 from bot.discord_bot import LexiconBot
 from bot.services import ServiceError
-from storage.errors import EmbeddingNotFound, StorageError
+from storage.errors import EmbeddingNotFound, StorageError, TooManyEmbeddings
 
 log = logging.getLogger("lexicon.discord.errors")
 
 PUBLIC_DEFER = "lexicon_public_defer"
 GENERIC_SENTENCE = "Something went wrong on Lexicon's side; it has been logged. Try again later."
 USER_ERRORS: tuple[type[BaseException], ...] = (ServiceError, StorageError, WorkerUnavailable)
+MAKE_ROOM = "delete one with `/embeddings delete` before adding another"
 # Where to look instead, by where storage looked for a name it did not find.
 LISTS_TO_SEE = {
     "own": "`/embeddings list` shows the ones you have",
@@ -56,6 +58,8 @@ def user_sentence(error: BaseException) -> str | None:
     error = unwrap(error)
     if isinstance(error, EmbeddingNotFound):
         return f"{str(error).removesuffix('.')}; {LISTS_TO_SEE[error.searched]}."
+    if isinstance(error, TooManyEmbeddings):
+        return f"{str(error).removesuffix('.')}; {MAKE_ROOM}."
     if isinstance(error, USER_ERRORS):
         return str(error)
     if isinstance(error, app_commands.NoPrivateMessage):

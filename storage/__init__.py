@@ -11,6 +11,7 @@ from storage.errors import (
     DatabaseCorrupt,
     DatabaseEmpty,
     DatabaseReadOnly,
+    EmbeddingNotFound,
     FileStoreError,
     Forbidden,
     InvalidFileId,
@@ -25,6 +26,7 @@ from storage.errors import (
     StorageError,
     StorageFull,
     StorageUnavailable,
+    TooManyEmbeddings,
 )
 from storage.facade import Storage, files_root
 from storage.files import FileStore
@@ -32,6 +34,7 @@ from storage.guilds import GuildSettingsRepository
 from storage.images import ImageRepository
 from storage.jobs import Cancellation, JobRepository, Lease
 from storage.maintenance import CheckReport, SweepReport, backup, backup_database, check, sweep
+from storage.model_reports import ModelReport, ModelReportRepository
 from storage.models import (
     Actor,
     Delivery,
@@ -64,6 +67,7 @@ __all__ = [
     "Delivery",
     "Embedding",
     "EmbeddingKind",
+    "EmbeddingNotFound",
     "EmbeddingRepository",
     "EmbeddingSource",
     "Family",
@@ -85,6 +89,8 @@ __all__ = [
     "JobState",
     "Lease",
     "LeaseLost",
+    "ModelReport",
+    "ModelReportRepository",
     "NameRules",
     "NameTaken",
     "NewImage",
@@ -97,8 +103,8 @@ __all__ = [
     "StorageFull",
     "StorageUnavailable",
     "SweepReport",
+    "TooManyEmbeddings",
     "Transaction",
-    "User",
     "UserRepository",
     "Visibility",
     "backup",

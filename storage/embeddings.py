@@ -17,7 +17,13 @@ from collections.abc import Iterable
 
 from storage.clock import Clock, from_seconds, to_seconds, utc_now
 from storage.db import Database, Params, Queries, Transaction, from_row
-from storage.errors import EmbeddingNotFound, Forbidden, NameTaken, NotFound, QuotaExceeded
+from storage.errors import (
+    EmbeddingNotFound,
+    Forbidden,
+    NameTaken,
+    NotFound,
+    TooManyEmbeddings,
+)
 from storage.files import FileStore
 from storage.models import (
     Actor,
@@ -465,13 +471,13 @@ class EmbeddingRepository:
             )
 
 
-def too_many_embeddings(owned: int, limit: int, training: int = 0) -> QuotaExceeded:
+def too_many_embeddings(owned: int, limit: int, training: int = 0) -> TooManyEmbeddings:
     """The refusal for a user who owns `owned` embeddings and has `training` more on the way,
     when one member may keep at most `limit`."""
     coming = f" and {training} more in training" if training else ""
-    return QuotaExceeded(
+    return TooManyEmbeddings(
         f"You already have {owned} embedding{'s' * (owned != 1)}{coming}, the most one member "
-        f"may keep ({limit}); delete one with `/embeddings delete` before adding another."
+        f"may keep ({limit})."
     )
 
 

@@ -62,6 +62,10 @@ class QuotaExceeded(StorageError):
     """A per-user limit checked atomically with the write it guards."""
 
 
+class TooManyEmbeddings(QuotaExceeded):
+    """A member already keeps (or is training) as many embeddings as one member may."""
+
+
 class StorageUnavailable(StorageError):
     """The disk or the database failed (full, I/O error, read-only, damaged): nothing was saved,
     and the same request may succeed once the operator has fixed the disk."""
