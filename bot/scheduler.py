@@ -274,6 +274,8 @@ class Scheduler:
             reports.append(
                 ModelReport(model.name, source, model.family, model.width, model.model_hash)
             )
+        if not reports:
+            return
         try:
             await self.reports.remember(reports)
         except StorageError as error:

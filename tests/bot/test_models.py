@@ -422,3 +422,44 @@ async def test_a_lost_worker_s_jobs_are_announced(tmp_path: Path) -> None:
         ]
         assert (await store.jobs.get(again.id)).state is JobState.QUEUED
         assert (await store.jobs.get(last.id)).state is JobState.FAILED
+
+
+async def test_reports_outlive_the_bot_and_odd_ones_are_not_kept(tmp_path: Path) -> None:
+    """A worker's report of a configured model is recalled by the next scheduler on the same
+    database; one of a model the bot does not configure, of a family storage does not know, or
+    of no width, is used by this run only (a Redis entry is a stranger's) and never kept."""
+    sources = {"a": "standin", "b": "standin", "c": "standin"}
+    async with await Storage.open(tmp_path / "data") as store:
+        scheduler = Scheduler(
+            store.jobs,
+            store.embeddings,
+            store.files,
+            RecordingTransport(),
+            JobHub(),
+            reports=store.model_reports,
+            sources=sources,
+        )
+        held = (
+            _held("a", True, 1.0),
+            protocol.ModelHeld("b", "sd9", 32, "h"),
+            protocol.ModelHeld("c", "tiny", 0, "h"),
+            protocol.ModelHeld("zz", "tiny", 32, "h"),
+        )
+        await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, held))
+        assert set(scheduler.models) == {"a", "b", "c", "zz"}
+
+        later = Scheduler(
+            store.jobs,
+            store.embeddings,
+            store.files,
+            RecordingTransport(),
+            JobHub(),
+            reports=store.model_reports,
+            sources=sources,
+        )
+        await later.start()
+        try:
+            assert list(later.models) == ["a"]
+            assert later.models["a"].family == "tiny" and later.models["a"].width == 32
+        finally:
+            await later.close()
