@@ -430,15 +430,19 @@ async def test_reports_outlive_the_bot_and_odd_ones_are_not_kept(tmp_path: Path)
     of no width, is used by this run only (a Redis entry is a stranger's) and never kept."""
     sources = {"a": "standin", "b": "standin", "c": "standin"}
     async with await Storage.open(tmp_path / "data") as store:
-        scheduler = Scheduler(
-            store.jobs,
-            store.embeddings,
-            store.files,
-            RecordingTransport(),
-            JobHub(),
-            reports=store.model_reports,
-            sources=sources,
-        )
+
+        def scheduler_on_this_database() -> Scheduler:
+            return Scheduler(
+                store.jobs,
+                store.embeddings,
+                store.files,
+                RecordingTransport(),
+                JobHub(),
+                reports=store.model_reports,
+                sources=sources,
+            )
+
+        scheduler = scheduler_on_this_database()
         held = (
             _held("a", True, 1.0),
             protocol.ModelHeld("b", "sd9", 32, "h"),
@@ -448,15 +452,7 @@ async def test_reports_outlive_the_bot_and_odd_ones_are_not_kept(tmp_path: Path)
         await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, held))
         assert set(scheduler.models) == {"a", "b", "c", "zz"}
 
-        later = Scheduler(
-            store.jobs,
-            store.embeddings,
-            store.files,
-            RecordingTransport(),
-            JobHub(),
-            reports=store.model_reports,
-            sources=sources,
-        )
+        later = scheduler_on_this_database()
         await later.start()
         try:
             assert list(later.models) == ["a"]
