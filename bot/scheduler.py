@@ -414,9 +414,7 @@ class Scheduler:
         chosen = choose_batch(ordered, limit)[:room]
         if not chosen:
             return False
-        claimed = await self.jobs.claim_ids(
-            [job.id for job in chosen], worker.worker_id, self.lease_seconds
-        )
+        claimed = await self._claim(worker, [job.id for job in chosen])
         for waiting in skipped:
             self._passed[waiting.id] = self._passed.get(waiting.id, 0) + len(claimed)
         for job in claimed:
@@ -439,9 +437,7 @@ class Scheduler:
         )
         if not candidates:
             return False
-        claimed = await self.jobs.claim_ids(
-            [candidates[0].id], worker.worker_id, self.lease_seconds
-        )
+        claimed = await self._claim(worker, [candidates[0].id])
         if not claimed:
             return False
         job = claimed[0]
@@ -467,6 +463,23 @@ class Scheduler:
         worker.jobs.add(job.id)
         await self.transport.submit(TrainJob(job.id, job.attempts, request, checkpoint))
         return True
+
+    async def _claim(self, worker: _Worker, job_ids: list[int]) -> list[Job]:
+        """Lease jobs to a worker, unless it was lost while this dispatch ran.
+
+        A dispatch looks at the workers, then awaits the database; a `WorkerLost` handled in
+        between has already requeued that worker's jobs, so nothing would requeue these until
+        their leases expired (a wait, and an attempt spent on a worker that never saw them).
+        They go back to the queue at once, the attempt not counted.
+        """
+        claimed = await self.jobs.claim_ids(job_ids, worker.worker_id, self.lease_seconds)
+        if claimed and self._workers.get(worker.worker_id) is not worker:
+            for job in claimed:
+                with contextlib.suppress(LeaseLost):  # requeued or cancelled meanwhile
+                    await self.jobs.release(job.id, Lease(worker.worker_id, job.attempts))
+            self.wake()  # another worker may take them
+            return []
+        return claimed
 
     async def _generate_request(self, job: Job, worker_id: str) -> GenerateRequest | None:
         request = replace(GenerateRequest.from_params(job.params), model=self.model_of(job))

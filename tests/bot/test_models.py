@@ -459,3 +459,31 @@ async def test_reports_outlive_the_bot_and_odd_ones_are_not_kept(tmp_path: Path)
             assert later.models["a"].family == "tiny" and later.models["a"].width == 32
         finally:
             await later.close()
+
+
+async def test_a_dispatch_that_outlives_its_worker_leaves_the_jobs_queued(tmp_path: Path) -> None:
+    """A dispatch looks at the workers, then waits on the database. If the worker is lost in
+    between, the jobs it claimed go back to the queue at once with no attempt spent: the loss
+    was already handled, so otherwise they would wait for their leases to expire."""
+    async with await Storage.open(tmp_path / "data") as store:
+        transport = RecordingTransport()
+        scheduler = Scheduler(store.jobs, store.embeddings, store.files, transport, JobHub())
+        await scheduler.handle(protocol.WorkerReady("w", "cpu", 8, (_held("a", True, 1.0),)))
+        seen_before_the_loss = scheduler._workers["w"]
+        generate = await _enqueue(store, 1, "a")
+        train = await store.jobs.enqueue(
+            2, "train", TrainRequest("zorb", (), steps=10, model="a").to_params(), model="a"
+        )
+        await scheduler.handle(protocol.WorkerLost("w", "killed"))
+
+        assert not await scheduler._dispatch_generate(seen_before_the_loss)
+        assert not await scheduler._dispatch_train(seen_before_the_loss)
+        for job_id in (generate, train.id):
+            job = await store.jobs.get(job_id)
+            assert (job.state, job.attempts, job.lease_owner) == (JobState.QUEUED, 0, None)
+        assert transport.batches == []
+
+        await scheduler.handle(protocol.WorkerReady("v", "cpu", 8, (_held("a", True, 1.0),)))
+        assert await scheduler._dispatch_generate(scheduler._workers["v"])
+        assert transport.batches == [[generate]]
+        assert (await store.jobs.get(generate)).attempts == 1
