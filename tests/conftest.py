@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -51,6 +52,18 @@ def cli(tmp_path: Path):
         return run_lexicon(list(args), tmp_path, timeout=timeout, **env)
 
     return call
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_level_kept():
+    """Every test leaves the root logger's level as it found it. One left at DEBUG makes each
+    later test log every SQLite call, slow enough to push timing-sensitive tests over."""
+    before = logging.getLogger().level
+    yield
+    after = logging.getLogger().level
+    assert after == before, (
+        f"the test left the root logger at {logging.getLevelName(after)}; put it back"
+    )
 
 
 def _cuda_available() -> bool:

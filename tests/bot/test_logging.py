@@ -13,11 +13,18 @@ TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0Mw.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789A
 
 @pytest.fixture
 def logged(capfd: pytest.CaptureFixture[str]):
+    """Lexicon's logging at DEBUG for one test; the loggers it touched are put back after.
+
+    Left at DEBUG, the root logger would make every later test log (and pytest capture) each
+    SQLite call, which slows the whole suite and its timing-sensitive tests with it."""
+    root, discord = logging.getLogger(), logging.getLogger("discord")
+    levels = root.level, discord.level
     configure_logging("DEBUG", secrets=["my-configured-secret-value"])
     yield capfd
-    root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_lexicon", False)]:
         root.removeHandler(handler)
+    root.setLevel(levels[0])
+    discord.setLevel(levels[1])
 
 
 def test_token_in_message_is_redacted(logged: pytest.CaptureFixture[str]) -> None:
