@@ -43,7 +43,7 @@ from engine.photos import PhotoError, normalise_photos
 from engine.png import png_size
 from engine.vocabulary import is_single_token, reads_as_words
 from storage.embeddings import SHARE_FROM_A_SERVER, EmbeddingRepository, too_many_embeddings
-from storage.errors import NotFound
+from storage.errors import EmbeddingNotFound, NotFound
 from storage.guilds import GuildSettingsRepository
 from storage.images import ImageRepository
 from storage.jobs import JobRepository, over_quota
@@ -621,7 +621,7 @@ class ImagineService(_QueueingService):
         for name in sorted(explicit):
             folded = fold_for_lookup(name)
             if folded is None or folded not in found:
-                raise ServiceError(await self._unknown_name_sentence(user_id, guild_id, name))
+                raise await self._unknown_name(user_id, guild_id, name)
         unusable = [e.name for e in found.values() if not e.usable]
         if unusable:
             raise ServiceError(
@@ -629,17 +629,19 @@ class ImagineService(_QueueingService):
             )
         return sorted(found.values(), key=lambda e: e.name_folded)
 
-    async def _unknown_name_sentence(self, user_id: int, guild_id: int | None, name: str) -> str:
+    async def _unknown_name(
+        self, user_id: int, guild_id: int | None, name: str
+    ) -> ServiceError | EmbeddingNotFound:
+        """The refusal of `<name>`: with the closest name there is, or else as a name not
+        found in either place (Discord then points to both lists; the CLI names none)."""
         known = [e.name_folded for e in await self.embeddings.list_owned(user_id)]
         shared = await self.embeddings.list_shared(limit=500, guild_id=guild_id)
         known += [e.name_folded for e in shared]
         close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
-        hint = (
-            f" Did you mean <{close[0]}>?"
-            if close
-            else " See `/embeddings list` and `/library` for the names you can use."
-        )
-        return f"You have no embedding called <{name}> and none is shared under that name.{hint}"
+        sentence = f"You have no embedding called <{name}> and none is shared under that name"
+        if close:
+            return ServiceError(f"{sentence}; did you mean <{close[0]}>?")
+        return EmbeddingNotFound(f"{sentence}.", searched="either")
 
 
 class TrainService(_QueueingService):

@@ -71,8 +71,8 @@ async def test_an_unknown_name_gets_a_suggestion(sim: Simulation) -> None:
     await train(sim, alice, "zorb")
     result = await alice.slash(sim.channel, "imagine", prompt="a photo of <zorp>")
     assert refusal(result) == (
-        "You have no embedding called <zorp> and none is shared under that name. "
-        "Did you mean <zorb>?"
+        "You have no embedding called <zorp> and none is shared under that name; "
+        "did you mean <zorb>?"
     )
 
 

@@ -87,8 +87,12 @@ def test_cli_train_with_a_path_as_name_and_a_fake_photo(tmp_path: Path) -> None:
         (["a cube", "--steps", "999"], "steps must be between 1 and 50; got 999."),
         (["a cube", "--guidance", "nan"], "guidance must be between 0 and 30; got nan."),
         (["a cube", "--seed", "-7"], "seed must be between 0 and 4294967295; got -7."),
+        (  # the CLI names no Discord command to look in
+            ["a <qqqq> on a hill"],
+            "You have no embedding called <qqqq> and none is shared under that name.",
+        ),
     ],
-    ids=["10000-chars", "steps-999", "guidance-nan", "seed-negative"],
+    ids=["10000-chars", "steps-999", "guidance-nan", "seed-negative", "unknown-name"],
 )
 def test_cli_imagine_refuses_bad_values(tmp_path: Path, args: list[str], sentence: str) -> None:
     """`lexicon imagine` with a huge prompt or out-of-range numbers: one sentence."""

@@ -98,8 +98,8 @@ async def test_names_shared_on_another_server_are_not_words_here(sim: Simulation
     assert job.params["embeddings"] == []
     explicit = await alice.slash(sim.channel, "imagine", prompt="a <zorb> on a table")
     assert refusal(explicit) == (
-        "You have no embedding called <zorb> and none is shared under that name. "
-        "See `/embeddings list` and `/library` for the names you can use."
+        "You have no embedding called <zorb> and none is shared under that name; "
+        "`/embeddings list` and `/library` show the names you can use."
     )
     mine = await _import(alice, sim.channel, "zorb", share=True)
     assert "in the shared library" in mine.response.content

@@ -94,6 +94,6 @@ async def test_a_hostile_name_in_a_prompt_is_only_an_unknown_name(sim: Simulatio
     """`<../../etc/passwd>` in a prompt is looked up as a name, refused, and queues nothing."""
     refused = await refused_leaving_nothing(sim, "imagine", prompt="a photo of <../../etc/passwd>")
     assert refused == (
-        "You have no embedding called <../../etc/passwd> and none is shared under that name. "
-        "See `/embeddings list` and `/library` for the names you can use."
+        "You have no embedding called <../../etc/passwd> and none is shared under that name; "
+        "`/embeddings list` and `/library` show the names you can use."
     )
