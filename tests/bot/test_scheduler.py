@@ -274,11 +274,12 @@ async def test_bot_killed_with_20_jobs_queued_finishes_each_once(
 async def test_refusals_store_nothing(open_app: AppFactory, bad_size: str) -> None:
     """A refused request leaves no job row behind."""
     from bot.services import ServiceError
+    from storage.errors import EmbeddingNotFound
 
     async with open_app() as app:
         with pytest.raises(ServiceError, match="size"):
             await app.imagine.submit(1, ImagineOptions("a cat", size=bad_size))
-        with pytest.raises(ServiceError, match="<zorp>"):
+        with pytest.raises(EmbeddingNotFound, match="<zorp>"):
             await app.imagine.submit(1, ImagineOptions("a photo of <zorp>"))
         assert await app.storage.jobs.list_for_user(1, states=None) == []
 

@@ -126,7 +126,7 @@ async def test_refusals_say_what_to_do_and_suggest_free_names(sim: Simulation) -
     )
     unknown = await alice.slash(sim.channel, "imagine", prompt="<qqqq>")
     assert refusal(unknown).endswith(
-        "See `/embeddings list` and `/library` for the names you can use."
+        "; `/embeddings list` and `/library` show the names you can use."
     )
 
 
